@@ -1,0 +1,17 @@
+//! pgproxy: a PostgreSQL wire-protocol middleware proxy.
+//!
+//! Modules are layered; each imports only modules listed above it (see docs/ARCHITECTURE.md):
+//! protocol → config → telemetry → net → router → backend → pool → cluster → session → server.
+#![forbid(unsafe_code)]
+#![warn(clippy::unwrap_used, clippy::todo, clippy::dbg_macro)]
+
+pub mod protocol;
+pub mod config;
+pub mod telemetry;
+pub mod net;
+pub mod router;
+pub mod backend;
+pub mod pool;
+pub mod cluster;
+pub mod session;
+pub mod server;

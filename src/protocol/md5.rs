@@ -1,0 +1,1 @@
+//! MD5 password hashing (stub; being written).

@@ -1,0 +1,13 @@
+//! Wire format of the PostgreSQL frontend/backend protocol 3.0: framing over `Bytes`, typed views of
+//! the few messages pgproxy inspects, builders for the messages it writes, SQLSTATE codes, and the
+//! pure (IO-free) parts of authentication. Nothing here does IO.
+//! <https://www.postgresql.org/docs/current/protocol-message-formats.html>
+
+pub mod frame;
+pub mod message;
+pub mod startup;
+pub mod sqlstate;
+pub mod scram;
+pub mod md5;
+
+pub use frame::{Frame, FrameError};

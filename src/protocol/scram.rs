@@ -1,0 +1,1 @@
+//! Server-side SCRAM-SHA-256 (stub; being written).
