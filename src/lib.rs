@@ -5,13 +5,13 @@
 #![forbid(unsafe_code)]
 #![warn(clippy::unwrap_used, clippy::todo, clippy::dbg_macro)]
 
-pub mod protocol;
-pub mod config;
-pub mod telemetry;
-pub mod net;
-pub mod router;
 pub mod backend;
-pub mod pool;
 pub mod cluster;
-pub mod session;
+pub mod config;
+pub mod net;
+pub mod pool;
+pub mod protocol;
+pub mod router;
 pub mod server;
+pub mod session;
+pub mod telemetry;

@@ -1,1 +1,169 @@
-//! cluster (being written).
+//! Topology: shards, their nodes, and the pools that reach them. Holds the live config snapshot
+//! (`ArcSwap`) and builds or reconfigures pools when it changes. Later: node states, health
+//! checks and failover live here too. Never parses SQL.
+
+use crate::backend::ConnectParams;
+use crate::config::{Config, Database, User};
+use crate::net::client_connector;
+use crate::pool::{Pool, PoolSettings};
+use arc_swap::ArcSwap;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_rustls::TlsConnector;
+use tracing::{info, warn};
+
+/// Identifies one pool: (client user, client database, shard index, node index).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    /// Client-facing user name.
+    pub user: String,
+    /// Client-facing database name.
+    pub database: String,
+    /// Shard index in the config.
+    pub shard: usize,
+    /// Node index within the shard.
+    pub node: usize,
+}
+
+/// The live config and the pools built from it. Cheap to share via `Arc`.
+pub struct Cluster {
+    config: ArcSwap<Config>,
+    pools: Mutex<HashMap<PoolKey, Pool>>,
+    tls: ArcSwap<Option<TlsConnector>>,
+}
+
+impl Cluster {
+    /// Builds the cluster state for a validated config.
+    pub fn new(config: Config) -> Result<Cluster, crate::net::TlsError> {
+        let tls = build_tls(&config)?;
+        Ok(Cluster {
+            config: ArcSwap::from_pointee(config),
+            pools: Mutex::new(HashMap::new()),
+            tls: ArcSwap::from_pointee(tls),
+        })
+    }
+
+    /// The current config snapshot.
+    pub fn config(&self) -> Arc<Config> {
+        self.config.load_full()
+    }
+
+    /// The pool for the main node of the single shard (routing comes with sharding).
+    pub fn main_pool(&self, user: &User, db: &Database) -> Pool {
+        self.pool(user, db, 0, 0)
+    }
+
+    /// The pool for (user, db, shard, node), created on first use.
+    pub fn pool(&self, user: &User, db: &Database, shard: usize, node: usize) -> Pool {
+        let key = PoolKey {
+            user: user.name.clone(),
+            database: db.name.clone(),
+            shard,
+            node,
+        };
+        let mut pools = self.pools.lock();
+        if let Some(p) = pools.get(&key) {
+            return p.clone();
+        }
+        let cfg = self.config.load();
+        let settings = self.settings(&cfg, user, db, shard, node);
+        let pool = Pool::new(settings);
+        pools.insert(key, pool.clone());
+        pool
+    }
+
+    fn settings(
+        &self,
+        cfg: &Config,
+        user: &User,
+        db: &Database,
+        shard: usize,
+        node: usize,
+    ) -> PoolSettings {
+        let g = &cfg.general;
+        let n = cfg
+            .shards
+            .get(shard)
+            .and_then(|s| s.nodes.get(node))
+            .expect("validated config has the shard and node a pool key names");
+        PoolSettings {
+            size: cfg.pool_size(user, db),
+            min_size: g.min_pool_size,
+            checkout_timeout: Duration::from_millis(g.checkout_timeout_ms),
+            idle_timeout: Duration::from_millis(g.idle_timeout_ms),
+            lifetime: Duration::from_millis(g.server_lifetime_ms),
+            reset_query: g.server_reset_query.clone(),
+            connect: ConnectParams {
+                host: n.host.clone(),
+                port: n.port,
+                user: user.server_user().to_string(),
+                password: user.server_password().map(str::to_string),
+                database: db
+                    .server_database
+                    .clone()
+                    .unwrap_or_else(|| db.name.clone()),
+                tls: g.server_tls,
+                tls_connector: (**self.tls.load()).clone(),
+                connect_timeout: Duration::from_millis(g.connect_timeout_ms),
+            },
+        }
+    }
+
+    /// Swaps in a new validated config: reconfigures pools whose user and database still exist,
+    /// shuts down the others. Clients already connected keep their sessions.
+    pub fn reload(&self, new: Config) -> Result<(), crate::net::TlsError> {
+        let tls = build_tls(&new)?;
+        for change in crate::config::restart_required(&self.config.load(), &new) {
+            warn!(option = %change, "option changed but needs a restart; keeping the old value");
+        }
+        let mut new = new;
+        let old = self.config.load_full();
+        // Options that do not reload keep their old values.
+        new.general.listen = old.general.listen.clone();
+        new.general.worker_threads = old.general.worker_threads;
+        new.shards = old.shards.clone();
+        self.tls.store(Arc::new(tls));
+        self.config.store(Arc::new(new));
+        let cfg = self.config.load_full();
+        let mut pools = self.pools.lock();
+        pools.retain(|key, pool| {
+            let (Some(user), Some(db)) = (cfg.user(&key.user), cfg.database(&key.database)) else {
+                pool.shutdown();
+                return false;
+            };
+            pool.reconfigure(self.settings(&cfg, user, &db, key.shard, key.node));
+            true
+        });
+        info!(pools = pools.len(), "configuration reloaded");
+        Ok(())
+    }
+
+    /// Closes every pool (shutdown).
+    pub fn shutdown(&self) {
+        for p in self.pools.lock().values() {
+            p.shutdown();
+        }
+    }
+
+    /// A snapshot of all pools, for stats.
+    pub fn pools(&self) -> Vec<(PoolKey, Pool)> {
+        self.pools
+            .lock()
+            .iter()
+            .map(|(k, p)| (k.clone(), p.clone()))
+            .collect()
+    }
+}
+
+fn build_tls(cfg: &Config) -> Result<Option<TlsConnector>, crate::net::TlsError> {
+    use crate::config::ServerTls;
+    match cfg.general.server_tls {
+        ServerTls::Disable => Ok(None),
+        ServerTls::VerifyFull => Ok(Some(client_connector(
+            cfg.general.server_tls_ca_file.as_deref(),
+        )?)),
+        ServerTls::Prefer | ServerTls::Require => Ok(Some(client_connector(None)?)),
+    }
+}

@@ -4,8 +4,10 @@
 //! `ArcSwap` the server owns. Every option is documented in docs/CONFIG.md with its default and
 //! whether it reloads live. This module reads nothing but the file.
 
+mod diff;
 mod validate;
 
+pub use diff::restart_required;
 pub use validate::{ConfigError, Problem};
 
 use serde::Deserialize;
@@ -46,6 +48,7 @@ pub enum PoolMode {
 pub enum AuthMethod {
     /// SCRAM-SHA-256 (RFC 7677, as PostgreSQL does it).
     #[default]
+    #[serde(rename = "scram-sha-256")]
     ScramSha256,
     /// MD5 challenge (legacy).
     Md5,

@@ -192,7 +192,10 @@ mod tests {
         let mut buf = BytesMut::from(&[b'Q', 0, 0, 0, 3][..]);
         assert_eq!(decode(&mut buf, 1024), Err(FrameError::InvalidLength(3)));
         let mut buf = BytesMut::from(&[b'Q', 0x7f, 0xff, 0xff, 0xff][..]);
-        assert!(matches!(decode(&mut buf, 1024), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            decode(&mut buf, 1024),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut buf = BytesMut::from(&[b'Q', 0xff, 0xff, 0xff, 0xff][..]);
         assert_eq!(decode(&mut buf, 1024), Err(FrameError::InvalidLength(-1)));
     }
@@ -200,7 +203,9 @@ mod tests {
     #[test]
     fn untagged_packets() {
         let mut buf = BytesMut::from(&[0, 0, 0, 8, 4, 0xd2, 0x16, 0x2f][..]);
-        let body = decode_untagged(&mut buf, 10_000).expect("valid").expect("complete");
+        let body = decode_untagged(&mut buf, 10_000)
+            .expect("valid")
+            .expect("complete");
         assert_eq!(&body[..], &[4, 0xd2, 0x16, 0x2f]);
         let mut buf = BytesMut::from(&[0, 0, 0, 2][..]);
         assert!(decode_untagged(&mut buf, 10_000).is_err());

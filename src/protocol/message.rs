@@ -100,6 +100,7 @@ pub struct Parse<'a> {
     pub param_types: &'a [u8],
 }
 
+#[allow(clippy::self_named_constructors)]
 impl<'a> Parse<'a> {
     /// Parses a Parse body.
     pub fn parse(body: &'a [u8]) -> Option<Self> {
@@ -248,6 +249,28 @@ pub fn backend_key_data(body: &[u8]) -> Option<(i32, i32)> {
     Some((read_i32(&mut b)?, read_i32(&mut b)?))
 }
 
+/// The columns of a DataRow as text (`None` for NULL, lossy UTF-8). Malformed rows give
+/// whatever columns could be read.
+pub fn data_row_text(body: &[u8]) -> Vec<Option<String>> {
+    let mut b = body;
+    let n = read_i16(&mut b).unwrap_or(0).max(0) as usize;
+    let mut out = Vec::with_capacity(n);
+    for _ in 0..n {
+        let Some(len) = read_i32(&mut b) else { break };
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if len > b.len() {
+            break;
+        }
+        out.push(Some(String::from_utf8_lossy(&b[..len]).into_owned()));
+        b = &b[len..];
+    }
+    out
+}
+
 fn put_cstr(b: &mut BytesMut, s: &str) {
     b.put_slice(s.as_bytes());
     b.put_u8(0);
@@ -294,7 +317,12 @@ pub fn notice_response(severity: &str, code: &str, message: &str) -> Frame {
     let mut b = BytesMut::with_capacity(64 + message.len());
     b.put_u8(be::NOTICE_RESPONSE);
     b.put_i32(0);
-    for (k, v) in [(b'S', severity), (b'V', severity), (b'C', code), (b'M', message)] {
+    for (k, v) in [
+        (b'S', severity),
+        (b'V', severity),
+        (b'C', code),
+        (b'M', message),
+    ] {
         b.put_u8(k);
         put_cstr(&mut b, v);
     }
@@ -389,7 +417,13 @@ mod tests {
     #[test]
     fn targets() {
         let f = Target::encode(b'C', b'S', "x");
-        assert_eq!(Target::parse(f.body()), Some(Target { kind: b'S', name: "x" }));
+        assert_eq!(
+            Target::parse(f.body()),
+            Some(Target {
+                kind: b'S',
+                name: "x"
+            })
+        );
         assert_eq!(Target::parse(b"Zx\0"), None);
         assert_eq!(Target::parse(b""), None);
     }

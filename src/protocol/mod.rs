@@ -4,10 +4,12 @@
 //! <https://www.postgresql.org/docs/current/protocol-message-formats.html>
 
 pub mod frame;
-pub mod message;
-pub mod startup;
-pub mod sqlstate;
-pub mod scram;
 pub mod md5;
+pub mod message;
+pub mod scram;
+pub mod sqlstate;
+pub mod startup;
 
 pub use frame::{Frame, FrameError};
+pub mod error;
+pub use error::ClientError;

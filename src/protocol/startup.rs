@@ -114,10 +114,8 @@ pub fn parse_options(options: &str) -> Vec<(String, String)> {
             it.next()
         } else if let Some(rest) = w.strip_prefix("--") {
             Some(rest.to_string())
-        } else if let Some(rest) = w.strip_prefix("-c") {
-            Some(rest.to_string())
         } else {
-            None
+            w.strip_prefix("-c").map(str::to_string)
         };
         if let Some(kv) = kv {
             if let Some((k, v)) = kv.split_once('=') {
@@ -146,15 +144,24 @@ mod tests {
             p,
             StartupPacket::Startup {
                 minor: 0,
-                params: vec![("user".into(), "app".into()), ("database".into(), "db".into())]
+                params: vec![
+                    ("user".into(), "app".into()),
+                    ("database".into(), "db".into())
+                ]
             }
         );
     }
 
     #[test]
     fn special_requests() {
-        assert_eq!(parse(&body(SSL_REQUEST, b"")), Ok(StartupPacket::SslRequest));
-        assert_eq!(parse(&body(GSSENC_REQUEST, b"")), Ok(StartupPacket::GssEncRequest));
+        assert_eq!(
+            parse(&body(SSL_REQUEST, b"")),
+            Ok(StartupPacket::SslRequest)
+        );
+        assert_eq!(
+            parse(&body(GSSENC_REQUEST, b"")),
+            Ok(StartupPacket::GssEncRequest)
+        );
         let mut rest = 7i32.to_be_bytes().to_vec();
         rest.extend_from_slice(&9i32.to_be_bytes());
         assert_eq!(
@@ -166,18 +173,28 @@ mod tests {
     #[test]
     fn malformed_startups() {
         assert_eq!(parse(&[0, 3]), Err(StartupError::Malformed));
-        assert_eq!(parse(&body(PROTOCOL_3_0, b"user\0app")), Err(StartupError::Malformed));
-        assert_eq!(parse(&body(PROTOCOL_3_0, b"user\0app\0")), Err(StartupError::Malformed));
+        assert_eq!(
+            parse(&body(PROTOCOL_3_0, b"user\0app")),
+            Err(StartupError::Malformed)
+        );
+        assert_eq!(
+            parse(&body(PROTOCOL_3_0, b"user\0app\0")),
+            Err(StartupError::Malformed)
+        );
         assert!(matches!(
             parse(&body(2 << 16, b"\0")),
             Err(StartupError::UnsupportedProtocol { major: 2, .. })
         ));
-        assert_eq!(parse(&body(CANCEL_REQUEST, &[0, 0])), Err(StartupError::Malformed));
+        assert_eq!(
+            parse(&body(CANCEL_REQUEST, &[0, 0])),
+            Err(StartupError::Malformed)
+        );
     }
 
     #[test]
     fn options_parsing() {
-        let o = parse_options("-c search_path=a,b --statement-timeout=5s -cwork_mem=64MB -c x=a\\ b");
+        let o =
+            parse_options("-c search_path=a,b --statement-timeout=5s -cwork_mem=64MB -c x=a\\ b");
         assert_eq!(
             o,
             vec![

@@ -1,1 +1,8 @@
-//! router (being written).
+//! Statement classification. Today: the session-state effects of a statement that transaction
+//! pooling must know about (SET, state that pins a client to its server connection, statements
+//! that may release such state). Sharding and read/write routing (sqlparser) come next.
+//! Pure: no IO, no pools.
+
+mod effects;
+
+pub use effects::{is_rollback, session_effects, Effects, PinReason};

@@ -1,1 +1,121 @@
-//! server (being written).
+//! The process: listener, accept loop, signals (SIGHUP reload, SIGTERM drain, SIGINT exit),
+//! and shutdown. Builds the shared state and hands it to each session.
+
+use crate::cluster::Cluster;
+use crate::config::Config;
+use crate::net::{server_acceptor, TlsError};
+use crate::session::{self, Shared};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio_rustls::TlsAcceptor;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// Binding the listen address failed.
+    #[error("cannot listen on {addr}: {message}")]
+    Listen {
+        /// Address.
+        addr: String,
+        /// OS error.
+        message: String,
+    },
+    /// TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+    /// Installing signal handlers failed.
+    #[error("cannot install signal handlers: {0}")]
+    Signals(String),
+}
+
+fn client_tls(cfg: &Config) -> Result<Option<TlsAcceptor>, TlsError> {
+    match (&cfg.general.tls_cert_file, &cfg.general.tls_key_file) {
+        (Some(c), Some(k)) => Ok(Some(server_acceptor(c, k)?)),
+        _ => Ok(None),
+    }
+}
+
+/// Runs pgproxy until SIGTERM (after draining) or SIGINT.
+pub async fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError> {
+    let listen = config.general.listen.clone();
+    let listener = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| ServerError::Listen {
+            addr: listen.clone(),
+            message: e.to_string(),
+        })?;
+    let tls = client_tls(&config)?;
+    let cluster = Arc::new(Cluster::new(config)?);
+    let shared = Arc::new(Shared::new(cluster.clone(), tls));
+    let sig = |k: SignalKind| signal(k).map_err(|e| ServerError::Signals(e.to_string()));
+    let (mut hup, mut term, mut int) = (
+        sig(SignalKind::hangup())?,
+        sig(SignalKind::terminate())?,
+        sig(SignalKind::interrupt())?,
+    );
+    let tracker = TaskTracker::new();
+    info!(addr = %listen, "pgproxy listening");
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    tracker.spawn(session::serve(tcp, peer, shared.clone()));
+                }
+                Err(e) => {
+                    // EMFILE and friends: back off briefly instead of spinning.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = hup.recv() => reload(&shared, &config_path),
+            _ = term.recv() => {
+                info!("SIGTERM: draining (no new connections; open transactions may finish)");
+                break;
+            }
+            _ = int.recv() => {
+                info!("SIGINT: exiting now");
+                cluster.shutdown();
+                return Ok(());
+            }
+        }
+    }
+    drop(listener);
+    shared.draining.cancel();
+    tracker.close();
+    let timeout = Duration::from_millis(cluster.config().general.shutdown_timeout_ms);
+    tokio::select! {
+        _ = tracker.wait() => info!("all sessions ended"),
+        _ = tokio::time::sleep(timeout) => warn!(open = tracker.len(), "shutdown_timeout_ms reached; closing remaining sessions"),
+        _ = int.recv() => info!("SIGINT during drain: exiting now"),
+    }
+    cluster.shutdown();
+    Ok(())
+}
+
+/// Re-reads the config file; an invalid one is refused and the old one kept.
+fn reload(shared: &Shared, path: &Path) {
+    info!(path = %path.display(), "SIGHUP: reloading configuration");
+    let new = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            error!(problems = %e.render(&path.display().to_string()), "new configuration refused; keeping the old one");
+            return;
+        }
+    };
+    let tls = match client_tls(&new) {
+        Ok(t) => t,
+        Err(e) => {
+            error!(error = %e, "new TLS settings refused; keeping the old configuration");
+            return;
+        }
+    };
+    match shared.cluster.reload(new) {
+        Ok(()) => shared.tls.store(Arc::new(tls)),
+        Err(e) => error!(error = %e, "new configuration refused; keeping the old one"),
+    }
+}

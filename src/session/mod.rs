@@ -1,1 +1,98 @@
-//! session (being written).
+//! One client connection: startup and authentication, then the relay between the client and
+//! server connections. `relay` is the one place that matches on message types.
+
+mod auth;
+pub use auth::VerifierCache;
+mod cancel;
+mod client;
+mod error;
+mod expect;
+mod lost;
+mod relay;
+mod response;
+mod settings;
+mod startup;
+mod statements;
+
+pub use cancel::CancelRegistry;
+pub use error::SessionError;
+pub use statements::StatementCache;
+
+use crate::cluster::Cluster;
+use arc_swap::ArcSwap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, Instrument};
+
+/// Counters across sessions.
+#[derive(Default)]
+pub struct SessionStats {
+    /// Clients connected now.
+    pub clients: AtomicUsize,
+    /// Clients pinned to a server connection now (transaction mode).
+    pub pinned: AtomicUsize,
+    /// Times a client got pinned, since start.
+    pub pins_total: AtomicU64,
+    /// Transactions relayed.
+    pub transactions: AtomicU64,
+}
+
+/// State shared by all sessions: passed down from the server, never global.
+pub struct Shared {
+    /// Config, topology and pools.
+    pub cluster: Arc<Cluster>,
+    /// BackendKeyData → server connection, for CancelRequest.
+    pub cancels: CancelRegistry,
+    /// Prepared statements known across clients.
+    pub statements: StatementCache,
+    /// SCRAM verifiers derived from plaintext passwords.
+    pub verifiers: VerifierCache,
+    /// Counters.
+    pub stats: SessionStats,
+    /// TLS acceptor for clients (None: answer SSLRequest with 'N').
+    pub tls: ArcSwap<Option<TlsAcceptor>>,
+    /// Cancelled when a drain starts: no new sessions, idle ones close.
+    pub draining: CancellationToken,
+    next_id: AtomicU64,
+}
+
+impl Shared {
+    /// Builds the shared state.
+    pub fn new(cluster: Arc<Cluster>, tls: Option<TlsAcceptor>) -> Shared {
+        Shared {
+            cluster,
+            cancels: CancelRegistry::default(),
+            statements: StatementCache::default(),
+            verifiers: VerifierCache::default(),
+            stats: SessionStats::default(),
+            tls: ArcSwap::from_pointee(tls),
+            draining: CancellationToken::new(),
+            next_id: AtomicU64::new(1),
+        }
+    }
+}
+
+/// Serves one client connection to its end. Never panics on network input.
+pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
+    let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+    let _ = tcp.set_nodelay(true);
+    shared.stats.clients.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!("session", id, addr = %peer, user = tracing::field::Empty, db = tracing::field::Empty);
+    async {
+        match startup::establish(tcp, &shared).await {
+            Ok(Some(session)) => {
+                let r = session.run().await;
+                debug!(result = ?r.err(), "session ended");
+            }
+            Ok(None) => {}
+            Err(e) => debug!(error = %e, "session ended during startup"),
+        }
+    }
+    .instrument(span)
+    .await;
+    shared.stats.clients.fetch_sub(1, Ordering::Relaxed);
+}

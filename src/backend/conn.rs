@@ -1,0 +1,308 @@
+//! `ServerConn`: a logged-in connection to one node, with the per-connection state pgproxy tracks
+//! (prepared statements it holds, settings applied, transaction status).
+
+use super::{auth, BackendError};
+use crate::config::ServerTls;
+use crate::net::Stream;
+use crate::protocol::frame::{self, Frame};
+use crate::protocol::message::{self, be};
+use crate::protocol::startup::PROTOCOL_3_0;
+use bytes::{BufMut, BytesMut};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+
+/// Largest message accepted from a node (PostgreSQL's own limit for a field is 1 GB).
+pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
+
+/// Rows and ParameterStatus messages of an internal query.
+#[derive(Debug, Default)]
+pub struct InternalResult {
+    /// Rows, each column as text (`None` for NULL).
+    pub rows: Vec<Vec<Option<String>>>,
+    /// ParameterStatus (name, value) pairs received.
+    pub params: Vec<(String, String)>,
+}
+
+/// Everything needed to open a connection to a node.
+#[derive(Clone)]
+pub struct ConnectParams {
+    /// Node host.
+    pub host: String,
+    /// Node port.
+    pub port: u16,
+    /// Role on the node.
+    pub user: String,
+    /// Password on the node (if it asks).
+    pub password: Option<String>,
+    /// Database on the node.
+    pub database: String,
+    /// TLS mode.
+    pub tls: ServerTls,
+    /// Connector for TLS modes other than disable.
+    pub tls_connector: Option<TlsConnector>,
+    /// Connect + login timeout.
+    pub connect_timeout: Duration,
+}
+
+impl ConnectParams {
+    /// `host:port` for messages.
+    pub fn addr(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+}
+
+/// A logged-in server connection.
+pub struct ServerConn {
+    stream: Stream,
+    /// Bytes read from the node and not yet consumed.
+    pub rbuf: BytesMut,
+    /// Backend process id (for CancelRequest).
+    pub pid: i32,
+    /// Backend secret key (for CancelRequest).
+    pub secret: i32,
+    /// Node address (for CancelRequest and logs).
+    pub addr: Arc<str>,
+    /// ParameterStatus values the node reported at login.
+    pub startup_params: Vec<(String, String)>,
+    /// pgproxy statement ids prepared on this connection.
+    pub prepared: HashSet<u64>,
+    /// Statement id currently held as the unnamed statement, if known.
+    pub unnamed: Option<u64>,
+    /// Session settings applied on top of the login defaults (name → value).
+    pub settings: BTreeMap<String, String>,
+    /// When the connection was opened.
+    pub created: Instant,
+    /// When it was last returned to the pool.
+    pub last_used: Instant,
+}
+
+impl ServerConn {
+    /// Connects, negotiates TLS if configured, logs in, and reads up to the first ReadyForQuery.
+    pub async fn connect(p: &ConnectParams) -> Result<ServerConn, BackendError> {
+        match tokio::time::timeout(p.connect_timeout, Self::connect_inner(p)).await {
+            Ok(r) => r,
+            Err(_) => Err(BackendError::Connect {
+                addr: p.addr(),
+                message: format!("timed out after {} ms", p.connect_timeout.as_millis()),
+            }),
+        }
+    }
+
+    async fn connect_inner(p: &ConnectParams) -> Result<ServerConn, BackendError> {
+        let addr = p.addr();
+        let conn_err = |e: std::io::Error| BackendError::Connect {
+            addr: addr.clone(),
+            message: e.to_string(),
+        };
+        let tcp = TcpStream::connect((p.host.as_str(), p.port))
+            .await
+            .map_err(conn_err)?;
+        let _ = tcp.set_nodelay(true);
+        let mut stream = Stream::Plain(tcp);
+        if p.tls != ServerTls::Disable {
+            stream = negotiate_tls(stream, p).await?;
+        }
+        let mut conn = ServerConn {
+            stream,
+            rbuf: BytesMut::with_capacity(16 * 1024),
+            pid: 0,
+            secret: 0,
+            addr: Arc::from(addr.as_str()),
+            startup_params: Vec::new(),
+            prepared: HashSet::new(),
+            unnamed: None,
+            settings: BTreeMap::new(),
+            created: Instant::now(),
+            last_used: Instant::now(),
+        };
+        conn.send_startup(p).await?;
+        auth::login(&mut conn, p).await?;
+        conn.read_until_ready(p).await?;
+        Ok(conn)
+    }
+
+    async fn send_startup(&mut self, p: &ConnectParams) -> Result<(), BackendError> {
+        let mut b = BytesMut::with_capacity(128);
+        b.put_i32(0);
+        b.put_i32(PROTOCOL_3_0);
+        // No application_name: clients must see the same defaults as on a direct connection.
+        for (k, v) in [("user", p.user.as_str()), ("database", p.database.as_str())] {
+            b.put_slice(k.as_bytes());
+            b.put_u8(0);
+            b.put_slice(v.as_bytes());
+            b.put_u8(0);
+        }
+        b.put_u8(0);
+        let len = b.len() as i32;
+        b[..4].copy_from_slice(&len.to_be_bytes());
+        self.write_all(&b).await
+    }
+
+    /// After AuthenticationOk: collect ParameterStatus and BackendKeyData until ReadyForQuery.
+    async fn read_until_ready(&mut self, p: &ConnectParams) -> Result<(), BackendError> {
+        loop {
+            let f = self.read_frame().await?;
+            match f.tag() {
+                be::PARAMETER_STATUS => {
+                    if let Some((k, v)) = message::parameter_status(f.body()) {
+                        self.startup_params.push((k.to_string(), v.to_string()));
+                    }
+                }
+                be::BACKEND_KEY_DATA => {
+                    if let Some((pid, secret)) = message::backend_key_data(f.body()) {
+                        self.pid = pid;
+                        self.secret = secret;
+                    }
+                }
+                be::READY_FOR_QUERY => return Ok(()),
+                be::ERROR_RESPONSE => return Err(auth::login_error(p, f.body())),
+                be::NOTICE_RESPONSE | be::NEGOTIATE_PROTOCOL_VERSION => {}
+                t => {
+                    return Err(BackendError::Io(format!(
+                        "unexpected message '{}' during login",
+                        t as char
+                    )))
+                }
+            }
+        }
+    }
+
+    /// Reads one complete frame, waiting for more bytes as needed.
+    pub async fn read_frame(&mut self) -> Result<Frame, BackendError> {
+        loop {
+            match frame::decode(&mut self.rbuf, MAX_SERVER_MESSAGE) {
+                Ok(Some(f)) => return Ok(f),
+                Ok(None) => {}
+                Err(e) => return Err(BackendError::Io(e.to_string())),
+            }
+            self.fill().await?;
+        }
+    }
+
+    /// Reads more bytes into `rbuf`. An orderly close is an error: a node never closes first
+    /// while we wait for an answer.
+    pub async fn fill(&mut self) -> Result<usize, BackendError> {
+        if self.rbuf.capacity() - self.rbuf.len() < 4096 {
+            self.rbuf.reserve(16 * 1024);
+        }
+        match self.stream.read_buf(&mut self.rbuf).await {
+            Ok(0) => Err(BackendError::Io("server closed the connection".into())),
+            Ok(n) => Ok(n),
+            Err(e) => Err(BackendError::Io(e.to_string())),
+        }
+    }
+
+    /// Writes all bytes.
+    pub async fn write_all(&mut self, b: &[u8]) -> Result<(), BackendError> {
+        self.stream
+            .write_all(b)
+            .await
+            .map_err(|e| BackendError::Io(e.to_string()))
+    }
+
+    /// Runs an internal simple query. Returns its text-format rows and the ParameterStatus
+    /// messages it caused; the first ErrorResponse becomes an error. Used for resets, settings
+    /// replay and state checks, never for client queries.
+    pub async fn run_internal(&mut self, sql: &str) -> Result<InternalResult, BackendError> {
+        self.write_all(message::query(sql).raw()).await?;
+        let mut failure = None;
+        let mut result = InternalResult::default();
+        loop {
+            let f = self.read_frame().await?;
+            match f.tag() {
+                be::DATA_ROW => result.rows.push(message::data_row_text(f.body())),
+                be::PARAMETER_STATUS => {
+                    if let Some((k, v)) = message::parameter_status(f.body()) {
+                        result.params.push((k.to_string(), v.to_string()));
+                    }
+                }
+                be::READY_FOR_QUERY => {
+                    return match failure {
+                        None if f.body() == b"I" => Ok(result),
+                        None => Err(BackendError::Io(format!(
+                            "internal query left the connection in transaction state '{}'",
+                            String::from_utf8_lossy(f.body())
+                        ))),
+                        Some(m) => Err(BackendError::Io(m)),
+                    };
+                }
+                be::ERROR_RESPONSE => {
+                    let fields = message::error_fields(f.body());
+                    let m = fields
+                        .iter()
+                        .find(|(c, _)| *c == b'M')
+                        .map(|(_, m)| m.to_string())
+                        .unwrap_or_default();
+                    failure.get_or_insert(format!("internal query failed: {m}"));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// True if the node closed the connection (or sent something) while it sat idle.
+    pub fn is_dead_while_idle(&self) -> bool {
+        !self.rbuf.is_empty() || self.stream.is_dead_while_idle()
+    }
+
+    /// Forgets server-side session state after `DISCARD ALL`.
+    pub fn forget_session_state(&mut self) {
+        self.prepared.clear();
+        self.unnamed = None;
+        self.settings.clear();
+    }
+
+    /// Mutable access to the stream (for the relay's `select!`).
+    pub fn stream_mut(&mut self) -> &mut Stream {
+        &mut self.stream
+    }
+}
+
+async fn negotiate_tls(mut stream: Stream, p: &ConnectParams) -> Result<Stream, BackendError> {
+    let addr = p.addr();
+    let io = |e: std::io::Error| BackendError::Connect {
+        addr: addr.clone(),
+        message: e.to_string(),
+    };
+    let mut req = BytesMut::with_capacity(8);
+    req.put_i32(8);
+    req.put_i32(crate::protocol::startup::SSL_REQUEST);
+    stream.write_all(&req).await.map_err(io)?;
+    let mut answer = [0u8; 1];
+    stream.read_exact(&mut answer).await.map_err(io)?;
+    match (answer[0], p.tls) {
+        (b'S', _) => {}
+        (b'N', ServerTls::Prefer) => return Ok(stream),
+        _ => {
+            return Err(BackendError::Connect {
+                addr,
+                message: "server does not accept TLS but server_tls requires it".into(),
+            })
+        }
+    }
+    let connector = p
+        .tls_connector
+        .clone()
+        .ok_or_else(|| BackendError::Connect {
+            addr: addr.clone(),
+            message: "TLS connector not configured".into(),
+        })?;
+    let name = rustls::pki_types::ServerName::try_from(p.host.clone()).map_err(|e| {
+        BackendError::Connect {
+            addr: addr.clone(),
+            message: format!("invalid TLS server name: {e}"),
+        }
+    })?;
+    let Stream::Plain(tcp) = stream else {
+        return Err(BackendError::Connect {
+            addr,
+            message: "TLS requested twice".into(),
+        });
+    };
+    let tls = connector.connect(name, tcp).await.map_err(io)?;
+    Ok(Stream::ClientTls(Box::new(tls)))
+}

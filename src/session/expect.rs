@@ -1,0 +1,48 @@
+//! The queue of responses a session expects from its server connection, in order.
+//!
+//! Every request pgproxy sends gets an entry; each entry ends with one "terminal" response.
+//! Entries for requests pgproxy injected (a Parse re-preparing a statement on a new server
+//! connection) have their responses dropped; synthetic entries (a Parse answered from cache, a
+//! Close of a shared statement) are emitted by pgproxy itself once every response before them
+//! has been forwarded, so the client sees exactly the order PostgreSQL would produce.
+//! <https://www.postgresql.org/docs/current/protocol-flow.html#PROTOCOL-FLOW-EXT-QUERY>
+
+use super::statements::Statement;
+use crate::protocol::frame::Frame;
+use std::sync::Arc;
+
+/// What one pending request expects.
+#[derive(Debug)]
+pub enum Expect {
+    /// Simple Query or FunctionCall: ends at ReadyForQuery.
+    Query,
+    /// Parse from the client: ParseComplete forwarded.
+    Parse {
+        /// The statement (None for unnamed), to forget it on the server if the Parse fails.
+        stmt: Option<Arc<Statement>>,
+    },
+    /// Parse injected by pgproxy: ParseComplete dropped.
+    InjectedParse {
+        /// The statement (None for unnamed), to forget on failure.
+        stmt: Option<Arc<Statement>>,
+    },
+    /// Bind: BindComplete.
+    Bind,
+    /// Describe: ends at RowDescription or NoData.
+    Describe,
+    /// Execute: ends at CommandComplete, EmptyQueryResponse or PortalSuspended.
+    Execute,
+    /// Close from the client: CloseComplete.
+    Close,
+    /// Sync: ReadyForQuery.
+    Sync,
+    /// A response pgproxy makes itself, in order.
+    Synthetic(Frame),
+}
+
+impl Expect {
+    /// True for the entries that end at ReadyForQuery.
+    pub fn ends_at_ready(&self) -> bool {
+        matches!(self, Expect::Query | Expect::Sync)
+    }
+}

@@ -1,0 +1,128 @@
+//! After a server connection died inside a client's transaction (transaction mode), the client
+//! still believes it is in that transaction. Like PostgreSQL in a failed transaction, pgproxy
+//! refuses everything with 25P02 until the client ends the transaction; ROLLBACK (or COMMIT,
+//! which then reports ROLLBACK, as PostgreSQL does) clears the state. Never silently runs the
+//! rest of a broken transaction in autocommit on another connection.
+
+use super::relay::Session;
+use super::SessionError;
+use crate::protocol::message::{self, be, fe, Bind, Parse, Target};
+use crate::protocol::{sqlstate, Frame};
+use bytes::BufMut;
+
+/// Progress through one extended-protocol batch while the transaction is lost.
+#[derive(Default)]
+pub struct LostBatch {
+    rollback: bool,
+    failed: bool,
+}
+
+/// True for statements that end a transaction (ROLLBACK, ABORT, COMMIT, END).
+fn ends_transaction(sql: &str) -> bool {
+    let s = sql.trim().trim_end_matches(';').trim().to_ascii_lowercase();
+    let first = s.split_whitespace().next().unwrap_or("");
+    matches!(first, "rollback" | "abort" | "commit" | "end")
+        && !s.contains(" to ")
+        && !s.contains("prepared")
+}
+
+fn aborted_error() -> Frame {
+    message::error_response(
+        message::Severity::Error,
+        sqlstate::IN_FAILED_TRANSACTION,
+        "current transaction is aborted (its server connection was lost), commands ignored until end of transaction block",
+        Some("issue ROLLBACK, then retry the transaction"),
+    )
+}
+
+impl Session {
+    /// Handles one client message while the transaction is lost. Returns true on Terminate.
+    pub(super) fn lost_message(&mut self, f: &Frame) -> Result<bool, SessionError> {
+        let body = f.body();
+        match f.tag() {
+            fe::TERMINATE => return Ok(true),
+            fe::QUERY => {
+                let sql = message::query_text(body).unwrap_or("");
+                if ends_transaction(sql) {
+                    self.to_client
+                        .put_slice(message::command_complete("ROLLBACK").raw());
+                    self.lost_txn = false;
+                    self.to_client
+                        .put_slice(message::ready_for_query(b'I').raw());
+                } else {
+                    self.to_client.put_slice(aborted_error().raw());
+                    self.to_client
+                        .put_slice(message::ready_for_query(b'E').raw());
+                }
+            }
+            fe::PARSE => {
+                let p = Parse::parse(body)
+                    .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?;
+                if ends_transaction(p.query) {
+                    let stmt = if p.name.is_empty() {
+                        self.shared.statements.unnamed(f.clone(), p.query)
+                    } else {
+                        self.shared.statements.intern(p.query, p.param_types)
+                    };
+                    self.statements.define(p.name, stmt);
+                    self.lost_reply(Frame::new(be::PARSE_COMPLETE, &[]));
+                } else {
+                    self.lost_fail();
+                }
+            }
+            fe::BIND => {
+                let b = Bind::parse(body)
+                    .ok_or_else(|| SessionError::Protocol("malformed Bind message".into()))?;
+                let ends = self
+                    .statements
+                    .get(b.statement)
+                    .is_some_and(|s| ends_transaction(s.query()));
+                if ends {
+                    self.lost_batch.rollback = true;
+                    self.lost_reply(Frame::new(be::BIND_COMPLETE, &[]));
+                } else {
+                    self.lost_fail();
+                }
+            }
+            fe::DESCRIBE => {
+                if Target::parse(body).is_some_and(|t| t.kind == b'S') {
+                    self.lost_reply(Frame::new(be::PARAMETER_DESCRIPTION, &[0, 0]));
+                }
+                self.lost_reply(Frame::new(be::NO_DATA, &[]));
+            }
+            fe::EXECUTE => {
+                if self.lost_batch.rollback {
+                    self.lost_reply(message::command_complete("ROLLBACK"));
+                } else {
+                    self.lost_fail();
+                }
+            }
+            fe::CLOSE => self.lost_reply(Frame::new(be::CLOSE_COMPLETE, &[])),
+            fe::SYNC => {
+                let ok = self.lost_batch.rollback && !self.lost_batch.failed;
+                self.lost_batch = LostBatch::default();
+                if ok {
+                    self.lost_txn = false;
+                }
+                let status = if ok { b'I' } else { b'E' };
+                self.to_client
+                    .put_slice(message::ready_for_query(status).raw());
+            }
+            _ => {}
+        }
+        Ok(false)
+    }
+
+    fn lost_reply(&mut self, f: Frame) {
+        if !self.lost_batch.failed {
+            self.to_client.put_slice(f.raw());
+        }
+    }
+
+    fn lost_fail(&mut self) {
+        if !self.lost_batch.failed {
+            self.lost_batch.failed = true;
+            self.to_client.put_slice(aborted_error().raw());
+        }
+    }
+}

@@ -1,0 +1,575 @@
+//! The relay: the one place that matches on message types. Client messages go to the attached
+//! server connection (checked out on demand in transaction mode, with prepared statements and
+//! settings carried over); server messages go back in order through the `Expect` queue; at each
+//! idle point (ReadyForQuery 'I', nothing in flight) a transaction-mode client gives its server
+//! connection back unless it is pinned.
+
+use super::cancel::{CancelSlot, CancelTarget};
+use super::client::ClientConn;
+use super::expect::Expect;
+use super::statements::ClientStatements;
+use super::{settings, SessionError, Shared};
+use crate::config::PoolMode;
+use crate::pool::{Pool, Pooled};
+use crate::protocol::message::{self, be, fe, Bind, Parse, Target};
+use crate::protocol::{ClientError, Frame};
+use crate::router::{Effects, PinReason};
+use bytes::{BufMut, BytesMut};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use tracing::{debug, info};
+
+/// A logged-in client session.
+pub struct Session {
+    pub(super) client: ClientConn,
+    pub(super) shared: Arc<Shared>,
+    pub(super) pool: Pool,
+    pub(super) server: Option<Pooled>,
+    pub(super) mode: PoolMode,
+    /// The client's settings (startup parameters and SETs), as last read from a server.
+    pub(super) settings: BTreeMap<String, String>,
+    /// Startup settings (what RESET ALL / DISCARD ALL return to).
+    pub(super) startup_settings: BTreeMap<String, String>,
+    /// Setting names a statement since the last idle point may have changed.
+    pub(super) dirty: BTreeSet<String>,
+    /// A DISCARD ALL / DEALLOCATE ALL ran: server-side statements are gone.
+    pub(super) discarded: bool,
+    pub(super) pid: i32,
+    pub(super) cancel: Arc<CancelSlot>,
+    pub(super) statements: ClientStatements,
+    pub(super) queue: VecDeque<Expect>,
+    /// Extended-protocol messages were sent since the last Sync.
+    pub(super) since_sync: bool,
+    /// Transaction status from the last ReadyForQuery.
+    pub(super) tx_status: u8,
+    pub(super) pin: Option<PinReason>,
+    pub(super) check_unpin: bool,
+    /// Skip client messages up to Sync (after an error pgproxy reported itself).
+    pub(super) skip_until_sync: bool,
+    /// The server connection died inside a transaction: only ROLLBACK is accepted.
+    pub(super) lost_txn: bool,
+    pub(super) lost_batch: super::lost::LostBatch,
+    pub(super) to_server: BytesMut,
+    pub(super) to_client: BytesMut,
+}
+
+/// What the loop waits for.
+enum Event {
+    Client(Result<usize, SessionError>),
+    Server(Result<usize, crate::backend::BackendError>),
+    Drain,
+}
+
+impl Session {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn new(
+        client: ClientConn,
+        shared: Arc<Shared>,
+        pool: Pool,
+        server: Option<Pooled>,
+        mode: PoolMode,
+        settings: BTreeMap<String, String>,
+        pid: i32,
+        cancel: Arc<CancelSlot>,
+    ) -> Session {
+        let mut s = Session {
+            client,
+            shared,
+            pool,
+            server: None,
+            mode,
+            startup_settings: settings.clone(),
+            settings,
+            dirty: BTreeSet::new(),
+            discarded: false,
+            pid,
+            cancel,
+            statements: ClientStatements::default(),
+            queue: VecDeque::new(),
+            since_sync: false,
+            tx_status: b'I',
+            pin: None,
+            check_unpin: false,
+            skip_until_sync: false,
+            lost_txn: false,
+            lost_batch: Default::default(),
+            to_server: BytesMut::with_capacity(8 * 1024),
+            to_client: BytesMut::with_capacity(16 * 1024),
+        };
+        if let Some(server) = server {
+            s.attach(server);
+        }
+        s
+    }
+
+    /// Runs the session to its end, then cleans up. Errors the client should see are sent as
+    /// FATAL before closing.
+    pub async fn run(mut self) -> Result<(), SessionError> {
+        let result = self.run_loop().await;
+        self.shared.cancels.unregister(self.pid);
+        if self.pin.is_some() {
+            self.shared.stats.pinned.fetch_sub(1, Ordering::Relaxed);
+        }
+        if let Some(server) = self.server.take() {
+            if self.is_idle() {
+                server.reset_and_release();
+            }
+            // else: dropped, which closes it: never hand a mid-transaction connection on.
+        }
+        match &result {
+            Err(SessionError::ClientGone) | Err(SessionError::ClientIo(_)) => {}
+            Err(e) => {
+                let _ = self.client.write_all(&self.to_client).await;
+                self.client.fatal(e).await;
+            }
+            Ok(()) => {}
+        }
+        result
+    }
+
+    async fn run_loop(&mut self) -> Result<(), SessionError> {
+        loop {
+            if self.process_client().await? {
+                return Ok(());
+            }
+            let draining = self.shared.draining.clone();
+            let idle = self.is_idle();
+            let ev = match self.server.as_mut() {
+                None => tokio::select! {
+                    r = self.client.fill() => Event::Client(r),
+                    _ = draining.cancelled(), if idle => Event::Drain,
+                },
+                Some(server) => tokio::select! {
+                    r = server.fill() => Event::Server(r),
+                    r = self.client.fill() => Event::Client(r),
+                    _ = draining.cancelled(), if idle => Event::Drain,
+                },
+            };
+            match ev {
+                Event::Client(r) => {
+                    r?;
+                }
+                Event::Server(Ok(_)) => self.process_server().await?,
+                Event::Server(Err(e)) => self.server_lost(e.to_string())?,
+                Event::Drain => return Err(SessionError::Shutdown),
+            }
+            self.flush_client().await?;
+        }
+    }
+
+    /// No transaction open and nothing in flight.
+    pub(super) fn is_idle(&self) -> bool {
+        self.queue.is_empty() && !self.since_sync && self.tx_status == b'I' && !self.lost_txn
+    }
+
+    pub(super) async fn flush_client(&mut self) -> Result<(), SessionError> {
+        if !self.to_client.is_empty() {
+            let out = self.to_client.split();
+            self.client.write_all(&out).await?;
+        }
+        Ok(())
+    }
+
+    async fn flush_server(&mut self) -> Result<(), SessionError> {
+        if self.to_server.is_empty() {
+            return Ok(());
+        }
+        let out = self.to_server.split();
+        let server = self
+            .server
+            .as_mut()
+            .expect("bytes for a server are only queued while attached");
+        if let Err(e) = server.write_all(&out).await {
+            self.server_lost(e.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// Handles every complete client message in the buffer. Returns true on Terminate.
+    async fn process_client(&mut self) -> Result<bool, SessionError> {
+        while let Some(f) = self.client.next_frame()? {
+            if self.skip_until_sync {
+                if f.tag() == fe::SYNC {
+                    self.skip_until_sync = false;
+                    self.to_client
+                        .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+                }
+                continue;
+            }
+            if self.lost_txn {
+                if self.lost_message(&f)? {
+                    return Ok(true);
+                }
+                continue;
+            }
+            if self.handle_client(f).await? {
+                return Ok(true);
+            }
+        }
+        self.flush_server().await?;
+        self.flush_client().await?;
+        Ok(false)
+    }
+
+    fn tx_status_for_client(&self) -> u8 {
+        if self.lost_txn {
+            b'E'
+        } else {
+            self.tx_status
+        }
+    }
+
+    /// One client message. Returns true on Terminate.
+    async fn handle_client(&mut self, f: Frame) -> Result<bool, SessionError> {
+        let tag = f.tag();
+        match tag {
+            fe::TERMINATE => return Ok(true),
+            fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {
+                // Only meaningful in copy-in; PostgreSQL ignores them otherwise.
+                if self.server.is_some() {
+                    self.to_server.put_slice(f.raw());
+                }
+                return Ok(false);
+            }
+            fe::QUERY
+            | fe::PARSE
+            | fe::BIND
+            | fe::DESCRIBE
+            | fe::EXECUTE
+            | fe::CLOSE
+            | fe::SYNC
+            | fe::FLUSH
+            | fe::FUNCTION_CALL => {}
+            other => {
+                return Err(SessionError::Protocol(format!(
+                    "unexpected message type '{}'",
+                    (other as char).escape_default()
+                )))
+            }
+        }
+        if tag == fe::QUERY {
+            let sql = message::query_text(f.body())
+                .ok_or_else(|| SessionError::Protocol("malformed Query message".into()))?;
+            if self.try_local_deallocate(sql) {
+                return Ok(false);
+            }
+            let e = crate::router::session_effects(sql);
+            self.note_effects(&e);
+        }
+        if self.server.is_none() && self.answer_without_server(&f)? {
+            return Ok(false);
+        }
+        if !self
+            .ensure_server(tag == fe::QUERY || tag == fe::FUNCTION_CALL)
+            .await?
+        {
+            return Ok(false);
+        }
+        match tag {
+            fe::QUERY | fe::FUNCTION_CALL => {
+                self.queue.push_back(Expect::Query);
+                self.to_server.put_slice(f.raw());
+            }
+            fe::PARSE => self.on_parse(f)?,
+            fe::BIND => self.on_bind(f)?,
+            fe::DESCRIBE => self.on_describe(f)?,
+            fe::EXECUTE => {
+                self.since_sync = true;
+                self.queue.push_back(Expect::Execute);
+                self.to_server.put_slice(f.raw());
+            }
+            fe::CLOSE => self.on_close(f)?,
+            fe::SYNC => {
+                self.since_sync = false;
+                self.queue.push_back(Expect::Sync);
+                self.to_server.put_slice(f.raw());
+            }
+            _ => {
+                // Flush: responses so far are sent by the server; nothing to expect.
+                self.to_server.put_slice(f.raw());
+            }
+        }
+        Ok(false)
+    }
+
+    /// Messages that need no server connection when none is attached: Sync and Flush with
+    /// nothing pending, Close of a statement, and Parse of a statement a server already
+    /// accepted (it is prepared for real before its first Bind). This keeps a client that
+    /// prepares statements between transactions (pgbench -M prepared, most drivers) from
+    /// holding or waiting for a server connection.
+    fn answer_without_server(&mut self, f: &Frame) -> Result<bool, SessionError> {
+        match f.tag() {
+            fe::SYNC => {
+                self.to_client
+                    .put_slice(message::ready_for_query(b'I').raw());
+                Ok(true)
+            }
+            fe::FLUSH => Ok(true),
+            fe::CLOSE => {
+                let t = Target::parse(f.body())
+                    .ok_or_else(|| SessionError::Protocol("malformed Close message".into()))?;
+                if t.kind != b'S' {
+                    return Ok(false);
+                }
+                self.statements.close(t.name);
+                self.to_client
+                    .put_slice(Frame::new(be::CLOSE_COMPLETE, &[]).raw());
+                Ok(true)
+            }
+            fe::PARSE => {
+                let p = Parse::parse(f.body())
+                    .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?;
+                if p.name.is_empty() {
+                    return Ok(false);
+                }
+                let stmt = self.shared.statements.intern(p.query, p.param_types);
+                if !stmt.validated.load(Ordering::Relaxed) {
+                    return Ok(false);
+                }
+                let name = p.name.to_string();
+                self.statements.define(&name, stmt);
+                self.to_client
+                    .put_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    fn server(&mut self) -> &mut Pooled {
+        self.server
+            .as_mut()
+            .expect("ensure_server attached a connection")
+    }
+
+    fn on_parse(&mut self, f: Frame) -> Result<(), SessionError> {
+        let p = Parse::parse(f.body())
+            .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?;
+        self.since_sync = true;
+        if p.name.is_empty() {
+            let stmt = self.shared.statements.unnamed(f.clone(), p.query);
+            self.server().unnamed = Some(stmt.id);
+            self.statements.define("", stmt);
+            self.queue.push_back(Expect::Parse { stmt: None });
+            self.to_server.put_slice(f.raw());
+            return Ok(());
+        }
+        let stmt = self.shared.statements.intern(p.query, p.param_types);
+        let name = p.name.to_string();
+        self.statements.define(&name, stmt.clone());
+        if self.server().prepared.contains(&stmt.id) {
+            self.push_synthetic(Frame::new(be::PARSE_COMPLETE, &[]));
+        } else {
+            self.server().prepared.insert(stmt.id);
+            self.to_server.put_slice(stmt.parse.raw());
+            self.queue.push_back(Expect::Parse { stmt: Some(stmt) });
+        }
+        Ok(())
+    }
+
+    /// Makes sure the attached server holds the statement behind a client name; returns the
+    /// name to use on the server, or `None` if the client name is unknown to pgproxy (then it
+    /// is passed through, and the server answers as PostgreSQL would).
+    fn prepare_on_server(&mut self, client_name: &str) -> Option<String> {
+        let stmt = self.statements.get(client_name)?.clone();
+        if let Some(e) = &stmt.effects {
+            let e = e.as_ref().clone();
+            self.note_effects(&e);
+        }
+        let server = self.server.as_mut().expect("attached");
+        if client_name.is_empty() {
+            if server.unnamed != Some(stmt.id) {
+                server.unnamed = Some(stmt.id);
+                self.queue.push_back(Expect::InjectedParse { stmt: None });
+                self.to_server.put_slice(stmt.parse.raw());
+            }
+        } else if !server.prepared.contains(&stmt.id) {
+            server.prepared.insert(stmt.id);
+            self.to_server.put_slice(stmt.parse.raw());
+            self.queue.push_back(Expect::InjectedParse {
+                stmt: Some(stmt.clone()),
+            });
+        }
+        Some(stmt.server_name.clone())
+    }
+
+    fn on_bind(&mut self, f: Frame) -> Result<(), SessionError> {
+        let b = Bind::parse(f.body())
+            .ok_or_else(|| SessionError::Protocol("malformed Bind message".into()))?;
+        self.since_sync = true;
+        match self.prepare_on_server(b.statement) {
+            Some(name) if name != b.statement => {
+                let g = Bind::encode(b.portal, &name, b.rest);
+                self.to_server.put_slice(g.raw());
+            }
+            _ => self.to_server.put_slice(f.raw()),
+        }
+        self.queue.push_back(Expect::Bind);
+        Ok(())
+    }
+
+    fn on_describe(&mut self, f: Frame) -> Result<(), SessionError> {
+        let t = Target::parse(f.body())
+            .ok_or_else(|| SessionError::Protocol("malformed Describe message".into()))?;
+        self.since_sync = true;
+        if t.kind == b'S' {
+            match self.prepare_on_server(t.name) {
+                Some(name) if name != t.name => self
+                    .to_server
+                    .put_slice(Target::encode(fe::DESCRIBE, b'S', &name).raw()),
+                _ => self.to_server.put_slice(f.raw()),
+            }
+        } else {
+            self.to_server.put_slice(f.raw());
+        }
+        self.queue.push_back(Expect::Describe);
+        Ok(())
+    }
+
+    fn on_close(&mut self, f: Frame) -> Result<(), SessionError> {
+        let t = Target::parse(f.body())
+            .ok_or_else(|| SessionError::Protocol("malformed Close message".into()))?;
+        self.since_sync = true;
+        if t.kind == b'S' && !t.name.is_empty() && self.statements.get(t.name).is_some() {
+            // Shared on the server: only the client's name goes away.
+            self.statements.close(t.name);
+            self.push_synthetic(Frame::new(be::CLOSE_COMPLETE, &[]));
+            return Ok(());
+        }
+        if t.kind == b'S' && t.name.is_empty() {
+            self.statements.close("");
+            self.server().unnamed = None;
+        }
+        self.queue.push_back(Expect::Close);
+        self.to_server.put_slice(f.raw());
+        Ok(())
+    }
+
+    /// Queues a response pgproxy produces itself, in order with the server's.
+    pub(super) fn push_synthetic(&mut self, f: Frame) {
+        if self.queue.is_empty() {
+            self.to_client.put_slice(f.raw());
+        } else {
+            self.queue.push_back(Expect::Synthetic(f));
+        }
+    }
+
+    /// `DEALLOCATE name` for a protocol-level statement pgproxy renamed: answered locally
+    /// (the statement stays on the server for other clients).
+    fn try_local_deallocate(&mut self, sql: &str) -> bool {
+        let t = sql.trim().trim_end_matches(';').trim();
+        let mut words = t.split_whitespace();
+        if !words
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case("deallocate"))
+        {
+            return false;
+        }
+        let mut name = words.next().unwrap_or("");
+        if name.eq_ignore_ascii_case("prepare") {
+            name = words.next().unwrap_or("");
+        }
+        if words.next().is_some() || name.is_empty() {
+            return false;
+        }
+        let name = name.trim_matches('"');
+        if name.eq_ignore_ascii_case("all") || self.statements.get(name).is_none() {
+            return false;
+        }
+        self.statements.close(name);
+        self.push_synthetic(message::command_complete("DEALLOCATE"));
+        let status = self.tx_status_for_client();
+        self.push_synthetic(message::ready_for_query(status));
+        true
+    }
+
+    /// Records what a statement does to session state.
+    pub(super) fn note_effects(&mut self, e: &Effects) {
+        if e.is_empty() {
+            return;
+        }
+        if let Some(reason) = e.pin {
+            if self.mode == PoolMode::Transaction && self.pin.is_none() {
+                self.pin = Some(reason);
+                self.shared.stats.pinned.fetch_add(1, Ordering::Relaxed);
+                self.shared.stats.pins_total.fetch_add(1, Ordering::Relaxed);
+                info!(
+                    reason = reason.as_str(),
+                    "client pinned to its server connection"
+                );
+            }
+        }
+        if e.maybe_unpin && self.pin.is_some() {
+            self.check_unpin = true;
+        }
+        if self.mode == PoolMode::Transaction {
+            self.dirty
+                .extend(e.set_names.iter().map(|n| n.to_ascii_lowercase()));
+            if e.reset_all {
+                self.dirty.extend(self.settings.keys().cloned());
+                self.discarded = true;
+            }
+        }
+    }
+
+    /// Attaches a server connection (cancel requests now reach it).
+    fn attach(&mut self, server: Pooled) {
+        self.cancel.set(Some(CancelTarget {
+            addr: server.addr.clone(),
+            pid: server.pid,
+            secret: server.secret,
+        }));
+        self.server = Some(server);
+    }
+
+    /// Checks a server connection out if none is attached and brings its settings in line.
+    /// On failure, reports the error to the client (for a Query: error + ReadyForQuery; for
+    /// extended messages: error, then skip to Sync) and returns false.
+    async fn ensure_server(&mut self, simple: bool) -> Result<bool, SessionError> {
+        if self.server.is_some() {
+            return Ok(true);
+        }
+        if self.shared.draining.is_cancelled() {
+            return Err(SessionError::Shutdown);
+        }
+        let mut server = match self.pool.checkout().await {
+            Ok(s) => s,
+            Err(e) => {
+                debug!(error = %e, "checkout failed");
+                self.report_error(&e, simple);
+                return Ok(false);
+            }
+        };
+        if let Some(sql) = settings::replay_sql(&self.settings, &server.settings) {
+            if let Err(e) = server.run_internal(&sql).await {
+                drop(server);
+                self.report_error(&e, simple);
+                return Ok(false);
+            }
+            server.settings = self.settings.clone();
+        }
+        self.tx_status = b'I';
+        self.attach(server);
+        Ok(true)
+    }
+
+    fn report_error(&mut self, e: &dyn ClientError, simple: bool) {
+        let mut f = e.to_frame();
+        if e.is_fatal() {
+            f = message::error_response(
+                message::Severity::Error,
+                e.sqlstate(),
+                &e.to_string(),
+                e.hint().as_deref(),
+            );
+        }
+        self.to_client.put_slice(f.raw());
+        if simple {
+            self.to_client
+                .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+        } else {
+            self.skip_until_sync = true;
+        }
+    }
+}

@@ -1,0 +1,281 @@
+//! The server → client direction: forwards responses in order through the `Expect` queue,
+//! drops answers to injected messages, emits synthetic ones, and at each idle point refreshes
+//! settings, checks pins and gives a transaction-mode server connection back.
+
+use super::expect::Expect;
+use super::relay::Session;
+use super::{settings, SessionError};
+use crate::backend::MAX_SERVER_MESSAGE;
+use crate::config::PoolMode;
+use crate::protocol::frame::{self, Frame};
+use crate::protocol::message::{self, be};
+use crate::protocol::sqlstate;
+use bytes::BufMut;
+use std::sync::atomic::Ordering;
+use tracing::{error, info, warn};
+
+/// Counts state that keeps a client pinned; zero means it may go back to the pool.
+const PIN_CHECK_SQL: &str = "SELECT (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable) \
+     + (SELECT count(*) FROM pg_catalog.pg_prepared_statements WHERE from_sql) \
+     + (SELECT count(*) FROM pg_catalog.pg_listening_channels()) \
+     + (SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory' AND pid = pg_catalog.pg_backend_pid()) \
+     + (SELECT count(*) FROM pg_catalog.pg_class WHERE relnamespace = pg_catalog.pg_my_temp_schema())";
+
+impl Session {
+    /// Handles every complete message the server sent, then the idle point if reached.
+    pub(super) async fn process_server(&mut self) -> Result<(), SessionError> {
+        loop {
+            let server = self
+                .server
+                .as_mut()
+                .expect("process_server runs with a server attached");
+            let f = match frame::decode(&mut server.rbuf, MAX_SERVER_MESSAGE) {
+                Ok(Some(f)) => f,
+                Ok(None) => break,
+                Err(e) => return self.server_lost(format!("invalid message from server: {e}")),
+            };
+            self.on_server_message(f)?;
+        }
+        if self.server.is_some() && self.is_idle() {
+            self.flush_client().await?;
+            self.idle_point().await?;
+        }
+        Ok(())
+    }
+
+    fn on_server_message(&mut self, f: Frame) -> Result<(), SessionError> {
+        match f.tag() {
+            be::ERROR_RESPONSE => {
+                self.to_client.put_slice(f.raw());
+                self.on_error();
+            }
+            be::READY_FOR_QUERY => {
+                self.pop_expected(|e| e.ends_at_ready(), "ReadyForQuery")?;
+                self.tx_status = f.body().first().copied().unwrap_or(b'I');
+                if self.tx_status == b'I' {
+                    self.shared
+                        .stats
+                        .transactions
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+                self.to_client.put_slice(f.raw());
+                self.emit_synthetic();
+            }
+            be::PARSE_COMPLETE => {
+                let e = self.pop_expected(
+                    |e| matches!(e, Expect::Parse { .. } | Expect::InjectedParse { .. }),
+                    "ParseComplete",
+                )?;
+                match e {
+                    Expect::Parse { stmt } => {
+                        if let Some(s) = stmt {
+                            s.validated.store(true, Ordering::Relaxed);
+                        }
+                        self.to_client.put_slice(f.raw());
+                    }
+                    Expect::InjectedParse { stmt: Some(s) } => {
+                        s.validated.store(true, Ordering::Relaxed)
+                    }
+                    _ => {}
+                }
+                self.emit_synthetic();
+            }
+            be::BIND_COMPLETE => {
+                self.forward_terminal(f, |e| matches!(e, Expect::Bind), "BindComplete")?
+            }
+            be::CLOSE_COMPLETE => {
+                self.forward_terminal(f, |e| matches!(e, Expect::Close), "CloseComplete")?
+            }
+            be::ROW_DESCRIPTION | be::NO_DATA => {
+                if matches!(self.queue.front(), Some(Expect::Describe)) {
+                    self.forward_terminal(f, |_| true, "RowDescription")?;
+                } else {
+                    self.to_client.put_slice(f.raw());
+                }
+            }
+            be::COMMAND_COMPLETE | be::EMPTY_QUERY | be::PORTAL_SUSPENDED => {
+                if matches!(self.queue.front(), Some(Expect::Execute)) {
+                    self.forward_terminal(f, |_| true, "CommandComplete")?;
+                } else {
+                    self.to_client.put_slice(f.raw());
+                }
+            }
+            be::AUTHENTICATION | be::BACKEND_KEY_DATA => {
+                return self.server_lost(format!(
+                    "unexpected message '{}' from server",
+                    f.tag() as char
+                ));
+            }
+            // DataRow, Copy*, ParameterDescription, Notice, Notification, ParameterStatus,
+            // FunctionCallResponse: forwarded as they are.
+            _ => self.to_client.put_slice(f.raw()),
+        }
+        Ok(())
+    }
+
+    fn forward_terminal(
+        &mut self,
+        f: Frame,
+        ok: impl Fn(&Expect) -> bool,
+        what: &str,
+    ) -> Result<(), SessionError> {
+        self.pop_expected(ok, what)?;
+        self.to_client.put_slice(f.raw());
+        self.emit_synthetic();
+        Ok(())
+    }
+
+    /// Pops the head of the queue, which must be what `ok` accepts; anything else means pgproxy
+    /// lost track of the conversation, and the session ends rather than risk a wrong answer.
+    fn pop_expected(
+        &mut self,
+        ok: impl Fn(&Expect) -> bool,
+        what: &str,
+    ) -> Result<Expect, SessionError> {
+        match self.queue.pop_front() {
+            Some(e) if ok(&e) => Ok(e),
+            other => {
+                error!(got = what, expected = ?other, "response out of order; closing session");
+                self.server.take();
+                Err(SessionError::Protocol(format!(
+                    "pgproxy lost track of the server's responses ({what})"
+                )))
+            }
+        }
+    }
+
+    /// After an ErrorResponse: the server skips the rest of an extended-protocol batch up to
+    /// Sync, so those entries will get no answer. A simple Query still ends at ReadyForQuery.
+    fn on_error(&mut self) {
+        match self.queue.front() {
+            None | Some(Expect::Query) => {}
+            Some(_) => {
+                while let Some(e) = self.queue.front() {
+                    if matches!(e, Expect::Sync) {
+                        break;
+                    }
+                    let e = self.queue.pop_front().expect("front exists");
+                    self.forget_unprocessed(&e);
+                }
+            }
+        }
+    }
+
+    /// A Parse the server did not process leaves no statement behind.
+    fn forget_unprocessed(&mut self, e: &Expect) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        match e {
+            Expect::Parse { stmt: Some(s) } | Expect::InjectedParse { stmt: Some(s) } => {
+                server.prepared.remove(&s.id);
+            }
+            Expect::Parse { stmt: None } | Expect::InjectedParse { stmt: None } => {
+                server.unnamed = None
+            }
+            _ => {}
+        }
+    }
+
+    fn emit_synthetic(&mut self) {
+        while let Some(Expect::Synthetic(_)) = self.queue.front() {
+            if let Some(Expect::Synthetic(f)) = self.queue.pop_front() {
+                self.to_client.put_slice(f.raw());
+            }
+        }
+    }
+
+    /// Nothing in flight, no transaction open: bring tracked state up to date, then give the
+    /// connection back (transaction mode, unpinned).
+    async fn idle_point(&mut self) -> Result<(), SessionError> {
+        if self.discarded {
+            self.discarded = false;
+            self.statements.clear();
+            if let Some(s) = self.server.as_mut() {
+                s.prepared.clear();
+                s.unnamed = None;
+            }
+            self.settings = self.startup_settings.clone();
+        }
+        if !self.dirty.is_empty() {
+            let names = std::mem::take(&mut self.dirty);
+            let sql = settings::refresh_sql(&names);
+            let server = self.server.as_mut().expect("attached at an idle point");
+            match server.run_internal(&sql).await {
+                Ok(r) => {
+                    let row = r.rows.first().cloned().unwrap_or_default();
+                    settings::apply_refresh(&mut self.settings, &names, &row);
+                    server.settings = self.settings.clone();
+                }
+                Err(e) => {
+                    warn!(error = %e, "could not read settings back; closing server connection");
+                    self.server.take();
+                    return Ok(());
+                }
+            }
+        }
+        if self.pin.is_some() && self.check_unpin {
+            self.check_unpin = false;
+            let server = self.server.as_mut().expect("attached at an idle point");
+            match server.run_internal(PIN_CHECK_SQL).await {
+                Ok(r)
+                    if r.rows
+                        .first()
+                        .and_then(|row| row.first().cloned().flatten())
+                        .as_deref()
+                        == Some("0") =>
+                {
+                    info!("client unpinned: its session state is gone");
+                    self.pin = None;
+                    self.shared.stats.pinned.fetch_sub(1, Ordering::Relaxed);
+                }
+                Ok(_) => {}
+                Err(e) => warn!(error = %e, "pin check failed; client stays pinned"),
+            }
+        }
+        if self.mode == PoolMode::Transaction && self.pin.is_none() {
+            if let Some(server) = self.server.take() {
+                self.cancel.set(None);
+                server.release();
+            }
+        }
+        Ok(())
+    }
+
+    /// The server connection broke. In transaction mode an unpinned client keeps its session:
+    /// what was in flight fails with 08006, a transaction that was open is marked failed.
+    /// Otherwise (session mode, pinned) the session ends: its server-side state is gone.
+    pub(super) fn server_lost(&mut self, why: String) -> Result<(), SessionError> {
+        warn!(reason = %why, "server connection lost");
+        self.server.take();
+        self.cancel.set(None);
+        if self.mode == PoolMode::Session || self.pin.is_some() {
+            return Err(SessionError::ServerLost(why));
+        }
+        let in_txn = self.tx_status != b'I';
+        let readies = self.queue.iter().filter(|e| e.ends_at_ready()).count();
+        let in_flight = !self.queue.is_empty() || self.since_sync;
+        self.queue.clear();
+        self.tx_status = b'I';
+        self.lost_txn = in_txn;
+        if in_flight {
+            let f = message::error_response(
+                message::Severity::Error,
+                sqlstate::CONNECTION_FAILURE,
+                &format!("server connection lost while running the query: {why}"),
+                Some("the statement did not complete; retry the transaction"),
+            );
+            self.to_client.put_slice(f.raw());
+            let status = if self.lost_txn { b'E' } else { b'I' };
+            for _ in 0..readies {
+                self.to_client
+                    .put_slice(message::ready_for_query(status).raw());
+            }
+            if self.since_sync && readies == 0 {
+                self.skip_until_sync = true;
+            }
+        }
+        self.since_sync = false;
+        Ok(())
+    }
+}

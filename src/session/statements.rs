@@ -1,0 +1,180 @@
+//! Prepared statements that survive transaction pooling.
+//!
+//! A client's named statement is mapped to a pgproxy statement, identified by its text and
+//! parameter types and shared by every client; on the server it is prepared under a name
+//! pgproxy controls (`pgproxy_<id>`), once per server connection, and never closed by a client
+//! (another client may use it). A client's Close only forgets its own name.
+
+use crate::protocol::frame::Frame;
+use crate::protocol::message::Parse;
+use crate::router::{session_effects, Effects};
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+/// One distinct statement (text + parameter types).
+#[derive(Debug)]
+pub struct Statement {
+    /// pgproxy's id.
+    pub id: u64,
+    /// Name on server connections ("" for a client's unnamed statement).
+    pub server_name: String,
+    /// A ready Parse frame under `server_name`.
+    pub parse: Frame,
+    /// What executing it does to session state (None: nothing).
+    pub effects: Option<Box<Effects>>,
+    /// A server accepted this Parse once: later Parses of it may be answered without a server
+    /// (the real Parse then happens before its first Bind).
+    pub validated: AtomicBool,
+}
+
+impl Statement {
+    /// The query text.
+    pub fn query(&self) -> &str {
+        Parse::parse(self.parse.body())
+            .map(|p| p.query)
+            .unwrap_or("")
+    }
+
+    fn new(id: u64, server_name: String, parse: Frame, query: &str) -> Statement {
+        let e = session_effects(query);
+        Statement {
+            id,
+            server_name,
+            parse,
+            effects: (!e.is_empty()).then(|| Box::new(e)),
+            validated: AtomicBool::new(false),
+        }
+    }
+}
+
+/// Query text and parameter type bytes.
+type StatementKey = (Arc<str>, Bytes);
+
+/// All statements known to this process. Entries are few compared to executions; they stay
+/// until restart (bounded by `MAX_ENTRIES`, beyond which new statements get fresh ids and are
+/// not shared).
+#[derive(Default)]
+pub struct StatementCache {
+    map: Mutex<HashMap<StatementKey, Arc<Statement>>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+const MAX_ENTRIES: usize = 100_000;
+
+impl StatementCache {
+    /// The shared statement for this text and parameter types.
+    pub fn intern(&self, query: &str, param_types: &[u8]) -> Arc<Statement> {
+        let mut map = self.map.lock();
+        let key: (Arc<str>, Bytes) = (Arc::from(query), Bytes::copy_from_slice(param_types));
+        if let Some(s) = map.get(&key) {
+            return s.clone();
+        }
+        let id = self.next_id();
+        let server_name = format!("pgproxy_{id}");
+        let parse = Parse::encode(&server_name, query, param_types);
+        let stmt = Arc::new(Statement::new(id, server_name, parse, query));
+        if map.len() < MAX_ENTRIES {
+            map.insert(key, stmt.clone());
+        }
+        stmt
+    }
+
+    /// A client's unnamed statement: not shared, kept as the client's own Parse frame.
+    pub fn unnamed(&self, parse: Frame, query: &str) -> Arc<Statement> {
+        Arc::new(Statement::new(self.next_id(), String::new(), parse, query))
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+    }
+
+    /// Number of distinct statements.
+    pub fn len(&self) -> usize {
+        self.map.lock().len()
+    }
+
+    /// True when no statement was ever prepared.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// One client's statement names.
+#[derive(Default)]
+pub struct ClientStatements {
+    named: HashMap<String, Arc<Statement>>,
+    /// The client's current unnamed statement.
+    pub unnamed: Option<Arc<Statement>>,
+}
+
+impl ClientStatements {
+    /// Binds a client name to a statement (the unnamed one for "").
+    pub fn define(&mut self, name: &str, stmt: Arc<Statement>) {
+        if name.is_empty() {
+            self.unnamed = Some(stmt);
+        } else {
+            self.named.insert(name.to_string(), stmt);
+        }
+    }
+
+    /// The statement behind a client name.
+    pub fn get(&self, name: &str) -> Option<&Arc<Statement>> {
+        if name.is_empty() {
+            self.unnamed.as_ref()
+        } else {
+            self.named.get(name)
+        }
+    }
+
+    /// Forgets a client name.
+    pub fn close(&mut self, name: &str) {
+        if name.is_empty() {
+            self.unnamed = None;
+        } else {
+            self.named.remove(name);
+        }
+    }
+
+    /// Forgets every name (DISCARD ALL / DEALLOCATE ALL).
+    pub fn clear(&mut self) {
+        self.named.clear();
+        self.unnamed = None;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_text_and_types_share_one_statement() {
+        let c = StatementCache::default();
+        let a = c.intern("select $1", &[0, 1, 0, 0, 0, 23]);
+        let b = c.intern("select $1", &[0, 1, 0, 0, 0, 23]);
+        let d = c.intern("select $1", &[0, 0]);
+        assert_eq!(a.id, b.id);
+        assert_ne!(a.id, d.id);
+        assert_eq!(
+            Parse::parse(a.parse.body()).map(|p| p.name),
+            Some(a.server_name.as_str())
+        );
+    }
+
+    #[test]
+    fn client_names_are_private() {
+        let c = StatementCache::default();
+        let mut x = ClientStatements::default();
+        let mut y = ClientStatements::default();
+        x.define("s", c.intern("select 1", &[0, 0]));
+        y.define("s", c.intern("select 2", &[0, 0]));
+        assert_eq!(x.get("s").expect("defined").query(), "select 1");
+        assert_eq!(y.get("s").expect("defined").query(), "select 2");
+        assert!(c.intern("set x = 1", &[0, 0]).effects.is_some());
+        assert!(c.intern("select 1", &[0, 0]).effects.is_none());
+        x.close("s");
+        assert!(x.get("s").is_none());
+    }
+}
