@@ -235,6 +235,26 @@ pub fn error_code(body: &[u8]) -> Option<&str> {
         .map(|(_, v)| v)
 }
 
+/// True if an ErrorResponse body has severity FATAL or PANIC (the server closes after it).
+pub fn is_fatal_error(body: &[u8]) -> bool {
+    error_fields(body)
+        .iter()
+        .any(|(c, v)| (*c == b'V' || *c == b'S') && (*v == "FATAL" || *v == "PANIC"))
+}
+
+/// The same ErrorResponse with severity ERROR (all other fields unchanged).
+pub fn downgrade_to_error(body: &[u8]) -> Frame {
+    let mut b = BytesMut::with_capacity(body.len() + 8);
+    b.put_u8(be::ERROR_RESPONSE);
+    b.put_i32(0);
+    for (c, v) in error_fields(body) {
+        b.put_u8(c);
+        put_cstr(&mut b, if c == b'S' || c == b'V' { "ERROR" } else { v });
+    }
+    b.put_u8(0);
+    finish(b)
+}
+
 /// Name and value of a ParameterStatus body.
 pub fn parameter_status(body: &[u8]) -> Option<(&str, &str)> {
     let mut b = body;
@@ -412,6 +432,11 @@ mod tests {
         assert!(fields.contains(&(b'S', "FATAL")));
         assert!(fields.contains(&(b'H', "check it")));
         assert_eq!(error_code(f.body()), Some("28P01"));
+        assert!(is_fatal_error(f.body()));
+        let g = downgrade_to_error(f.body());
+        assert!(!is_fatal_error(g.body()));
+        assert!(error_fields(g.body()).contains(&(b'S', "ERROR")));
+        assert!(error_fields(g.body()).contains(&(b'H', "check it")));
     }
 
     #[test]

@@ -45,12 +45,18 @@ pub struct Effects {
     pub set_names: Vec<String>,
     /// RESET ALL / DISCARD ALL / SET SESSION AUTHORIZATION DEFAULT: every setting may change.
     pub reset_all: bool,
+    /// DISCARD ALL / DEALLOCATE ALL: every prepared statement of the session is gone.
+    pub drops_statements: bool,
 }
 
 impl Effects {
     /// True if the statement has no effect on session state.
     pub fn is_empty(&self) -> bool {
-        self.pin.is_none() && !self.maybe_unpin && self.set_names.is_empty() && !self.reset_all
+        self.pin.is_none()
+            && !self.maybe_unpin
+            && self.set_names.is_empty()
+            && !self.reset_all
+            && !self.drops_statements
     }
 }
 
@@ -122,6 +128,14 @@ fn classify_one(stmt: &str, e: &mut Effects) {
             e.maybe_unpin = true;
             if w(1) == "all" {
                 e.reset_all = true;
+                e.drops_statements = true;
+            }
+        }
+        "deallocate" => {
+            e.maybe_unpin = true;
+            let all = if w(1) == "prepare" { w(2) } else { w(1) };
+            if all == "all" {
+                e.drops_statements = true;
             }
         }
         "create" => {
@@ -145,7 +159,7 @@ fn classify_one(stmt: &str, e: &mut Effects) {
         "load" => {
             e.pin.get_or_insert(PinReason::Other);
         }
-        "unlisten" | "deallocate" | "drop" | "close" => e.maybe_unpin = true,
+        "unlisten" | "drop" | "close" => e.maybe_unpin = true,
         _ => {}
     }
 }

@@ -35,6 +35,9 @@ pub struct Session {
     pub(super) dirty: BTreeSet<String>,
     /// A DISCARD ALL / DEALLOCATE ALL ran: server-side statements are gone.
     pub(super) discarded: bool,
+    /// A RESET ALL / DISCARD ALL ran: settings are back to the node's defaults, and the
+    /// client's startup settings must be applied again (PostgreSQL keeps them as session defaults).
+    pub(super) reset_pending: bool,
     pub(super) pid: i32,
     pub(super) cancel: Arc<CancelSlot>,
     pub(super) statements: ClientStatements,
@@ -47,6 +50,10 @@ pub struct Session {
     pub(super) check_unpin: bool,
     /// Skip client messages up to Sync (after an error pgproxy reported itself).
     pub(super) skip_until_sync: bool,
+    /// The server sent a FATAL error: it is closing, and the client has been told.
+    pub(super) server_fatal: bool,
+    /// The server is in copy-in mode: it ignores Sync and Flush until CopyDone/CopyFail.
+    pub(super) copy_in: bool,
     /// The server connection died inside a transaction: only ROLLBACK is accepted.
     pub(super) lost_txn: bool,
     pub(super) lost_batch: super::lost::LostBatch,
@@ -83,6 +90,7 @@ impl Session {
             settings,
             dirty: BTreeSet::new(),
             discarded: false,
+            reset_pending: false,
             pid,
             cancel,
             statements: ClientStatements::default(),
@@ -92,6 +100,8 @@ impl Session {
             pin: None,
             check_unpin: false,
             skip_until_sync: false,
+            copy_in: false,
+            server_fatal: false,
             lost_txn: false,
             lost_batch: Default::default(),
             to_server: BytesMut::with_capacity(8 * 1024),
@@ -119,6 +129,10 @@ impl Session {
         }
         match &result {
             Err(SessionError::ClientGone) | Err(SessionError::ClientIo(_)) => {}
+            Err(SessionError::ServerLost(_)) if self.server_fatal => {
+                // The server's own FATAL error already went to the client.
+                let _ = self.client.write_all(&self.to_client).await;
+            }
             Err(e) => {
                 let _ = self.client.write_all(&self.to_client).await;
                 self.client.fatal(e).await;
@@ -227,6 +241,9 @@ impl Session {
             fe::TERMINATE => return Ok(true),
             fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {
                 // Only meaningful in copy-in; PostgreSQL ignores them otherwise.
+                if tag != fe::COPY_DATA {
+                    self.copy_in = false;
+                }
                 if self.server.is_some() {
                     self.to_server.put_slice(f.raw());
                 }
@@ -280,6 +297,10 @@ impl Session {
                 self.to_server.put_slice(f.raw());
             }
             fe::CLOSE => self.on_close(f)?,
+            fe::SYNC if self.copy_in => {
+                // Ignored by the server during copy-in: no ReadyForQuery will answer it.
+                self.to_server.put_slice(f.raw());
+            }
             fe::SYNC => {
                 self.since_sync = false;
                 self.queue.push_back(Expect::Sync);
@@ -550,6 +571,7 @@ impl Session {
             server.settings = self.settings.clone();
         }
         self.tx_status = b'I';
+        self.server_fatal = false;
         self.attach(server);
         Ok(true)
     }

@@ -36,6 +36,11 @@ impl Session {
             };
             self.on_server_message(f)?;
         }
+        if self.server_fatal && self.server.is_some() {
+            // The server closes after a FATAL error: let go of it now, so that nothing more is
+            // sent to it and what is pending gets its answer at once.
+            return self.server_lost("the server terminated the connection".into());
+        }
         if self.server.is_some() && self.is_idle() {
             self.flush_client().await?;
             self.idle_point().await?;
@@ -46,7 +51,20 @@ impl Session {
     fn on_server_message(&mut self, f: Frame) -> Result<(), SessionError> {
         match f.tag() {
             be::ERROR_RESPONSE => {
-                self.to_client.put_slice(f.raw());
+                if message::is_fatal_error(f.body()) {
+                    // The server is closing this connection. A transaction-mode client keeps
+                    // its session (pgproxy gives it another server connection), so for it the
+                    // error is not fatal.
+                    self.server_fatal = true;
+                    if self.mode == PoolMode::Transaction && self.pin.is_none() {
+                        self.to_client
+                            .put_slice(message::downgrade_to_error(f.body()).raw());
+                    } else {
+                        self.to_client.put_slice(f.raw());
+                    }
+                } else {
+                    self.to_client.put_slice(f.raw());
+                }
                 self.on_error();
             }
             be::READY_FOR_QUERY => {
@@ -99,6 +117,19 @@ impl Session {
                 } else {
                     self.to_client.put_slice(f.raw());
                 }
+            }
+            be::COPY_IN_RESPONSE => {
+                // The server now ignores Sync until CopyDone/CopyFail. Clients that pipeline
+                // Bind/Execute/Sync before the data (tokio-postgres) have a Sync queued that
+                // will never be answered: drop it.
+                self.copy_in = true;
+                if matches!(self.queue.front(), Some(Expect::Execute)) {
+                    while matches!(self.queue.get(1), Some(Expect::Sync)) {
+                        self.queue.remove(1);
+                        self.since_sync = true;
+                    }
+                }
+                self.to_client.put_slice(f.raw());
             }
             be::AUTHENTICATION | be::BACKEND_KEY_DATA => {
                 return self.server_lost(format!(
@@ -195,7 +226,23 @@ impl Session {
                 s.prepared.clear();
                 s.unnamed = None;
             }
+        }
+        if self.reset_pending {
+            self.reset_pending = false;
+            let server = self.server.as_mut().expect("attached at an idle point");
+            server.settings.clear();
             self.settings = self.startup_settings.clone();
+            if let Some(sql) = settings::replay_sql(&self.settings, &server.settings) {
+                if let Err(e) = server.run_internal(&sql).await {
+                    warn!(error = %e, "could not re-apply startup settings; closing server connection");
+                    self.server.take();
+                    return Ok(());
+                }
+            }
+            server.settings = self.settings.clone();
+            for n in self.startup_settings.keys() {
+                self.dirty.remove(n);
+            }
         }
         if !self.dirty.is_empty() {
             let names = std::mem::take(&mut self.dirty);
@@ -254,26 +301,32 @@ impl Session {
         }
         let in_txn = self.tx_status != b'I';
         let readies = self.queue.iter().filter(|e| e.ends_at_ready()).count();
-        let in_flight = !self.queue.is_empty() || self.since_sync;
         self.queue.clear();
         self.tx_status = b'I';
         self.lost_txn = in_txn;
-        if in_flight {
-            let f = message::error_response(
-                message::Severity::Error,
-                sqlstate::CONNECTION_FAILURE,
-                &format!("server connection lost while running the query: {why}"),
-                Some("the statement did not complete; retry the transaction"),
-            );
-            self.to_client.put_slice(f.raw());
-            let status = if self.lost_txn { b'E' } else { b'I' };
-            for _ in 0..readies {
-                self.to_client
-                    .put_slice(message::ready_for_query(status).raw());
+        // Every request that was in flight fails: one error per ReadyForQuery the client
+        // waits for (the server's own FATAL error already answered the first one), so no
+        // pipelined query can look like an empty success.
+        let error = message::error_response(
+            message::Severity::Error,
+            sqlstate::CONNECTION_FAILURE,
+            &format!("server connection lost while running the query: {why}"),
+            Some("the statement did not complete; retry the transaction"),
+        );
+        let status = if self.lost_txn { b'E' } else { b'I' };
+        for i in 0..readies {
+            if i > 0 || !self.server_fatal {
+                self.to_client.put_slice(error.raw());
             }
-            if self.since_sync && readies == 0 {
-                self.skip_until_sync = true;
+            self.to_client
+                .put_slice(message::ready_for_query(status).raw());
+        }
+        if self.since_sync {
+            // An extended-protocol batch without its Sync yet: fail it, answer its Sync later.
+            if readies > 0 || !self.server_fatal {
+                self.to_client.put_slice(error.raw());
             }
+            self.skip_until_sync = true;
         }
         self.since_sync = false;
         Ok(())

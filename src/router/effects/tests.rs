@@ -50,7 +50,12 @@ fn set_statements() {
         );
     }
     assert!(session_effects("RESET ALL").reset_all);
+    assert!(!session_effects("RESET ALL").drops_statements);
     assert!(session_effects("DISCARD ALL").reset_all);
+    assert!(session_effects("DISCARD ALL").drops_statements);
+    assert!(session_effects("DEALLOCATE ALL").drops_statements);
+    assert!(session_effects("deallocate prepare all").drops_statements);
+    assert!(!session_effects("DEALLOCATE p").drops_statements);
 }
 
 #[test]
