@@ -60,14 +60,14 @@ impl Effects {
     }
 }
 
-/// Keywords that make a closer look worthwhile (all lowercase).
-const TRIGGERS: &[&str] = &[
+/// Leading keywords of statements that may change session state (lowercase).
+const LEADING: &[&str] = &[
     "set",
     "reset",
-    "temp",
-    "hold",
-    "advisory",
+    "create",
+    "declare",
     "listen",
+    "unlisten",
     "prepare",
     "discard",
     "deallocate",
@@ -76,10 +76,36 @@ const TRIGGERS: &[&str] = &[
     "load",
 ];
 
-/// Classifies SQL text. Fast path: no trigger keyword → no effects.
+/// Cheap pre-check run on every statement: a leading keyword from `LEADING`, a second
+/// statement, or a call to an advisory-lock function or set_config anywhere.
+fn worth_a_closer_look(sql: &str) -> bool {
+    let head = strip_leading_comments(sql);
+    let first = head
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    if LEADING.iter().any(|k| first.eq_ignore_ascii_case(k)) {
+        return true;
+    }
+    if let Some(i) = sql.find(';') {
+        if !sql[i + 1..].trim().is_empty() {
+            return true;
+        }
+    }
+    let b = sql.as_bytes();
+    let at = |from: usize, word: &[u8]| {
+        b.get(from..from + word.len())
+            .is_some_and(|w| w.eq_ignore_ascii_case(word))
+    };
+    b.iter().enumerate().any(|(i, &c)| {
+        c == b'_' && (at(i + 1, b"advisory") || (i >= 3 && at(i - 3, b"set_config")))
+    })
+}
+
+/// Classifies SQL text. Fast path: nothing that can change session state → no effects.
 pub fn session_effects(sql: &str) -> Effects {
     let mut e = Effects::default();
-    if !TRIGGERS.iter().any(|t| contains_ci(sql, t)) {
+    if !worth_a_closer_look(sql) {
         return e;
     }
     for stmt in split_statements(sql) {

@@ -104,8 +104,8 @@ impl Session {
             server_fatal: false,
             lost_txn: false,
             lost_batch: Default::default(),
-            to_server: BytesMut::with_capacity(8 * 1024),
-            to_client: BytesMut::with_capacity(16 * 1024),
+            to_server: BytesMut::new(),
+            to_client: BytesMut::new(),
         };
         if let Some(server) = server {
             s.attach(server);
@@ -149,6 +149,12 @@ impl Session {
             }
             let draining = self.shared.draining.clone();
             let idle = self.is_idle();
+            if self.server.is_none() {
+                // Between transactions: hold no buffers while the client thinks.
+                self.client.shrink_if_empty();
+                self.to_client = BytesMut::new();
+                self.to_server = BytesMut::new();
+            }
             let ev = match self.server.as_mut() {
                 None => tokio::select! {
                     r = self.client.fill() => Event::Client(r),
