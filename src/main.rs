@@ -45,9 +45,13 @@ fn main() -> ExitCode {
         }
     };
     pgproxy::telemetry::init();
-    let mut rt = tokio::runtime::Builder::new_multi_thread();
+    let mut rt = if config.general.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        tokio::runtime::Builder::new_multi_thread()
+    };
     rt.enable_all();
-    if config.general.worker_threads > 0 {
+    if config.general.worker_threads > 1 {
         rt.worker_threads(config.general.worker_threads);
     }
     let rt = match rt.build() {
@@ -68,3 +72,8 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// mimalloc: per-query buffers are allocated and freed at a high rate; glibc malloc returned
+/// memory to the kernel (brk) every few transactions under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;

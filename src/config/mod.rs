@@ -109,7 +109,8 @@ pub struct General {
     pub server_tls: ServerTls,
     /// PEM CA bundle for `server_tls = "verify-full"`.
     pub server_tls_ca_file: Option<String>,
-    /// Tokio worker threads (0 = one per core).
+    /// Threads serving connections. 1 (default): one event loop, like PgBouncer, the least CPU
+    /// per query; more: tokio's work-stealing scheduler on that many threads (0 = one per core).
     pub worker_threads: usize,
 }
 
@@ -133,7 +134,7 @@ impl Default for General {
             tls_key_file: None,
             server_tls: ServerTls::Disable,
             server_tls_ca_file: None,
-            worker_threads: 0,
+            worker_threads: 1,
         }
     }
 }

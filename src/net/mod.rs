@@ -33,7 +33,14 @@ impl Stream {
 
     /// True if the peer has closed the connection or sent unexpected bytes while we expected
     /// silence (used on idle pooled connections before handing them out).
+    ///
+    /// Asks the reactor first: no readiness recorded since the last short read means nothing
+    /// arrived, with no system call. Only when readiness is set does it try a read.
     pub fn is_dead_while_idle(&self) -> bool {
+        let mut cx = Context::from_waker(std::task::Waker::noop());
+        if self.tcp().poll_read_ready(&mut cx).is_pending() {
+            return false;
+        }
         let mut b = [0u8; 1];
         match self.tcp().try_read(&mut b) {
             Ok(_) => true,

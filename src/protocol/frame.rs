@@ -85,6 +85,38 @@ impl Frame {
     }
 }
 
+/// A borrowed view of one complete frame inside a read buffer (no copy, no refcount).
+#[derive(Clone, Copy, Debug)]
+pub struct FrameRef<'a> {
+    raw: &'a [u8],
+}
+
+impl<'a> FrameRef<'a> {
+    /// Wraps a slice holding exactly one frame (as measured by `peek_frame_len`).
+    pub fn new(raw: &'a [u8]) -> Self {
+        debug_assert!(raw.len() >= 5);
+        FrameRef { raw }
+    }
+
+    /// The message type byte.
+    #[inline]
+    pub fn tag(&self) -> u8 {
+        self.raw[0]
+    }
+
+    /// The message body.
+    #[inline]
+    pub fn body(&self) -> &'a [u8] {
+        &self.raw[5..]
+    }
+
+    /// The whole frame.
+    #[inline]
+    pub fn raw(&self) -> &'a [u8] {
+        self.raw
+    }
+}
+
 /// Looks at the head of `buf` and returns the length of the first complete tagged frame, if any.
 #[inline]
 pub fn peek_frame_len(buf: &[u8], max: usize) -> Result<Option<usize>, FrameError> {

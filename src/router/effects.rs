@@ -45,6 +45,9 @@ pub struct Effects {
     pub set_names: Vec<String>,
     /// RESET ALL / DISCARD ALL / SET SESSION AUTHORIZATION DEFAULT: every setting may change.
     pub reset_all: bool,
+    /// RESET ALL / DISCARD ALL: settings return to the session defaults, which include the
+    /// client's startup parameters.
+    pub restores_startup: bool,
     /// DISCARD ALL / DEALLOCATE ALL: every prepared statement of the session is gone.
     pub drops_statements: bool,
 }
@@ -144,7 +147,10 @@ fn classify_one(stmt: &str, e: &mut Effects) {
     match w(0) {
         "set" => set_statement(&words[1..], e),
         "reset" => match w(1) {
-            "all" => e.reset_all = true,
+            "all" => {
+                e.reset_all = true;
+                e.restores_startup = true;
+            }
             "" => {}
             "session" if w(2) == "authorization" => push_name(e, "session_authorization".into()),
             "time" if w(2) == "zone" => push_name(e, "timezone".into()),
@@ -154,6 +160,7 @@ fn classify_one(stmt: &str, e: &mut Effects) {
             e.maybe_unpin = true;
             if w(1) == "all" {
                 e.reset_all = true;
+                e.restores_startup = true;
                 e.drops_statements = true;
             }
         }

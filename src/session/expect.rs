@@ -26,8 +26,12 @@ pub enum Expect {
         /// The statement (None for unnamed), to forget on failure.
         stmt: Option<Arc<Statement>>,
     },
-    /// Bind: BindComplete.
-    Bind,
+    /// Bind: BindComplete. Carries the statement, to drop it from the shared cache if the
+    /// server says its plan is stale.
+    Bind {
+        /// The client's statement (None if pgproxy does not know the name).
+        stmt: Option<Arc<Statement>>,
+    },
     /// Describe: ends at RowDescription or NoData.
     Describe,
     /// Execute: ends at CommandComplete, EmptyQueryResponse or PortalSuspended.

@@ -16,8 +16,10 @@ use crate::protocol::{ClientError, Frame};
 use crate::router::{Effects, PinReason};
 use bytes::{BufMut, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{debug, info};
 
 /// A logged-in client session.
@@ -33,8 +35,6 @@ pub struct Session {
     pub(super) startup_settings: BTreeMap<String, String>,
     /// Setting names a statement since the last idle point may have changed.
     pub(super) dirty: BTreeSet<String>,
-    /// A DISCARD ALL / DEALLOCATE ALL ran: server-side statements are gone.
-    pub(super) discarded: bool,
     /// A RESET ALL / DISCARD ALL ran: settings are back to the node's defaults, and the
     /// client's startup settings must be applied again (PostgreSQL keeps them as session defaults).
     pub(super) reset_pending: bool,
@@ -48,17 +48,26 @@ pub struct Session {
     pub(super) tx_status: u8,
     pub(super) pin: Option<PinReason>,
     pub(super) check_unpin: bool,
+    /// The server reported an error in an extended-protocol batch whose Sync has not been sent
+    /// yet: like the server, ignore the client's messages up to that Sync.
+    pub(super) server_skipping: bool,
     /// Skip client messages up to Sync (after an error pgproxy reported itself).
     pub(super) skip_until_sync: bool,
     /// The server sent a FATAL error: it is closing, and the client has been told.
     pub(super) server_fatal: bool,
     /// The server is in copy-in mode: it ignores Sync and Flush until CopyDone/CopyFail.
     pub(super) copy_in: bool,
+    /// CopyDone/CopyFail the client sent before the server's CopyInResponse reached pgproxy
+    /// (asyncpg sends COPY, its data and CopyDone at once): that many CopyInResponses start
+    /// a copy-in that is already over.
+    pub(super) copy_ends_ahead: u32,
     /// The server connection died inside a transaction: only ROLLBACK is accepted.
     pub(super) lost_txn: bool,
     pub(super) lost_batch: super::lost::LostBatch,
     pub(super) to_server: BytesMut,
     pub(super) to_client: BytesMut,
+    /// Resolves when a drain starts; kept across loop turns so it registers once.
+    drain: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
 /// What the loop waits for.
@@ -82,14 +91,12 @@ impl Session {
     ) -> Session {
         let mut s = Session {
             client,
-            shared,
             pool,
             server: None,
             mode,
             startup_settings: settings.clone(),
             settings,
             dirty: BTreeSet::new(),
-            discarded: false,
             reset_pending: false,
             pid,
             cancel,
@@ -100,12 +107,16 @@ impl Session {
             pin: None,
             check_unpin: false,
             skip_until_sync: false,
+            server_skipping: false,
             copy_in: false,
+            copy_ends_ahead: 0,
             server_fatal: false,
             lost_txn: false,
             lost_batch: Default::default(),
             to_server: BytesMut::new(),
             to_client: BytesMut::new(),
+            drain: Box::pin(shared.draining.clone().cancelled_owned()),
+            shared,
         };
         if let Some(server) = server {
             s.attach(server);
@@ -147,7 +158,6 @@ impl Session {
             if self.process_client().await? {
                 return Ok(());
             }
-            let draining = self.shared.draining.clone();
             let idle = self.is_idle();
             if self.server.is_none() {
                 // Between transactions: hold no buffers while the client thinks.
@@ -158,12 +168,12 @@ impl Session {
             let ev = match self.server.as_mut() {
                 None => tokio::select! {
                     r = self.client.fill() => Event::Client(r),
-                    _ = draining.cancelled(), if idle => Event::Drain,
+                    _ = &mut self.drain, if idle => Event::Drain,
                 },
                 Some(server) => tokio::select! {
                     r = server.fill() => Event::Server(r),
                     r = self.client.fill() => Event::Client(r),
-                    _ = draining.cancelled(), if idle => Event::Drain,
+                    _ = &mut self.drain, if idle => Event::Drain,
                 },
             };
             match ev {
@@ -185,8 +195,8 @@ impl Session {
 
     pub(super) async fn flush_client(&mut self) -> Result<(), SessionError> {
         if !self.to_client.is_empty() {
-            let out = self.to_client.split();
-            self.client.write_all(&out).await?;
+            self.client.write_all(&self.to_client).await?;
+            self.to_client.clear();
         }
         Ok(())
     }
@@ -195,12 +205,13 @@ impl Session {
         if self.to_server.is_empty() {
             return Ok(());
         }
-        let out = self.to_server.split();
         let server = self
             .server
             .as_mut()
             .expect("bytes for a server are only queued while attached");
-        if let Err(e) = server.write_all(&out).await {
+        let written = server.write_all(&self.to_server).await;
+        self.to_server.clear();
+        if let Err(e) = written {
             self.server_lost(e.to_string())?;
         }
         Ok(())
@@ -216,6 +227,14 @@ impl Session {
                         .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
                 }
                 continue;
+            }
+            if self.server_skipping && self.server.is_some() {
+                match f.tag() {
+                    fe::SYNC => self.server_skipping = false,
+                    fe::TERMINATE | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {}
+                    // The server ignores these until Sync; so does pgproxy (no expectations).
+                    _ => continue,
+                }
             }
             if self.lost_txn {
                 if self.lost_message(&f)? {
@@ -248,7 +267,11 @@ impl Session {
             fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {
                 // Only meaningful in copy-in; PostgreSQL ignores them otherwise.
                 if tag != fe::COPY_DATA {
-                    self.copy_in = false;
+                    if self.copy_in {
+                        self.copy_in = false;
+                    } else if self.server.is_some() {
+                        self.copy_ends_ahead += 1;
+                    }
                 }
                 if self.server.is_some() {
                     self.to_server.put_slice(f.raw());
@@ -432,7 +455,8 @@ impl Session {
             }
             _ => self.to_server.put_slice(f.raw()),
         }
-        self.queue.push_back(Expect::Bind);
+        let stmt = self.statements.get(b.statement).cloned();
+        self.queue.push_back(Expect::Bind { stmt });
         Ok(())
     }
 
@@ -530,12 +554,14 @@ impl Session {
         if e.maybe_unpin && self.pin.is_some() {
             self.check_unpin = true;
         }
+        if e.restores_startup {
+            self.reset_pending = true;
+        }
         if self.mode == PoolMode::Transaction {
             self.dirty
                 .extend(e.set_names.iter().map(|n| n.to_ascii_lowercase()));
             if e.reset_all {
                 self.dirty.extend(self.settings.keys().cloned());
-                self.discarded = true;
             }
         }
     }

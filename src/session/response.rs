@@ -7,9 +7,10 @@ use super::relay::Session;
 use super::{settings, SessionError};
 use crate::backend::MAX_SERVER_MESSAGE;
 use crate::config::PoolMode;
-use crate::protocol::frame::{self, Frame};
+use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, be};
 use crate::protocol::sqlstate;
+use bytes::Buf;
 use bytes::BufMut;
 use std::sync::atomic::Ordering;
 use tracing::{error, info, warn};
@@ -24,18 +25,34 @@ const PIN_CHECK_SQL: &str = "SELECT (SELECT count(*) FROM pg_catalog.pg_cursors 
 impl Session {
     /// Handles every complete message the server sent, then the idle point if reached.
     pub(super) async fn process_server(&mut self) -> Result<(), SessionError> {
-        loop {
-            let server = self
+        // Frames are handled in place: no split, no refcount; forwarded ones are copied once
+        // into the client's output buffer.
+        let mut rbuf = std::mem::take(
+            &mut self
                 .server
                 .as_mut()
-                .expect("process_server runs with a server attached");
-            let f = match frame::decode(&mut server.rbuf, MAX_SERVER_MESSAGE) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return self.server_lost(format!("invalid message from server: {e}")),
-            };
-            self.on_server_message(f)?;
+                .expect("process_server runs with a server attached")
+                .rbuf,
+        );
+        let mut pos = 0;
+        let result = loop {
+            match frame::peek_frame_len(&rbuf[pos..], MAX_SERVER_MESSAGE) {
+                Ok(Some(n)) => {
+                    let r = self.on_server_message(FrameRef::new(&rbuf[pos..pos + n]));
+                    pos += n;
+                    if r.is_err() || self.server.is_none() {
+                        break r;
+                    }
+                }
+                Ok(None) => break Ok(()),
+                Err(e) => break self.server_lost(format!("invalid message from server: {e}")),
+            }
+        };
+        if let Some(server) = self.server.as_mut() {
+            rbuf.advance(pos);
+            server.rbuf = rbuf;
         }
+        result?;
         if self.server_fatal && self.server.is_some() {
             // The server closes after a FATAL error: let go of it now, so that nothing more is
             // sent to it and what is pending gets its answer at once.
@@ -48,7 +65,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_server_message(&mut self, f: Frame) -> Result<(), SessionError> {
+    fn on_server_message(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
         match f.tag() {
             be::ERROR_RESPONSE => {
                 if message::is_fatal_error(f.body()) {
@@ -65,10 +82,14 @@ impl Session {
                 } else {
                     self.to_client.put_slice(f.raw());
                 }
-                self.on_error();
+                self.on_error(f.body());
             }
             be::READY_FOR_QUERY => {
                 self.pop_expected(|e| e.ends_at_ready(), "ReadyForQuery")?;
+                if self.queue.is_empty() {
+                    // The server has read everything sent so far, copy ends included.
+                    self.copy_ends_ahead = 0;
+                }
                 self.tx_status = f.body().first().copied().unwrap_or(b'I');
                 if self.tx_status == b'I' {
                     self.shared
@@ -99,7 +120,7 @@ impl Session {
                 self.emit_synthetic();
             }
             be::BIND_COMPLETE => {
-                self.forward_terminal(f, |e| matches!(e, Expect::Bind), "BindComplete")?
+                self.forward_terminal(f, |e| matches!(e, Expect::Bind { .. }), "BindComplete")?
             }
             be::CLOSE_COMPLETE => {
                 self.forward_terminal(f, |e| matches!(e, Expect::Close), "CloseComplete")?
@@ -112,6 +133,9 @@ impl Session {
                 }
             }
             be::COMMAND_COMPLETE | be::EMPTY_QUERY | be::PORTAL_SUSPENDED => {
+                if f.tag() == be::COMMAND_COMPLETE {
+                    self.on_command_complete(f.body());
+                }
                 if matches!(self.queue.front(), Some(Expect::Execute)) {
                     self.forward_terminal(f, |_| true, "CommandComplete")?;
                 } else {
@@ -122,8 +146,13 @@ impl Session {
                 // The server now ignores Sync until CopyDone/CopyFail. Clients that pipeline
                 // Bind/Execute/Sync before the data (tokio-postgres) have a Sync queued that
                 // will never be answered: drop it.
-                self.copy_in = true;
-                if matches!(self.queue.front(), Some(Expect::Execute)) {
+                if self.copy_ends_ahead > 0 {
+                    // The client already ended this copy: what it sent after is answered.
+                    self.copy_ends_ahead -= 1;
+                } else {
+                    self.copy_in = true;
+                }
+                if self.copy_in && matches!(self.queue.front(), Some(Expect::Execute)) {
                     while matches!(self.queue.get(1), Some(Expect::Sync)) {
                         self.queue.remove(1);
                         self.since_sync = true;
@@ -144,9 +173,24 @@ impl Session {
         Ok(())
     }
 
+    /// DEALLOCATE ALL / DISCARD ALL ran (in either pool mode, whoever sent it): every statement
+    /// prepared on this server connection, pgproxy's shared ones included, is gone, and so are
+    /// the client's names. Cleared as the server reports it, so that a Parse later in the same
+    /// transaction prepares again, and a failed DEALLOCATE ALL changes nothing.
+    fn on_command_complete(&mut self, body: &[u8]) {
+        let tag = body.strip_suffix(&[0]).unwrap_or(body);
+        if tag == b"DEALLOCATE ALL" || tag == b"DISCARD ALL" {
+            self.statements.clear();
+            if let Some(s) = self.server.as_mut() {
+                s.prepared.clear();
+                s.unnamed = None;
+            }
+        }
+    }
+
     fn forward_terminal(
         &mut self,
-        f: Frame,
+        f: FrameRef<'_>,
         ok: impl Fn(&Expect) -> bool,
         what: &str,
     ) -> Result<(), SessionError> {
@@ -177,17 +221,29 @@ impl Session {
 
     /// After an ErrorResponse: the server skips the rest of an extended-protocol batch up to
     /// Sync, so those entries will get no answer. A simple Query still ends at ReadyForQuery.
-    fn on_error(&mut self) {
+    fn on_error(&mut self, body: &[u8]) {
+        if let Some(Expect::Bind { stmt: Some(stmt) }) = self.queue.front() {
+            // "cached plan must not change result type": the shared statement is stale (its
+            // table changed). Forget it, so that the client's next Parse makes a fresh one.
+            if message::error_code(body) == Some(sqlstate::FEATURE_NOT_SUPPORTED) {
+                self.shared.statements.evict(stmt);
+                if let Some(server) = self.server.as_mut() {
+                    server.prepared.remove(&stmt.id);
+                }
+            }
+        }
         match self.queue.front() {
             None | Some(Expect::Query) => {}
             Some(_) => {
                 while let Some(e) = self.queue.front() {
                     if matches!(e, Expect::Sync) {
-                        break;
+                        return;
                     }
                     let e = self.queue.pop_front().expect("front exists");
                     self.forget_unprocessed(&e);
                 }
+                // No Sync sent yet: the server ignores everything up to it.
+                self.server_skipping = true;
             }
         }
     }
@@ -219,24 +275,25 @@ impl Session {
     /// Nothing in flight, no transaction open: bring tracked state up to date, then give the
     /// connection back (transaction mode, unpinned).
     async fn idle_point(&mut self) -> Result<(), SessionError> {
-        if self.discarded {
-            self.discarded = false;
-            self.statements.clear();
-            if let Some(s) = self.server.as_mut() {
-                s.prepared.clear();
-                s.unnamed = None;
-            }
-        }
         if self.reset_pending {
             self.reset_pending = false;
             let server = self.server.as_mut().expect("attached at an idle point");
             server.settings.clear();
             self.settings = self.startup_settings.clone();
             if let Some(sql) = settings::replay_sql(&self.settings, &server.settings) {
-                if let Err(e) = server.run_internal(&sql).await {
-                    warn!(error = %e, "could not re-apply startup settings; closing server connection");
-                    self.server.take();
-                    return Ok(());
+                match server.run_internal(&sql).await {
+                    // The client saw the RESET's ParameterStatus; tell it the restored values.
+                    Ok(r) => {
+                        for (k, v) in r.params {
+                            self.to_client
+                                .put_slice(message::parameter_status_msg(&k, &v).raw());
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "could not re-apply startup settings; closing server connection");
+                        self.server.take();
+                        return Ok(());
+                    }
                 }
             }
             server.settings = self.settings.clone();
@@ -296,12 +353,14 @@ impl Session {
         warn!(reason = %why, "server connection lost");
         self.server.take();
         self.cancel.set(None);
+        self.server_skipping = false;
         if self.mode == PoolMode::Session || self.pin.is_some() {
             return Err(SessionError::ServerLost(why));
         }
         let in_txn = self.tx_status != b'I';
         let readies = self.queue.iter().filter(|e| e.ends_at_ready()).count();
         self.queue.clear();
+        self.copy_ends_ahead = 0;
         self.tx_status = b'I';
         self.lost_txn = in_txn;
         // Every request that was in flight fails: one error per ReadyForQuery the client

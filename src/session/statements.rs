@@ -91,6 +91,18 @@ impl StatementCache {
         self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
+    /// Forgets a statement (its plan went stale), so the next Parse of its text makes a new one.
+    pub fn evict(&self, stmt: &Statement) {
+        let Some(p) = Parse::parse(stmt.parse.body()) else {
+            return;
+        };
+        let key: StatementKey = (Arc::from(p.query), Bytes::copy_from_slice(p.param_types));
+        let mut map = self.map.lock();
+        if map.get(&key).is_some_and(|s| s.id == stmt.id) {
+            map.remove(&key);
+        }
+    }
+
     /// Number of distinct statements.
     pub fn len(&self) -> usize {
         self.map.lock().len()

@@ -69,6 +69,69 @@ impl RawConn {
         conn
     }
 
+    /// Connects and logs in with a password (SCRAM-SHA-256, MD5 or cleartext, whichever the
+    /// peer asks for); returns after the first ReadyForQuery. Panics if the login fails.
+    pub async fn login_password(port: u16, user: &str, password: &str, db: &str) -> RawConn {
+        use postgres_protocol::authentication::{md5_hash, sasl};
+        let mut conn = RawConn::connect(port).await;
+        conn.send(&startup(user, db)).await.expect("send startup");
+        let mut scram = None;
+        loop {
+            let msg = conn.recv().await.expect("connection closed during login");
+            match msg.tag {
+                b'E' => panic!("login failed: {:?}", error_fields(&msg.body)),
+                b'Z' => return conn,
+                b'R' => {}
+                _ => continue,
+            }
+            let code = u32::from_be_bytes([msg.body[0], msg.body[1], msg.body[2], msg.body[3]]);
+            let data = &msg.body[4..];
+            match code {
+                0 => {}
+                3 => {
+                    let mut body = BytesMut::new();
+                    put_cstr(&mut body, password);
+                    conn.send(&message(b'p', &body))
+                        .await
+                        .expect("send password");
+                }
+                5 => {
+                    let salt = [data[0], data[1], data[2], data[3]];
+                    let hash = md5_hash(user.as_bytes(), password.as_bytes(), salt);
+                    let mut body = BytesMut::new();
+                    put_cstr(&mut body, &hash);
+                    conn.send(&message(b'p', &body)).await.expect("send md5");
+                }
+                10 => {
+                    let s = sasl::ScramSha256::new(
+                        password.as_bytes(),
+                        sasl::ChannelBinding::unsupported(),
+                    );
+                    let mut body = BytesMut::new();
+                    put_cstr(&mut body, sasl::SCRAM_SHA_256);
+                    body.put_i32(s.message().len() as i32);
+                    body.put_slice(s.message());
+                    conn.send(&message(b'p', &body))
+                        .await
+                        .expect("send SASL init");
+                    scram = Some(s);
+                }
+                11 => {
+                    let s = scram.as_mut().expect("SASLContinue before SASL");
+                    s.update(data).expect("SCRAM server-first");
+                    conn.send(&message(b'p', s.message()))
+                        .await
+                        .expect("send SASL response");
+                }
+                12 => {
+                    let s = scram.as_mut().expect("SASLFinal before SASL");
+                    s.finish(data).expect("SCRAM server-final");
+                }
+                other => panic!("unsupported authentication request {other}"),
+            }
+        }
+    }
+
     /// Writes bytes; an error means the peer closed (which some tests expect).
     pub async fn send(&mut self, bytes: &[u8]) -> std::io::Result<()> {
         self.stream.write_all(bytes).await?;
@@ -284,6 +347,29 @@ pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
     put_cstr(&mut body, portal);
     body.put_i32(max_rows);
     message(b'E', &body)
+}
+
+/// Describe ('D') of portal `name` (kind b'P') or statement `name` (kind b'S').
+pub fn describe(kind: u8, name: &str) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    body.put_u8(kind);
+    put_cstr(&mut body, name);
+    message(b'D', &body)
+}
+
+/// Flush ('H').
+pub fn flush() -> Vec<u8> {
+    message(b'H', &[])
+}
+
+/// CopyData ('d').
+pub fn copy_data(data: &[u8]) -> Vec<u8> {
+    message(b'd', data)
+}
+
+/// CopyDone ('c').
+pub fn copy_done() -> Vec<u8> {
+    message(b'c', &[])
 }
 
 /// Sync ('S').

@@ -50,6 +50,8 @@ fn set_statements() {
         );
     }
     assert!(session_effects("RESET ALL").reset_all);
+    assert!(session_effects("RESET ALL").restores_startup);
+    assert!(!session_effects("SET SESSION AUTHORIZATION DEFAULT").restores_startup);
     assert!(!session_effects("RESET ALL").drops_statements);
     assert!(session_effects("DISCARD ALL").reset_all);
     assert!(session_effects("DISCARD ALL").drops_statements);

@@ -199,7 +199,7 @@ def t_copy():
         # binary COPY in
         with cur.copy(f"COPY {T}_c (a, b) FROM STDIN (FORMAT BINARY)") as copy:
             copy.set_types(["int4", "text"])
-            for i in range(100):
+            for i in range(1, 101):
                 copy.write_row((-i, "bin"))
         eq(conn.execute(f"SELECT count(*) FROM {T}_c WHERE b = 'bin'").fetchone(), (100,), "binary copy")
         # COPY out
@@ -353,6 +353,37 @@ def t_pipeline():
         eq(conn.execute("SELECT 4").fetchone(), (4,), "after pipeline error")
 
 
+def t_pipeline_error_first():
+    """An extended-protocol batch whose error reaches the proxy before the rest of the batch and
+    its Sync: PostgreSQL skips everything up to the Sync and answers it with one ReadyForQuery.
+    Deterministic (libpq pipeline mode with a Flush and a pause), unlike t_pipeline's error case."""
+    import select
+
+    with connect(autocommit=True) as conn:
+        c = conn.pgconn
+        c.enter_pipeline_mode()
+        c.send_query_params(b"SELECT 1/0", None)  # Parse, Bind, Describe, Execute
+        c.send_flush_request()  # Flush, no Sync yet
+        c.flush()
+        time.sleep(0.5)  # the ErrorResponse reaches the proxy now
+        c.send_query_params(b"SELECT 2", None)  # skipped by the server: still before the Sync
+        c.pipeline_sync()
+        c.flush()
+        got = []
+        deadline = time.monotonic() + 10
+        while "PIPELINE_SYNC" not in got and time.monotonic() < deadline:
+            select.select([c.socket], [], [], 0.5)
+            c.consume_input()
+            while not c.is_busy():
+                r = c.get_result()
+                if r is None:
+                    break
+                got.append(psycopg.pq.ExecStatus(r.status).name)
+        eq(got, ["FATAL_ERROR", "PIPELINE_ABORTED", "PIPELINE_SYNC"], "results")
+        c.exit_pipeline_mode()
+        eq(conn.execute("SELECT 3").fetchone(), (3,), "after the batch")
+
+
 def t_cancel():
     with connect(autocommit=True) as conn:
         def cancel_later():
@@ -414,6 +445,7 @@ C.run("SET settings follow the client", t_settings)
 C.run("12 concurrent connections, prepared statements", t_concurrency, timeout=120)
 C.run("server-side (named) cursors", t_named_cursor)
 C.run("pipeline mode", t_pipeline)
+C.run("pipeline: error before the rest of the batch is sent", t_pipeline_error_first)
 C.run("query cancellation", t_cancel)
 C.run("cleanup", t_cleanup)
 C.finish()
