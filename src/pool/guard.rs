@@ -34,7 +34,7 @@ impl Pooled {
     /// Returns a clean, idle connection (ReadyForQuery 'I', nothing in flight) to the pool.
     pub fn release(mut self) {
         if let Some(mut c) = self.conn.take() {
-            if self.pool.closed.is_cancelled() || !c.rbuf.is_empty() {
+            if self.pool.is_closed.load(Ordering::Acquire) || !c.rbuf.is_empty() {
                 self.pool.stats.open.fetch_sub(1, Ordering::Relaxed);
             } else {
                 c.last_used = Instant::now();
@@ -55,7 +55,7 @@ impl Pooled {
         tokio::spawn(async move {
             let reset = pool.settings.load().reset_query.clone();
             let ok = reset.trim().is_empty() || c.run_internal(&reset).await.is_ok();
-            if ok && !pool.closed.is_cancelled() {
+            if ok && !pool.is_closed.load(Ordering::Acquire) {
                 if reset.to_ascii_uppercase().contains("DISCARD ALL") {
                     c.forget_session_state();
                 }

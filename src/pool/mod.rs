@@ -103,6 +103,8 @@ pub(crate) struct PoolInner {
     permits: Mutex<usize>,
     pub(crate) stats: PoolStats,
     closed: CancellationToken,
+    /// Mirrors `closed` for the per-release check (a token's `is_cancelled` takes a lock).
+    pub(crate) is_closed: std::sync::atomic::AtomicBool,
 }
 
 /// A handle to one pool; cheap to clone.
@@ -122,6 +124,7 @@ impl Pool {
             permits: Mutex::new(size),
             stats: PoolStats::default(),
             closed: CancellationToken::new(),
+            is_closed: std::sync::atomic::AtomicBool::new(false),
         });
         let pool = Pool { inner };
         tokio::spawn(pool.clone().maintain());
@@ -236,6 +239,7 @@ impl Pool {
 
     /// Closes idle connections and stops maintenance; in-use connections close when returned.
     pub fn shutdown(&self) {
+        self.inner.is_closed.store(true, Ordering::Release);
         self.inner.closed.cancel();
         self.inner.sem.close();
         let drained: Vec<_> = self.inner.idle.lock().drain(..).collect();

@@ -85,7 +85,7 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError
         }
     }
     drop(listener);
-    shared.draining.cancel();
+    shared.start_drain();
     tracker.close();
     let timeout = Duration::from_millis(cluster.config().general.shutdown_timeout_ms);
     tokio::select! {

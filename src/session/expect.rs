@@ -14,8 +14,12 @@ use std::sync::Arc;
 /// What one pending request expects.
 #[derive(Debug)]
 pub enum Expect {
-    /// Simple Query or FunctionCall: ends at ReadyForQuery.
-    Query,
+    /// Simple Query or FunctionCall: ends at ReadyForQuery. `seq` numbers it among the
+    /// requests that may start a COPY.
+    Query {
+        /// Sequence number.
+        seq: u64,
+    },
     /// Parse from the client: ParseComplete forwarded.
     Parse {
         /// The statement (None for unnamed), to forget it on the server if the Parse fails.
@@ -35,11 +39,18 @@ pub enum Expect {
     /// Describe: ends at RowDescription or NoData.
     Describe,
     /// Execute: ends at CommandComplete, EmptyQueryResponse or PortalSuspended.
-    Execute,
+    Execute {
+        /// Sequence number (see `Query`).
+        seq: u64,
+    },
     /// Close from the client: CloseComplete.
     Close,
-    /// Sync: ReadyForQuery.
-    Sync,
+    /// Sync: ReadyForQuery. `window` is the request it followed with no CopyDone/CopyFail in
+    /// between: if that request turns out to be a COPY FROM STDIN, the server ignores this Sync.
+    Sync {
+        /// Sequence number of the Query/Execute whose copy window this Sync fell in.
+        window: Option<u64>,
+    },
     /// A response pgproxy makes itself, in order.
     Synthetic(Frame),
 }
@@ -47,6 +58,6 @@ pub enum Expect {
 impl Expect {
     /// True for the entries that end at ReadyForQuery.
     pub fn ends_at_ready(&self) -> bool {
-        matches!(self, Expect::Query | Expect::Sync)
+        matches!(self, Expect::Query { .. } | Expect::Sync { .. })
     }
 }

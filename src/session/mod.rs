@@ -57,6 +57,8 @@ pub struct Shared {
     pub tls: ArcSwap<Option<TlsAcceptor>>,
     /// Cancelled when a drain starts: no new sessions, idle ones close.
     pub draining: CancellationToken,
+    /// Mirrors `draining` for the per-query check (a token's `is_cancelled` takes a lock).
+    drain_started: std::sync::atomic::AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -71,8 +73,22 @@ impl Shared {
             stats: SessionStats::default(),
             tls: ArcSwap::from_pointee(tls),
             draining: CancellationToken::new(),
+            drain_started: std::sync::atomic::AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         }
+    }
+}
+
+impl Shared {
+    /// Starts a drain: new logins are refused, idle sessions close.
+    pub fn start_drain(&self) {
+        self.drain_started.store(true, Ordering::Release);
+        self.draining.cancel();
+    }
+
+    /// True once a drain started.
+    pub fn is_draining(&self) -> bool {
+        self.drain_started.load(Ordering::Acquire)
     }
 }
 

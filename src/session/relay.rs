@@ -55,12 +55,16 @@ pub struct Session {
     pub(super) skip_until_sync: bool,
     /// The server sent a FATAL error: it is closing, and the client has been told.
     pub(super) server_fatal: bool,
-    /// The server is in copy-in mode: it ignores Sync and Flush until CopyDone/CopyFail.
-    pub(super) copy_in: bool,
+    /// The server is in copy-in mode for that request: it ignores Sync until CopyDone/CopyFail.
+    pub(super) server_copy: Option<u64>,
+    /// Numbering of Query/Execute requests (any may start a COPY).
+    pub(super) exec_seq: u64,
+    /// The last Query/Execute, while no CopyDone/CopyFail followed it: a Sync sent now is
+    /// ignored by the server if that request started a COPY FROM STDIN.
+    pub(super) copy_window: Option<u64>,
     /// CopyDone/CopyFail the client sent before the server's CopyInResponse reached pgproxy
     /// (asyncpg sends COPY, its data and CopyDone at once): that many CopyInResponses start
     /// a copy-in that is already over.
-    pub(super) copy_ends_ahead: u32,
     /// The server connection died inside a transaction: only ROLLBACK is accepted.
     pub(super) lost_txn: bool,
     pub(super) lost_batch: super::lost::LostBatch,
@@ -108,8 +112,9 @@ impl Session {
             check_unpin: false,
             skip_until_sync: false,
             server_skipping: false,
-            copy_in: false,
-            copy_ends_ahead: 0,
+            server_copy: None,
+            exec_seq: 0,
+            copy_window: None,
             server_fatal: false,
             lost_txn: false,
             lost_batch: Default::default(),
@@ -267,11 +272,8 @@ impl Session {
             fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {
                 // Only meaningful in copy-in; PostgreSQL ignores them otherwise.
                 if tag != fe::COPY_DATA {
-                    if self.copy_in {
-                        self.copy_in = false;
-                    } else if self.server.is_some() {
-                        self.copy_ends_ahead += 1;
-                    }
+                    self.copy_window = None;
+                    self.server_copy = None;
                 }
                 if self.server.is_some() {
                     self.to_server.put_slice(f.raw());
@@ -314,7 +316,8 @@ impl Session {
         }
         match tag {
             fe::QUERY | fe::FUNCTION_CALL => {
-                self.queue.push_back(Expect::Query);
+                let seq = self.next_seq();
+                self.queue.push_back(Expect::Query { seq });
                 self.to_server.put_slice(f.raw());
             }
             fe::PARSE => self.on_parse(f)?,
@@ -322,17 +325,19 @@ impl Session {
             fe::DESCRIBE => self.on_describe(f)?,
             fe::EXECUTE => {
                 self.since_sync = true;
-                self.queue.push_back(Expect::Execute);
+                let seq = self.next_seq();
+                self.queue.push_back(Expect::Execute { seq });
                 self.to_server.put_slice(f.raw());
             }
             fe::CLOSE => self.on_close(f)?,
-            fe::SYNC if self.copy_in => {
+            fe::SYNC if self.copy_window.is_some() && self.copy_window == self.server_copy => {
                 // Ignored by the server during copy-in: no ReadyForQuery will answer it.
                 self.to_server.put_slice(f.raw());
             }
             fe::SYNC => {
                 self.since_sync = false;
-                self.queue.push_back(Expect::Sync);
+                let window = self.copy_window;
+                self.queue.push_back(Expect::Sync { window });
                 self.to_server.put_slice(f.raw());
             }
             _ => {
@@ -385,6 +390,12 @@ impl Session {
             }
             _ => Ok(false),
         }
+    }
+
+    fn next_seq(&mut self) -> u64 {
+        self.exec_seq += 1;
+        self.copy_window = Some(self.exec_seq);
+        self.exec_seq
     }
 
     fn server(&mut self) -> &mut Pooled {
@@ -583,7 +594,7 @@ impl Session {
         if self.server.is_some() {
             return Ok(true);
         }
-        if self.shared.draining.is_cancelled() {
+        if self.shared.is_draining() {
             return Err(SessionError::Shutdown);
         }
         let mut server = match self.pool.checkout().await {

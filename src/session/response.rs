@@ -82,14 +82,13 @@ impl Session {
                 } else {
                     self.to_client.put_slice(f.raw());
                 }
+                // An error ends copy-in mode too.
+                self.server_copy = None;
                 self.on_error(f.body());
             }
             be::READY_FOR_QUERY => {
                 self.pop_expected(|e| e.ends_at_ready(), "ReadyForQuery")?;
-                if self.queue.is_empty() {
-                    // The server has read everything sent so far, copy ends included.
-                    self.copy_ends_ahead = 0;
-                }
+                self.server_copy = None;
                 self.tx_status = f.body().first().copied().unwrap_or(b'I');
                 if self.tx_status == b'I' {
                     self.shared
@@ -134,30 +133,17 @@ impl Session {
             }
             be::COMMAND_COMPLETE | be::EMPTY_QUERY | be::PORTAL_SUSPENDED => {
                 if f.tag() == be::COMMAND_COMPLETE {
+                    self.server_copy = None;
                     self.on_command_complete(f.body());
                 }
-                if matches!(self.queue.front(), Some(Expect::Execute)) {
+                if matches!(self.queue.front(), Some(Expect::Execute { .. })) {
                     self.forward_terminal(f, |_| true, "CommandComplete")?;
                 } else {
                     self.to_client.put_slice(f.raw());
                 }
             }
             be::COPY_IN_RESPONSE => {
-                // The server now ignores Sync until CopyDone/CopyFail. Clients that pipeline
-                // Bind/Execute/Sync before the data (tokio-postgres) have a Sync queued that
-                // will never be answered: drop it.
-                if self.copy_ends_ahead > 0 {
-                    // The client already ended this copy: what it sent after is answered.
-                    self.copy_ends_ahead -= 1;
-                } else {
-                    self.copy_in = true;
-                }
-                if self.copy_in && matches!(self.queue.front(), Some(Expect::Execute)) {
-                    while matches!(self.queue.get(1), Some(Expect::Sync)) {
-                        self.queue.remove(1);
-                        self.since_sync = true;
-                    }
-                }
+                self.on_copy_in_response();
                 self.to_client.put_slice(f.raw());
             }
             be::AUTHENTICATION | be::BACKEND_KEY_DATA => {
@@ -200,6 +186,28 @@ impl Session {
         Ok(())
     }
 
+    /// The request at the head of the queue started a COPY FROM STDIN: the server ignores every
+    /// Sync the client sent after it and before its CopyDone/CopyFail (tokio-postgres pipelines
+    /// Bind/Execute/Sync before the data; asyncpg sends data and CopyDone without waiting), so
+    /// those Syncs will get no ReadyForQuery.
+    fn on_copy_in_response(&mut self) {
+        let seq = match self.queue.front() {
+            Some(Expect::Query { seq }) | Some(Expect::Execute { seq }) => *seq,
+            _ => return,
+        };
+        let before = self.queue.len();
+        self.queue
+            .retain(|e| !matches!(e, Expect::Sync { window: Some(w) } if *w == seq));
+        let removed = before != self.queue.len();
+        if removed && !self.queue.iter().any(|e| matches!(e, Expect::Sync { .. })) {
+            self.since_sync = true;
+        }
+        if self.copy_window == Some(seq) {
+            // The client has not ended this copy yet.
+            self.server_copy = Some(seq);
+        }
+    }
+
     /// Pops the head of the queue, which must be what `ok` accepts; anything else means pgproxy
     /// lost track of the conversation, and the session ends rather than risk a wrong answer.
     fn pop_expected(
@@ -233,10 +241,10 @@ impl Session {
             }
         }
         match self.queue.front() {
-            None | Some(Expect::Query) => {}
+            None | Some(Expect::Query { .. }) => {}
             Some(_) => {
                 while let Some(e) = self.queue.front() {
-                    if matches!(e, Expect::Sync) {
+                    if matches!(e, Expect::Sync { .. }) {
                         return;
                     }
                     let e = self.queue.pop_front().expect("front exists");
@@ -360,7 +368,7 @@ impl Session {
         let in_txn = self.tx_status != b'I';
         let readies = self.queue.iter().filter(|e| e.ends_at_ready()).count();
         self.queue.clear();
-        self.copy_ends_ahead = 0;
+        self.server_copy = None;
         self.tx_status = b'I';
         self.lost_txn = in_txn;
         // Every request that was in flight fails: one error per ReadyForQuery the client

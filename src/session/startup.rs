@@ -184,7 +184,7 @@ async fn login(
         );
         return Err((client, Box::new(e)));
     }
-    if shared.draining.is_cancelled() {
+    if shared.is_draining() {
         let e = refuse(
             sqlstate::CANNOT_CONNECT_NOW,
             "pgproxy is shutting down".into(),
