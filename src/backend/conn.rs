@@ -8,7 +8,7 @@ use crate::protocol::frame::{self, Frame};
 use crate::protocol::message::{self, be};
 use crate::protocol::startup::PROTOCOL_3_0;
 use bytes::{BufMut, BytesMut};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,6 +17,67 @@ use tokio_rustls::TlsConnector;
 
 /// Largest message accepted from a node (PostgreSQL's own limit for a field is 1 GB).
 pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
+
+/// The shared statements prepared on one server connection, with a use clock so the least
+/// recently used can be closed when the connection holds too many.
+#[derive(Debug, Default)]
+pub struct PreparedSet {
+    last_use: HashMap<u64, u64>,
+    clock: u64,
+}
+
+impl PreparedSet {
+    /// True if the statement is prepared here; counts as a use.
+    pub fn contains(&mut self, id: u64) -> bool {
+        self.clock += 1;
+        let now = self.clock;
+        match self.last_use.get_mut(&id) {
+            Some(t) => {
+                *t = now;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Records a statement as prepared here.
+    pub fn insert(&mut self, id: u64) {
+        self.clock += 1;
+        self.last_use.insert(id, self.clock);
+    }
+
+    /// Forgets a statement.
+    pub fn remove(&mut self, id: u64) {
+        self.last_use.remove(&id);
+    }
+
+    /// Forgets every statement (DISCARD ALL / DEALLOCATE ALL).
+    pub fn clear(&mut self) {
+        self.last_use.clear();
+    }
+
+    /// Number of statements.
+    pub fn len(&self) -> usize {
+        self.last_use.len()
+    }
+
+    /// True when none is prepared.
+    pub fn is_empty(&self) -> bool {
+        self.last_use.is_empty()
+    }
+
+    /// The least recently used statement other than `keep`, removed from the set.
+    pub fn pop_least_recent(&mut self, keep: u64) -> Option<u64> {
+        let id = self
+            .last_use
+            .iter()
+            .filter(|(id, _)| **id != keep)
+            .min_by_key(|(_, t)| **t)
+            .map(|(id, _)| *id)?;
+        self.last_use.remove(&id);
+        Some(id)
+    }
+}
 
 /// Rows and ParameterStatus messages of an internal query.
 #[derive(Debug, Default)]
@@ -68,8 +129,8 @@ pub struct ServerConn {
     pub addr: Arc<str>,
     /// ParameterStatus values the node reported at login.
     pub startup_params: Vec<(String, String)>,
-    /// pgproxy statement ids prepared on this connection.
-    pub prepared: HashSet<u64>,
+    /// pgproxy statement ids prepared on this connection, with when each was last used.
+    pub prepared: PreparedSet,
     /// Statement id currently held as the unnamed statement, if known.
     pub unnamed: Option<u64>,
     /// Session settings applied on top of the login defaults (name → value).
@@ -113,7 +174,7 @@ impl ServerConn {
             secret: 0,
             addr: Arc::from(addr.as_str()),
             startup_params: Vec::new(),
-            prepared: HashSet::new(),
+            prepared: PreparedSet::default(),
             unnamed: None,
             settings: BTreeMap::new(),
             created: Instant::now(),

@@ -4,7 +4,7 @@
 mod auth;
 mod conn;
 
-pub use conn::{ConnectParams, InternalResult, ServerConn, MAX_SERVER_MESSAGE};
+pub use conn::{ConnectParams, InternalResult, PreparedSet, ServerConn, MAX_SERVER_MESSAGE};
 
 use crate::protocol::{sqlstate, ClientError};
 

@@ -95,6 +95,7 @@ impl Cluster {
             idle_timeout: Duration::from_millis(g.idle_timeout_ms),
             lifetime: Duration::from_millis(g.server_lifetime_ms),
             reset_query: g.server_reset_query.clone(),
+            max_prepared: g.max_prepared_statements,
             connect: ConnectParams {
                 host: n.host.clone(),
                 port: n.port,

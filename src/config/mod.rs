@@ -101,6 +101,9 @@ pub struct General {
     pub auth_method: AuthMethod,
     /// Query run on a server connection before another client may use it after a session ended.
     pub server_reset_query: String,
+    /// Shared prepared statements kept per server connection; past it the least recently used
+    /// is closed (0 = no limit).
+    pub max_prepared_statements: usize,
     /// PEM certificate chain for client TLS; TLS is offered only when this and the key are set.
     pub tls_cert_file: Option<String>,
     /// PEM private key for client TLS.
@@ -130,6 +133,7 @@ impl Default for General {
             max_message_size: 64 * 1024 * 1024,
             auth_method: AuthMethod::ScramSha256,
             server_reset_query: "DISCARD ALL".into(),
+            max_prepared_statements: 500,
             tls_cert_file: None,
             tls_key_file: None,
             server_tls: ServerTls::Disable,

@@ -33,6 +33,8 @@ pub struct PoolSettings {
     pub lifetime: Duration,
     /// Query run before a connection changes hands after a session.
     pub reset_query: String,
+    /// Shared prepared statements kept per server connection (0 = no limit).
+    pub max_prepared: usize,
     /// How to connect.
     pub connect: ConnectParams,
 }
@@ -134,6 +136,12 @@ impl Pool {
     /// Current settings.
     pub fn settings(&self) -> Arc<PoolSettings> {
         self.inner.settings.load_full()
+    }
+
+    /// Current settings, borrowed (cheaper than `settings` on a hot path; do not hold across
+    /// `.await`).
+    pub fn settings_ref(&self) -> arc_swap::Guard<Arc<PoolSettings>> {
+        self.inner.settings.load()
     }
 
     /// Applies new settings (reload). Size changes take effect as connections are returned.

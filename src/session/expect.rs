@@ -45,6 +45,12 @@ pub enum Expect {
     },
     /// Close from the client: CloseComplete.
     Close,
+    /// Close injected by pgproxy (a shared statement over `max_prepared_statements`):
+    /// CloseComplete dropped.
+    InjectedClose {
+        /// The statement id closed.
+        id: u64,
+    },
     /// Sync: ReadyForQuery. `window` is the request it followed with no CopyDone/CopyFail in
     /// between: if that request turns out to be a COPY FROM STDIN, the server ignores this Sync.
     Sync {

@@ -419,12 +419,14 @@ impl Session {
         let stmt = self.shared.statements.intern(p.query, p.param_types);
         let name = p.name.to_string();
         self.statements.define(&name, stmt.clone());
-        if self.server().prepared.contains(&stmt.id) {
+        if self.server().prepared.contains(stmt.id) {
             self.push_synthetic(Frame::new(be::PARSE_COMPLETE, &[]));
         } else {
             self.server().prepared.insert(stmt.id);
             self.to_server.put_slice(stmt.parse.raw());
+            let id = stmt.id;
             self.queue.push_back(Expect::Parse { stmt: Some(stmt) });
+            self.enforce_prepared_cap(id);
         }
         Ok(())
     }
@@ -445,14 +447,31 @@ impl Session {
                 self.queue.push_back(Expect::InjectedParse { stmt: None });
                 self.to_server.put_slice(stmt.parse.raw());
             }
-        } else if !server.prepared.contains(&stmt.id) {
+        } else if !server.prepared.contains(stmt.id) {
             server.prepared.insert(stmt.id);
             self.to_server.put_slice(stmt.parse.raw());
             self.queue.push_back(Expect::InjectedParse {
                 stmt: Some(stmt.clone()),
             });
+            self.enforce_prepared_cap(stmt.id);
         }
         Some(stmt.server_name.clone())
+    }
+
+    /// Keeps a server connection under `max_prepared_statements`: closes the least recently used
+    /// shared statements (never `just_added`). Portals already bound keep working; a statement
+    /// closed here is prepared again when next needed.
+    fn enforce_prepared_cap(&mut self, just_added: u64) {
+        let cap = self.pool.settings_ref().max_prepared;
+        let server = self.server.as_mut().expect("attached");
+        while cap > 0 && server.prepared.len() > cap {
+            let Some(id) = server.prepared.pop_least_recent(just_added) else {
+                break;
+            };
+            let close = Target::encode(fe::CLOSE, b'S', &format!("pgproxy_{id}"));
+            self.to_server.put_slice(close.raw());
+            self.queue.push_back(Expect::InjectedClose { id });
+        }
     }
 
     fn on_bind(&mut self, f: Frame) -> Result<(), SessionError> {

@@ -122,7 +122,14 @@ impl Session {
                 self.forward_terminal(f, |e| matches!(e, Expect::Bind { .. }), "BindComplete")?
             }
             be::CLOSE_COMPLETE => {
-                self.forward_terminal(f, |e| matches!(e, Expect::Close), "CloseComplete")?
+                let e = self.pop_expected(
+                    |e| matches!(e, Expect::Close | Expect::InjectedClose { .. }),
+                    "CloseComplete",
+                )?;
+                if matches!(e, Expect::Close) {
+                    self.to_client.put_slice(f.raw());
+                }
+                self.emit_synthetic();
             }
             be::ROW_DESCRIPTION | be::NO_DATA => {
                 if matches!(self.queue.front(), Some(Expect::Describe)) {
@@ -236,7 +243,7 @@ impl Session {
             if message::error_code(body) == Some(sqlstate::FEATURE_NOT_SUPPORTED) {
                 self.shared.statements.evict(stmt);
                 if let Some(server) = self.server.as_mut() {
-                    server.prepared.remove(&stmt.id);
+                    server.prepared.remove(stmt.id);
                 }
             }
         }
@@ -263,8 +270,10 @@ impl Session {
         };
         match e {
             Expect::Parse { stmt: Some(s) } | Expect::InjectedParse { stmt: Some(s) } => {
-                server.prepared.remove(&s.id);
+                server.prepared.remove(s.id);
             }
+            // A Close the server skipped: the statement is still there.
+            Expect::InjectedClose { id } => server.prepared.insert(*id),
             Expect::Parse { stmt: None } | Expect::InjectedParse { stmt: None } => {
                 server.unnamed = None
             }
