@@ -6,9 +6,11 @@
 
 use super::relay::Session;
 use super::SessionError;
+use crate::protocol::frame::FrameRef;
 use crate::protocol::message::{self, be, fe, Bind, Parse, Target};
 use crate::protocol::{sqlstate, Frame};
 use bytes::BufMut;
+use bytes::Bytes;
 
 /// Progress through one extended-protocol batch while the transaction is lost.
 #[derive(Default)]
@@ -37,7 +39,7 @@ fn aborted_error() -> Frame {
 
 impl Session {
     /// Handles one client message while the transaction is lost. Returns true on Terminate.
-    pub(super) fn lost_message(&mut self, f: &Frame) -> Result<bool, SessionError> {
+    pub(super) fn lost_message(&mut self, f: FrameRef<'_>) -> Result<bool, SessionError> {
         let body = f.body();
         match f.tag() {
             fe::TERMINATE => return Ok(true),
@@ -60,7 +62,9 @@ impl Session {
                     .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?;
                 if ends_transaction(p.query) {
                     let stmt = if p.name.is_empty() {
-                        self.shared.statements.unnamed(f.clone(), p.query)
+                        self.shared
+                            .statements
+                            .unnamed(Frame::from_raw(Bytes::copy_from_slice(f.raw())), p.query)
                     } else {
                         self.shared.statements.intern(p.query, p.param_types)
                     };

@@ -5,16 +5,17 @@
 //! connection back unless it is pinned.
 
 use super::cancel::{CancelSlot, CancelTarget};
-use super::client::ClientConn;
+use super::client::{frame_error, ClientConn};
 use super::expect::Expect;
 use super::statements::ClientStatements;
 use super::{settings, SessionError, Shared};
 use crate::config::PoolMode;
 use crate::pool::{Pool, Pooled};
+use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, be, fe, Bind, Parse, Target};
 use crate::protocol::{ClientError, Frame};
 use crate::router::{Effects, PinReason};
-use bytes::{BufMut, BytesMut};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -224,36 +225,55 @@ impl Session {
 
     /// Handles every complete client message in the buffer. Returns true on Terminate.
     async fn process_client(&mut self) -> Result<bool, SessionError> {
-        while let Some(f) = self.client.next_frame()? {
-            if self.skip_until_sync {
-                if f.tag() == fe::SYNC {
-                    self.skip_until_sync = false;
-                    self.to_client
-                        .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
-                }
-                continue;
+        // Frames are handled in place in the read buffer (no split, no refcount); what must
+        // outlive it (an unnamed statement's Parse) is copied.
+        let mut buf = std::mem::take(&mut self.client.buf);
+        let mut pos = 0;
+        let result = loop {
+            let n = match frame::peek_frame_len(&buf[pos..], self.client.max_message) {
+                Ok(Some(n)) => n,
+                Ok(None) => break Ok(false),
+                Err(e) => break Err(frame_error(e)),
+            };
+            let f = FrameRef::new(&buf[pos..pos + n]);
+            pos += n;
+            match self.client_message(f).await {
+                Ok(false) => {}
+                other => break other,
             }
-            if self.server_skipping && self.server.is_some() {
-                match f.tag() {
-                    fe::SYNC => self.server_skipping = false,
-                    fe::TERMINATE | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {}
-                    // The server ignores these until Sync; so does pgproxy (no expectations).
-                    _ => continue,
-                }
-            }
-            if self.lost_txn {
-                if self.lost_message(&f)? {
-                    return Ok(true);
-                }
-                continue;
-            }
-            if self.handle_client(f).await? {
-                return Ok(true);
-            }
+        };
+        buf.advance(pos);
+        self.client.buf = buf;
+        if result? {
+            return Ok(true);
         }
         self.flush_server().await?;
         self.flush_client().await?;
         Ok(false)
+    }
+
+    /// One client message, through the skip states first. Returns true on Terminate.
+    async fn client_message(&mut self, f: FrameRef<'_>) -> Result<bool, SessionError> {
+        if self.skip_until_sync {
+            if f.tag() == fe::SYNC {
+                self.skip_until_sync = false;
+                self.to_client
+                    .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+            }
+            return Ok(false);
+        }
+        if self.server_skipping && self.server.is_some() {
+            match f.tag() {
+                fe::SYNC => self.server_skipping = false,
+                fe::TERMINATE | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {}
+                // The server ignores these until Sync; so does pgproxy (no expectations).
+                _ => return Ok(false),
+            }
+        }
+        if self.lost_txn {
+            return self.lost_message(f);
+        }
+        self.handle_client(f).await
     }
 
     fn tx_status_for_client(&self) -> u8 {
@@ -265,7 +285,7 @@ impl Session {
     }
 
     /// One client message. Returns true on Terminate.
-    async fn handle_client(&mut self, f: Frame) -> Result<bool, SessionError> {
+    async fn handle_client(&mut self, f: FrameRef<'_>) -> Result<bool, SessionError> {
         let tag = f.tag();
         match tag {
             fe::TERMINATE => return Ok(true),
@@ -305,7 +325,7 @@ impl Session {
             let e = crate::router::session_effects(sql);
             self.note_effects(&e);
         }
-        if self.server.is_none() && self.answer_without_server(&f)? {
+        if self.server.is_none() && self.answer_without_server(f)? {
             return Ok(false);
         }
         if !self
@@ -353,7 +373,7 @@ impl Session {
     /// accepted (it is prepared for real before its first Bind). This keeps a client that
     /// prepares statements between transactions (pgbench -M prepared, most drivers) from
     /// holding or waiting for a server connection.
-    fn answer_without_server(&mut self, f: &Frame) -> Result<bool, SessionError> {
+    fn answer_without_server(&mut self, f: FrameRef<'_>) -> Result<bool, SessionError> {
         match f.tag() {
             fe::SYNC => {
                 self.to_client
@@ -404,12 +424,14 @@ impl Session {
             .expect("ensure_server attached a connection")
     }
 
-    fn on_parse(&mut self, f: Frame) -> Result<(), SessionError> {
+    fn on_parse(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
         let p = Parse::parse(f.body())
             .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?;
         self.since_sync = true;
         if p.name.is_empty() {
-            let stmt = self.shared.statements.unnamed(f.clone(), p.query);
+            // A copy: a slice of the read buffer would keep the whole buffer alive.
+            let own = Frame::from_raw(Bytes::copy_from_slice(f.raw()));
+            let stmt = self.shared.statements.unnamed(own, p.query);
             self.server().unnamed = Some(stmt.id);
             self.statements.define("", stmt);
             self.queue.push_back(Expect::Parse { stmt: None });
@@ -474,7 +496,7 @@ impl Session {
         }
     }
 
-    fn on_bind(&mut self, f: Frame) -> Result<(), SessionError> {
+    fn on_bind(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
         let b = Bind::parse(f.body())
             .ok_or_else(|| SessionError::Protocol("malformed Bind message".into()))?;
         self.since_sync = true;
@@ -490,7 +512,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_describe(&mut self, f: Frame) -> Result<(), SessionError> {
+    fn on_describe(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
         let t = Target::parse(f.body())
             .ok_or_else(|| SessionError::Protocol("malformed Describe message".into()))?;
         self.since_sync = true;
@@ -508,7 +530,7 @@ impl Session {
         Ok(())
     }
 
-    fn on_close(&mut self, f: Frame) -> Result<(), SessionError> {
+    fn on_close(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
         let t = Target::parse(f.body())
             .ok_or_else(|| SessionError::Protocol("malformed Close message".into()))?;
         self.since_sync = true;
