@@ -144,8 +144,3 @@ async fn scram_exchange(
         .await?;
     Ok(())
 }
-
-/// The method used for a user, refusing combinations that cannot work.
-pub fn method_for(user: &User, default: AuthMethod) -> AuthMethod {
-    user.auth_method.unwrap_or(default)
-}

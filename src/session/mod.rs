@@ -7,6 +7,7 @@ mod cancel;
 mod client;
 mod error;
 mod expect;
+mod extended;
 mod lost;
 mod relay;
 mod response;

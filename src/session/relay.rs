@@ -12,10 +12,10 @@ use super::{settings, SessionError, Shared};
 use crate::config::PoolMode;
 use crate::pool::{Pool, Pooled};
 use crate::protocol::frame::{self, FrameRef};
-use crate::protocol::message::{self, be, fe, Bind, Parse, Target};
-use crate::protocol::{ClientError, Frame};
+use crate::protocol::message::{self, fe};
+use crate::protocol::ClientError;
 use crate::router::{Effects, PinReason};
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, BufMut, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
@@ -276,7 +276,7 @@ impl Session {
         self.handle_client(f).await
     }
 
-    fn tx_status_for_client(&self) -> u8 {
+    pub(super) fn tx_status_for_client(&self) -> u8 {
         if self.lost_txn {
             b'E'
         } else {
@@ -366,225 +366,6 @@ impl Session {
             }
         }
         Ok(false)
-    }
-
-    /// Messages that need no server connection when none is attached: Sync and Flush with
-    /// nothing pending, Close of a statement, and Parse of a statement a server already
-    /// accepted (it is prepared for real before its first Bind). This keeps a client that
-    /// prepares statements between transactions (pgbench -M prepared, most drivers) from
-    /// holding or waiting for a server connection.
-    fn answer_without_server(&mut self, f: FrameRef<'_>) -> Result<bool, SessionError> {
-        match f.tag() {
-            fe::SYNC => {
-                self.to_client
-                    .put_slice(message::ready_for_query(b'I').raw());
-                Ok(true)
-            }
-            fe::FLUSH => Ok(true),
-            fe::CLOSE => {
-                let t = Target::parse(f.body())
-                    .ok_or_else(|| SessionError::Protocol("malformed Close message".into()))?;
-                if t.kind != b'S' {
-                    return Ok(false);
-                }
-                self.statements.close(t.name);
-                self.to_client
-                    .put_slice(Frame::new(be::CLOSE_COMPLETE, &[]).raw());
-                Ok(true)
-            }
-            fe::PARSE => {
-                let p = Parse::parse(f.body())
-                    .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?;
-                if p.name.is_empty() {
-                    return Ok(false);
-                }
-                let stmt = self.shared.statements.intern(p.query, p.param_types);
-                if !stmt.validated.load(Ordering::Relaxed) {
-                    return Ok(false);
-                }
-                let name = p.name.to_string();
-                self.statements.define(&name, stmt);
-                self.to_client
-                    .put_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
-                Ok(true)
-            }
-            _ => Ok(false),
-        }
-    }
-
-    fn next_seq(&mut self) -> u64 {
-        self.exec_seq += 1;
-        self.copy_window = Some(self.exec_seq);
-        self.exec_seq
-    }
-
-    fn server(&mut self) -> &mut Pooled {
-        self.server
-            .as_mut()
-            .expect("ensure_server attached a connection")
-    }
-
-    fn on_parse(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
-        let p = Parse::parse(f.body())
-            .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?;
-        self.since_sync = true;
-        if p.name.is_empty() {
-            // A copy: a slice of the read buffer would keep the whole buffer alive.
-            let own = Frame::from_raw(Bytes::copy_from_slice(f.raw()));
-            let stmt = self.shared.statements.unnamed(own, p.query);
-            self.server().unnamed = Some(stmt.id);
-            self.statements.define("", stmt);
-            self.queue.push_back(Expect::Parse { stmt: None });
-            self.to_server.put_slice(f.raw());
-            return Ok(());
-        }
-        let stmt = self.shared.statements.intern(p.query, p.param_types);
-        let name = p.name.to_string();
-        self.statements.define(&name, stmt.clone());
-        if self.server().prepared.contains(stmt.id) {
-            self.push_synthetic(Frame::new(be::PARSE_COMPLETE, &[]));
-        } else {
-            self.server().prepared.insert(stmt.id);
-            self.to_server.put_slice(stmt.parse.raw());
-            let id = stmt.id;
-            self.queue.push_back(Expect::Parse { stmt: Some(stmt) });
-            self.enforce_prepared_cap(id);
-        }
-        Ok(())
-    }
-
-    /// Makes sure the attached server holds the statement behind a client name; returns the
-    /// name to use on the server, or `None` if the client name is unknown to pgproxy (then it
-    /// is passed through, and the server answers as PostgreSQL would).
-    fn prepare_on_server(&mut self, client_name: &str) -> Option<String> {
-        let stmt = self.statements.get(client_name)?.clone();
-        if let Some(e) = &stmt.effects {
-            let e = e.as_ref().clone();
-            self.note_effects(&e);
-        }
-        let server = self.server.as_mut().expect("attached");
-        if client_name.is_empty() {
-            if server.unnamed != Some(stmt.id) {
-                server.unnamed = Some(stmt.id);
-                self.queue.push_back(Expect::InjectedParse { stmt: None });
-                self.to_server.put_slice(stmt.parse.raw());
-            }
-        } else if !server.prepared.contains(stmt.id) {
-            server.prepared.insert(stmt.id);
-            self.to_server.put_slice(stmt.parse.raw());
-            self.queue.push_back(Expect::InjectedParse {
-                stmt: Some(stmt.clone()),
-            });
-            self.enforce_prepared_cap(stmt.id);
-        }
-        Some(stmt.server_name.clone())
-    }
-
-    /// Keeps a server connection under `max_prepared_statements`: closes the least recently used
-    /// shared statements (never `just_added`). Portals already bound keep working; a statement
-    /// closed here is prepared again when next needed.
-    fn enforce_prepared_cap(&mut self, just_added: u64) {
-        let cap = self.pool.settings_ref().max_prepared;
-        let server = self.server.as_mut().expect("attached");
-        while cap > 0 && server.prepared.len() > cap {
-            let Some(id) = server.prepared.pop_least_recent(just_added) else {
-                break;
-            };
-            let close = Target::encode(fe::CLOSE, b'S', &format!("pgproxy_{id}"));
-            self.to_server.put_slice(close.raw());
-            self.queue.push_back(Expect::InjectedClose { id });
-        }
-    }
-
-    fn on_bind(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
-        let b = Bind::parse(f.body())
-            .ok_or_else(|| SessionError::Protocol("malformed Bind message".into()))?;
-        self.since_sync = true;
-        match self.prepare_on_server(b.statement) {
-            Some(name) if name != b.statement => {
-                let g = Bind::encode(b.portal, &name, b.rest);
-                self.to_server.put_slice(g.raw());
-            }
-            _ => self.to_server.put_slice(f.raw()),
-        }
-        let stmt = self.statements.get(b.statement).cloned();
-        self.queue.push_back(Expect::Bind { stmt });
-        Ok(())
-    }
-
-    fn on_describe(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
-        let t = Target::parse(f.body())
-            .ok_or_else(|| SessionError::Protocol("malformed Describe message".into()))?;
-        self.since_sync = true;
-        if t.kind == b'S' {
-            match self.prepare_on_server(t.name) {
-                Some(name) if name != t.name => self
-                    .to_server
-                    .put_slice(Target::encode(fe::DESCRIBE, b'S', &name).raw()),
-                _ => self.to_server.put_slice(f.raw()),
-            }
-        } else {
-            self.to_server.put_slice(f.raw());
-        }
-        self.queue.push_back(Expect::Describe);
-        Ok(())
-    }
-
-    fn on_close(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
-        let t = Target::parse(f.body())
-            .ok_or_else(|| SessionError::Protocol("malformed Close message".into()))?;
-        self.since_sync = true;
-        if t.kind == b'S' && !t.name.is_empty() && self.statements.get(t.name).is_some() {
-            // Shared on the server: only the client's name goes away.
-            self.statements.close(t.name);
-            self.push_synthetic(Frame::new(be::CLOSE_COMPLETE, &[]));
-            return Ok(());
-        }
-        if t.kind == b'S' && t.name.is_empty() {
-            self.statements.close("");
-            self.server().unnamed = None;
-        }
-        self.queue.push_back(Expect::Close);
-        self.to_server.put_slice(f.raw());
-        Ok(())
-    }
-
-    /// Queues a response pgproxy produces itself, in order with the server's.
-    pub(super) fn push_synthetic(&mut self, f: Frame) {
-        if self.queue.is_empty() {
-            self.to_client.put_slice(f.raw());
-        } else {
-            self.queue.push_back(Expect::Synthetic(f));
-        }
-    }
-
-    /// `DEALLOCATE name` for a protocol-level statement pgproxy renamed: answered locally
-    /// (the statement stays on the server for other clients).
-    fn try_local_deallocate(&mut self, sql: &str) -> bool {
-        let t = sql.trim().trim_end_matches(';').trim();
-        let mut words = t.split_whitespace();
-        if !words
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case("deallocate"))
-        {
-            return false;
-        }
-        let mut name = words.next().unwrap_or("");
-        if name.eq_ignore_ascii_case("prepare") {
-            name = words.next().unwrap_or("");
-        }
-        if words.next().is_some() || name.is_empty() {
-            return false;
-        }
-        let name = name.trim_matches('"');
-        if name.eq_ignore_ascii_case("all") || self.statements.get(name).is_none() {
-            return false;
-        }
-        self.statements.close(name);
-        self.push_synthetic(message::command_complete("DEALLOCATE"));
-        let status = self.tx_status_for_client();
-        self.push_synthetic(message::ready_for_query(status));
-        true
     }
 
     /// Records what a statement does to session state.

@@ -219,7 +219,7 @@ async fn login(
         );
         return Err((client, Box::new(e)));
     };
-    let method = auth::method_for(&user, cfg.general.auth_method);
+    let method = user.auth(&cfg.general);
     if let Err(e) = auth::authenticate(&mut client, &user, method, &shared.verifiers).await {
         if matches!(e, AuthError::BadPassword(_)) {
             info!(user = %user.name, "password authentication failed");
