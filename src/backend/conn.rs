@@ -310,10 +310,15 @@ impl ServerConn {
         !self.rbuf.is_empty() || self.stream.is_dead_while_idle()
     }
 
-    /// Forgets server-side session state after `DISCARD ALL`.
-    pub fn forget_session_state(&mut self) {
+    /// Forgets every prepared statement (after `DEALLOCATE ALL`).
+    pub fn forget_statements(&mut self) {
         self.prepared.clear();
         self.unnamed = None;
+    }
+
+    /// Forgets server-side session state after `DISCARD ALL`.
+    pub fn forget_session_state(&mut self) {
+        self.forget_statements();
         self.settings.clear();
     }
 

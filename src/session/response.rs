@@ -175,8 +175,7 @@ impl Session {
         if tag == b"DEALLOCATE ALL" || tag == b"DISCARD ALL" {
             self.statements.clear();
             if let Some(s) = self.server.as_mut() {
-                s.prepared.clear();
-                s.unnamed = None;
+                s.forget_statements();
             }
         }
     }
