@@ -32,6 +32,8 @@ mod tests {
             general: Default::default(),
             users: vec![],
             databases: vec![],
+            replication: Default::default(),
+            health: Default::default(),
             shards: vec![Shard {
                 name: "s0".into(),
                 nodes: vec![Node {

@@ -29,6 +29,82 @@ pub struct Config {
     /// Shards, each a group of nodes kept identical. Exactly one shard for now.
     #[serde(default)]
     pub shards: Vec<Shard>,
+    /// Synchronous replication within a shard.
+    #[serde(default)]
+    pub replication: Replication,
+    /// Node health checks.
+    #[serde(default)]
+    pub health: Health,
+}
+
+/// How a transaction that wrote commits across a shard's nodes.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum CommitMode {
+    /// Two-phase commit: PREPARE TRANSACTION on every node, decision logged, COMMIT PREPARED.
+    #[default]
+    #[serde(rename = "2pc")]
+    TwoPhase,
+    /// pgpool-style: COMMIT on the other nodes first, the main last (no 2PC needed).
+    Ordered,
+}
+
+/// What to do with a write pgproxy cannot make deterministic (a volatile user function).
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum NondeterministicPolicy {
+    /// Refuse it with an error that says why.
+    #[default]
+    Refuse,
+    /// Run it on every node anyway, log a warning and count it.
+    Warn,
+}
+
+/// `[replication]`: synchronous multi-master replication inside a shard.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Replication {
+    /// Commit protocol for transactions that wrote.
+    pub commit: CommitMode,
+    /// Writes pgproxy cannot make deterministic.
+    pub nondeterministic: NondeterministicPolicy,
+    /// File where two-phase commit decisions are recorded (fsynced) before the second phase.
+    pub decision_log: String,
+    /// Spread reads outside written transactions over the shard's healthy nodes by weight.
+    pub load_balance: bool,
+}
+
+impl Default for Replication {
+    fn default() -> Self {
+        Replication {
+            commit: CommitMode::TwoPhase,
+            nondeterministic: NondeterministicPolicy::Refuse,
+            decision_log: "pgproxy-decisions.log".into(),
+            load_balance: true,
+        }
+    }
+}
+
+/// `[health]`: periodic node checks.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct Health {
+    /// Time between checks of each node, in milliseconds (0 = no periodic checks).
+    pub interval_ms: u64,
+    /// A check that takes longer fails, in milliseconds.
+    pub timeout_ms: u64,
+    /// Consecutive failed checks that mark a node down.
+    pub failures: u32,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health {
+            interval_ms: 1_000,
+            timeout_ms: 2_000,
+            failures: 3,
+        }
+    }
 }
 
 /// How server connections are shared between clients.
