@@ -241,12 +241,14 @@ pgproxy_stop() {
 
 # ------------------------------------------------------------------ benchmarks
 
-# bench_pgproxy_up BIN DIR PORT NODE_PORT [MAX_CLIENT_CONN] : (re)starts pgproxy for the
-# benchmarks in front of ../shared/bench's node NODE_PORT (db bench, OS/db user postgres with
-# trust auth there), listening on 127.0.0.1:PORT, transaction pooling with a pool of 20 like
-# PgBouncer's bench_tx; config DIR/pgproxy.toml, log DIR/pgproxy.log. Logs at RUST_LOG (warn).
+# bench_pgproxy_up BIN DIR PORT NODE_PORT[,NODE_PORT...] [MAX_CLIENT_CONN] : (re)starts pgproxy
+# for the benchmarks in front of ../shared/bench's node(s) (db bench, OS/db user postgres with
+# trust auth there; several ports = one replicated shard), listening on 127.0.0.1:PORT,
+# transaction pooling with a pool of 20 like PgBouncer's bench_tx; config DIR/pgproxy.toml,
+# log DIR/pgproxy.log, decision log DIR/decisions.log. Logs at RUST_LOG (warn).
 bench_pgproxy_up() {
-  local bin=$1 dir=$2 port=$3 node_port=$4 max_clients=${5:-20000}
+  local bin=$1 dir=$2 port=$3 node_ports=$4 max_clients=${5:-20000}
+  local node_port=${node_ports%%,*}
   mkdir -p "$dir"
   pgproxy_stop "$dir" >/dev/null      # a leftover from an earlier run
   cat >"$dir/pgproxy.toml" <<EOT
@@ -270,10 +272,14 @@ name = "bench"
 [[shards]]
 name = "s0"
 
-[[shards.nodes]]
-host = "127.0.0.1"
-port = $node_port
+
+[replication]
+decision_log = "$dir/decisions.log"
 EOT
+  local np
+  for np in ${node_ports//,/ }; do
+    printf '\n[[shards.nodes]]\nhost = "127.0.0.1"\nport = %s\n' "$np" >>"$dir/pgproxy.toml"
+  done
   RUST_LOG=${RUST_LOG:-warn} pgproxy_start "$bin" "$dir/pgproxy.toml" "$dir" "$port" postgres bench
   log "pgproxy: pid $(pgproxy_pid "$dir") on 127.0.0.1:$port (config $dir/pgproxy.toml, log $dir/pgproxy.log)"
 }

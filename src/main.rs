@@ -1,13 +1,14 @@
 //! `pgproxy`: command line entry point.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use pgproxy::config::Config;
-use std::path::PathBuf;
+use pgproxy::replication::verify::verify_all;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 /// PostgreSQL wire-protocol middleware: pooling, sharding, replication.
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version, about, args_conflicts_with_subcommands = true)]
 struct Cli {
     /// Run with this configuration file.
     #[arg(long, value_name = "FILE", conflicts_with = "check_config")]
@@ -15,10 +16,37 @@ struct Cli {
     /// Validate a configuration file, print every problem with its line, and exit.
     #[arg(long, value_name = "FILE")]
     check_config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Compare the nodes of each shard (tables, row counts, checksums, sequences). Exit code 0:
+    /// identical, 1: something differs, 2: could not compare.
+    Verify {
+        /// The pgproxy configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// Only this shard.
+        #[arg(long, value_name = "NAME")]
+        shard: Option<String>,
+        /// Only this database (default: every configured database).
+        #[arg(long, value_name = "DB")]
+        database: Option<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Verify {
+        config,
+        shard,
+        database,
+    }) = cli.command
+    {
+        return verify(&config, shard.as_deref(), database.as_deref());
+    }
     if let Some(path) = cli.check_config {
         return match Config::load(&path) {
             Ok(_) => {
@@ -71,6 +99,50 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `pgproxy verify`: prints each shard's report; exit 2 on any trouble, else 1 if anything differs.
+fn verify(path: &Path, shard: Option<&str>, database: Option<&str>) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", e.render(&path.display().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    pgproxy::telemetry::init();
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let reports = match rt.block_on(verify_all(&config, shard, database)) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("pgproxy verify: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (mut trouble, mut differs) = (false, false);
+    for report in reports {
+        match report {
+            Ok(r) => {
+                println!("{r}");
+                trouble |= r.has_errors();
+                differs |= !r.is_identical();
+            }
+            Err(e) => {
+                eprintln!("pgproxy verify: {e}");
+                trouble = true;
+            }
+        }
+    }
+    ExitCode::from(if trouble { 2 } else { u8::from(differs) })
 }
 
 /// mimalloc: per-query buffers are allocated and freed at a high rate; glibc malloc returned

@@ -88,6 +88,17 @@ pub struct InternalResult {
     pub params: Vec<(String, String)>,
 }
 
+/// What `ServerConn::exchange` read.
+#[derive(Debug)]
+pub struct Exchange {
+    /// Rows and ParameterStatus messages.
+    pub result: InternalResult,
+    /// The first ErrorResponse, as sent.
+    pub error: Option<Frame>,
+    /// Transaction status at the final ReadyForQuery.
+    pub status: u8,
+}
+
 /// Everything needed to open a connection to a node.
 #[derive(Clone)]
 pub struct ConnectParams {
@@ -266,39 +277,61 @@ impl ServerConn {
     }
 
     /// Runs an internal simple query. Returns its text-format rows and the ParameterStatus
-    /// messages it caused; the first ErrorResponse becomes an error. Used for resets, settings
-    /// replay and state checks, never for client queries.
+    /// messages it caused; the first ErrorResponse becomes an error, and so does a connection
+    /// left inside a transaction. Used for resets, settings replay and state checks, never for
+    /// client queries.
     pub async fn run_internal(&mut self, sql: &str) -> Result<InternalResult, BackendError> {
+        let r = self.exchange(sql).await?;
+        if let Some(e) = &r.error {
+            let fields = message::error_fields(e.body());
+            let m = fields
+                .iter()
+                .find(|(c, _)| *c == b'M')
+                .map(|(_, m)| m.to_string())
+                .unwrap_or_default();
+            return Err(BackendError::Io(format!("internal query failed: {m}")));
+        }
+        if r.status != b'I' {
+            return Err(BackendError::Io(format!(
+                "internal query left the connection in transaction state '{}'",
+                r.status as char
+            )));
+        }
+        Ok(r.result)
+    }
+
+    /// Runs one of pgproxy's own simple queries in whatever transaction state the connection
+    /// is in, up to its ReadyForQuery: rows, ParameterStatus, the first ErrorResponse (as the
+    /// frame, to pass on to a client) and the final transaction status. A FATAL error is an
+    /// `Err` (the node is closing the connection).
+    pub async fn exchange(&mut self, sql: &str) -> Result<Exchange, BackendError> {
         self.write_all(message::query(sql).raw()).await?;
-        let mut failure = None;
-        let mut result = InternalResult::default();
+        let mut out = Exchange {
+            result: InternalResult::default(),
+            error: None,
+            status: b'I',
+        };
         loop {
             let f = self.read_frame().await?;
             match f.tag() {
-                be::DATA_ROW => result.rows.push(message::data_row_text(f.body())),
+                be::DATA_ROW => out.result.rows.push(message::data_row_text(f.body())),
                 be::PARAMETER_STATUS => {
                     if let Some((k, v)) = message::parameter_status(f.body()) {
-                        result.params.push((k.to_string(), v.to_string()));
+                        out.result.params.push((k.to_string(), v.to_string()));
                     }
                 }
                 be::READY_FOR_QUERY => {
-                    return match failure {
-                        None if f.body() == b"I" => Ok(result),
-                        None => Err(BackendError::Io(format!(
-                            "internal query left the connection in transaction state '{}'",
-                            String::from_utf8_lossy(f.body())
-                        ))),
-                        Some(m) => Err(BackendError::Io(m)),
-                    };
+                    out.status = f.body().first().copied().unwrap_or(b'I');
+                    return Ok(out);
                 }
                 be::ERROR_RESPONSE => {
-                    let fields = message::error_fields(f.body());
-                    let m = fields
-                        .iter()
-                        .find(|(c, _)| *c == b'M')
-                        .map(|(_, m)| m.to_string())
-                        .unwrap_or_default();
-                    failure.get_or_insert(format!("internal query failed: {m}"));
+                    if message::is_fatal_error(f.body()) {
+                        return Err(BackendError::Io(format!(
+                            "the node terminated the connection: {:?}",
+                            message::error_fields(f.body())
+                        )));
+                    }
+                    out.error.get_or_insert(f);
                 }
                 _ => {}
             }

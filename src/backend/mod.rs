@@ -4,7 +4,9 @@
 mod auth;
 mod conn;
 
-pub use conn::{ConnectParams, InternalResult, PreparedSet, ServerConn, MAX_SERVER_MESSAGE};
+pub use conn::{
+    ConnectParams, Exchange, InternalResult, PreparedSet, ServerConn, MAX_SERVER_MESSAGE,
+};
 
 use crate::protocol::{sqlstate, ClientError};
 
@@ -67,6 +69,20 @@ impl ClientError for BackendError {
                     .into(),
             ),
             BackendError::Unsupported { .. } => None,
+        }
+    }
+}
+
+impl BackendError {
+    /// The node could not be reached or is not accepting connections (shutting down,
+    /// starting up): a sign the node itself is down, not this one connection.
+    pub fn is_connect(&self) -> bool {
+        match self {
+            BackendError::Connect { .. } => true,
+            BackendError::Auth { code, .. } => {
+                code == sqlstate::CANNOT_CONNECT_NOW || code == sqlstate::ADMIN_SHUTDOWN
+            }
+            _ => false,
         }
     }
 }

@@ -1,6 +1,11 @@
 //! Topology: shards, their nodes, and the pools that reach them. Holds the live config snapshot
-//! (`ArcSwap`) and builds or reconfigures pools when it changes. Later: node states, health
-//! checks and failover live here too. Never parses SQL.
+//! (`ArcSwap`) and builds or reconfigures pools when it changes. Node states, health checks
+//! and failover live here too (`nodes`, `health`). Never parses SQL.
+
+mod health;
+mod nodes;
+
+pub use nodes::{DetachCause, NodeState, Topology};
 
 use crate::backend::ConnectParams;
 use crate::config::{Config, Database, User};
@@ -32,13 +37,17 @@ pub struct Cluster {
     config: ArcSwap<Config>,
     pools: Mutex<HashMap<PoolKey, Pool>>,
     tls: ArcSwap<Option<TlsConnector>>,
+    /// Node states per shard.
+    pub topology: Topology,
 }
 
 impl Cluster {
     /// Builds the cluster state for a validated config.
     pub fn new(config: Config) -> Result<Cluster, crate::net::TlsError> {
         let tls = build_tls(&config)?;
+        let sizes: Vec<usize> = config.shards.iter().map(|s| s.nodes.len()).collect();
         Ok(Cluster {
+            topology: Topology::new(&sizes),
             config: ArcSwap::from_pointee(config),
             pools: Mutex::new(HashMap::new()),
             tls: ArcSwap::from_pointee(tls),
@@ -52,7 +61,48 @@ impl Cluster {
 
     /// The pool for the main node of the single shard (routing comes with sharding).
     pub fn main_pool(&self, user: &User, db: &Database) -> Pool {
-        self.pool(user, db, 0, 0)
+        let main = self.topology.main(0).unwrap_or(0);
+        self.pool(user, db, 0, main)
+    }
+
+    /// Detaches a node (see `Topology::detach`) and closes its pools' idle connections.
+    /// Returns true if the node went down now.
+    pub fn detach(&self, shard: usize, node: usize, cause: DetachCause, detail: &str) -> bool {
+        if !self.topology.detach(shard, node, cause, detail) {
+            return false;
+        }
+        self.detach_pools(shard, node);
+        true
+    }
+
+    fn detach_pools(&self, shard: usize, node: usize) {
+        self.pools.lock().retain(|key, pool| {
+            let gone = key.shard == shard && key.node == node;
+            if gone {
+                pool.shutdown();
+            }
+            !gone
+        });
+    }
+
+    /// A node for a load-balanced read: an up node chosen by weight (`r` uniform in [0, 1)).
+    pub fn pick_read_node(&self, shard: usize, r: f64) -> Option<usize> {
+        let cfg = self.config.load();
+        let nodes = &cfg.shards.get(shard)?.nodes;
+        let up = self.topology.up_nodes(shard);
+        let total: u64 = up.iter().map(|&i| u64::from(nodes[i].weight)).sum();
+        if total == 0 {
+            return self.topology.main(shard);
+        }
+        let mut x = (r * total as f64) as u64;
+        for &i in &up {
+            let w = u64::from(nodes[i].weight);
+            if x < w {
+                return Some(i);
+            }
+            x -= w;
+        }
+        up.last().copied()
     }
 
     /// The pool for (user, db, shard, node), created on first use.

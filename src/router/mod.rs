@@ -3,6 +3,9 @@
 //! that may release such state). Sharding and read/write routing (sqlparser) come next.
 //! Pure: no IO, no pools.
 
+pub mod classify;
+pub mod determinism;
 mod effects;
 
+pub use classify::{classify, classify_with, Classified, Kind};
 pub use effects::{is_rollback, session_effects, Effects, PinReason};

@@ -4,6 +4,8 @@
 use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::net::{server_acceptor, TlsError};
+use crate::replication::decision_log::{DecisionLog, LogError};
+use crate::replication::resolve::{resolve_in_doubt, ResolveError};
 use crate::session::{self, Shared};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -31,6 +33,12 @@ pub enum ServerError {
     /// Installing signal handlers failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(String),
+    /// The two-phase commit decision log cannot be opened.
+    #[error(transparent)]
+    DecisionLog(#[from] LogError),
+    /// In-doubt prepared transactions could not be looked for.
+    #[error(transparent)]
+    Resolve(#[from] ResolveError),
 }
 
 fn client_tls(cfg: &Config) -> Result<Option<TlsAcceptor>, TlsError> {
@@ -50,8 +58,14 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError
             message: e.to_string(),
         })?;
     let tls = client_tls(&config)?;
+    // Sessions record their commit decisions in it.
+    let decisions = open_and_resolve(&config).await?;
     let cluster = Arc::new(Cluster::new(config)?);
     let shared = Arc::new(Shared::new(cluster.clone(), tls));
+    let _ = shared.decisions.set(decisions);
+    let health_stop = tokio_util::sync::CancellationToken::new();
+    let _health_guard = health_stop.clone().drop_guard();
+    cluster.spawn_health_checks(health_stop);
     let sig = |k: SignalKind| signal(k).map_err(|e| ServerError::Signals(e.to_string()));
     let (mut hup, mut term, mut int) = (
         sig(SignalKind::hangup())?,
@@ -95,6 +109,17 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError
     }
     cluster.shutdown();
     Ok(())
+}
+
+/// Opens the decision log and resolves transactions left prepared by an earlier run, before
+/// any client is accepted (no session can be between the two phases yet).
+async fn open_and_resolve(config: &Config) -> Result<Arc<DecisionLog>, ServerError> {
+    let log = Arc::new(DecisionLog::open(Path::new(
+        &config.replication.decision_log,
+    ))?);
+    let report = resolve_in_doubt(config, &log).await?;
+    info!(path = %log.path().display(), %report, "in-doubt prepared transactions resolved");
+    Ok(log)
 }
 
 /// Re-reads the config file; an invalid one is refused and the old one kept.

@@ -59,11 +59,17 @@ pub enum Expect {
     },
     /// A response pgproxy makes itself, in order.
     Synthetic(Frame),
+    /// A simple query pgproxy sent itself (BEGIN of a transaction it opened): every answer up
+    /// to its ReadyForQuery is dropped.
+    InjectedQuery,
 }
 
 impl Expect {
     /// True for the entries that end at ReadyForQuery.
     pub fn ends_at_ready(&self) -> bool {
-        matches!(self, Expect::Query { .. } | Expect::Sync { .. })
+        matches!(
+            self,
+            Expect::Query { .. } | Expect::Sync { .. } | Expect::InjectedQuery
+        )
     }
 }

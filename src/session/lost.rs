@@ -28,6 +28,15 @@ fn ends_transaction(sql: &str) -> bool {
         && !s.contains("prepared")
 }
 
+fn retry_error() -> Frame {
+    message::error_response(
+        message::Severity::Error,
+        sqlstate::SERIALIZATION_FAILURE,
+        "the node running this transaction failed; the transaction was rolled back on every node",
+        Some("issue ROLLBACK, then retry the transaction"),
+    )
+}
+
 fn aborted_error() -> Frame {
     message::error_response(
         message::Severity::Error,
@@ -38,6 +47,16 @@ fn aborted_error() -> Frame {
 }
 
 impl Session {
+    /// The error for a statement of a lost transaction: on a replicated shard, the first one
+    /// is retryable (40001), as the client has not been told yet.
+    fn lost_error(&mut self) -> Frame {
+        if std::mem::take(&mut self.lost_untold) {
+            retry_error()
+        } else {
+            aborted_error()
+        }
+    }
+
     /// Handles one client message while the transaction is lost. Returns true on Terminate.
     pub(super) fn lost_message(&mut self, f: FrameRef<'_>) -> Result<bool, SessionError> {
         let body = f.body();
@@ -52,7 +71,8 @@ impl Session {
                     self.to_client
                         .put_slice(message::ready_for_query(b'I').raw());
                 } else {
-                    self.to_client.put_slice(aborted_error().raw());
+                    let e = self.lost_error();
+                    self.to_client.put_slice(e.raw());
                     self.to_client
                         .put_slice(message::ready_for_query(b'E').raw());
                 }
@@ -126,7 +146,8 @@ impl Session {
     fn lost_fail(&mut self) {
         if !self.lost_batch.failed {
             self.lost_batch.failed = true;
-            self.to_client.put_slice(aborted_error().raw());
+            let e = self.lost_error();
+            self.to_client.put_slice(e.raw());
         }
     }
 }

@@ -5,11 +5,15 @@ mod auth;
 pub use auth::VerifierCache;
 mod cancel;
 mod client;
+mod commit;
+mod determinism;
 mod error;
 mod expect;
 mod extended;
+mod follower;
 mod lost;
 mod relay;
+mod replica;
 mod response;
 mod settings;
 mod startup;
@@ -58,6 +62,12 @@ pub struct Shared {
     pub tls: ArcSwap<Option<TlsAcceptor>>,
     /// Cancelled when a drain starts: no new sessions, idle ones close.
     pub draining: CancellationToken,
+    /// Column defaults of written tables (deterministic writes).
+    pub schema: determinism::SchemaCache,
+    /// Global transaction ids for two-phase commit.
+    pub gids: crate::replication::decision_log::GidGen,
+    /// The two-phase commit decision log (set by the server once it is open).
+    pub decisions: std::sync::OnceLock<Arc<crate::replication::decision_log::DecisionLog>>,
     /// Mirrors `draining` for the per-query check (a token's `is_cancelled` takes a lock).
     drain_started: std::sync::atomic::AtomicBool,
     next_id: AtomicU64,
@@ -74,6 +84,9 @@ impl Shared {
             stats: SessionStats::default(),
             tls: ArcSwap::from_pointee(tls),
             draining: CancellationToken::new(),
+            schema: determinism::SchemaCache::default(),
+            gids: crate::replication::decision_log::GidGen::new(),
+            decisions: std::sync::OnceLock::new(),
             drain_started: std::sync::atomic::AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         }

@@ -68,9 +68,14 @@ pub struct Session {
     /// a copy-in that is already over.
     /// The server connection died inside a transaction: only ROLLBACK is accepted.
     pub(super) lost_txn: bool,
+    /// Replicated shard: the transaction was lost while the client was between statements; its
+    /// next statement gets a retryable error.
+    pub(super) lost_untold: bool,
     pub(super) lost_batch: super::lost::LostBatch,
     pub(super) to_server: BytesMut,
     pub(super) to_client: BytesMut,
+    /// Replication state, on a shard with several nodes.
+    pub(super) repl: Option<Box<super::replica::Repl>>,
     /// Resolves when a drain starts; kept across loop turns so it registers once.
     drain: Pin<Box<WaitForCancellationFutureOwned>>,
 }
@@ -93,6 +98,7 @@ impl Session {
         settings: BTreeMap<String, String>,
         pid: i32,
         cancel: Arc<CancelSlot>,
+        repl: Option<Box<super::replica::Repl>>,
     ) -> Session {
         let mut s = Session {
             client,
@@ -118,9 +124,11 @@ impl Session {
             copy_window: None,
             server_fatal: false,
             lost_txn: false,
+            lost_untold: false,
             lost_batch: Default::default(),
             to_server: BytesMut::new(),
             to_client: BytesMut::new(),
+            repl,
             drain: Box::pin(shared.draining.clone().cancelled_owned()),
             shared,
         };
@@ -138,15 +146,23 @@ impl Session {
         if self.pin.is_some() {
             self.shared.stats.pinned.fetch_sub(1, Ordering::Relaxed);
         }
+        let idle = self.is_idle();
         if let Some(server) = self.server.take() {
-            if self.is_idle() {
+            if idle {
                 server.reset_and_release();
             }
             // else: dropped, which closes it: never hand a mid-transaction connection on.
         }
+        if let Some(repl) = self.repl.as_mut() {
+            for f in repl.followers.drain(..) {
+                if idle && f.is_idle() {
+                    f.conn.reset_and_release();
+                }
+            }
+        }
         match &result {
             Err(SessionError::ClientGone) | Err(SessionError::ClientIo(_)) => {}
-            Err(SessionError::ServerLost(_)) if self.server_fatal => {
+            Err(SessionError::ServerLost(_)) if self.server_fatal && self.repl.is_none() => {
                 // The server's own FATAL error already went to the client.
                 let _ = self.client.write_all(&self.to_client).await;
             }
@@ -207,7 +223,7 @@ impl Session {
         Ok(())
     }
 
-    async fn flush_server(&mut self) -> Result<(), SessionError> {
+    pub(super) async fn flush_server(&mut self) -> Result<(), SessionError> {
         if self.to_server.is_empty() {
             return Ok(());
         }
@@ -230,6 +246,14 @@ impl Session {
         let mut buf = std::mem::take(&mut self.client.buf);
         let mut pos = 0;
         let result = loop {
+            if self.repl.is_some() {
+                match self.repl_step(&buf, &mut pos).await {
+                    Ok(super::replica::Step::Continue) => continue,
+                    Ok(super::replica::Step::Wait) => break Ok(false),
+                    Ok(super::replica::Step::Terminate) => break Ok(true),
+                    Err(e) => break Err(e),
+                }
+            }
             let n = match frame::peek_frame_len(&buf[pos..], self.client.max_message) {
                 Ok(Some(n)) => n,
                 Ok(None) => break Ok(false),
@@ -253,7 +277,7 @@ impl Session {
     }
 
     /// One client message, through the skip states first. Returns true on Terminate.
-    async fn client_message(&mut self, f: FrameRef<'_>) -> Result<bool, SessionError> {
+    pub(super) async fn client_message(&mut self, f: FrameRef<'_>) -> Result<bool, SessionError> {
         if self.skip_until_sync {
             if f.tag() == fe::SYNC {
                 self.skip_until_sync = false;
@@ -390,7 +414,7 @@ impl Session {
         if e.restores_startup {
             self.reset_pending = true;
         }
-        if self.mode == PoolMode::Transaction {
+        if self.mode == PoolMode::Transaction || self.repl.is_some() {
             self.dirty
                 .extend(e.set_names.iter().map(|n| n.to_ascii_lowercase()));
             if e.reset_all {
@@ -400,7 +424,7 @@ impl Session {
     }
 
     /// Attaches a server connection (cancel requests now reach it).
-    fn attach(&mut self, server: Pooled) {
+    pub(super) fn attach(&mut self, server: Pooled) {
         self.cancel.set(Some(CancelTarget {
             addr: server.addr.clone(),
             pid: server.pid,
@@ -419,7 +443,7 @@ impl Session {
         if self.shared.is_draining() {
             return Err(SessionError::Shutdown);
         }
-        let mut server = match self.pool.checkout().await {
+        let server = match self.pool.checkout().await {
             Ok(s) => s,
             Err(e) => {
                 debug!(error = %e, "checkout failed");
@@ -427,21 +451,35 @@ impl Session {
                 return Ok(false);
             }
         };
+        self.attach_checked_out(server, simple).await?;
+        Ok(self.server.is_some())
+    }
+
+    /// Brings a checked-out connection's settings in line with the client's and attaches it.
+    /// On failure the client gets the error and nothing is attached.
+    pub(super) async fn attach_checked_out(
+        &mut self,
+        mut server: Pooled,
+        simple: bool,
+    ) -> Result<(), SessionError> {
+        if self.shared.is_draining() {
+            return Err(SessionError::Shutdown);
+        }
         if let Some(sql) = settings::replay_sql(&self.settings, &server.settings) {
             if let Err(e) = server.run_internal(&sql).await {
                 drop(server);
                 self.report_error(&e, simple);
-                return Ok(false);
+                return Ok(());
             }
             server.settings = self.settings.clone();
         }
         self.tx_status = b'I';
         self.server_fatal = false;
         self.attach(server);
-        Ok(true)
+        Ok(())
     }
 
-    fn report_error(&mut self, e: &dyn ClientError, simple: bool) {
+    pub(super) fn report_error(&mut self, e: &dyn ClientError, simple: bool) {
         let mut f = e.to_frame();
         if e.is_fatal() {
             f = message::error_response(

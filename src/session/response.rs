@@ -58,6 +58,12 @@ impl Session {
             // sent to it and what is pending gets its answer at once.
             return self.server_lost("the server terminated the connection".into());
         }
+        if self.server.is_some()
+            && self.queue.is_empty()
+            && self.repl.as_ref().is_some_and(|r| r.unit.is_some())
+        {
+            self.finish_unit().await?;
+        }
         if self.server.is_some() && self.is_idle() {
             self.flush_client().await?;
             self.idle_point().await?;
@@ -65,15 +71,47 @@ impl Session {
         Ok(())
     }
 
+    /// Answers to a query pgproxy sent itself are dropped up to its ReadyForQuery.
+    fn on_injected_reply(&mut self, f: FrameRef<'_>) {
+        match f.tag() {
+            be::READY_FOR_QUERY => {
+                self.queue.pop_front();
+                self.tx_status = f.body().first().copied().unwrap_or(b'I');
+            }
+            be::ERROR_RESPONSE => {
+                warn!(error = ?message::error_fields(f.body()), "pgproxy's own statement failed");
+            }
+            _ => {}
+        }
+    }
+
+    /// Replication: keep the main's outcome of a unit, to compare with the followers'.
+    fn note_outcome(&mut self, f: FrameRef<'_>) {
+        if let Some(r) = self.repl.as_mut() {
+            if r.unit.is_some() {
+                if let Some(o) = super::follower::outcome_of(f) {
+                    r.outcomes.push(o);
+                }
+            }
+        }
+    }
+
     fn on_server_message(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
+        if matches!(self.queue.front(), Some(Expect::InjectedQuery)) {
+            self.on_injected_reply(f);
+            return Ok(());
+        }
         match f.tag() {
             be::ERROR_RESPONSE => {
+                self.note_outcome(f);
                 if message::is_fatal_error(f.body()) {
                     // The server is closing this connection. A transaction-mode client keeps
                     // its session (pgproxy gives it another server connection), so for it the
                     // error is not fatal.
                     self.server_fatal = true;
-                    if self.mode == PoolMode::Transaction && self.pin.is_none() {
+                    if self.repl.is_some() {
+                        // Replaced by a retryable error in server_lost.
+                    } else if self.mode == PoolMode::Transaction && self.pin.is_none() {
                         self.to_client
                             .put_slice(message::downgrade_to_error(f.body()).raw());
                     } else {
@@ -96,7 +134,14 @@ impl Session {
                         .transactions
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                self.to_client.put_slice(f.raw());
+                let hold =
+                    self.queue.is_empty() && self.repl.as_ref().is_some_and(|r| r.unit.is_some());
+                if hold {
+                    // Released by finish_unit once the followers have answered too.
+                    self.repl_mut().held_ready = Some(self.tx_status);
+                } else {
+                    self.to_client.put_slice(f.raw());
+                }
                 self.emit_synthetic();
             }
             be::PARSE_COMPLETE => {
@@ -140,6 +185,7 @@ impl Session {
             }
             be::COMMAND_COMPLETE | be::EMPTY_QUERY | be::PORTAL_SUSPENDED => {
                 if f.tag() == be::COMMAND_COMPLETE {
+                    self.note_outcome(f);
                     self.server_copy = None;
                     self.on_command_complete(f.body());
                 }
@@ -290,7 +336,7 @@ impl Session {
 
     /// Nothing in flight, no transaction open: bring tracked state up to date, then give the
     /// connection back (transaction mode, unpinned).
-    async fn idle_point(&mut self) -> Result<(), SessionError> {
+    pub(super) async fn idle_point(&mut self) -> Result<(), SessionError> {
         if self.reset_pending {
             self.reset_pending = false;
             let server = self.server.as_mut().expect("attached at an idle point");
@@ -358,6 +404,13 @@ impl Session {
                 self.cancel.set(None);
                 server.release();
             }
+            if let Some(repl) = self.repl.as_mut() {
+                for f in repl.followers.drain(..) {
+                    if f.is_idle() {
+                        f.conn.release();
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -367,6 +420,10 @@ impl Session {
     /// Otherwise (session mode, pinned) the session ends: its server-side state is gone.
     pub(super) fn server_lost(&mut self, why: String) -> Result<(), SessionError> {
         warn!(reason = %why, "server connection lost");
+        let replicated = self.repl.is_some();
+        // The server's own FATAL error went to the client already (not when replicated).
+        let answered = self.server_fatal && !replicated;
+        self.repl_main_lost();
         self.server.take();
         self.cancel.set(None);
         self.server_skipping = false;
@@ -379,18 +436,30 @@ impl Session {
         self.server_copy = None;
         self.tx_status = b'I';
         self.lost_txn = in_txn;
+        self.lost_untold = replicated && in_txn && readies == 0 && !self.since_sync;
         // Every request that was in flight fails: one error per ReadyForQuery the client
         // waits for (the server's own FATAL error already answered the first one), so no
         // pipelined query can look like an empty success.
-        let error = message::error_response(
-            message::Severity::Error,
-            sqlstate::CONNECTION_FAILURE,
-            &format!("server connection lost while running the query: {why}"),
-            Some("the statement did not complete; retry the transaction"),
-        );
+        let error = if replicated {
+            // Retryable: drivers and pgbench --max-tries retry 40001; the next transaction
+            // runs on the shard's next main if this node is down.
+            message::error_response(
+                message::Severity::Error,
+                sqlstate::SERIALIZATION_FAILURE,
+                &format!("the node running this transaction failed ({why}); it was rolled back on every node"),
+                Some("retry the transaction"),
+            )
+        } else {
+            message::error_response(
+                message::Severity::Error,
+                sqlstate::CONNECTION_FAILURE,
+                &format!("server connection lost while running the query: {why}"),
+                Some("the statement did not complete; retry the transaction"),
+            )
+        };
         let status = if self.lost_txn { b'E' } else { b'I' };
         for i in 0..readies {
-            if i > 0 || !self.server_fatal {
+            if i > 0 || !answered {
                 self.to_client.put_slice(error.raw());
             }
             self.to_client
@@ -398,7 +467,7 @@ impl Session {
         }
         if self.since_sync {
             // An extended-protocol batch without its Sync yet: fail it, answer its Sync later.
-            if readies > 0 || !self.server_fatal {
+            if readies > 0 || !answered {
                 self.to_client.put_slice(error.raw());
             }
             self.skip_until_sync = true;

@@ -227,11 +227,29 @@ async fn login(
         return Err((client, Box::new(e)));
     }
     let mode = cfg.pool_mode(&user, &db);
-    let pool = shared.cluster.main_pool(&user, &db);
+    let replicated = cfg.shards.first().is_some_and(|s| s.nodes.len() > 1);
     let client_settings = settings::from_startup(&params);
-    let mut server = match pool.checkout().await {
-        Ok(s) => s,
-        Err(e) => return Err((client, Box::new(e))),
+    let (pool, mut server, main_node) = loop {
+        let main_node = shared.cluster.topology.main(0).unwrap_or(0);
+        let pool = shared.cluster.main_pool(&user, &db);
+        match pool.checkout().await {
+            Ok(s) => break (pool, s, main_node),
+            Err(crate::pool::PoolError::Backend(e)) if replicated && e.is_connect() => {
+                // The main is down: fail over, then try the next one.
+                let main = shared.cluster.topology.main(0).unwrap_or(0);
+                let detail = e.to_string();
+                let gone = shared.cluster.detach(
+                    0,
+                    main,
+                    crate::cluster::DetachCause::ConnectionFailed,
+                    &detail,
+                ) || shared.cluster.topology.main(0) != Some(main);
+                if !gone {
+                    return Err((client, Box::new(e)));
+                }
+            }
+            Err(e) => return Err((client, Box::new(e))),
+        }
     };
     // Report what the node reports, after the client's startup settings are applied.
     let mut reported: Vec<(String, String)> = server.startup_params.clone();
@@ -286,5 +304,13 @@ async fn login(
         client_settings,
         pid,
         slot,
+        replicated.then(|| {
+            Box::new(super::replica::Repl::new(
+                0,
+                main_node,
+                user.clone(),
+                db.clone(),
+            ))
+        }),
     ))
 }

@@ -7,12 +7,13 @@
 
 use crate::protocol::frame::Frame;
 use crate::protocol::message::Parse;
-use crate::router::{session_effects, Effects};
+use crate::router::determinism::Planned;
+use crate::router::{classify, session_effects, Classified, Effects};
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 /// One distinct statement (text + parameter types).
 #[derive(Debug)]
@@ -28,6 +29,10 @@ pub struct Statement {
     /// A server accepted this Parse once: later Parses of it may be answered without a server
     /// (the real Parse then happens before its first Bind).
     pub validated: AtomicBool,
+    /// Replication: what it does (classified once).
+    pub class: OnceLock<Classified>,
+    /// Replication: its determinism plan, with the schema epoch it was made under.
+    pub det_plan: Mutex<Option<(u64, Arc<Planned>)>>,
 }
 
 impl Statement {
@@ -46,7 +51,14 @@ impl Statement {
             parse,
             effects: (!e.is_empty()).then(|| Box::new(e)),
             validated: AtomicBool::new(false),
+            class: OnceLock::new(),
+            det_plan: Mutex::new(None),
         }
+    }
+
+    /// What executing it does (for replication), classified on first use.
+    pub fn classified(&self) -> &Classified {
+        self.class.get_or_init(|| classify(self.query()))
     }
 }
 

@@ -132,6 +132,8 @@ impl Drop for Proxy {
 fn spawn(dir: &Path) -> Child {
     let log = std::fs::File::create(dir.join("pgproxy.log")).expect("create proxy log");
     Command::new(env!("CARGO_BIN_EXE_pgproxy"))
+        // Relative paths in the config (the decision log) stay inside the test's own dir.
+        .current_dir(dir)
         .arg("--config")
         .arg(dir.join("pgproxy.toml"))
         .env(

@@ -1,0 +1,374 @@
+//! Making a write deterministic for statement-based replication: every node of a shard runs
+//! the same SQL, so a value that differs per evaluation (clock functions, random(),
+//! gen_random_uuid(), nextval(), also hidden in column defaults) is evaluated once on the main
+//! node and every node receives it as a literal. This module only plans: it says which values
+//! the caller must fetch (`Need`) and renders the SQL once they are known. Writes it cannot
+//! make deterministic are refused with a reason that says what to do instead.
+//! Pure: no IO, no pools.
+
+mod defaults;
+mod fallback;
+mod render;
+mod rewrite;
+mod statement;
+
+use std::collections::HashMap;
+use std::ops::{ControlFlow, Range};
+
+use sqlparser::ast::{visit_statements, Insert, Statement, TableFactor, TableObject};
+use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::parser::{Parser, ParserError};
+use sqlparser::tokenizer::{Location, TokenWithSpan};
+
+use super::classify::lex::Lexed;
+use super::classify::{object_key, statement_kind, Kind};
+use fallback::strip_overriding;
+use render::{Piece, Slot};
+use rewrite::Collector;
+use statement::Cx;
+
+/// A value pgproxy must obtain once from the main node, in the same transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Need {
+    /// now(), CURRENT_TIMESTAMP, transaction_timestamp(), CURRENT_DATE, CURRENT_TIME,
+    /// LOCALTIME, LOCALTIMESTAMP: one per plan; the caller may reuse it for the transaction.
+    TxnTimestamp,
+    /// clock_timestamp(), statement_timestamp(), timeofday(): one per occurrence.
+    ClockTimestamp,
+    /// random().
+    Random,
+    /// gen_random_uuid(), uuid_generate_v4().
+    Uuid,
+    /// nextval(<arg>): the argument as SQL text exactly as written, e.g. `'t_id_seq'` or
+    /// `'public.t_id_seq'::regclass`.
+    Nextval(String),
+}
+
+impl Need {
+    /// The SQL expression the caller evaluates on the main node (it runs
+    /// `SELECT (e1)::text, (e2)::text, …`).
+    pub fn main_sql(&self) -> String {
+        match self {
+            Need::TxnTimestamp => "now()".to_string(),
+            Need::ClockTimestamp => "clock_timestamp()".to_string(),
+            Need::Random => "random()".to_string(),
+            Need::Uuid => "gen_random_uuid()".to_string(),
+            Need::Nextval(arg) => format!("nextval({arg})"),
+        }
+    }
+
+    /// For `Nextval`: the SQL the caller runs on every other node so its sequence does not
+    /// fall behind the main (`value` is the text the main returned). `None` for other needs.
+    pub fn follower_sql(&self, value: &str) -> Option<String> {
+        let Need::Nextval(arg) = self else {
+            return None;
+        };
+        let v = match value.trim().parse::<i64>() {
+            Ok(n) => n.to_string(),
+            Err(_) => format!("{}::int8", render::quote(value)),
+        };
+        Some(format!(
+            "SELECT pg_catalog.setval({arg}, {v}) WHERE coalesce(pg_catalog.pg_sequence_last_value(({arg})::regclass), 0) < {v}"
+        ))
+    }
+}
+
+/// The default of one column, as the caller loaded it from the main node's catalog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ColumnDefault {
+    /// Column name as stored in the catalog.
+    pub name: String,
+    /// The default as `pg_get_expr(adbin, adrelid)` prints it (for identity columns the
+    /// caller puts `nextval('<sequence>'::regclass)` here).
+    pub expr: String,
+    /// GENERATED ALWAYS AS IDENTITY: an explicit value needs OVERRIDING SYSTEM VALUE.
+    pub identity_always: bool,
+}
+
+/// Column defaults of one table.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TableDefaults {
+    /// Columns that have a default or are identity columns.
+    pub columns: Vec<ColumnDefault>,
+    /// Every column in table order (for an INSERT without a column list).
+    pub all_columns: Vec<String>,
+}
+
+/// Where `plan` finds column defaults, keyed like `write_targets` names tables.
+pub trait Schema {
+    /// The defaults of `table`; `None` if unknown (treated as having no defaults).
+    fn defaults(&self, table: &str) -> Option<&TableDefaults>;
+}
+
+impl Schema for HashMap<String, TableDefaults> {
+    fn defaults(&self, table: &str) -> Option<&TableDefaults> {
+        self.get(table)
+    }
+}
+
+/// What to do with a write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Planned {
+    /// Nothing non-deterministic: send the SQL as it is.
+    Unchanged,
+    /// Evaluate `needs` on the main node, then send `Plan::render(values)` instead.
+    Rewrite(Plan),
+    /// Cannot be made deterministic: why, and what to do instead.
+    Refused(String),
+}
+
+/// A rewritten SQL string waiting for values from the main node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    /// Values to evaluate on the main node, in order; `render` takes one text per need.
+    pub needs: Vec<Need>,
+    pieces: Vec<Piece>,
+    slots: Vec<Slot>,
+}
+
+impl Plan {
+    /// The SQL to send, with `values[i]` (the main node's text for `needs[i]`) as typed
+    /// literals. Statements of a multi-statement string are joined by "; ".
+    pub fn render(&self, values: &[String]) -> String {
+        render::render(&self.pieces, &self.slots, values)
+    }
+}
+
+/// Tables that statements insert into, update or merge into (also inside WITH, EXPLAIN and
+/// PREPARE), without duplicates: unquoted names lowercased, quoted parts kept with their
+/// quotes, schema-qualified as written (`t`, `public.t`, `public."T"`). The caller loads their
+/// defaults before calling `plan`.
+pub fn write_targets(sql: &str) -> Vec<String> {
+    let Some(lexed) = Lexed::new(sql) else {
+        return Vec::new();
+    };
+    let mut out: Vec<String> = Vec::new();
+    let mut push = |t: String| {
+        if !out.contains(&t) {
+            out.push(t);
+        }
+    };
+    for r in lexed.statements() {
+        let (tokens, _) = strip_overriding(&lexed.tokens[r.clone()]);
+        let Ok(stmts) = parse_tokens(tokens) else {
+            if let Some(t) = fallback::insert_target(&lexed, r) {
+                push(t);
+            }
+            continue;
+        };
+        let _ = visit_statements(&stmts, |s| {
+            match s {
+                Statement::Insert(Insert {
+                    table: TableObject::TableName(n),
+                    ..
+                }) => push(object_key(n)),
+                Statement::Update { table, .. } => {
+                    if let TableFactor::Table { name, .. } = &table.relation {
+                        push(object_key(name));
+                    }
+                }
+                Statement::Merge {
+                    table: TableFactor::Table { name, .. },
+                    ..
+                } => push(object_key(name)),
+                _ => {}
+            }
+            ControlFlow::<()>::Continue(())
+        });
+    }
+    out
+}
+
+/// Plans a write (one or more statements). Statements that do not classify as writes are left
+/// alone; so is text that does not even tokenize (the node reports the syntax error).
+pub fn plan(sql: &str, schema: &dyn Schema) -> Planned {
+    let Some(lexed) = Lexed::new(sql) else {
+        return Planned::Unchanged;
+    };
+    let sentinel = render::sentinel_for(sql);
+    let mut c = Collector::new(sentinel.clone());
+    let mut pieces = Vec::new();
+    let mut changed = false;
+    for (i, r) in lexed.statements().into_iter().enumerate() {
+        if i > 0 {
+            render::push_text(&mut pieces, "; ");
+        }
+        match plan_range(&lexed, r.clone(), schema, &mut c) {
+            Err(reason) => return Planned::Refused(reason),
+            Ok(None) => render::push_text(&mut pieces, lexed.text(r)),
+            Ok(Some((text, parsed))) => {
+                if parsed {
+                    if let Err(e) = check_parses(&text, &sentinel, &c) {
+                        return Planned::Refused(format!(
+                            "pgproxy could not rewrite this statement to make it deterministic (the rewritten SQL does not parse: {e}); compute the values in the application"
+                        ));
+                    }
+                }
+                changed = true;
+                render::push_text(&mut pieces, &lexed.leading_comments(r));
+                render::split_markers(&text, &sentinel, &mut pieces);
+            }
+        }
+    }
+    if !changed {
+        return Planned::Unchanged;
+    }
+    Planned::Rewrite(Plan {
+        needs: c.needs,
+        pieces,
+        slots: c.slots,
+    })
+}
+
+/// Plans the statement(s) of one token range: `None` to send its text unchanged, else the
+/// text with markers and whether it came from sqlparser (so it must re-parse).
+fn plan_range(
+    lexed: &Lexed,
+    r: Range<usize>,
+    schema: &dyn Schema,
+    c: &mut Collector,
+) -> Result<Option<(String, bool)>, String> {
+    let (tokens, user) = strip_overriding(&lexed.tokens[r.clone()]);
+    let Ok(mut stmts) = parse_tokens(tokens) else {
+        return Ok(fallback::unparsable(lexed, r, schema, c)?.map(|t| (t, false)));
+    };
+    let mut texts = Vec::new();
+    let mut changed = false;
+    for stmt in &mut stmts {
+        match plan_one(stmt, lexed, schema, c, user)? {
+            Some(text) => {
+                changed = true;
+                texts.push(text);
+            }
+            None => texts.push(stmt.to_string()),
+        }
+    }
+    Ok(changed.then(|| (texts.join("; "), true)))
+}
+
+fn plan_one(
+    stmt: &mut Statement,
+    lexed: &Lexed,
+    schema: &dyn Schema,
+    c: &mut Collector,
+    user: Option<&'static str>,
+) -> Result<Option<String>, String> {
+    match statement_kind(stmt) {
+        Kind::Write => {}
+        Kind::Session => {
+            if let Statement::Prepare { statement, .. } = stmt {
+                probe_prepared(statement, lexed, schema)?;
+            }
+            return Ok(None);
+        }
+        _ => return Ok(None),
+    }
+    let before = c.slots.len();
+    let mut cx = Cx {
+        c,
+        src: lexed,
+        schema,
+        overriding: Vec::new(),
+    };
+    statement::name_outputs(stmt);
+    statement::plan_statement(stmt, &mut cx, user)?;
+    if cx.c.slots.len() == before {
+        return Ok(None);
+    }
+    if user.is_some() && !matches!(stmt, Statement::Insert(_)) {
+        return Err("OVERRIDING ... VALUE outside a plain INSERT in a statement pgproxy must rewrite: move the INSERT out of WITH / EXPLAIN".to_string());
+    }
+    render_statement(stmt, &cx.overriding).map(Some)
+}
+
+/// PREPARE of a write whose values would be computed per node at EXECUTE time.
+fn probe_prepared(inner: &Statement, lexed: &Lexed, schema: &dyn Schema) -> Result<(), String> {
+    if statement_kind(inner) != Kind::Write {
+        return Ok(());
+    }
+    let mut probe = inner.clone();
+    let mut c = Collector::new(String::new());
+    let mut cx = Cx {
+        c: &mut c,
+        src: lexed,
+        schema,
+        overriding: Vec::new(),
+    };
+    let result = statement::plan_statement(&mut probe, &mut cx, None);
+    match (result, c.needs.first()) {
+        (Err(reason), _) => Err(reason),
+        (Ok(()), None) => Ok(()),
+        (Ok(()), Some(need)) => Err(format!(
+            "PREPARE of a write that uses {}: every node would evaluate it at EXECUTE time; use the extended protocol with parameters, or compute the value in the application",
+            need.main_sql()
+        )),
+    }
+}
+
+/// The statement's SQL with markers, and the OVERRIDING clauses sqlparser cannot print.
+fn render_statement(stmt: &Statement, overriding: &[(Location, &str)]) -> Result<String, String> {
+    let mut text = stmt.to_string();
+    for (at, clause) in overriding {
+        let mut found = None;
+        let _ = visit_statements(stmt, |s| match s {
+            Statement::Insert(
+                ins @ Insert {
+                    table: TableObject::TableName(n),
+                    ..
+                },
+            ) if n
+                .0
+                .first()
+                .and_then(|p| p.as_ident())
+                .map(|id| id.span.start)
+                == Some(*at) =>
+            {
+                found = Some(ins.clone());
+                ControlFlow::Break(())
+            }
+            _ => ControlFlow::Continue(()),
+        });
+        let internal = || {
+            "pgproxy could not place OVERRIDING SYSTEM VALUE in the rewritten INSERT; list the identity column's value yourself".to_string()
+        };
+        let ins = found.ok_or_else(internal)?;
+        let full = ins.to_string();
+        let mut head = ins.clone();
+        head.source = None;
+        head.on = None;
+        head.returning = None;
+        head.insert_alias = None;
+        let head = head.to_string();
+        let head = head.strip_suffix("DEFAULT VALUES").unwrap_or(&head);
+        if !full.starts_with(head) {
+            return Err(internal());
+        }
+        let pos = text.find(&full).ok_or_else(internal)? + head.len();
+        text.insert_str(pos, &format!("{clause} "));
+    }
+    Ok(text)
+}
+
+/// Re-parses a rewritten statement with plausible values.
+fn check_parses(text: &str, sentinel: &str, c: &Collector) -> Result<(), ParserError> {
+    let mut pieces = Vec::new();
+    render::split_markers(text, sentinel, &mut pieces);
+    let values: Vec<String> = c
+        .needs
+        .iter()
+        .map(|n| render::sample_value(n).to_string())
+        .collect();
+    let sql = render::render(&pieces, &c.slots, &values);
+    let lexed = Lexed::new(&sql).ok_or_else(|| ParserError::TokenizerError(sql.clone()))?;
+    let (tokens, _) = strip_overriding(&lexed.tokens);
+    parse_tokens(tokens).map(|_| ())
+}
+
+fn parse_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<Statement>, ParserError> {
+    Parser::new(&PostgreSqlDialect {})
+        .with_tokens_with_locations(tokens)
+        .parse_statements()
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,278 @@
+//! Committing a transaction that wrote on a replicated shard.
+//!
+//! Two-phase commit (default): PREPARE TRANSACTION on the main and every follower at once;
+//! if the main cannot prepare, the transaction rolls back everywhere and the client gets the
+//! main's error; a follower that cannot prepare is detached. Then the decision is recorded
+//! (fsynced) in the decision log, and COMMIT PREPARED runs everywhere; a follower that fails
+//! it is detached (the operator is told in the log), and the client's COMMIT succeeds.
+//!
+//! Ordered (`replication.commit = "ordered"`): COMMIT on the followers, then on the main.
+
+use super::relay::Session;
+use super::replica::Plan;
+use super::SessionError;
+use crate::backend::{BackendError, ServerConn};
+use crate::cluster::DetachCause;
+use crate::config::CommitMode;
+use crate::protocol::frame::Frame;
+use crate::protocol::message;
+use crate::protocol::sqlstate;
+use bytes::{BufMut, Bytes};
+use tracing::{error, warn};
+
+/// The main's answer to one of pgproxy's own statements.
+struct Reply {
+    error: Option<Frame>,
+}
+
+/// Runs a simple query on the main and keeps its first ErrorResponse.
+async fn exchange(conn: &mut ServerConn, sql: &str) -> Result<Reply, BackendError> {
+    conn.exchange(sql).await.map(|r| Reply { error: r.error })
+}
+
+fn quote(gid: &str) -> String {
+    format!("'{}'", gid.replace('\'', "''"))
+}
+
+impl Session {
+    /// COMMIT (alone in its unit) of an explicit transaction the followers joined.
+    pub(super) async fn commit_unit(
+        &mut self,
+        bytes: Bytes,
+        simple: bool,
+    ) -> Result<Plan, SessionError> {
+        if self.tx_status == b'E' {
+            // An aborted transaction: COMMIT means ROLLBACK; the main answers it.
+            self.rollback_followers().await;
+            self.after_txn();
+            return Ok(Plan::Run(bytes));
+        }
+        let mode = self.shared.cluster.config().replication.commit;
+        if mode == CommitMode::Ordered || self.repl_mut().followers.is_empty() {
+            // (No follower left: a plain COMMIT on the main is all there is to do.)
+            self.commit_followers_first().await;
+            self.after_txn();
+            return Ok(Plan::Run(bytes));
+        }
+        let result = self.commit_two_phase().await?;
+        self.after_txn();
+        match result {
+            Ok(()) if simple => {
+                self.tx_status = b'I';
+                self.to_client
+                    .put_slice(message::command_complete("COMMIT").raw());
+                self.to_client
+                    .put_slice(message::ready_for_query(b'I').raw());
+                Ok(Plan::Done)
+            }
+            Ok(()) => {
+                // Let the main answer the client's COMMIT exactly as PostgreSQL would, on an
+                // empty transaction.
+                self.queue.push_back(super::expect::Expect::InjectedQuery);
+                self.to_server.put_slice(message::query("BEGIN").raw());
+                Ok(Plan::Run(bytes))
+            }
+            Err(e) => {
+                self.tx_status = b'I';
+                self.to_client.put_slice(e.raw());
+                self.to_client
+                    .put_slice(message::ready_for_query(b'I').raw());
+                Ok(Plan::Done)
+            }
+        }
+    }
+
+    /// Commits the implicit transaction around an autocommit write (the main answered it).
+    /// A failure is reported to the client as PostgreSQL reports a failed commit.
+    pub(super) async fn commit_implicit(&mut self) -> Result<(), SessionError> {
+        let mode = self.shared.cluster.config().replication.commit;
+        if mode == CommitMode::Ordered || self.repl_mut().followers.is_empty() {
+            self.commit_followers_first().await;
+            let reply = self.main_exchange("COMMIT").await?;
+            if let Some(e) = reply.error {
+                self.to_client.put_slice(e.raw());
+            }
+            return Ok(());
+        }
+        if let Err(e) = self.commit_two_phase().await? {
+            self.to_client.put_slice(e.raw());
+        }
+        Ok(())
+    }
+
+    /// ROLLBACK on the main (pgproxy's implicit transaction after the main failed a statement).
+    pub(super) async fn rollback_main(&mut self) -> Result<(), SessionError> {
+        self.main_exchange("ROLLBACK").await.map(|_| ())
+    }
+
+    async fn main_exchange(&mut self, sql: &str) -> Result<Reply, SessionError> {
+        let server = self.server.as_mut().expect("main attached");
+        match exchange(server, sql).await {
+            Ok(r) => Ok(r),
+            Err(e) => {
+                self.server_lost(e.to_string())?;
+                Ok(Reply { error: None })
+            }
+        }
+    }
+
+    /// Ordered commit, first half: COMMIT on every follower (a failure detaches it).
+    async fn commit_followers_first(&mut self) {
+        for f in &mut self.repl_mut().followers {
+            f.queue_internal("COMMIT");
+        }
+        self.run_followers().await;
+        self.repl_mut().joined = false;
+    }
+
+    /// Two-phase commit across the main and the followers. Outer error: the session cannot go
+    /// on; inner error: the transaction did not commit (the frame to send the client).
+    async fn commit_two_phase(&mut self) -> Result<Result<(), Frame>, SessionError> {
+        let gid = self.shared.gids.next();
+        let prepare = format!("PREPARE TRANSACTION {}", quote(&gid));
+        for f in &mut self.repl_mut().followers {
+            f.queue_internal(&prepare);
+        }
+        let server = self.server.as_mut().expect("main attached");
+        let repl = self.repl.as_mut().expect("replicated");
+        let main_fut = exchange(server, &prepare);
+        let followers_fut =
+            futures_util::future::join_all(repl.followers.iter_mut().map(|f| f.run()));
+        let (main, followers) = tokio::join!(main_fut, followers_fut);
+        // The followers' answers to the transaction's last units come with PREPARE's.
+        let expected = std::mem::take(&mut self.repl_mut().expect);
+        let mut failed = Vec::new();
+        for (i, r) in followers.into_iter().enumerate() {
+            let problem = match r {
+                Err(e) => Some(e.to_string()),
+                Ok(res) if res.outcomes != expected => Some(format!(
+                    "its results differed from the main's: main {expected:?}, node {:?}",
+                    res.outcomes
+                )),
+                Ok(res) => res.internal_error,
+            };
+            if let Some(p) = problem {
+                failed.push((i, format!("PREPARE TRANSACTION failed: {p}")));
+            }
+        }
+        self.detach_followers(failed, DetachCause::CommitFailed);
+        let main = match main {
+            Ok(r) => r,
+            Err(e) => {
+                self.abort_prepared(&gid).await;
+                self.server_lost(e.to_string())?;
+                return Ok(Ok(()));
+            }
+        };
+        if let Some(err) = main.error {
+            self.abort_prepared(&gid).await;
+            let err = if message::error_code(err.body()) == Some("55000") {
+                message::error_response(
+                    message::Severity::Error,
+                    "55000",
+                    "the transaction was rolled back: the main node cannot prepare transactions",
+                    Some("set max_prepared_transactions (e.g. to max_connections) on every node and restart them, or set replication.commit = \"ordered\""),
+                )
+            } else {
+                err
+            };
+            return Ok(Err(err));
+        }
+        if let Some(log) = self.shared.decisions.get() {
+            if let Err(e) = log.record_commit(&gid).await {
+                error!(error = %e, gid, "could not record the commit decision; rolling back");
+                let _ = self
+                    .main_exchange(&format!("ROLLBACK PREPARED {}", quote(&gid)))
+                    .await;
+                self.abort_prepared(&gid).await;
+                return Ok(Err(message::error_response(
+                    message::Severity::Error,
+                    sqlstate::SYSTEM_ERROR,
+                    &format!("the transaction was rolled back: pgproxy could not record its commit decision: {e}"),
+                    Some("check the disk holding replication.decision_log"),
+                )));
+            }
+        }
+        let commit = format!("COMMIT PREPARED {}", quote(&gid));
+        for f in &mut self.repl_mut().followers {
+            f.queue_internal(&commit);
+        }
+        let server = self.server.as_mut().expect("main attached");
+        let repl = self.repl.as_mut().expect("replicated");
+        let (main, followers) = tokio::join!(
+            exchange(server, &commit),
+            futures_util::future::join_all(repl.followers.iter_mut().map(|f| f.run()))
+        );
+        let mut failed = Vec::new();
+        for (i, r) in followers.into_iter().enumerate() {
+            let problem = match r {
+                Err(e) => Some(e.to_string()),
+                Ok(res) => res.internal_error,
+            };
+            if let Some(p) = problem {
+                failed.push((i, format!("COMMIT PREPARED {gid} failed: {p}; the decision was commit, resolve it on that node")));
+            }
+        }
+        let all_committed = failed.is_empty() && matches!(main, Ok(Reply { error: None }));
+        self.detach_followers(failed, DetachCause::CommitFailed);
+        self.repl_mut().joined = false;
+        match main {
+            Ok(Reply { error: None }) => {}
+            Ok(Reply { error: Some(e) }) => {
+                let msg = String::from_utf8_lossy(e.body()).into_owned();
+                self.detach_main(&format!("COMMIT PREPARED {gid} failed: {msg}"));
+            }
+            Err(e) => self.detach_main(&format!("COMMIT PREPARED {gid} failed: {e}")),
+        }
+        // Kept undone while a node may still hold the prepared transaction: resolved (committed)
+        // there when pgproxy next starts or the node is recovered.
+        if let (true, Some(log)) = (all_committed, self.shared.decisions.get()) {
+            if let Err(e) = log.record_done(&gid) {
+                warn!(error = %e, "could not mark a commit decision done");
+            }
+        }
+        Ok(Ok(()))
+    }
+
+    /// ROLLBACK PREPARED on every follower (those that did not prepare answer with an error,
+    /// which is fine).
+    async fn abort_prepared(&mut self, gid: &str) {
+        let sql = format!("ROLLBACK PREPARED {}", quote(gid));
+        let repl = self.repl_mut();
+        for f in &mut repl.followers {
+            f.queue_internal(&sql);
+        }
+        let _ = futures_util::future::join_all(repl.followers.iter_mut().map(|f| f.run())).await;
+        repl.joined = false;
+    }
+
+    /// The main failed the second phase after the decision was commit: the followers have the
+    /// transaction, the main may not. Detach the main; the session lets go of its connection.
+    fn detach_main(&mut self, detail: &str) {
+        let (shard, node) = {
+            let r = self.repl_mut();
+            (r.shard, r.node)
+        };
+        error!(
+            shard,
+            node, detail, "main node failed to commit a prepared transaction"
+        );
+        self.shared
+            .cluster
+            .detach(shard, node, DetachCause::CommitFailed, detail);
+        self.server.take();
+        self.cancel.set(None);
+        self.tx_status = b'I';
+    }
+
+    fn detach_followers(&mut self, mut failed: Vec<(usize, String)>, cause: DetachCause) {
+        failed.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let cluster = self.shared.cluster.clone();
+        let repl = self.repl_mut();
+        for (i, why) in failed {
+            let f = repl.followers.remove(i);
+            error!(shard = repl.shard, node = f.node, detail = %why, "follower detached during commit");
+            cluster.detach(repl.shard, f.node, cause, &why);
+        }
+    }
+}

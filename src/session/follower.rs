@@ -1,0 +1,256 @@
+//! A follower: a server connection to one of the shard's other nodes, which receives every
+//! write unit after the main node answered it, with the same statement names pgproxy uses on
+//! the main (prepared on the follower when it lacks them). Its answers are not sent to the
+//! client: only their outcome (command tags and error codes, per ReadyForQuery) is kept, to be
+//! compared with the main's.
+
+use super::statements::ClientStatements;
+use crate::backend::{BackendError, MAX_SERVER_MESSAGE};
+use crate::pool::Pooled;
+use crate::protocol::frame::{self, FrameRef};
+use crate::protocol::message::{self, be, fe, Bind, Parse, Target};
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use std::collections::VecDeque;
+
+/// What one statement did, as far as replication compares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// CommandComplete with this tag (e.g. `UPDATE 1`).
+    Tag(Bytes),
+    /// ErrorResponse with this SQLSTATE.
+    Error(String),
+}
+
+impl std::fmt::Display for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Outcome::Tag(t) => write!(f, "{}", String::from_utf8_lossy(t)),
+            Outcome::Error(c) => write!(f, "error {c}"),
+        }
+    }
+}
+
+/// The outcome of an ErrorResponse or CommandComplete frame; None for other frames.
+pub fn outcome_of(f: FrameRef<'_>) -> Option<Outcome> {
+    match f.tag() {
+        be::COMMAND_COMPLETE => {
+            let b = f.body();
+            Some(Outcome::Tag(Bytes::copy_from_slice(
+                b.strip_suffix(&[0]).unwrap_or(b),
+            )))
+        }
+        be::ERROR_RESPONSE => Some(Outcome::Error(
+            message::error_code(f.body()).unwrap_or("?????").to_string(),
+        )),
+        _ => None,
+    }
+}
+
+/// One follower connection.
+pub struct Follower {
+    /// Node index within the shard.
+    pub node: usize,
+    /// The connection.
+    pub conn: Pooled,
+    out: BytesMut,
+    /// Whether the unit being queued is compared.
+    compare: bool,
+    /// ReadyForQuery answers still to come, each with whether its outcomes are compared
+    /// (client units) or must merely succeed (pgproxy's own statements).
+    pending: VecDeque<bool>,
+}
+
+/// What a follower answered to its queued work.
+#[derive(Debug, Default)]
+pub struct FollowerResult {
+    /// Outcomes of the client units, in order.
+    pub outcomes: Vec<Outcome>,
+    /// The first error of pgproxy's own statements (BEGIN, replayed prefix, PREPARE ...).
+    pub internal_error: Option<String>,
+    /// Transaction status at the last ReadyForQuery.
+    pub status: u8,
+}
+
+impl Follower {
+    /// Wraps a checked-out connection.
+    pub fn new(node: usize, conn: Pooled) -> Follower {
+        Follower {
+            node,
+            conn,
+            out: BytesMut::new(),
+            compare: true,
+            pending: VecDeque::new(),
+        }
+    }
+
+    /// Queues one of pgproxy's own statements (must succeed; outcome not compared).
+    pub fn queue_internal(&mut self, sql: &str) {
+        self.out.put_slice(message::query(sql).raw());
+        self.pending.push_back(false);
+    }
+
+    /// Queues a unit replayed from earlier in the transaction (outcome not compared).
+    pub fn queue_unit_internal(&mut self, frames: &[u8], statements: &ClientStatements) -> bool {
+        self.compare = false;
+        let ok = self.queue_unit(frames, statements);
+        self.compare = true;
+        ok
+    }
+
+    /// True when nothing is queued or awaited.
+    pub fn is_idle(&self) -> bool {
+        self.out.is_empty() && self.pending.is_empty()
+    }
+
+    /// Queues a unit of client frames, translated for this connection: statements pgproxy
+    /// shares are prepared here first if needed and referred to by their server names;
+    /// Describe and Flush are left out (they change nothing). Returns false on a malformed frame.
+    pub fn queue_unit(&mut self, frames: &[u8], statements: &ClientStatements) -> bool {
+        let mut pos = 0;
+        while pos < frames.len() {
+            let n = match frame::peek_frame_len(&frames[pos..], usize::MAX) {
+                Ok(Some(n)) => n,
+                _ => return false,
+            };
+            let f = FrameRef::new(&frames[pos..pos + n]);
+            pos += n;
+            if !self.queue_frame(f, statements) {
+                return false;
+            }
+        }
+        true
+    }
+
+    fn queue_frame(&mut self, f: FrameRef<'_>, statements: &ClientStatements) -> bool {
+        match f.tag() {
+            fe::QUERY | fe::FUNCTION_CALL | fe::SYNC => {
+                self.pending.push_back(self.compare);
+                self.out.put_slice(f.raw());
+            }
+            fe::PARSE => {
+                let Some(p) = Parse::parse(f.body()) else {
+                    return false;
+                };
+                if p.name.is_empty() {
+                    self.conn.unnamed = statements.unnamed.as_ref().map(|s| s.id);
+                    self.out.put_slice(f.raw());
+                } else if let Some(stmt) = statements.get(p.name) {
+                    if !self.conn.prepared.contains(stmt.id) {
+                        self.conn.prepared.insert(stmt.id);
+                        self.out.put_slice(stmt.parse.raw());
+                    }
+                }
+            }
+            fe::BIND => {
+                let Some(b) = Bind::parse(f.body()) else {
+                    return false;
+                };
+                match self.ensure_prepared(b.statement, statements) {
+                    Some(name) if name != b.statement => {
+                        self.out
+                            .put_slice(Bind::encode(b.portal, &name, b.rest).raw());
+                    }
+                    _ => self.out.put_slice(f.raw()),
+                }
+            }
+            fe::CLOSE => {
+                let Some(t) = Target::parse(f.body()) else {
+                    return false;
+                };
+                // Shared statements stay; portals and the unnamed statement close for real.
+                if t.kind != b'S' || t.name.is_empty() {
+                    self.out.put_slice(f.raw());
+                }
+            }
+            fe::DESCRIBE | fe::FLUSH => {}
+            _ => self.out.put_slice(f.raw()),
+        }
+        true
+    }
+
+    /// Bytes queued and not yet sent.
+    pub fn queued(&self) -> usize {
+        self.out.len()
+    }
+
+    /// Queues raw frames (COPY data) as they are.
+    pub fn queue_raw(&mut self, raw: &[u8]) {
+        self.out.put_slice(raw);
+    }
+
+    fn ensure_prepared(&mut self, name: &str, statements: &ClientStatements) -> Option<String> {
+        let stmt = statements.get(name)?;
+        if name.is_empty() {
+            if self.conn.unnamed != Some(stmt.id) {
+                self.conn.unnamed = Some(stmt.id);
+                self.out.put_slice(stmt.parse.raw());
+            }
+        } else if !self.conn.prepared.contains(stmt.id) {
+            self.conn.prepared.insert(stmt.id);
+            self.out.put_slice(stmt.parse.raw());
+        }
+        Some(stmt.server_name.clone())
+    }
+
+    /// Sends what is queued.
+    pub async fn flush(&mut self) -> Result<(), BackendError> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let out = std::mem::take(&mut self.out);
+        let r = self.conn.write_all(&out).await;
+        self.out = out;
+        self.out.clear();
+        r
+    }
+
+    /// Sends what is queued and reads every answer up to the last pending ReadyForQuery.
+    pub async fn run(&mut self) -> Result<FollowerResult, BackendError> {
+        self.flush().await?;
+        let mut res = FollowerResult {
+            status: b'I',
+            ..Default::default()
+        };
+        let mut cur = Vec::new();
+        while !self.pending.is_empty() {
+            let mut pos = 0;
+            loop {
+                let n = match frame::peek_frame_len(&self.conn.rbuf[pos..], MAX_SERVER_MESSAGE) {
+                    Ok(Some(n)) => n,
+                    Ok(None) => break,
+                    Err(e) => return Err(BackendError::Io(e.to_string())),
+                };
+                let f = FrameRef::new(&self.conn.rbuf[pos..pos + n]);
+                pos += n;
+                if let Some(o) = outcome_of(f) {
+                    if matches!(o, Outcome::Error(_)) && message::is_fatal_error(f.body()) {
+                        self.conn.rbuf.advance(pos);
+                        return Err(BackendError::Io(format!(
+                            "the node closed the connection ({o})"
+                        )));
+                    }
+                    cur.push(o);
+                } else if f.tag() == be::READY_FOR_QUERY {
+                    res.status = f.body().first().copied().unwrap_or(b'I');
+                    let compared = self.pending.pop_front().unwrap_or(true);
+                    if compared {
+                        res.outcomes.append(&mut cur);
+                    } else if let Some(e) = cur.iter().find(|o| matches!(o, Outcome::Error(_))) {
+                        res.internal_error.get_or_insert_with(|| e.to_string());
+                    }
+                    cur.clear();
+                    if self.pending.is_empty() {
+                        break;
+                    }
+                }
+            }
+            self.conn.rbuf.advance(pos);
+            if !self.pending.is_empty() {
+                self.conn.fill().await?;
+            }
+        }
+        // Outcomes of a unit cut short by Flush come with a later ReadyForQuery.
+        res.outcomes.append(&mut cur);
+        Ok(res)
+    }
+}

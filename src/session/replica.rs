@@ -1,0 +1,875 @@
+//! Synchronous replication inside a shard, on the session side.
+//!
+//! A replicated session handles client requests one *unit* at a time (a simple Query, or
+//! extended-protocol messages up to Sync or Flush). Each unit is classified (`router::classify`):
+//! - reads outside a transaction go to one up node chosen by weight (load balancing);
+//! - everything else runs on the shard's main node first, through the ordinary relay;
+//! - writes (and session changes, savepoints, once a transaction wrote) then run on every other
+//!   up node (the *followers*), with the same statement names and literal values; their
+//!   outcomes (command tags, error codes) must equal the main's, or the node is quarantined;
+//! - an autocommit write runs inside a transaction pgproxy opens, so that it commits on every
+//!   node or none; COMMIT of a transaction that wrote uses two-phase commit (or the ordered
+//!   commit), in `commit.rs`.
+//!
+//! The main's final ReadyForQuery of a unit is held back until the followers answered, so the
+//! client never sees a write acknowledged before every node has it.
+
+use super::follower::{Follower, Outcome};
+use super::relay::Session;
+use super::SessionError;
+use crate::cluster::DetachCause;
+use crate::config::{Database, PoolMode, User};
+use crate::pool::PoolError;
+use crate::protocol::frame::{self, FrameRef};
+use crate::protocol::message::{self, fe, Bind, Parse};
+use crate::router::{classify, Classified, Kind};
+use bytes::{BufMut, Bytes};
+use std::collections::HashMap;
+use tracing::{error, warn};
+
+/// Replication state of one session.
+pub struct Repl {
+    /// Shard index.
+    pub shard: usize,
+    pub(super) user: User,
+    pub(super) db: Database,
+    /// Node the attached server connection belongs to.
+    pub node: usize,
+    /// Connections to the other up nodes, while the session needs them.
+    pub followers: Vec<Follower>,
+    /// Followers are inside the current transaction.
+    pub joined: bool,
+    /// Units the main ran in this transaction before the followers joined, replayed when they
+    /// join (BEGIN, savepoints, SET).
+    pub prefix: Vec<Bytes>,
+    /// pgproxy opened the transaction around an autocommit write.
+    pub implicit: bool,
+    /// The unit in flight on the main.
+    pub unit: Option<Unit>,
+    /// The main's outcomes since the followers last caught up.
+    pub outcomes: Vec<Outcome>,
+    /// The main's last ReadyForQuery status of the unit, held back.
+    pub held_ready: Option<u8>,
+    /// The main's outcomes of units sent to the followers whose answers are not read yet
+    /// (followers run one unit behind the main inside a transaction; settled before the next
+    /// unit's answer, and always before a commit).
+    pub expect: Vec<Outcome>,
+    /// A savepoint was set in this transaction.
+    pub savepoints: bool,
+    /// Named portals and whether executing them writes.
+    pub portals: HashMap<String, bool>,
+    /// The transaction's timestamp as the main gave it (now() for every node).
+    pub txn_ts: Option<String>,
+}
+
+/// One unit in flight.
+pub struct Unit {
+    /// The client frames, as sent to the main.
+    pub frames: Bytes,
+    /// Run on the followers once the main answered.
+    pub mirror: bool,
+    /// Part of the transaction's prefix if the followers have not joined.
+    pub prefix: bool,
+    /// A COPY FROM STDIN: the followers run it alongside the main.
+    pub copy: bool,
+}
+
+/// What the client-side loop does next.
+pub(super) enum Step {
+    /// Look at the buffer again.
+    Continue,
+    /// Wait for more client bytes or for the main's answer.
+    Wait,
+    /// The client sent Terminate.
+    Terminate,
+}
+
+/// What to do with a unit.
+pub(super) enum Plan {
+    /// Send it through the relay.
+    Run(Bytes),
+    /// Answered already (refused, or handled by pgproxy).
+    Done,
+}
+
+impl Repl {
+    /// State for a session on a shard with several nodes.
+    pub fn new(shard: usize, node: usize, user: User, db: Database) -> Repl {
+        Repl {
+            shard,
+            user,
+            db,
+            node,
+            followers: Vec::new(),
+            joined: false,
+            prefix: Vec::new(),
+            implicit: false,
+            unit: None,
+            outcomes: Vec::new(),
+            held_ready: None,
+            expect: Vec::new(),
+            savepoints: false,
+            portals: HashMap::new(),
+            txn_ts: None,
+        }
+    }
+}
+
+/// Byte length of the next complete unit at the start of `buf`, or None if incomplete.
+pub(super) fn unit_len(buf: &[u8], max: usize) -> Result<Option<usize>, frame::FrameError> {
+    let mut pos = 0;
+    loop {
+        let Some(n) = frame::peek_frame_len(&buf[pos..], max)? else {
+            return Ok(None);
+        };
+        let tag = buf[pos];
+        pos += n;
+        match tag {
+            fe::PARSE | fe::BIND | fe::DESCRIBE | fe::EXECUTE | fe::CLOSE => {}
+            _ => return Ok(Some(pos)),
+        }
+        if pos > max {
+            return Err(frame::FrameError::TooLarge { len: pos, max });
+        }
+    }
+}
+
+/// The statements a unit executes, as SQL texts with whether each is `Execute`d.
+struct UnitSql {
+    kinds: Vec<Kind>,
+    force_main: bool,
+    unknown: bool,
+    copy_in: bool,
+    /// A statement that cannot run inside a transaction block (VACUUM, CREATE DATABASE ...).
+    no_txn_block: bool,
+}
+
+impl Session {
+    pub(super) fn repl_mut(&mut self) -> &mut Repl {
+        self.repl.as_mut().expect("replicated session")
+    }
+
+    /// Takes the next unit from the client's buffer and runs it, unless one is in flight
+    /// (then only COPY data passes, to the main and to followers running the COPY too).
+    pub(super) async fn repl_step(
+        &mut self,
+        buf: &[u8],
+        pos: &mut usize,
+    ) -> Result<Step, SessionError> {
+        let rest = &buf[*pos..];
+        let max = self.client.max_message;
+        let busy = !self.queue.is_empty() || self.repl_mut().unit.is_some();
+        if busy {
+            let Some(&tag) = rest.first() else {
+                return Ok(Step::Wait);
+            };
+            if !matches!(tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL) {
+                return Ok(Step::Wait);
+            }
+            let n = match frame::peek_frame_len(rest, max) {
+                Ok(Some(n)) => n,
+                Ok(None) => return Ok(Step::Wait),
+                Err(e) => return Err(super::client::frame_error(e)),
+            };
+            *pos += n;
+            let copying = self.repl_mut().unit.as_ref().is_some_and(|u| u.copy);
+            if copying {
+                let mut big = false;
+                for f in &mut self.repl_mut().followers {
+                    f.queue_raw(&rest[..n]);
+                    big |= f.queued() > 64 * 1024;
+                }
+                if big || tag != fe::COPY_DATA {
+                    self.flush_followers().await;
+                }
+            }
+            self.client_message(FrameRef::new(&rest[..n])).await?;
+            return Ok(Step::Continue);
+        }
+        let n = match unit_len(rest, max) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(Step::Wait),
+            Err(e) => return Err(super::client::frame_error(e)),
+        };
+        *pos += n;
+        let unit = &rest[..n];
+        let ends_sync =
+            unit.first().is_some_and(|&t| t != fe::QUERY) && last_tag(unit) == Some(fe::SYNC);
+        match self.plan_unit(unit).await? {
+            Plan::Done => {
+                if self.skip_until_sync && ends_sync {
+                    self.skip_until_sync = false;
+                    self.to_client
+                        .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+                }
+                if self.server.is_some() && self.is_idle() {
+                    self.flush_client().await?;
+                    self.idle_point().await?;
+                }
+            }
+            Plan::Run(frames) => {
+                let mut p = 0;
+                while p < frames.len() {
+                    let Ok(Some(n)) = frame::peek_frame_len(&frames[p..], usize::MAX) else {
+                        break;
+                    };
+                    let f = FrameRef::new(&frames[p..p + n]);
+                    p += n;
+                    if self.client_message(f).await? {
+                        return Ok(Step::Terminate);
+                    }
+                }
+                if self.queue.is_empty() && self.repl_mut().unit.is_some() {
+                    // Answered without the server (e.g. a Sync with nothing pending).
+                    self.finish_unit().await?;
+                } else if self.followers_busy()
+                    && !self.repl_mut().unit.as_ref().is_some_and(|u| u.copy)
+                {
+                    // The main works on this unit while the followers' answers to the previous
+                    // one are read.
+                    self.flush_server().await?;
+                    self.run_followers().await;
+                }
+            }
+        }
+        Ok(Step::Continue)
+    }
+
+    /// Classifies what a unit executes: Query texts, and for Execute the statement bound to
+    /// its portal (in this unit or earlier).
+    fn unit_sql(&mut self, frames: &[u8]) -> UnitSql {
+        let mut out = UnitSql {
+            kinds: Vec::new(),
+            force_main: false,
+            unknown: false,
+            copy_in: false,
+            no_txn_block: false,
+        };
+        let mut bound: HashMap<String, Classified> = HashMap::new();
+        let mut parsed_unnamed: Option<Classified> = None;
+        let mut pos = 0;
+        while pos < frames.len() {
+            let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
+                out.unknown = true;
+                break;
+            };
+            let f = FrameRef::new(&frames[pos..pos + n]);
+            pos += n;
+            match f.tag() {
+                fe::QUERY => {
+                    let text = message::query_text(f.body()).unwrap_or("");
+                    out.copy_in |= is_copy_from_stdin(text);
+                    out.no_txn_block |= cannot_run_in_block(text);
+                    out.absorb(&classify(text));
+                }
+                fe::PARSE => {
+                    if let Some(p) = Parse::parse(f.body()) {
+                        if p.name.is_empty() {
+                            parsed_unnamed = Some(classify(p.query));
+                        }
+                    }
+                }
+                fe::BIND => {
+                    if let Some(b) = Bind::parse(f.body()) {
+                        let c = if b.statement.is_empty() && parsed_unnamed.is_some() {
+                            parsed_unnamed.clone()
+                        } else {
+                            self.statements
+                                .get(b.statement)
+                                .map(|s| s.classified().clone())
+                        };
+                        match c {
+                            Some(c) => {
+                                let writes = c.unit_kind() != Kind::Read;
+                                self.repl_mut().portals.insert(b.portal.to_string(), writes);
+                                bound.insert(b.portal.to_string(), c);
+                            }
+                            None => {
+                                bound.remove(b.portal);
+                                self.repl_mut().portals.insert(b.portal.to_string(), true);
+                            }
+                        }
+                    }
+                }
+                fe::EXECUTE => {
+                    let mut b = f.body();
+                    let portal = frame::read_cstr(&mut b).unwrap_or("");
+                    match bound.get(portal) {
+                        Some(c) => {
+                            let c = c.clone();
+                            out.absorb(&c);
+                        }
+                        None => {
+                            // Bound in an earlier unit: only whether it writes is known.
+                            let writes =
+                                self.repl_mut().portals.get(portal).copied().unwrap_or(true);
+                            out.kinds
+                                .push(if writes { Kind::Write } else { Kind::Read });
+                        }
+                    }
+                }
+                fe::FUNCTION_CALL => out.kinds.push(Kind::Write),
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// Decides where a unit runs and prepares the followers. Called with no unit in flight.
+    pub(super) async fn plan_unit(&mut self, frames: &[u8]) -> Result<Plan, SessionError> {
+        let first = frames.first().copied().unwrap_or(0);
+        if matches!(
+            first,
+            fe::TERMINATE | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL
+        ) {
+            return Ok(Plan::Run(Bytes::copy_from_slice(frames)));
+        }
+        if self.lost_txn {
+            // Answered by pgproxy until the client ends the transaction (lost.rs).
+            return Ok(Plan::Run(Bytes::copy_from_slice(frames)));
+        }
+        let sql = self.unit_sql(frames);
+        let simple = first == fe::QUERY || first == fe::FUNCTION_CALL;
+        let in_txn = self.tx_status != b'I' || self.lost_txn;
+        let control = sql.kinds.iter().any(|k| k.is_txn_control());
+        let kind = unit_kind(&sql.kinds);
+        let bytes = Bytes::copy_from_slice(frames);
+        if control && sql.kinds.len() > 1 && !matches!(sql.kinds.first(), Some(Kind::Begin)) {
+            return self.refuse_unit(
+                simple,
+                "transaction control (COMMIT, ROLLBACK, SAVEPOINT) mixed with other statements in one request on a replicated shard",
+                "send COMMIT / ROLLBACK / SAVEPOINT as a statement of its own",
+            );
+        }
+        if sql.kinds.contains(&Kind::Unsupported) {
+            return self.refuse_unit(
+                simple,
+                "COMMIT AND CHAIN / ROLLBACK AND CHAIN are not supported on a replicated shard",
+                "end the transaction with COMMIT or ROLLBACK, then BEGIN a new one",
+            );
+        }
+        if sql.kinds.contains(&Kind::TwoPhase) {
+            return self.refuse_unit(
+                simple,
+                "PREPARE TRANSACTION / COMMIT PREPARED are not supported on a replicated shard: pgproxy uses two-phase commit itself",
+                "use ordinary COMMIT; pgproxy commits on every node atomically",
+            );
+        }
+        let begins = matches!(sql.kinds.first(), Some(Kind::Begin));
+        let only = (sql.kinds.len() == 1).then(|| sql.kinds[0]);
+        if only == Some(Kind::Commit) && self.repl_mut().joined && !self.lost_txn {
+            return self.commit_unit(bytes, simple).await;
+        }
+        if only == Some(Kind::Rollback) && self.repl_mut().joined {
+            self.rollback_followers().await;
+        }
+        let writes = kind == Kind::Write;
+        let session = matches!(kind, Kind::Session)
+            || sql
+                .kinds
+                .iter()
+                .any(|k| matches!(k, Kind::Savepoint | Kind::Release | Kind::RollbackTo));
+        if sql.kinds.contains(&Kind::Savepoint) {
+            self.repl_mut().savepoints = true;
+        }
+        // Reads outside a transaction: any up node, by weight.
+        if kind == Kind::Read
+            && !in_txn
+            && !begins
+            && !sql.force_main
+            && self.server.is_none()
+            && self.mode == PoolMode::Transaction
+            && self.pin.is_none()
+            && self.shared.cluster.config().replication.load_balance
+        {
+            if !self.attach_read_node(simple).await? {
+                return Ok(Plan::Done);
+            }
+            return Ok(Plan::Run(bytes));
+        }
+        if !self.attach_main(simple).await? {
+            return Ok(Plan::Done);
+        }
+        let joined = self.repl_mut().joined;
+        let mut bytes = bytes;
+        let mut follower_sql: Vec<String> = Vec::new();
+        if writes && !self.lost_txn && self.tx_status != b'E' {
+            match self.make_deterministic(&bytes).await? {
+                super::determinism::Made::Refused(reason) => {
+                    return self.refuse_unit(
+                        simple,
+                        &format!("pgproxy cannot make this write identical on every node of the shard: {reason}"),
+                        "compute the value in the application and pass it as a literal or parameter, or set replication.nondeterministic = \"warn\"",
+                    );
+                }
+                super::determinism::Made::Frames(b, sql) => {
+                    bytes = b;
+                    follower_sql = sql;
+                }
+            }
+        }
+        let mut unit = Unit {
+            frames: bytes.clone(),
+            mirror: false,
+            prefix: false,
+            copy: sql.copy_in,
+        };
+        if writes && !self.lost_txn && self.tx_status != b'E' {
+            if !in_txn && !begins && !sql.no_txn_block {
+                // Autocommit write: pgproxy opens a transaction on every node around it.
+                self.repl_mut().implicit = true;
+                self.queue.push_back(super::expect::Expect::InjectedQuery);
+                self.to_server.put_slice(message::query("BEGIN").raw());
+                self.join_followers(true).await;
+            } else if !joined {
+                self.join_followers(false).await;
+            }
+            for f in &mut self.repl_mut().followers {
+                for sql in &follower_sql {
+                    f.queue_internal(sql);
+                }
+            }
+            unit.mirror = true;
+        } else if session || begins {
+            if joined || (!in_txn && !begins && !self.repl_mut().followers.is_empty()) {
+                unit.mirror = true;
+            } else if in_txn || begins {
+                unit.prefix = true;
+            }
+        }
+        if unit.copy && unit.mirror {
+            // COPY data is streamed to every node as it comes: send the COPY now.
+            let stmts = &self.statements;
+            let repl = self.repl.as_mut().expect("replicated");
+            for f in &mut repl.followers {
+                f.queue_unit(&bytes, stmts);
+            }
+            self.flush_followers().await;
+            unit.mirror = false;
+            unit.copy = true;
+        } else {
+            unit.copy = false;
+        }
+        self.repl_mut().unit = Some(unit);
+        Ok(Plan::Run(bytes))
+    }
+
+    pub(super) fn refuse_unit(
+        &mut self,
+        simple: bool,
+        msg: &str,
+        hint: &str,
+    ) -> Result<Plan, SessionError> {
+        let e = message::error_response(
+            message::Severity::Error,
+            crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,
+            msg,
+            Some(hint),
+        );
+        self.to_client.put_slice(e.raw());
+        if simple {
+            self.to_client
+                .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+        } else {
+            self.skip_until_sync = true;
+        }
+        Ok(Plan::Done)
+    }
+
+    /// Attaches a connection to an up node chosen by weight for a read. A node that cannot
+    /// be reached is detached and the read goes to the main instead.
+    async fn attach_read_node(&mut self, simple: bool) -> Result<bool, SessionError> {
+        let shard = self.repl_mut().shard;
+        let r: f64 = rand::random();
+        let cluster = self.shared.cluster.clone();
+        let Some(node) = cluster.pick_read_node(shard, r) else {
+            return self.attach_main(simple).await;
+        };
+        let (user, db) = (self.repl_mut().user.clone(), self.repl_mut().db.clone());
+        let pool = cluster.pool(&user, &db, shard, node);
+        match pool.checkout().await {
+            Ok(conn) => {
+                self.pool = pool;
+                self.repl_mut().node = node;
+                self.attach_checked_out(conn, simple).await?;
+                Ok(self.server.is_some())
+            }
+            Err(PoolError::Backend(e)) if e.is_connect() => {
+                cluster.detach(shard, node, DetachCause::ConnectionFailed, &e.to_string());
+                self.attach_main(simple).await
+            }
+            Err(e) => {
+                self.report_error(&e, simple);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Makes sure the attached server connection is on the shard's main node, checking one out
+    /// (and failing over past nodes that cannot be reached). Returns false if none could be
+    /// had (the client got the error).
+    async fn attach_main(&mut self, simple: bool) -> Result<bool, SessionError> {
+        if self.server.is_some() {
+            return Ok(true);
+        }
+        let cluster = self.shared.cluster.clone();
+        let shard = self.repl_mut().shard;
+        let (user, db) = (self.repl_mut().user.clone(), self.repl_mut().db.clone());
+        loop {
+            let Some(main) = cluster.topology.main(shard) else {
+                return Ok(true);
+            };
+            self.pool = cluster.pool(&user, &db, shard, main);
+            self.repl_mut().node = main;
+            match self.pool.checkout().await {
+                Ok(conn) => {
+                    self.attach_checked_out(conn, simple).await?;
+                    return Ok(self.server.is_some());
+                }
+                Err(PoolError::Backend(e)) if e.is_connect() => {
+                    let gone =
+                        cluster.detach(shard, main, DetachCause::ConnectionFailed, &e.to_string())
+                            || cluster.topology.state(shard, main)
+                                == crate::cluster::NodeState::Down;
+                    if !gone {
+                        self.report_error(&e, simple);
+                        return Ok(false);
+                    }
+                }
+                Err(e) => {
+                    self.report_error(&e, simple);
+                    return Ok(false);
+                }
+            }
+        }
+    }
+
+    /// Checks out connections to the other up nodes (if not held yet), brings their settings
+    /// in line, and queues what the transaction did so far (or BEGIN, for an implicit one).
+    pub(super) async fn join_followers(&mut self, implicit: bool) {
+        let cluster = self.shared.cluster.clone();
+        let settings = self.settings.clone();
+        let repl = self.repl.as_mut().expect("replicated");
+        // Never the main itself, never a node that went down since.
+        let (main, shard) = (repl.node, repl.shard);
+        repl.followers.retain(|f| {
+            f.node != main && cluster.topology.state(shard, f.node) == crate::cluster::NodeState::Up
+        });
+        if repl.followers.is_empty() {
+            for node in cluster.topology.up_nodes(repl.shard) {
+                if node == repl.node {
+                    continue;
+                }
+                let pool = cluster.pool(&repl.user, &repl.db, repl.shard, node);
+                match pool.checkout().await {
+                    Ok(mut conn) => {
+                        if let Some(sql) = super::settings::replay_sql(&settings, &conn.settings) {
+                            if let Err(e) = conn.run_internal(&sql).await {
+                                warn!(node, error = %e, "could not apply settings on a follower");
+                                continue;
+                            }
+                            conn.settings = settings.clone();
+                        }
+                        repl.followers.push(Follower::new(node, conn));
+                    }
+                    Err(PoolError::Backend(e)) if e.is_connect() => {
+                        cluster.detach(
+                            repl.shard,
+                            node,
+                            DetachCause::ConnectionFailed,
+                            &e.to_string(),
+                        );
+                    }
+                    Err(e) => {
+                        // Pool exhausted: the node would miss this write. Quarantine it.
+                        error!(node, error = %e, "no connection to a follower for a write");
+                        cluster.detach(
+                            repl.shard,
+                            node,
+                            DetachCause::ConnectionFailed,
+                            &e.to_string(),
+                        );
+                    }
+                }
+            }
+        }
+        let prefix = std::mem::take(&mut repl.prefix);
+        for f in &mut repl.followers {
+            if implicit {
+                f.queue_internal("BEGIN");
+            }
+            for u in &prefix {
+                f.queue_unit_internal(u, &self.statements);
+            }
+        }
+        repl.joined = true;
+    }
+
+    /// Sends what is queued to every follower, detaching those that fail.
+    pub(super) async fn flush_followers(&mut self) {
+        let repl = self.repl.as_mut().expect("replicated");
+        let mut failed = Vec::new();
+        for (i, f) in repl.followers.iter_mut().enumerate() {
+            if let Err(e) = f.flush().await {
+                failed.push((i, e.to_string()));
+            }
+        }
+        self.drop_followers(failed);
+    }
+
+    /// Detaches and drops followers by index (descending removal keeps indexes valid).
+    pub(super) fn drop_followers(&mut self, mut failed: Vec<(usize, String)>) {
+        failed.sort_by_key(|f| std::cmp::Reverse(f.0));
+        let cluster = self.shared.cluster.clone();
+        let repl = self.repl.as_mut().expect("replicated");
+        for (i, why) in failed {
+            let f = repl.followers.remove(i);
+            cluster.detach(repl.shard, f.node, DetachCause::ConnectionFailed, &why);
+        }
+    }
+
+    /// True when followers have work whose answers were not read yet.
+    pub(super) fn followers_busy(&self) -> bool {
+        self.repl
+            .as_ref()
+            .is_some_and(|r| r.followers.iter().any(|f| !f.is_idle()))
+    }
+
+    /// Runs every follower's queued work and compares its outcomes with the main's
+    /// (`Repl::expect`). Followers that fail or disagree are detached and dropped.
+    pub(super) async fn run_followers(&mut self) {
+        let repl = self.repl.as_mut().expect("replicated");
+        let expected = std::mem::take(&mut repl.expect);
+        let expected = &expected[..];
+        let results =
+            futures_util::future::join_all(repl.followers.iter_mut().map(|f| f.run())).await;
+        let cluster = self.shared.cluster.clone();
+        let shard = repl.shard;
+        let mut failed = Vec::new();
+        let mut diverged = Vec::new();
+        for (i, r) in results.into_iter().enumerate() {
+            match r {
+                Err(e) => failed.push((i, e.to_string())),
+                Ok(got) => {
+                    if got.internal_error.is_some() || got.outcomes != expected {
+                        let detail = format!(
+                            "main: [{}], node {}: [{}]{}",
+                            join(expected),
+                            repl.followers[i].node,
+                            join(&got.outcomes),
+                            got.internal_error
+                                .map(|e| format!(" ({e})"))
+                                .unwrap_or_default()
+                        );
+                        diverged.push((i, detail.to_string()));
+                    }
+                }
+            }
+        }
+        diverged.sort_by_key(|d| std::cmp::Reverse(d.0));
+        for (i, detail) in diverged {
+            let f = repl.followers.remove(i);
+            cluster.detach(shard, f.node, DetachCause::Divergence, &detail);
+        }
+        self.drop_followers(failed);
+    }
+
+    /// The main answered the whole unit: run it on the followers, finish an implicit
+    /// transaction, and release the held ReadyForQuery.
+    pub(super) async fn finish_unit(&mut self) -> Result<(), SessionError> {
+        let Some(unit) = self.repl_mut().unit.take() else {
+            return Ok(());
+        };
+        let ready = self.repl_mut().held_ready.take();
+        let main_failed = self
+            .repl_mut()
+            .outcomes
+            .iter()
+            .any(|o| matches!(o, Outcome::Error(_)));
+        if unit.prefix && !self.repl_mut().joined && !main_failed {
+            self.repl_mut().prefix.push(unit.frames.clone());
+        }
+        if (unit.mirror || unit.copy) && !self.repl_mut().followers.is_empty() {
+            if main_failed && !unit.copy {
+                // The main refused it: the followers never run it. Inside a transaction
+                // without savepoints, the main's transaction is now aborted: abort theirs too,
+                // so their locks go now.
+                if !self.repl_mut().implicit
+                    && !self.repl_mut().savepoints
+                    && self.repl_mut().joined
+                {
+                    self.rollback_followers().await;
+                }
+            } else {
+                if unit.mirror {
+                    let stmts = &self.statements;
+                    let repl = self.repl.as_mut().expect("replicated");
+                    for f in &mut repl.followers {
+                        f.queue_unit(&unit.frames, stmts);
+                    }
+                }
+                if ready.is_some() {
+                    let outcomes = std::mem::take(&mut self.repl_mut().outcomes);
+                    self.repl_mut().expect.extend(outcomes);
+                }
+                if ready.is_some_and(|s| s == b'I') && !self.repl_mut().implicit {
+                    // Outside a transaction (VACUUM, a SET): done on every node before the
+                    // client hears back.
+                    self.run_followers().await;
+                } else {
+                    // Inside a transaction: sent now, answers read after the main's next
+                    // answer (or at commit).
+                    self.flush_followers().await;
+                }
+            }
+        }
+        if ready.is_some() {
+            self.repl_mut().outcomes.clear();
+        }
+        if self.repl_mut().implicit {
+            if ready.is_none() {
+                return Ok(());
+            }
+            self.repl_mut().implicit = false;
+            if main_failed {
+                self.rollback_main().await?;
+                self.rollback_followers().await;
+            } else {
+                self.commit_implicit().await?;
+            }
+            self.tx_status = b'I';
+            self.after_txn();
+            self.to_client
+                .put_slice(message::ready_for_query(b'I').raw());
+            return Ok(());
+        }
+        if let Some(status) = ready {
+            if status == b'I' {
+                self.after_txn();
+            }
+            self.to_client
+                .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+        }
+        Ok(())
+    }
+
+    /// Transaction over: followers leave it.
+    pub(super) fn after_txn(&mut self) {
+        let repl = self.repl_mut();
+        repl.joined = false;
+        repl.prefix.clear();
+        repl.savepoints = false;
+        repl.portals.clear();
+        repl.txn_ts = None;
+    }
+
+    /// ROLLBACK on every follower that joined the transaction.
+    pub(super) async fn rollback_followers(&mut self) {
+        if !self.repl_mut().joined {
+            return;
+        }
+        for f in &mut self.repl_mut().followers {
+            f.queue_internal("ROLLBACK");
+        }
+        self.run_followers().await;
+        self.repl_mut().joined = false;
+    }
+
+    /// A replicated session's server connection was lost: a follower that joined the
+    /// transaction is dropped (its transaction rolls back), and the node is probed.
+    pub(super) fn repl_main_lost(&mut self) {
+        let Some(repl) = self.repl.as_mut() else {
+            return;
+        };
+        // Their transaction (if any) dies with their connection.
+        repl.followers.clear();
+        repl.joined = false;
+        repl.implicit = false;
+        repl.unit = None;
+        repl.held_ready = None;
+        repl.outcomes.clear();
+        repl.expect.clear();
+        repl.prefix.clear();
+        let cluster = self.shared.cluster.clone();
+        let (shard, node) = (repl.shard, repl.node);
+        let params = self.pool.settings().connect.clone();
+        tokio::spawn(async move {
+            if let Err(e) = crate::backend::ServerConn::connect(&params).await {
+                cluster.detach(shard, node, DetachCause::ConnectionFailed, &e.to_string());
+            }
+        });
+    }
+}
+
+impl UnitSql {
+    fn absorb(&mut self, c: &Classified) {
+        self.kinds.extend(c.kinds.iter().copied());
+        self.force_main |= c.force_main;
+    }
+}
+
+/// The kind that decides routing for a unit: Write > MainOnly > Session > Read.
+fn unit_kind(kinds: &[Kind]) -> Kind {
+    let mut k = Kind::Read;
+    for &x in kinds {
+        k = match (k, x) {
+            (_, Kind::Write) | (Kind::Write, _) => Kind::Write,
+            (_, Kind::MainOnly) | (Kind::MainOnly, _) => Kind::MainOnly,
+            (_, Kind::Session) | (Kind::Session, _) => Kind::Session,
+            (k, Kind::Read | Kind::Empty) => k,
+            (k, _) => {
+                if k == Kind::Read {
+                    Kind::Session
+                } else {
+                    k
+                }
+            }
+        };
+    }
+    k
+}
+
+fn join(o: &[Outcome]) -> String {
+    o.iter()
+        .map(|x| x.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn last_tag(unit: &[u8]) -> Option<u8> {
+    let mut pos = 0;
+    let mut last = None;
+    while let Ok(Some(n)) = frame::peek_frame_len(&unit[pos..], usize::MAX) {
+        last = Some(unit[pos]);
+        pos += n;
+    }
+    last
+}
+
+/// Statements PostgreSQL refuses inside a transaction block: they run on each node on
+/// their own (main first), not in a transaction pgproxy opens.
+fn cannot_run_in_block(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take(4)
+        .map(|w| w.trim_end_matches(';').to_ascii_lowercase())
+        .collect();
+    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
+    match w(0) {
+        "vacuum" | "checkpoint" => true,
+        "create" | "drop" => {
+            matches!(w(1), "database" | "tablespace" | "subscription")
+                || (matches!(w(1), "index" | "unique") && words.iter().any(|x| x == "concurrently"))
+        }
+        "alter" => matches!(w(1), "system" | "database" | "subscription"),
+        "reindex" | "refresh" => words.iter().any(|x| x == "concurrently"),
+        "cluster" => words.len() == 1,
+        _ => false,
+    }
+}
+
+/// `COPY ... FROM STDIN` (the data follows from the client).
+fn is_copy_from_stdin(sql: &str) -> bool {
+    let t = sql.trim_start().to_ascii_lowercase();
+    t.starts_with("copy") && t.contains("from stdin")
+}
