@@ -142,20 +142,43 @@ impl Session {
         // The followers' answers to the transaction's last units come with PREPARE's.
         let expected = std::mem::take(&mut self.repl_mut().expect);
         let mut failed = Vec::new();
+        let mut diverged = Vec::new();
         for (i, r) in followers.into_iter().enumerate() {
-            let problem = match r {
-                Err(e) => Some(e.to_string()),
-                Ok(res) if res.outcomes != expected => Some(format!(
-                    "its results differed from the main's: main {expected:?}, node {:?}",
-                    res.outcomes
+            match r {
+                Err(e) => failed.push((i, format!("PREPARE TRANSACTION failed: {e}"))),
+                Ok(res) if res.outcomes != expected => diverged.push((
+                    i,
+                    format!(
+                        "main: [{}], node: [{}]",
+                        super::replica::join(&expected),
+                        super::replica::join(&res.outcomes)
+                    ),
                 )),
-                Ok(res) => res.internal_error,
-            };
-            if let Some(p) = problem {
-                failed.push((i, format!("PREPARE TRANSACTION failed: {p}")));
+                Ok(res) => {
+                    if let Some(p) = res.internal_error {
+                        failed.push((i, format!("PREPARE TRANSACTION failed: {p}")));
+                    }
+                }
             }
         }
-        self.detach_followers(failed, DetachCause::CommitFailed);
+        // A node that differs may have prepared: roll that back before letting it go, so it
+        // holds no locks while it waits for recovery.
+        let rollback = format!("ROLLBACK PREPARED {}", quote(&gid));
+        for (i, _) in &diverged {
+            let f = &mut self.repl_mut().followers[*i];
+            f.queue_internal(&rollback);
+            let _ = f.run().await;
+        }
+        let all = diverged
+            .into_iter()
+            .map(|(i, w)| (i, w, DetachCause::Divergence))
+            .chain(
+                failed
+                    .into_iter()
+                    .map(|(i, w)| (i, w, DetachCause::CommitFailed)),
+            )
+            .collect();
+        self.detach_followers_with(all);
         let main = match main {
             Ok(r) => r,
             Err(e) => {
@@ -265,11 +288,16 @@ impl Session {
         self.tx_status = b'I';
     }
 
-    fn detach_followers(&mut self, mut failed: Vec<(usize, String)>, cause: DetachCause) {
+    fn detach_followers(&mut self, failed: Vec<(usize, String)>, cause: DetachCause) {
+        self.detach_followers_with(failed.into_iter().map(|(i, w)| (i, w, cause)).collect());
+    }
+
+    /// Detaches followers by index, each for its own cause (one pass: indexes stay valid).
+    fn detach_followers_with(&mut self, mut failed: Vec<(usize, String, DetachCause)>) {
         failed.sort_by_key(|f| std::cmp::Reverse(f.0));
         let cluster = self.shared.cluster.clone();
         let repl = self.repl_mut();
-        for (i, why) in failed {
+        for (i, why, cause) in failed {
             let f = repl.followers.remove(i);
             error!(shard = repl.shard, node = f.node, detail = %why, "follower detached during commit");
             cluster.detach(repl.shard, f.node, cause, &why);

@@ -203,6 +203,12 @@ impl Session {
 
     /// Evaluates needs on the main; the transaction timestamp once per transaction.
     async fn evaluate(&mut self, needs: &[Need]) -> Result<Vec<String>, SessionError> {
+        if let Some(ts) = self.repl_mut().txn_ts.clone() {
+            if needs.iter().all(|n| *n == Need::TxnTimestamp) {
+                // Known since BEGIN: no round trip.
+                return Ok(vec![ts; needs.len()]);
+            }
+        }
         let exprs: Vec<String> = needs
             .iter()
             .map(|n| match (n, self.repl_mut().txn_ts.as_ref()) {

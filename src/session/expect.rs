@@ -62,6 +62,9 @@ pub enum Expect {
     /// A simple query pgproxy sent itself (BEGIN of a transaction it opened): every answer up
     /// to its ReadyForQuery is dropped.
     InjectedQuery,
+    /// Like `InjectedQuery`, but the first column of its first row is kept: the transaction's
+    /// timestamp, read right after BEGIN on a replicated shard.
+    CaptureTxnTimestamp,
 }
 
 impl Expect {
@@ -69,7 +72,10 @@ impl Expect {
     pub fn ends_at_ready(&self) -> bool {
         matches!(
             self,
-            Expect::Query { .. } | Expect::Sync { .. } | Expect::InjectedQuery
+            Expect::Query { .. }
+                | Expect::Sync { .. }
+                | Expect::InjectedQuery
+                | Expect::CaptureTxnTimestamp
         )
     }
 }

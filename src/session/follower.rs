@@ -55,6 +55,8 @@ pub struct Follower {
     out: BytesMut,
     /// Whether the unit being queued is compared.
     compare: bool,
+    /// Bytes sent since answers were last read.
+    sent_bytes: usize,
     /// ReadyForQuery answers still to come, each with whether its outcomes are compared
     /// (client units) or must merely succeed (pgproxy's own statements).
     pending: VecDeque<bool>,
@@ -79,6 +81,7 @@ impl Follower {
             conn,
             out: BytesMut::new(),
             compare: true,
+            sent_bytes: 0,
             pending: VecDeque::new(),
         }
     }
@@ -100,6 +103,12 @@ impl Follower {
     /// True when nothing is queued or awaited.
     pub fn is_idle(&self) -> bool {
         self.out.is_empty() && self.pending.is_empty()
+    }
+
+    /// True when so much was sent without reading the answers that the node could block
+    /// writing them (its socket buffer full): then they must be read before more is sent.
+    pub fn backlogged(&self) -> bool {
+        self.sent_bytes > 512 * 1024 || self.pending.len() > 64
     }
 
     /// Queues a unit of client frames, translated for this connection: statements pgproxy
@@ -198,6 +207,7 @@ impl Follower {
             return Ok(());
         }
         let out = std::mem::take(&mut self.out);
+        self.sent_bytes += out.len();
         let r = self.conn.write_all(&out).await;
         self.out = out;
         self.out.clear();
@@ -251,6 +261,7 @@ impl Follower {
         }
         // Outcomes of a unit cut short by Flush come with a later ReadyForQuery.
         res.outcomes.append(&mut cur);
+        self.sent_bytes = 0;
         Ok(res)
     }
 }

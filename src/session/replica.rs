@@ -195,6 +195,9 @@ impl Session {
         let unit = &rest[..n];
         let ends_sync =
             unit.first().is_some_and(|&t| t != fe::QUERY) && last_tag(unit) == Some(fe::SYNC);
+        let begins_txn = self.tx_status == b'I'
+            && (unit.first() == Some(&fe::QUERY) || ends_sync)
+            && starts_with_begin(unit);
         match self.plan_unit(unit).await? {
             Plan::Done => {
                 if self.skip_until_sync && ends_sync {
@@ -218,6 +221,14 @@ impl Session {
                     if self.client_message(f).await? {
                         return Ok(Step::Terminate);
                     }
+                }
+                if begins_txn && self.server.is_some() && !self.skip_until_sync {
+                    // Read the transaction's timestamp with the BEGIN (same write, no extra
+                    // round trip): now() in a later write becomes this literal on every node.
+                    self.queue
+                        .push_back(super::expect::Expect::CaptureTxnTimestamp);
+                    self.to_server
+                        .put_slice(message::query("SELECT pg_catalog.now()::text").raw());
                 }
                 if self.queue.is_empty() && self.repl_mut().unit.is_some() {
                     // Answered without the server (e.g. a Sync with nothing pending).
@@ -247,6 +258,8 @@ impl Session {
         };
         let mut bound: HashMap<String, Classified> = HashMap::new();
         let mut parsed_unnamed: Option<Classified> = None;
+        // Statements parsed in this unit (not yet in `self.statements`).
+        let mut parsed: HashMap<String, Classified> = HashMap::new();
         let mut pos = 0;
         while pos < frames.len() {
             let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
@@ -266,6 +279,8 @@ impl Session {
                     if let Some(p) = Parse::parse(f.body()) {
                         if p.name.is_empty() {
                             parsed_unnamed = Some(classify(p.query));
+                        } else {
+                            parsed.insert(p.name.to_string(), classify(p.query));
                         }
                     }
                 }
@@ -273,6 +288,8 @@ impl Session {
                     if let Some(b) = Bind::parse(f.body()) {
                         let c = if b.statement.is_empty() && parsed_unnamed.is_some() {
                             parsed_unnamed.clone()
+                        } else if let Some(c) = parsed.get(b.statement) {
+                            Some(c.clone())
                         } else {
                             self.statements
                                 .get(b.statement)
@@ -376,6 +393,7 @@ impl Session {
         if kind == Kind::Read
             && !in_txn
             && !begins
+            && (simple || last_tag(frames) == Some(fe::SYNC))
             && !sql.force_main
             && self.server.is_none()
             && self.mode == PoolMode::Transaction
@@ -628,11 +646,11 @@ impl Session {
         }
     }
 
-    /// True when followers have work whose answers were not read yet.
+    /// True when a follower was sent so much unanswered work that its answers must be read.
     pub(super) fn followers_busy(&self) -> bool {
         self.repl
             .as_ref()
-            .is_some_and(|r| r.followers.iter().any(|f| !f.is_idle()))
+            .is_some_and(|r| r.followers.iter().any(|f| f.backlogged()))
     }
 
     /// Runs every follower's queued work and compares its outcomes with the main's
@@ -717,13 +735,15 @@ impl Session {
                     // client hears back.
                     self.run_followers().await;
                 } else {
-                    // Inside a transaction: sent now, answers read after the main's next
-                    // answer (or at commit).
+                    // Inside a transaction: sent now, so the followers work while the client
+                    // and the main go on; their answers are read at COMMIT (or sooner, after
+                    // the main's next answer, when many are outstanding).
                     self.flush_followers().await;
                 }
             }
         }
-        if ready.is_some() {
+        if ready.is_some() || !unit.mirror {
+            // (A unit cut short by Flush keeps its outcomes for the rest of its batch.)
             self.repl_mut().outcomes.clear();
         }
         if self.repl_mut().implicit {
@@ -829,11 +849,25 @@ fn unit_kind(kinds: &[Kind]) -> Kind {
     k
 }
 
-fn join(o: &[Outcome]) -> String {
+pub(super) fn join(o: &[Outcome]) -> String {
     o.iter()
         .map(|x| x.to_string())
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+/// The unit starts with BEGIN / START TRANSACTION (simple or extended).
+fn starts_with_begin(unit: &[u8]) -> bool {
+    let Ok(Some(n)) = frame::peek_frame_len(unit, usize::MAX) else {
+        return false;
+    };
+    let f = FrameRef::new(&unit[..n]);
+    let sql = match f.tag() {
+        fe::QUERY => message::query_text(f.body()),
+        fe::PARSE => Parse::parse(f.body()).map(|p| p.query),
+        _ => None,
+    };
+    sql.is_some_and(|q| classify(q).kinds.first() == Some(&Kind::Begin))
 }
 
 fn last_tag(unit: &[u8]) -> Option<u8> {

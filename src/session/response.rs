@@ -77,9 +77,20 @@ impl Session {
             be::READY_FOR_QUERY => {
                 self.queue.pop_front();
                 self.tx_status = f.body().first().copied().unwrap_or(b'I');
+                // Answers pgproxy makes itself may wait behind its own query.
+                self.emit_synthetic();
             }
             be::ERROR_RESPONSE => {
                 warn!(error = ?message::error_fields(f.body()), "pgproxy's own statement failed");
+            }
+            be::DATA_ROW if matches!(self.queue.front(), Some(Expect::CaptureTxnTimestamp)) => {
+                let ts = message::data_row_text(f.body())
+                    .into_iter()
+                    .next()
+                    .flatten();
+                if let (Some(r), Some(ts)) = (self.repl.as_mut(), ts) {
+                    r.txn_ts = Some(ts);
+                }
             }
             _ => {}
         }
@@ -97,7 +108,10 @@ impl Session {
     }
 
     fn on_server_message(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
-        if matches!(self.queue.front(), Some(Expect::InjectedQuery)) {
+        if matches!(
+            self.queue.front(),
+            Some(Expect::InjectedQuery | Expect::CaptureTxnTimestamp)
+        ) {
             self.on_injected_reply(f);
             return Ok(());
         }
