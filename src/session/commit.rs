@@ -182,9 +182,20 @@ impl Session {
         let main = match main {
             Ok(r) => r,
             Err(e) => {
+                // The main died before it prepared (or before it said so): nothing is
+                // committed anywhere; the client's COMMIT fails with 40001 and its
+                // transaction is over.
                 self.abort_prepared(&gid).await;
-                self.server_lost(e.to_string())?;
-                return Ok(Ok(()));
+                let why = e.to_string();
+                self.server_lost(why.clone())?;
+                self.lost_txn = false;
+                self.lost_untold = false;
+                return Ok(Err(message::error_response(
+                    message::Severity::Error,
+                    sqlstate::SERIALIZATION_FAILURE,
+                    &format!("the transaction was rolled back on every node: the main node failed while committing it ({why})"),
+                    Some("retry the transaction"),
+                )));
             }
         };
         if let Some(err) = main.error {

@@ -50,25 +50,40 @@ impl det::Schema for Loaded {
 
 /// The result of making a unit deterministic.
 pub(super) enum Made {
-    /// Send these frames (maybe rewritten); run these statements on every follower first.
-    Frames(Bytes, Vec<String>),
+    /// Send these frames (maybe rewritten); run these statements on every follower first; the
+    /// frames starting at these offsets are pgproxy's own (a Parse of the rewritten text into
+    /// the unnamed statement and the Bind of it), sent to the main as they are.
+    Frames(Bytes, Vec<String>, Vec<usize>),
     /// Refused: the reason.
     Refused(String),
+    /// The main's connection failed while values were read (the client was told).
+    Lost,
 }
 
-/// Runs a query on the main inside whatever transaction is open and returns its text rows.
-async fn rows(conn: &mut ServerConn, sql: &str) -> Result<Vec<Vec<Option<String>>>, BackendError> {
+/// Runs a query on the main inside whatever transaction is open and returns its text rows,
+/// or the error message PostgreSQL gave (`Ok(Err)`); `Err` when the connection failed.
+async fn rows(
+    conn: &mut ServerConn,
+    sql: &str,
+) -> Result<Result<Vec<Vec<Option<String>>>, String>, BackendError> {
     let r = conn.exchange(sql).await?;
-    match r.error {
+    Ok(match r.error {
         None => Ok(r.result.rows),
-        Some(e) => Err(BackendError::Io(
-            message::error_fields(e.body())
-                .into_iter()
-                .find(|(c, _)| *c == b'M')
-                .map(|(_, m)| m.to_string())
-                .unwrap_or_default(),
-        )),
-    }
+        Some(e) => Err(message::error_fields(e.body())
+            .into_iter()
+            .find(|(c, _)| *c == b'M')
+            .map(|(_, m)| m.to_string())
+            .unwrap_or_default()),
+    })
+}
+
+/// How reading something from the main went.
+enum Got<T> {
+    Value(T),
+    /// PostgreSQL refused the query: the unit is refused with this reason.
+    Refused(String),
+    /// The connection failed (the client was told, as for any lost server).
+    Lost,
 }
 
 const DEFAULTS_SQL: &str = "SELECT a.attname, \
@@ -128,11 +143,20 @@ impl Session {
             if work.iter().any(|(_, _, q, _)| is_ddl(q)) {
                 self.shared.schema.invalidate();
             }
-            return Ok(Made::Frames(Bytes::copy_from_slice(frames), Vec::new()));
+            return Ok(Made::Frames(
+                Bytes::copy_from_slice(frames),
+                Vec::new(),
+                Vec::new(),
+            ));
         }
-        let schema = self.load_schema(&work).await?;
+        let schema = match self.load_schema(&work).await? {
+            Got::Value(s) => s,
+            Got::Refused(why) => return Ok(Made::Refused(why)),
+            Got::Lost => return Ok(Made::Lost),
+        };
         let mut out = BytesMut::with_capacity(frames.len() + 64);
         let mut follower_sql = Vec::new();
+        let mut own = Vec::new();
         let mut last = 0;
         let epoch = self.shared.schema.epoch.load(Ordering::Acquire);
         for (at, n, sql, stmt) in &work {
@@ -170,7 +194,11 @@ impl Session {
                 }
                 Planned::Rewrite(plan) => plan,
             };
-            let values = self.evaluate(&plan.needs).await?;
+            let values = match self.evaluate(&plan.needs).await? {
+                Got::Value(v) => v,
+                Got::Refused(why) => return Ok(Made::Refused(why)),
+                Got::Lost => return Ok(Made::Lost),
+            };
             for (need, v) in plan.needs.iter().zip(&values) {
                 if let Some(sql) = need.follower_sql(v) {
                     follower_sql.push(sql);
@@ -189,7 +217,9 @@ impl Session {
                         Parse::parse(s.parse.body()).map(|p| Bytes::copy_from_slice(p.param_types))
                     })
                     .unwrap_or_else(|| Bytes::from_static(&[0, 0]));
+                own.push(out.len());
                 out.put_slice(Parse::encode("", &text, &types).raw());
+                own.push(out.len());
                 out.put_slice(Bind::encode(b.portal, "", b.rest).raw());
             }
             last = at + n;
@@ -198,15 +228,15 @@ impl Session {
         if work.iter().any(|(_, _, q, _)| is_ddl(q)) {
             self.shared.schema.invalidate();
         }
-        Ok(Made::Frames(out.freeze(), follower_sql))
+        Ok(Made::Frames(out.freeze(), follower_sql, own))
     }
 
     /// Evaluates needs on the main; the transaction timestamp once per transaction.
-    async fn evaluate(&mut self, needs: &[Need]) -> Result<Vec<String>, SessionError> {
+    async fn evaluate(&mut self, needs: &[Need]) -> Result<Got<Vec<String>>, SessionError> {
         if let Some(ts) = self.repl_mut().txn_ts.clone() {
             if needs.iter().all(|n| *n == Need::TxnTimestamp) {
                 // Known since BEGIN: no round trip.
-                return Ok(vec![ts; needs.len()]);
+                return Ok(Got::Value(vec![ts; needs.len()]));
             }
         }
         let exprs: Vec<String> = needs
@@ -226,12 +256,16 @@ impl Session {
         );
         let server = self.server.as_mut().expect("main attached");
         let row = match rows(server, &sql).await {
-            Ok(mut r) if !r.is_empty() => r.swap_remove(0),
-            Ok(_) => Vec::new(),
-            Err(e) => {
-                return Err(SessionError::Protocol(format!(
-                    "pgproxy could not evaluate values on the main node: {e}"
+            Ok(Ok(mut r)) if !r.is_empty() => r.swap_remove(0),
+            Ok(Ok(_)) => Vec::new(),
+            Ok(Err(m)) => {
+                return Ok(Got::Refused(format!(
+                    "computing its values on the main node failed: {m}"
                 )))
+            }
+            Err(e) => {
+                self.server_lost(e.to_string())?;
+                return Ok(Got::Lost);
             }
         };
         let values: Vec<String> = row.into_iter().map(|v| v.unwrap_or_default()).collect();
@@ -244,7 +278,7 @@ impl Session {
                 self.repl_mut().txn_ts = Some(v.clone());
             }
         }
-        Ok(values)
+        Ok(Got::Value(values))
     }
 
     /// Column defaults of every table the unit writes to, from the cache or the main.
@@ -256,7 +290,7 @@ impl Session {
             String,
             Option<Arc<super::statements::Statement>>,
         )],
-    ) -> Result<Loaded, SessionError> {
+    ) -> Result<Got<Loaded>, SessionError> {
         let db = self.repl_mut().db.name.clone();
         let mut loaded = HashMap::new();
         let epoch = self.shared.schema.epoch.load(Ordering::Acquire);
@@ -281,11 +315,18 @@ impl Session {
                 }
                 let q = DEFAULTS_SQL.replace("$1", &quote_lit(&table));
                 let server = self.server.as_mut().expect("main attached");
-                let rows = rows(server, &q).await.map_err(|e| {
-                    SessionError::Protocol(format!(
-                        "pgproxy could not read the column defaults of {table}: {e}"
-                    ))
-                })?;
+                let rows = match rows(server, &q).await {
+                    Ok(Ok(r)) => r,
+                    Ok(Err(m)) => {
+                        return Ok(Got::Refused(format!(
+                            "reading the column defaults of {table} failed: {m}"
+                        )))
+                    }
+                    Err(e) => {
+                        self.server_lost(e.to_string())?;
+                        return Ok(Got::Lost);
+                    }
+                };
                 let mut t = TableDefaults::default();
                 for r in rows {
                     let name = r.first().cloned().flatten().unwrap_or_default();
@@ -303,7 +344,7 @@ impl Session {
                 loaded.insert(table, t);
             }
         }
-        Ok(Loaded(loaded))
+        Ok(Got::Value(Loaded(loaded)))
     }
 }
 

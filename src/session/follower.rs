@@ -57,6 +57,13 @@ pub struct Follower {
     compare: bool,
     /// Bytes sent since answers were last read.
     sent_bytes: usize,
+    /// An extended-protocol COPY is running: `end_copy` adds a Sync.
+    copy_sync: bool,
+    /// Leave Syncs out while queueing (the start of an extended-protocol COPY).
+    skip_sync: bool,
+    /// A Parse of the unnamed statement was queued in the unit being queued: a Bind of ""
+    /// uses it as it is.
+    unnamed_in_unit: bool,
     /// ReadyForQuery answers still to come, each with whether its outcomes are compared
     /// (client units) or must merely succeed (pgproxy's own statements).
     pending: VecDeque<bool>,
@@ -82,6 +89,9 @@ impl Follower {
             out: BytesMut::new(),
             compare: true,
             sent_bytes: 0,
+            copy_sync: false,
+            skip_sync: false,
+            unnamed_in_unit: false,
             pending: VecDeque::new(),
         }
     }
@@ -115,6 +125,7 @@ impl Follower {
     /// shares are prepared here first if needed and referred to by their server names;
     /// Describe and Flush are left out (they change nothing). Returns false on a malformed frame.
     pub fn queue_unit(&mut self, frames: &[u8], statements: &ClientStatements) -> bool {
+        self.unnamed_in_unit = false;
         let mut pos = 0;
         while pos < frames.len() {
             let n = match frame::peek_frame_len(&frames[pos..], usize::MAX) {
@@ -132,6 +143,7 @@ impl Follower {
 
     fn queue_frame(&mut self, f: FrameRef<'_>, statements: &ClientStatements) -> bool {
         match f.tag() {
+            fe::SYNC if self.skip_sync => {}
             fe::QUERY | fe::FUNCTION_CALL | fe::SYNC => {
                 self.pending.push_back(self.compare);
                 self.out.put_slice(f.raw());
@@ -141,7 +153,14 @@ impl Follower {
                     return false;
                 };
                 if p.name.is_empty() {
-                    self.conn.unnamed = statements.unnamed.as_ref().map(|s| s.id);
+                    // The client's own unnamed statement, or one pgproxy made (a rewrite with
+                    // literal values), which no later Bind may reuse.
+                    self.conn.unnamed = statements
+                        .unnamed
+                        .as_ref()
+                        .filter(|s| s.parse.raw().as_ref() == f.raw())
+                        .map(|s| s.id);
+                    self.unnamed_in_unit = true;
                     self.out.put_slice(f.raw());
                 } else if let Some(stmt) = statements.get(p.name) {
                     if !self.conn.prepared.contains(stmt.id) {
@@ -154,6 +173,10 @@ impl Follower {
                 let Some(b) = Bind::parse(f.body()) else {
                     return false;
                 };
+                if b.statement.is_empty() && self.unnamed_in_unit {
+                    self.out.put_slice(f.raw());
+                    return true;
+                }
                 match self.ensure_prepared(b.statement, statements) {
                     Some(name) if name != b.statement => {
                         self.out
@@ -175,6 +198,30 @@ impl Follower {
             _ => self.out.put_slice(f.raw()),
         }
         true
+    }
+
+    /// Queues the start of a COPY FROM STDIN unit. In the extended protocol its Syncs are left
+    /// out (PostgreSQL ignores them during copy-in), and `end_copy` adds one after the data.
+    pub fn queue_copy_start(
+        &mut self,
+        frames: &[u8],
+        statements: &ClientStatements,
+        extended: bool,
+    ) -> bool {
+        self.copy_sync = extended;
+        self.skip_sync = extended;
+        let ok = self.queue_unit(frames, statements);
+        self.skip_sync = false;
+        ok
+    }
+
+    /// The client ended the copy (CopyDone/CopyFail queued): an extended-protocol COPY gets
+    /// pgproxy's own Sync, whose ReadyForQuery carries the outcome.
+    pub fn end_copy(&mut self) {
+        if std::mem::take(&mut self.copy_sync) {
+            self.out.put_slice(&[fe::SYNC, 0, 0, 0, 4]);
+            self.pending.push_back(true);
+        }
     }
 
     /// Bytes queued and not yet sent.

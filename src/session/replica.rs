@@ -58,6 +58,8 @@ pub struct Repl {
     pub savepoints: bool,
     /// Named portals and whether executing them writes.
     pub portals: HashMap<String, bool>,
+    /// Offsets of pgproxy's own frames in the unit being sent (see `Made::Frames`).
+    pub own_frames: Vec<usize>,
     /// The transaction's timestamp as the main gave it (now() for every node).
     pub txn_ts: Option<String>,
 }
@@ -110,6 +112,7 @@ impl Repl {
             expect: Vec::new(),
             savepoints: false,
             portals: HashMap::new(),
+            own_frames: Vec::new(),
             txn_ts: None,
         }
     }
@@ -177,6 +180,9 @@ impl Session {
                 let mut big = false;
                 for f in &mut self.repl_mut().followers {
                     f.queue_raw(&rest[..n]);
+                    if tag != fe::COPY_DATA {
+                        f.end_copy();
+                    }
                     big |= f.queued() > 64 * 1024;
                 }
                 if big || tag != fe::COPY_DATA {
@@ -217,8 +223,11 @@ impl Session {
                         break;
                     };
                     let f = FrameRef::new(&frames[p..p + n]);
+                    let own = self.repl_mut().own_frames.contains(&p);
                     p += n;
-                    if self.client_message(f).await? {
+                    if own {
+                        self.send_own_frame(f);
+                    } else if self.client_message(f).await? {
                         return Ok(Step::Terminate);
                     }
                 }
@@ -246,6 +255,25 @@ impl Session {
         Ok(Step::Continue)
     }
 
+    /// Sends one of pgproxy's own frames of a rewritten unit to the main: the Parse of the
+    /// rewritten text into the unnamed statement (its ParseComplete is dropped; the client's own
+    /// unnamed statement is prepared again when next used) or the Bind of it (answered to the
+    /// client, in place of the Bind it replaced).
+    fn send_own_frame(&mut self, f: FrameRef<'_>) {
+        self.since_sync = true;
+        if f.tag() == fe::PARSE {
+            if let Some(server) = self.server.as_mut() {
+                server.unnamed = None;
+            }
+            self.queue
+                .push_back(super::expect::Expect::InjectedParse { stmt: None });
+        } else {
+            self.queue
+                .push_back(super::expect::Expect::Bind { stmt: None });
+        }
+        self.to_server.put_slice(f.raw());
+    }
+
     /// Classifies what a unit executes: Query texts, and for Execute the statement bound to
     /// its portal (in this unit or earlier).
     fn unit_sql(&mut self, frames: &[u8]) -> UnitSql {
@@ -260,6 +288,7 @@ impl Session {
         let mut parsed_unnamed: Option<Classified> = None;
         // Statements parsed in this unit (not yet in `self.statements`).
         let mut parsed: HashMap<String, Classified> = HashMap::new();
+        let mut copies: std::collections::HashSet<String> = Default::default();
         let mut pos = 0;
         while pos < frames.len() {
             let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
@@ -277,6 +306,11 @@ impl Session {
                 }
                 fe::PARSE => {
                     if let Some(p) = Parse::parse(f.body()) {
+                        if is_copy_from_stdin(p.query) {
+                            copies.insert(p.name.to_string());
+                        } else {
+                            copies.remove(p.name);
+                        }
                         if p.name.is_empty() {
                             parsed_unnamed = Some(classify(p.query));
                         } else {
@@ -286,6 +320,14 @@ impl Session {
                 }
                 fe::BIND => {
                     if let Some(b) = Bind::parse(f.body()) {
+                        let copy = copies.contains(b.statement)
+                            || (!parsed.contains_key(b.statement)
+                                && !(b.statement.is_empty() && parsed_unnamed.is_some())
+                                && self
+                                    .statements
+                                    .get(b.statement)
+                                    .is_some_and(|s| is_copy_from_stdin(s.query())));
+                        out.copy_in |= copy;
                         let c = if b.statement.is_empty() && parsed_unnamed.is_some() {
                             parsed_unnamed.clone()
                         } else if let Some(c) = parsed.get(b.statement) {
@@ -358,6 +400,13 @@ impl Session {
                 "send COMMIT / ROLLBACK / SAVEPOINT as a statement of its own",
             );
         }
+        if sql.copy_in && !simple {
+            return self.refuse_unit(
+                simple,
+                "COPY FROM STDIN through the extended protocol is not supported on a replicated shard yet",
+                "send the COPY as a simple query (psql, psycopg, pgjdbc's CopyManager, node-pg-copy-streams do)",
+            );
+        }
         if sql.kinds.contains(&Kind::Unsupported) {
             return self.refuse_unit(
                 simple,
@@ -411,6 +460,7 @@ impl Session {
         let joined = self.repl_mut().joined;
         let mut bytes = bytes;
         let mut follower_sql: Vec<String> = Vec::new();
+        let mut own_frames: Vec<usize> = Vec::new();
         if writes && !self.lost_txn && self.tx_status != b'E' {
             match self.make_deterministic(&bytes).await? {
                 super::determinism::Made::Refused(reason) => {
@@ -420,9 +470,11 @@ impl Session {
                         "compute the value in the application and pass it as a literal or parameter, or set replication.nondeterministic = \"warn\"",
                     );
                 }
-                super::determinism::Made::Frames(b, sql) => {
+                super::determinism::Made::Lost => return Ok(Plan::Done),
+                super::determinism::Made::Frames(b, sql, own) => {
                     bytes = b;
                     follower_sql = sql;
+                    own_frames = own;
                 }
             }
         }
@@ -460,7 +512,9 @@ impl Session {
             let stmts = &self.statements;
             let repl = self.repl.as_mut().expect("replicated");
             for f in &mut repl.followers {
-                f.queue_unit(&bytes, stmts);
+                // Without the unit's Syncs: during copy-in PostgreSQL ignores them; pgproxy
+                // sends the follower its own Sync after the copy ends (`Follower::end_copy`).
+                f.queue_copy_start(&bytes, stmts, !simple);
             }
             self.flush_followers().await;
             unit.mirror = false;
@@ -469,6 +523,7 @@ impl Session {
             unit.copy = false;
         }
         self.repl_mut().unit = Some(unit);
+        self.repl_mut().own_frames = own_frames;
         Ok(Plan::Run(bytes))
     }
 
@@ -726,11 +781,11 @@ impl Session {
                         f.queue_unit(&unit.frames, stmts);
                     }
                 }
-                if ready.is_some() {
+                if ready.is_some() || unit.copy {
                     let outcomes = std::mem::take(&mut self.repl_mut().outcomes);
                     self.repl_mut().expect.extend(outcomes);
                 }
-                if ready.is_some_and(|s| s == b'I') && !self.repl_mut().implicit {
+                if unit.copy || (ready.is_some_and(|s| s == b'I') && !self.repl_mut().implicit) {
                     // Outside a transaction (VACUUM, a SET): done on every node before the
                     // client hears back.
                     self.run_followers().await;

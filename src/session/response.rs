@@ -148,8 +148,13 @@ impl Session {
                         .transactions
                         .fetch_add(1, Ordering::Relaxed);
                 }
-                let hold =
-                    self.queue.is_empty() && self.repl.as_ref().is_some_and(|r| r.unit.is_some());
+                // The unit's last ReadyForQuery for the client (only pgproxy's own queries may
+                // follow it).
+                let hold = self.repl.as_ref().is_some_and(|r| r.unit.is_some())
+                    && self
+                        .queue
+                        .iter()
+                        .all(|e| matches!(e, Expect::InjectedQuery | Expect::CaptureTxnTimestamp));
                 if hold {
                     // Released by finish_unit once the followers have answered too.
                     self.repl_mut().held_ready = Some(self.tx_status);
@@ -437,6 +442,10 @@ impl Session {
         let replicated = self.repl.is_some();
         // The server's own FATAL error went to the client already (not when replicated).
         let answered = self.server_fatal && !replicated;
+        // A transaction pgproxy opened around an autocommit write is not the client's.
+        let implicit = self.repl.as_ref().is_some_and(|r| r.implicit);
+        // A ReadyForQuery held back for the followers still owes the client an answer.
+        let held = self.repl.as_ref().is_some_and(|r| r.held_ready.is_some());
         self.repl_main_lost();
         self.server.take();
         self.cancel.set(None);
@@ -444,8 +453,17 @@ impl Session {
         if self.mode == PoolMode::Session || self.pin.is_some() {
             return Err(SessionError::ServerLost(why));
         }
-        let in_txn = self.tx_status != b'I';
-        let readies = self.queue.iter().filter(|e| e.ends_at_ready()).count();
+        let in_txn = self.tx_status != b'I' && !implicit;
+        // One error per ReadyForQuery the client waits for (not pgproxy's own queries).
+        let readies = self
+            .queue
+            .iter()
+            .filter(|e| {
+                e.ends_at_ready()
+                    && !matches!(e, Expect::InjectedQuery | Expect::CaptureTxnTimestamp)
+            })
+            .count()
+            + usize::from(held);
         self.queue.clear();
         self.server_copy = None;
         self.tx_status = b'I';

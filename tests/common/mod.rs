@@ -9,10 +9,12 @@
 #![allow(dead_code)]
 
 mod client;
+pub mod cluster;
 mod config;
 mod pg;
 mod proxy;
 pub mod wire;
+pub mod workloads;
 
 #[allow(unused_imports)]
 pub use client::*;

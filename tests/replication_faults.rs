@@ -1,0 +1,424 @@
+//! Replication under failures, through the built binary and real PostgreSQL nodes: a replica or
+//! the main killed (SIGKILL) while pgbench runs, a node detached by health checks that never
+//! returns by itself, a node whose result differs from the main's being quarantined, and
+//! prepared transactions left in doubt by a pgproxy killed between the two commit phases.
+
+mod common;
+
+use common::cluster::*;
+use common::workloads::exec;
+use common::*;
+use futures_util::future::join_all;
+use std::collections::HashSet;
+use std::time::Duration;
+
+const PGBENCH_TABLES: [&str; 4] = [
+    "pgbench_accounts",
+    "pgbench_tellers",
+    "pgbench_branches",
+    "pgbench_history",
+];
+
+/// The postmaster's PID as its data dir records it (first line of postmaster.pid).
+fn postmaster_pid(node: &PgNode) -> u32 {
+    let text = std::fs::read_to_string(node.data_dir().join("postmaster.pid"))
+        .expect("read postmaster.pid");
+    text.lines()
+        .next()
+        .and_then(|l| l.trim().parse().ok())
+        .expect("pid on the first line of postmaster.pid")
+}
+
+/// 3 nodes, `pgbench -i -s 1` through the proxy, then an 8 s TPC-B run with 16 clients during
+/// which node `victim` is killed once transactions flow. Asserts pgbench saw no failure and the
+/// survivors (directly and by `pgproxy verify` over them) are identical.
+async fn pgbench_survives_losing(victim: usize) {
+    let mut cl = ReplCluster::start(3, |c| c.health("interval_ms", "200")).await;
+    let port = cl.port();
+    let init = pgbench(port, "app", "secret", "app", &["-i", "-s", "1", "-q"]);
+    let init = match tokio::time::timeout(Duration::from_secs(45), init).await {
+        Ok(out) => out,
+        Err(_) => panic!("pgbench -i hangs; nodes:\n{}", cl.activity().await),
+    };
+    assert!(
+        init.status.success(),
+        "pgbench -i through pgproxy: {init:?}"
+    );
+    cl.assert_identical(&PGBENCH_TABLES).await;
+
+    let run = pgbench(
+        port,
+        "app",
+        "secret",
+        "app",
+        &["-n", "-c", "16", "-j", "2", "-T", "8", "--max-tries=10"],
+    );
+    let kill = async {
+        // Kill only once transactions are committing through every node.
+        eventually(20, "pgbench transactions committed", || async {
+            let n: i64 = cl.nodes[0]
+                .scalar("SELECT count(*) FROM pgbench_history")
+                .await
+                .parse()
+                .expect("count");
+            (n >= 200).then_some(())
+        })
+        .await;
+        let node = &mut cl.nodes[victim];
+        assert_eq!(Some(postmaster_pid(node)), node.pid(), "postmaster.pid");
+        node.kill9();
+    };
+    let run = tokio::time::timeout(Duration::from_secs(45), async { tokio::join!(run, kill).0 });
+    let run = match run.await {
+        Ok(out) => out,
+        Err(_) => panic!("pgbench hangs; nodes:\n{}", cl.activity().await),
+    };
+    println!("pgbench after killing node {victim}:\n{}", run.stdout);
+    assert!(run.status.success(), "pgbench failed: {run:?}");
+    let (processed, failed) = pgbench_counts(&run.stdout);
+    assert!(processed > 0, "{}", run.stdout);
+    assert_eq!(
+        failed,
+        Some(0),
+        "number of failed transactions: {}",
+        run.stdout
+    );
+    assert!(
+        cl.proxy.log().contains("node state changed"),
+        "victim detached"
+    );
+
+    let survivors: Vec<&PgNode> = (0..3)
+        .filter(|&i| i != victim)
+        .map(|i| &cl.nodes[i])
+        .collect();
+    let digests = assert_identical(&survivors, &PGBENCH_TABLES).await;
+    println!("survivors identical: {digests:?}");
+    for node in &survivors {
+        assert_eq!(
+            node.scalar("SELECT sum(abalance) - (SELECT sum(delta) FROM pgbench_history) FROM pgbench_accounts")
+                .await,
+            "0",
+            "TPC-B balances add up"
+        );
+    }
+    let ports: Vec<u16> = survivors.iter().map(|n| n.port()).collect();
+    let dir = tempfile::tempdir().expect("temp dir");
+    let config = cl.config.clone().with_ports(&ports);
+    assert_verify_ok_for(&config, dir.path(), "survivors.toml").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_survives_a_replica_killed_mid_run() {
+    within(120, "test", pgbench_survives_losing(2)).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgbench_survives_the_main_killed_mid_run() {
+    within(120, "test", pgbench_survives_losing(0)).await
+}
+
+/// Ports that answer `n` load-balanced reads.
+async fn read_ports(c: &tokio_postgres::Client, n: usize) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    for _ in 0..n {
+        seen.insert(scalar(c, "SELECT current_setting('port')").await);
+    }
+    seen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_checks_detach_a_dead_replica_for_good() {
+    within(90, "test", async {
+        let mut cl = ReplCluster::start(3, |c| {
+            c.health("interval_ms", "200")
+                .health("timeout_ms", "1000")
+                .health("failures", "2")
+        })
+        .await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+        exec(
+            &c,
+            "INSERT INTO t SELECT i, 'v' || i FROM generate_series(1, 10) i",
+        )
+        .await;
+        cl.assert_identical(&["t"]).await;
+        let dead = cl.nodes[2].port().to_string();
+        assert!(
+            read_ports(&c, 100).await.contains(&dead),
+            "node 2 serves reads while up"
+        );
+
+        // No traffic: only the health checks can notice.
+        cl.nodes[2].kill9();
+        cl.wait_log(10, "node state changed").await;
+        let log = cl.proxy.log();
+        assert!(
+            log.contains("health checks failed"),
+            "detached by health checks:\n{log}"
+        );
+
+        exec(&c, "INSERT INTO t VALUES (11, 'after detach')").await;
+        cl.nodes[2].restart().await;
+        assert_eq!(cl.nodes[2].scalar("SELECT count(*) FROM t").await, "10");
+        exec(&c, "INSERT INTO t VALUES (12, 'after restart')").await;
+        for sql in ["BEGIN", "UPDATE t SET v = 'x' WHERE id = 1", "COMMIT"] {
+            exec(&c, sql).await;
+        }
+        assert!(
+            !read_ports(&c, 100).await.contains(&dead),
+            "no reads on the detached node"
+        );
+
+        assert_eq!(
+            cl.nodes[2]
+                .scalar("SELECT count(*) || ':' || max(id) || ':' || min(v) FROM t")
+                .await,
+            "10:10:v1",
+            "the detached node got nothing, even after it came back"
+        );
+        for node in &cl.nodes[..2] {
+            assert_eq!(node.scalar("SELECT count(*) FROM t").await, "12");
+        }
+        assert_identical(&[&cl.nodes[0], &cl.nodes[1]], &["t"]).await;
+        let (code, out, _) = verify(&cl.proxy.config_path()).await;
+        assert_eq!(code, 1, "the stale node differs:\n{out}");
+    })
+    .await
+}
+
+/// 3 nodes holding t(id, v) ids 1..10; node 1 loses row 5 behind pgproxy's back, then
+/// `UPDATE t SET v = v + 1` through pgproxy (10 rows on the main, 9 on node 1) detaches it.
+async fn diverged() -> (ReplCluster, tokio_postgres::Client) {
+    let cl = ReplCluster::start(3, |c| c).await;
+    let c = cl.client().await;
+    exec(&c, "CREATE TABLE t (id int PRIMARY KEY, v int)").await;
+    exec(
+        &c,
+        "INSERT INTO t SELECT i, 0 FROM generate_series(1, 10) i",
+    )
+    .await;
+    cl.assert_identical(&["t"]).await;
+    cl.nodes[1].scalar("DELETE FROM t WHERE id = 5").await;
+    let n = c
+        .execute("UPDATE t SET v = v + 1", &[])
+        .await
+        .expect("update");
+    assert_eq!(n, 10, "the client gets the main's row count");
+    cl.wait_log(10, "node state changed").await;
+    let log = cl.proxy.log();
+    assert!(
+        log.contains("differed from the main"),
+        "detached for diverging:\n{log}"
+    );
+    (cl, c)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diverging_follower_is_quarantined() {
+    within(90, "test", async {
+        let (cl, c) = diverged().await;
+        exec(&c, "INSERT INTO t VALUES (11, 100)").await;
+        exec(&c, "UPDATE t SET v = v + 1 WHERE id <= 3").await;
+        let gone = cl.nodes[1].port().to_string();
+        let ports = read_ports(&c, 100).await;
+        assert!(!ports.contains(&gone), "no reads on the quarantined node");
+        let sql = "SELECT count(*) || ':' || sum(v) FROM t";
+        let stale = cl.nodes[1].scalar(sql).await;
+        assert_eq!(
+            stale, "9:0",
+            "the quarantined node got no write from the diverging one on"
+        );
+        for node in [&cl.nodes[0], &cl.nodes[2]] {
+            assert_eq!(node.scalar(sql).await, "11:113");
+        }
+        assert_identical(&[&cl.nodes[0], &cl.nodes[2]], &["t"]).await;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = [cl.nodes[0].port(), cl.nodes[2].port()];
+        assert_verify_ok_for(&cl.config.clone().with_ports(&ports), dir.path(), "ok.toml").await;
+        let (code, out, _) = verify(&cl.proxy.config_path()).await;
+        assert_eq!(code, 1, "the quarantined node differs:\n{out}");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quarantined_follower_is_left_without_a_prepared_transaction() {
+    within(90, "test", async {
+        let (cl, _c) = diverged().await;
+        let sql = "SELECT coalesce(string_agg(gid, ','), '') FROM pg_prepared_xacts";
+        eventually(
+            10,
+            "no prepared transaction left on the detached node",
+            || async { cl.nodes[1].scalar(sql).await.is_empty().then_some(()) },
+        )
+        .await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_resolves_in_doubt_prepared_transactions() {
+    within(120, "test", async {
+        let nodes = start_nodes(2).await;
+        let (commit, rollback) = ("pgproxy_00c0ffee12345678_1", "pgproxy_00c0ffee12345678_2");
+        for node in &nodes {
+            let app = connect_app(node.port()).await;
+            exec(&app, "CREATE TABLE t (x int)").await;
+            for (gid, x) in [(commit, 1), (rollback, 2)] {
+                let sql = format!("BEGIN; INSERT INTO t VALUES ({x}); PREPARE TRANSACTION '{gid}'");
+                exec(&app, &sql).await;
+            }
+            assert_eq!(
+                node.scalar("SELECT count(*) FROM pg_prepared_xacts").await,
+                "2"
+            );
+        }
+        // pgproxy was killed after recording the first decision, before the second phase.
+        let dir = decision_dir();
+        let log = dir.path().join("decisions.log");
+        std::fs::write(&log, format!("C {commit}\n")).expect("write log");
+        let cl = ReplCluster::with_nodes(nodes, dir, |c| c).await;
+        for node in &cl.nodes {
+            eventually(20, "prepared transactions resolved", || async {
+                let left = node.scalar("SELECT count(*) FROM pg_prepared_xacts").await;
+                (left == "0").then_some(())
+            })
+            .await;
+            let rows = node.scalar("SELECT string_agg(x::text, ',' ORDER BY x) FROM t");
+            assert_eq!(rows.await, "1", "committed and rolled back as decided");
+        }
+        eventually(10, "decision marked done", || async {
+            let text = std::fs::read_to_string(cl.decision_log()).unwrap_or_default();
+            text.contains(&format!("D {commit}")).then_some(())
+        })
+        .await;
+        assert_eq!(
+            scalar(&cl.client().await, "SELECT count(*) FROM t").await,
+            "1"
+        );
+        cl.assert_verify_ok().await;
+    })
+    .await
+}
+
+/// 3 nodes with t(id, v) = (1, 0); a direct transaction on the main holds row 1 while a client
+/// (inside an explicit transaction when `in_txn`) runs `UPDATE t SET v = v + 1` through pgproxy,
+/// which waits on the main; then the main is killed. Returns the cluster, the client and what
+/// its UPDATE got.
+async fn main_dies_under_a_statement(
+    in_txn: bool,
+) -> (ReplCluster, tokio_postgres::Client, Result<(), String>) {
+    let mut cl = ReplCluster::start(3, |c| c.health("interval_ms", "200")).await;
+    let c = cl.client().await;
+    exec(
+        &c,
+        "CREATE TABLE t (id int PRIMARY KEY, v int); INSERT INTO t VALUES (1, 0)",
+    )
+    .await;
+    let blocker = cl.nodes[0].superuser("app").await;
+    exec(&blocker, "BEGIN; UPDATE t SET v = 100 WHERE id = 1").await;
+    if in_txn {
+        exec(&c, "BEGIN").await;
+    }
+    let update = tokio::spawn(async move {
+        let res = c.batch_execute("UPDATE t SET v = v + 1 WHERE id = 1").await;
+        (c, res.map_err(|e| describe(&e)))
+    });
+    let waiting = "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'";
+    eventually(10, "the UPDATE waits on the main", || async {
+        (cl.nodes[0].scalar(waiting).await == "1").then_some(())
+    })
+    .await;
+    cl.nodes[0].kill9();
+    let (c, res) = within(20, "the in-flight UPDATE is answered", update)
+        .await
+        .expect("task");
+    (cl, c, res)
+}
+
+/// After the failover the client's retry works on the new main and the survivors agree.
+async fn retry_works(cl: &ReplCluster, c: &tokio_postgres::Client) {
+    let n = c.execute("UPDATE t SET v = v + 1 WHERE id = 1", &[]).await;
+    assert_eq!(n.unwrap_or_else(|e| panic!("retry: {}", describe(&e))), 1);
+    for node in &cl.nodes[1..] {
+        assert_eq!(
+            node.scalar("SELECT v FROM t").await,
+            "1",
+            "node {}",
+            node.port()
+        );
+    }
+    assert_identical(&[&cl.nodes[1], &cl.nodes[2]], &["t"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_in_flight_on_a_dying_main_fails_with_40001_and_can_be_retried() {
+    within(90, "test", async {
+        let (cl, c, res) = main_dies_under_a_statement(true).await;
+        let err = res.expect_err("the statement cannot succeed");
+        assert!(err.contains("40001"), "{err}");
+        exec(&c, "ROLLBACK").await;
+        retry_works(&cl, &c).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_autocommit_write_in_flight_on_a_dying_main_fails_with_40001_and_can_be_retried() {
+    within(90, "test", async {
+        let (cl, c, res) = main_dies_under_a_statement(false).await;
+        let err = res.expect_err("the statement cannot succeed");
+        assert!(err.contains("40001"), "{err}");
+        retry_works(&cl, &c).await;
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_in_flight_when_the_main_dies_is_never_reported_as_committed() {
+    within(90, "test", async {
+        let mut cl = ReplCluster::start(3, |c| c.health("interval_ms", "200")).await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE t (id int PRIMARY KEY)").await;
+        // On the main only: PREPARE TRANSACTION runs this deferred trigger, and so takes 3 s.
+        let slow = "CREATE FUNCTION slow() RETURNS trigger LANGUAGE plpgsql AS
+            $$ BEGIN PERFORM pg_sleep(3); RETURN NULL; END $$;
+            CREATE CONSTRAINT TRIGGER slow AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED
+            FOR EACH ROW EXECUTE FUNCTION slow()";
+        exec(&cl.nodes[0].superuser("app").await, slow).await;
+        exec(&c, "BEGIN").await;
+        exec(&c, "INSERT INTO t VALUES (1)").await;
+        let commit = tokio::spawn(async move {
+            let res = c.batch_execute("COMMIT").await;
+            (c, res.map_err(|e| describe(&e)))
+        });
+        let sleeping = "SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep'";
+        eventually(10, "PREPARE runs on the main", || async {
+            (cl.nodes[0].scalar(sleeping).await == "1").then_some(())
+        })
+        .await;
+        cl.nodes[0].kill9();
+        let (c, res) = within(20, "COMMIT answered", commit).await.expect("task");
+        let rows = join_all(
+            cl.nodes[1..]
+                .iter()
+                .map(|n| n.scalar("SELECT count(*) FROM t")),
+        )
+        .await;
+        match &res {
+            Ok(()) => assert_eq!(rows, ["1", "1"], "COMMIT succeeded: the row is kept"),
+            Err(e) => {
+                assert!(e.contains("40001"), "{e}");
+                assert_eq!(rows, ["0", "0"], "COMMIT failed: nothing is kept");
+            }
+        }
+        assert_eq!(scalar(&c, "SELECT 42").await, "42", "the session goes on");
+        for node in &cl.nodes[1..] {
+            let prepared = node.scalar("SELECT count(*) FROM pg_prepared_xacts").await;
+            assert_eq!(prepared, "0", "node {}", node.port());
+        }
+    })
+    .await
+}
