@@ -320,9 +320,11 @@ impl Session {
                 }
                 fe::BIND => {
                     if let Some(b) = Bind::parse(f.body()) {
+                        // Parsed in this unit (`copies` knows), or earlier (the text is kept).
+                        let in_unit = parsed.contains_key(b.statement)
+                            || (b.statement.is_empty() && parsed_unnamed.is_some());
                         let copy = copies.contains(b.statement)
-                            || (!parsed.contains_key(b.statement)
-                                && !(b.statement.is_empty() && parsed_unnamed.is_some())
+                            || (!in_unit
                                 && self
                                     .statements
                                     .get(b.statement)
