@@ -11,10 +11,7 @@ use common::wire::{self, RawConn};
 use common::workloads::*;
 use common::*;
 use futures_util::future::join_all;
-use futures_util::SinkExt;
 use std::collections::HashMap;
-use std::pin::pin;
-use tokio_postgres::Client;
 
 /// The ids of `table` on a node, comma-separated in order.
 async fn ids(node: &PgNode, table: &str) -> String {
