@@ -89,7 +89,17 @@ const CASES: &[(&str, &[Kind])] = &[
     ("REINDEX TABLE t", &[Write]),
     ("REFRESH MATERIALIZED VIEW v", &[Write]),
     ("CHECKPOINT", &[Write]),
-    ("DECLARE c CURSOR FOR SELECT 1", &[Write]),
+    // Cursors over reads live on the main only (the portal is there).
+    ("DECLARE c CURSOR FOR SELECT 1", &[MainOnly]),
+    ("DECLARE c CURSOR FOR SELECT * FROM t FOR UPDATE", &[Write]),
+    ("FETCH 10 FROM c", &[MainOnly]),
+    ("MOVE FORWARD 10 __asyncpg_portal_2__", &[MainOnly]),
+    ("CLOSE c", &[MainOnly]),
+    // Plain DML takes the fast path (no parse) and is still a write.
+    ("UPDATE pgbench_accounts SET abalance = abalance + -4321 WHERE aid = 9;", &[Write]),
+    ("SELECT abalance FROM pgbench_accounts WHERE aid = $1", &[Read]),
+    ("SELECT a FROM t WHERE id = 1 FOR UPDATE", &[Write]),
+    ("SELECT 1; DELETE FROM t", &[Read, Write]),
     ("this is not sql", &[Write]),
     ("SELECT 'unterminated", &[Write]),
     // session
