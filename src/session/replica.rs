@@ -25,7 +25,7 @@ use crate::protocol::message::{self, fe, Bind, Parse};
 use crate::router::{classify, Classified, Kind};
 use bytes::{BufMut, Bytes};
 use std::collections::HashMap;
-use tracing::{error, warn};
+use tracing::warn;
 
 /// Replication state of one session.
 pub struct Repl {
@@ -487,14 +487,18 @@ impl Session {
             copy: sql.copy_in,
         };
         if writes && !self.lost_txn && self.tx_status != b'E' {
-            if !in_txn && !begins && !sql.no_txn_block {
+            let implicit = !in_txn && !begins && !sql.no_txn_block;
+            if implicit || !joined {
+                if let Err(e) = self.join_followers(implicit).await {
+                    self.report_error(&e, simple);
+                    return Ok(Plan::Done);
+                }
+            }
+            if implicit {
                 // Autocommit write: pgproxy opens a transaction on every node around it.
                 self.repl_mut().implicit = true;
                 self.queue.push_back(super::expect::Expect::InjectedQuery);
                 self.to_server.put_slice(message::query("BEGIN").raw());
-                self.join_followers(true).await;
-            } else if !joined {
-                self.join_followers(false).await;
             }
             for f in &mut self.repl_mut().followers {
                 for sql in &follower_sql {
@@ -621,7 +625,11 @@ impl Session {
 
     /// Checks out connections to the other up nodes (if not held yet), brings their settings
     /// in line, and queues what the transaction did so far (or BEGIN, for an implicit one).
-    pub(super) async fn join_followers(&mut self, implicit: bool) {
+    ///
+    /// A follower pool with no free connection fails the join (the client's statement is
+    /// refused with 53300 before anything ran): a healthy node is never detached for being
+    /// busy.
+    pub(super) async fn join_followers(&mut self, implicit: bool) -> Result<(), PoolError> {
         let cluster = self.shared.cluster.clone();
         let settings = self.settings.clone();
         let repl = self.repl.as_mut().expect("replicated");
@@ -630,9 +638,10 @@ impl Session {
         repl.followers.retain(|f| {
             f.node != main && cluster.topology.state(shard, f.node) == crate::cluster::NodeState::Up
         });
-        if repl.followers.is_empty() {
+        {
+            // Every up node but the main needs a connection (some may be held already).
             for node in cluster.topology.up_nodes(repl.shard) {
-                if node == repl.node {
+                if node == repl.node || repl.followers.iter().any(|f| f.node == node) {
                     continue;
                 }
                 let pool = cluster.pool(&repl.user, &repl.db, repl.shard, node);
@@ -640,7 +649,15 @@ impl Session {
                     Ok(mut conn) => {
                         if let Some(sql) = super::settings::replay_sql(&settings, &conn.settings) {
                             if let Err(e) = conn.run_internal(&sql).await {
+                                // The main took these settings: this node would run the
+                                // client's statements differently.
                                 warn!(node, error = %e, "could not apply settings on a follower");
+                                cluster.detach(
+                                    repl.shard,
+                                    node,
+                                    DetachCause::Divergence,
+                                    &format!("the session's settings failed there: {e}"),
+                                );
                                 continue;
                             }
                             conn.settings = settings.clone();
@@ -656,14 +673,8 @@ impl Session {
                         );
                     }
                     Err(e) => {
-                        // Pool exhausted: the node would miss this write. Quarantine it.
-                        error!(node, error = %e, "no connection to a follower for a write");
-                        cluster.detach(
-                            repl.shard,
-                            node,
-                            DetachCause::ConnectionFailed,
-                            &e.to_string(),
-                        );
+                        warn!(node, error = %e, "no free connection to a follower for a write");
+                        return Err(e);
                     }
                 }
             }
@@ -678,6 +689,7 @@ impl Session {
             }
         }
         repl.joined = true;
+        Ok(())
     }
 
     /// Sends what is queued to every follower, detaching those that fail.
