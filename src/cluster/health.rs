@@ -94,6 +94,7 @@ impl Cluster {
                 .health_result(shard, node, ok, h.failures, &detail)
             {
                 self.detach_pools(shard, node);
+                self.save_down_nodes();
                 return;
             }
         }

@@ -46,8 +46,10 @@ impl Cluster {
     pub fn new(config: Config) -> Result<Cluster, crate::net::TlsError> {
         let tls = build_tls(&config)?;
         let sizes: Vec<usize> = config.shards.iter().map(|s| s.nodes.len()).collect();
+        let topology = Topology::new(&sizes);
+        load_down_nodes(&config, &topology);
         Ok(Cluster {
-            topology: Topology::new(&sizes),
+            topology,
             config: ArcSwap::from_pointee(config),
             pools: Mutex::new(HashMap::new()),
             tls: ArcSwap::from_pointee(tls),
@@ -72,7 +74,31 @@ impl Cluster {
             return false;
         }
         self.detach_pools(shard, node);
+        self.save_down_nodes();
         true
+    }
+
+    /// Records the nodes that are down in `<decision_log>.nodes`, so that a restarted pgproxy
+    /// does not take a stale node back (it may have missed writes).
+    pub(crate) fn save_down_nodes(&self) {
+        let cfg = self.config.load();
+        let mut text = String::from(
+            "# nodes pgproxy detached: stale until rebuilt from a live sibling; delete a line\n\
+             # (with pgproxy stopped) only after that node holds the same data again\n",
+        );
+        for (s, shard) in cfg.shards.iter().enumerate() {
+            for (n, node) in shard.nodes.iter().enumerate() {
+                if self.topology.state(s, n) == NodeState::Down {
+                    text.push_str(&format!("{} {}:{}\n", shard.name, node.host, node.port));
+                }
+            }
+        }
+        let path = down_nodes_path(&cfg);
+        let tmp = format!("{path}.tmp");
+        let written = std::fs::write(&tmp, text).and_then(|_| std::fs::rename(&tmp, &path));
+        if let Err(e) = written {
+            warn!(path, error = %e, "could not record the detached nodes");
+        }
     }
 
     fn detach_pools(&self, shard: usize, node: usize) {
@@ -205,6 +231,45 @@ impl Cluster {
             .iter()
             .map(|(k, p)| (k.clone(), p.clone()))
             .collect()
+    }
+}
+
+/// Where detached nodes are recorded: beside the decision log.
+fn down_nodes_path(cfg: &Config) -> String {
+    format!("{}.nodes", cfg.replication.decision_log)
+}
+
+/// Marks down the nodes a previous run detached (see `Cluster::save_down_nodes`).
+fn load_down_nodes(cfg: &Config, topology: &Topology) {
+    let path = down_nodes_path(cfg);
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    for line in text.lines().map(str::trim) {
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let mut parts = line.split_whitespace();
+        let (Some(name), Some(addr)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        for (s, shard) in cfg
+            .shards
+            .iter()
+            .enumerate()
+            .filter(|(_, sh)| sh.name == name)
+        {
+            for (n, node) in shard.nodes.iter().enumerate() {
+                if format!("{}:{}", node.host, node.port) == addr {
+                    topology.detach(
+                        s,
+                        n,
+                        DetachCause::Recorded,
+                        &format!("detached before this start (recorded in {path})"),
+                    );
+                }
+            }
+        }
     }
 }
 

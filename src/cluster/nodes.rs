@@ -41,6 +41,8 @@ pub enum DetachCause {
     Divergence,
     /// The second phase of a commit failed on it after others committed.
     CommitFailed,
+    /// A previous run of pgproxy detached it (recorded beside the decision log).
+    Recorded,
 }
 
 impl DetachCause {
@@ -50,6 +52,7 @@ impl DetachCause {
             DetachCause::ConnectionFailed => "connection failed mid-statement",
             DetachCause::Divergence => "result differed from the main node's",
             DetachCause::CommitFailed => "commit failed after other nodes committed",
+            DetachCause::Recorded => "detached by an earlier run",
         }
     }
 }

@@ -35,6 +35,17 @@ fn quote(gid: &str) -> String {
 }
 
 impl Session {
+    /// The commit protocol for this session's transactions: the configured one, except that a
+    /// session that made temporary objects commits in order (PostgreSQL cannot PREPARE a
+    /// transaction that touched temporary objects).
+    fn commit_mode(&mut self) -> CommitMode {
+        if self.repl_mut().temp_objects {
+            CommitMode::Ordered
+        } else {
+            self.shared.cluster.config().replication.commit
+        }
+    }
+
     /// COMMIT (alone in its unit) of an explicit transaction the followers joined.
     pub(super) async fn commit_unit(
         &mut self,
@@ -47,7 +58,7 @@ impl Session {
             self.after_txn();
             return Ok(Plan::Run(bytes));
         }
-        let mode = self.shared.cluster.config().replication.commit;
+        let mode = self.commit_mode();
         if mode == CommitMode::Ordered || self.repl_mut().followers.is_empty() {
             // (No follower left: a plain COMMIT on the main is all there is to do.)
             self.commit_followers_first().await;
@@ -85,7 +96,7 @@ impl Session {
     /// Commits the implicit transaction around an autocommit write (the main answered it).
     /// A failure is reported to the client as PostgreSQL reports a failed commit.
     pub(super) async fn commit_implicit(&mut self) -> Result<(), SessionError> {
-        let mode = self.shared.cluster.config().replication.commit;
+        let mode = self.commit_mode();
         if mode == CommitMode::Ordered || self.repl_mut().followers.is_empty() {
             self.commit_followers_first().await;
             let reply = self.main_exchange("COMMIT").await?;

@@ -29,6 +29,8 @@ use tracing::warn;
 
 /// Replication state of one session.
 pub struct Repl {
+    /// The session created temporary objects: its transactions commit in order, not with 2PC.
+    pub temp_objects: bool,
     /// Shard index.
     pub shard: usize,
     pub(super) user: User,
@@ -111,6 +113,7 @@ impl Repl {
             held_ready: None,
             expect: Vec::new(),
             savepoints: false,
+            temp_objects: false,
             portals: HashMap::new(),
             own_frames: Vec::new(),
             txn_ts: None,
@@ -145,6 +148,8 @@ struct UnitSql {
     copy_in: bool,
     /// A statement that cannot run inside a transaction block (VACUUM, CREATE DATABASE ...).
     no_txn_block: bool,
+    /// Creates a temporary table, view or sequence.
+    temp: bool,
 }
 
 impl Session {
@@ -283,6 +288,7 @@ impl Session {
             unknown: false,
             copy_in: false,
             no_txn_block: false,
+            temp: false,
         };
         let mut bound: HashMap<String, Classified> = HashMap::new();
         let mut parsed_unnamed: Option<Classified> = None;
@@ -300,12 +306,14 @@ impl Session {
             match f.tag() {
                 fe::QUERY => {
                     let text = message::query_text(f.body()).unwrap_or("");
+                    out.temp |= creates_temp(text);
                     out.copy_in |= is_copy_from_stdin(text);
                     out.no_txn_block |= cannot_run_in_block(text);
                     out.absorb(&classify(text));
                 }
                 fe::PARSE => {
                     if let Some(p) = Parse::parse(f.body()) {
+                        out.temp |= creates_temp(p.query);
                         if is_copy_from_stdin(p.query) {
                             copies.insert(p.name.to_string());
                         } else {
@@ -385,11 +393,16 @@ impl Session {
         ) {
             return Ok(Plan::Run(Bytes::copy_from_slice(frames)));
         }
+        // Offsets of pgproxy's own frames belong to one unit only.
+        self.repl_mut().own_frames.clear();
         if self.lost_txn {
             // Answered by pgproxy until the client ends the transaction (lost.rs).
             return Ok(Plan::Run(Bytes::copy_from_slice(frames)));
         }
         let sql = self.unit_sql(frames);
+        if sql.temp {
+            self.repl_mut().temp_objects = true;
+        }
         let simple = first == fe::QUERY || first == fe::FUNCTION_CALL;
         let in_txn = self.tx_status != b'I' || self.lost_txn;
         let control = sql.kinds.iter().any(|k| k.is_txn_control());
@@ -969,6 +982,17 @@ fn cannot_run_in_block(sql: &str) -> bool {
         "cluster" => words.len() == 1,
         _ => false,
     }
+}
+
+/// `CREATE TEMP|TEMPORARY ...` (also `CREATE GLOBAL/LOCAL TEMPORARY`).
+fn creates_temp(sql: &str) -> bool {
+    let words: Vec<String> = sql
+        .split_whitespace()
+        .take(4)
+        .map(|w| w.to_ascii_lowercase())
+        .collect();
+    words.first().is_some_and(|w| w == "create")
+        && words[1..].iter().any(|w| w == "temp" || w == "temporary")
 }
 
 /// `COPY ... FROM STDIN` (the data follows from the client).
