@@ -304,8 +304,13 @@ impl Session {
             let f = FrameRef::new(&frames[pos..pos + n]);
             pos += n;
             match f.tag() {
+                // Object ids differ between nodes (each made its own types and tables): what
+                // shows or looks up ids (Describe, catalog queries) runs on the main, so a
+                // client caching them (asyncpg's type introspection) sees one set.
+                fe::DESCRIBE => out.force_main = true,
                 fe::QUERY => {
                     let text = message::query_text(f.body()).unwrap_or("");
+                    out.force_main |= reads_catalog(text);
                     out.temp |= creates_temp(text);
                     out.copy_in |= is_copy_from_stdin(text);
                     out.no_txn_block |= cannot_run_in_block(text);
@@ -313,6 +318,7 @@ impl Session {
                 }
                 fe::PARSE => {
                     if let Some(p) = Parse::parse(f.body()) {
+                        out.force_main |= reads_catalog(p.query);
                         out.temp |= creates_temp(p.query);
                         if is_copy_from_stdin(p.query) {
                             copies.insert(p.name.to_string());
@@ -338,6 +344,11 @@ impl Session {
                                     .get(b.statement)
                                     .is_some_and(|s| is_copy_from_stdin(s.query())));
                         out.copy_in |= copy;
+                        out.force_main |= !in_unit
+                            && self
+                                .statements
+                                .get(b.statement)
+                                .is_some_and(|s| reads_catalog(s.query()));
                         let c = if b.statement.is_empty() && parsed_unnamed.is_some() {
                             parsed_unnamed.clone()
                         } else if let Some(c) = parsed.get(b.statement) {
@@ -982,6 +993,23 @@ fn cannot_run_in_block(sql: &str) -> bool {
         "cluster" => words.len() == 1,
         _ => false,
     }
+}
+
+/// Reads the system catalogs or object ids, which differ between the nodes of a shard.
+fn reads_catalog(sql: &str) -> bool {
+    let l = sql.to_ascii_lowercase();
+    [
+        "pg_catalog",
+        "pg_type",
+        "pg_class",
+        "pg_attribute",
+        "pg_namespace",
+        "pg_proc",
+        "::reg",
+        "oid",
+    ]
+    .iter()
+    .any(|k| l.contains(k))
 }
 
 /// `CREATE TEMP|TEMPORARY ...` (also `CREATE GLOBAL/LOCAL TEMPORARY`).
