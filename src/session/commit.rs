@@ -11,7 +11,7 @@
 use super::relay::Session;
 use super::replica::Plan;
 use super::SessionError;
-use crate::backend::{BackendError, ServerConn};
+use crate::backend::Exchange;
 use crate::cluster::DetachCause;
 use crate::config::CommitMode;
 use crate::protocol::frame::Frame;
@@ -19,16 +19,6 @@ use crate::protocol::message;
 use crate::protocol::sqlstate;
 use bytes::{BufMut, Bytes};
 use tracing::{error, warn};
-
-/// The main's answer to one of pgproxy's own statements.
-struct Reply {
-    error: Option<Frame>,
-}
-
-/// Runs a simple query on the main and keeps its first ErrorResponse.
-async fn exchange(conn: &mut ServerConn, sql: &str) -> Result<Reply, BackendError> {
-    conn.exchange(sql).await.map(|r| Reply { error: r.error })
-}
 
 fn quote(gid: &str) -> String {
     format!("'{}'", gid.replace('\'', "''"))
@@ -99,8 +89,7 @@ impl Session {
         let mode = self.commit_mode();
         if mode == CommitMode::Ordered || self.repl_mut().followers.is_empty() {
             self.commit_followers_first().await;
-            let reply = self.main_exchange("COMMIT").await?;
-            if let Some(e) = reply.error {
+            if let Some(e) = self.main_exchange("COMMIT").await? {
                 self.to_client.put_slice(e.raw());
             }
             return Ok(());
@@ -116,13 +105,15 @@ impl Session {
         self.main_exchange("ROLLBACK").await.map(|_| ())
     }
 
-    async fn main_exchange(&mut self, sql: &str) -> Result<Reply, SessionError> {
+    /// One of pgproxy's own statements on the main: its ErrorResponse, if any (a lost
+    /// connection is handled as any lost server).
+    async fn main_exchange(&mut self, sql: &str) -> Result<Option<Frame>, SessionError> {
         let server = self.server.as_mut().expect("main attached");
-        match exchange(server, sql).await {
-            Ok(r) => Ok(r),
+        match server.exchange(sql).await {
+            Ok(r) => Ok(r.error),
             Err(e) => {
                 self.server_lost(e.to_string())?;
-                Ok(Reply { error: None })
+                Ok(None)
             }
         }
     }
@@ -146,7 +137,7 @@ impl Session {
         }
         let server = self.server.as_mut().expect("main attached");
         let repl = self.repl.as_mut().expect("replicated");
-        let main_fut = exchange(server, &prepare);
+        let main_fut = server.exchange(&prepare);
         let followers_fut =
             futures_util::future::join_all(repl.followers.iter_mut().map(|f| f.run()));
         let (main, followers) = tokio::join!(main_fut, followers_fut);
@@ -189,7 +180,7 @@ impl Session {
                     .map(|(i, w)| (i, w, DetachCause::CommitFailed)),
             )
             .collect();
-        self.detach_followers_with(all);
+        self.detach_followers(all);
         let main = match main {
             Ok(r) => r,
             Err(e) => {
@@ -245,7 +236,7 @@ impl Session {
         let server = self.server.as_mut().expect("main attached");
         let repl = self.repl.as_mut().expect("replicated");
         let (main, followers) = tokio::join!(
-            exchange(server, &commit),
+            server.exchange(&commit),
             futures_util::future::join_all(repl.followers.iter_mut().map(|f| f.run()))
         );
         let mut failed = Vec::new();
@@ -258,12 +249,17 @@ impl Session {
                 failed.push((i, format!("COMMIT PREPARED {gid} failed: {p}; the decision was commit, resolve it on that node")));
             }
         }
-        let all_committed = failed.is_empty() && matches!(main, Ok(Reply { error: None }));
-        self.detach_followers(failed, DetachCause::CommitFailed);
+        let all_committed = failed.is_empty() && matches!(main, Ok(Exchange { error: None, .. }));
+        self.detach_followers(
+            failed
+                .into_iter()
+                .map(|(i, w)| (i, w, DetachCause::CommitFailed))
+                .collect(),
+        );
         self.repl_mut().joined = false;
         match main {
-            Ok(Reply { error: None }) => {}
-            Ok(Reply { error: Some(e) }) => {
+            Ok(Exchange { error: None, .. }) => {}
+            Ok(Exchange { error: Some(e), .. }) => {
                 let msg = String::from_utf8_lossy(e.body()).into_owned();
                 self.detach_main(&format!("COMMIT PREPARED {gid} failed: {msg}"));
             }
@@ -308,21 +304,5 @@ impl Session {
         self.server.take();
         self.cancel.set(None);
         self.tx_status = b'I';
-    }
-
-    fn detach_followers(&mut self, failed: Vec<(usize, String)>, cause: DetachCause) {
-        self.detach_followers_with(failed.into_iter().map(|(i, w)| (i, w, cause)).collect());
-    }
-
-    /// Detaches followers by index, each for its own cause (one pass: indexes stay valid).
-    fn detach_followers_with(&mut self, mut failed: Vec<(usize, String, DetachCause)>) {
-        failed.sort_by_key(|f| std::cmp::Reverse(f.0));
-        let cluster = self.shared.cluster.clone();
-        let repl = self.repl_mut();
-        for (i, why, cause) in failed {
-            let f = repl.followers.remove(i);
-            error!(shard = repl.shard, node = f.node, detail = %why, "follower detached during commit");
-            cluster.detach(repl.shard, f.node, cause, &why);
-        }
     }
 }

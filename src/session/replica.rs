@@ -722,20 +722,22 @@ impl Session {
         let mut failed = Vec::new();
         for (i, f) in repl.followers.iter_mut().enumerate() {
             if let Err(e) = f.flush().await {
-                failed.push((i, e.to_string()));
+                failed.push((i, e.to_string(), DetachCause::ConnectionFailed));
             }
         }
-        self.drop_followers(failed);
+        self.detach_followers(failed);
     }
 
-    /// Detaches and drops followers by index (descending removal keeps indexes valid).
-    pub(super) fn drop_followers(&mut self, mut failed: Vec<(usize, String)>) {
-        failed.sort_by_key(|f| std::cmp::Reverse(f.0));
+    /// Detaches and drops followers by index, each for its cause, in one pass (removal from
+    /// the highest index down keeps the others valid).
+    pub(super) fn detach_followers(&mut self, mut gone: Vec<(usize, String, DetachCause)>) {
+        gone.sort_by_key(|g| std::cmp::Reverse(g.0));
         let cluster = self.shared.cluster.clone();
         let repl = self.repl.as_mut().expect("replicated");
-        for (i, why) in failed {
+        for (i, why, cause) in gone {
             let f = repl.followers.remove(i);
-            cluster.detach(repl.shard, f.node, DetachCause::ConnectionFailed, &why);
+            warn!(shard = repl.shard, node = f.node, detail = %why, "follower detached");
+            cluster.detach(repl.shard, f.node, cause, &why);
         }
     }
 
@@ -754,13 +756,10 @@ impl Session {
         let expected = &expected[..];
         let results =
             futures_util::future::join_all(repl.followers.iter_mut().map(|f| f.run())).await;
-        let cluster = self.shared.cluster.clone();
-        let shard = repl.shard;
-        let mut failed = Vec::new();
-        let mut diverged = Vec::new();
+        let mut gone = Vec::new();
         for (i, r) in results.into_iter().enumerate() {
             match r {
-                Err(e) => failed.push((i, e.to_string())),
+                Err(e) => gone.push((i, e.to_string(), DetachCause::ConnectionFailed)),
                 Ok(got) => {
                     if got.internal_error.is_some() || got.outcomes != expected {
                         let detail = format!(
@@ -772,17 +771,12 @@ impl Session {
                                 .map(|e| format!(" ({e})"))
                                 .unwrap_or_default()
                         );
-                        diverged.push((i, detail.to_string()));
+                        gone.push((i, detail, DetachCause::Divergence));
                     }
                 }
             }
         }
-        diverged.sort_by_key(|d| std::cmp::Reverse(d.0));
-        for (i, detail) in diverged {
-            let f = repl.followers.remove(i);
-            cluster.detach(shard, f.node, DetachCause::Divergence, &detail);
-        }
-        self.drop_followers(failed);
+        self.detach_followers(gone);
     }
 
     /// The main answered the whole unit: run it on the followers, finish an implicit
