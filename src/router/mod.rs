@@ -6,6 +6,7 @@
 pub mod classify;
 pub mod determinism;
 mod effects;
+pub mod keywords;
 
 pub use classify::{classify, classify_with, Classified, Kind};
 pub use effects::{is_rollback, session_effects, Effects, PinReason};

@@ -14,6 +14,7 @@ use crate::config::NondeterministicPolicy;
 use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, fe, Bind, Parse};
 use crate::router::determinism::{self as det, ColumnDefault, Need, Planned, TableDefaults};
+use crate::router::keywords::is_ddl;
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -365,32 +366,4 @@ fn may_need(sql: &str) -> bool {
         || l.contains("timestamp")
         || l.contains("timeofday")
         || l.contains("default")
-}
-
-/// Might change a table's definition (then cached defaults are dropped): any statement of the
-/// text starting with CREATE, ALTER, DROP, COMMENT or TRUNCATE. (A `;` inside a literal can
-/// only cause a needless reload, never a missed one.)
-fn is_ddl(sql: &str) -> bool {
-    sql.split(';').any(|part| {
-        let first = part.split_whitespace().next().unwrap_or("");
-        ["create", "alter", "drop", "comment", "truncate"]
-            .iter()
-            .any(|k| first.eq_ignore_ascii_case(k))
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::is_ddl;
-
-    #[test]
-    fn only_schema_changes_drop_the_cached_defaults() {
-        // A trailing semicolon (pgbench's statements) is not a schema change.
-        assert!(!is_ddl("INSERT INTO pgbench_history (tid) VALUES (1);"));
-        assert!(!is_ddl("UPDATE t SET v = 1 WHERE id = 2;"));
-        assert!(is_ddl("ALTER TABLE t ADD COLUMN c int"));
-        assert!(is_ddl("insert into t values (1); drop table u;"));
-        assert!(is_ddl("  create table x (id serial)"));
-        assert!(is_ddl("TRUNCATE t"));
-    }
 }

@@ -22,6 +22,9 @@ use crate::config::{Database, PoolMode, User};
 use crate::pool::PoolError;
 use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, fe, Bind, Parse};
+use crate::router::keywords::{
+    cannot_run_in_block, creates_temp, is_copy_from_stdin, reads_catalog,
+};
 use crate::router::{classify, Classified, Kind};
 use bytes::{BufMut, Bytes};
 use std::collections::HashMap;
@@ -965,60 +968,4 @@ fn last_tag(unit: &[u8]) -> Option<u8> {
         pos += n;
     }
     last
-}
-
-/// Statements PostgreSQL refuses inside a transaction block: they run on each node on
-/// their own (main first), not in a transaction pgproxy opens.
-fn cannot_run_in_block(sql: &str) -> bool {
-    let words: Vec<String> = sql
-        .split_whitespace()
-        .take(4)
-        .map(|w| w.trim_end_matches(';').to_ascii_lowercase())
-        .collect();
-    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
-    match w(0) {
-        "vacuum" | "checkpoint" => true,
-        "create" | "drop" => {
-            matches!(w(1), "database" | "tablespace" | "subscription")
-                || (matches!(w(1), "index" | "unique") && words.iter().any(|x| x == "concurrently"))
-        }
-        "alter" => matches!(w(1), "system" | "database" | "subscription"),
-        "reindex" | "refresh" => words.iter().any(|x| x == "concurrently"),
-        "cluster" => words.len() == 1,
-        _ => false,
-    }
-}
-
-/// Reads the system catalogs or object ids, which differ between the nodes of a shard.
-fn reads_catalog(sql: &str) -> bool {
-    let l = sql.to_ascii_lowercase();
-    [
-        "pg_catalog",
-        "pg_type",
-        "pg_class",
-        "pg_attribute",
-        "pg_namespace",
-        "pg_proc",
-        "::reg",
-        "oid",
-    ]
-    .iter()
-    .any(|k| l.contains(k))
-}
-
-/// `CREATE TEMP|TEMPORARY ...` (also `CREATE GLOBAL/LOCAL TEMPORARY`).
-fn creates_temp(sql: &str) -> bool {
-    let words: Vec<String> = sql
-        .split_whitespace()
-        .take(4)
-        .map(|w| w.to_ascii_lowercase())
-        .collect();
-    words.first().is_some_and(|w| w == "create")
-        && words[1..].iter().any(|w| w == "temp" || w == "temporary")
-}
-
-/// `COPY ... FROM STDIN` (the data follows from the client).
-fn is_copy_from_stdin(sql: &str) -> bool {
-    let t = sql.trim_start().to_ascii_lowercase();
-    t.starts_with("copy") && t.contains("from stdin")
 }
