@@ -16,4 +16,5 @@ pub mod replication;
 pub mod router;
 pub mod server;
 pub mod session;
+pub mod shard;
 pub mod telemetry;

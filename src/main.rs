@@ -35,10 +35,29 @@ enum Command {
         #[arg(long, value_name = "DB")]
         database: Option<String>,
     },
+    /// Print which shard(s) and nodes a statement would go to, and why.
+    Route {
+        /// The pgproxy configuration file.
+        #[arg(long, value_name = "FILE")]
+        config: PathBuf,
+        /// The SQL statement(s).
+        sql: String,
+        /// Bind parameter values for $1, $2, … (text form).
+        #[arg(long = "param", value_name = "VALUE")]
+        params: Vec<String>,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::Route {
+        config,
+        sql,
+        params,
+    }) = &cli.command
+    {
+        return route(config, sql, params);
+    }
     if let Some(Command::Verify {
         config,
         shard,
@@ -98,6 +117,34 @@ fn main() -> ExitCode {
             eprintln!("pgproxy: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `pgproxy route`: prints the route of a statement; exit 1 if it would be refused.
+fn route(path: &Path, sql: &str, params: &[String]) -> ExitCode {
+    let config = match Config::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{}", e.render(&path.display().to_string()));
+            return ExitCode::from(2);
+        }
+    };
+    let map = match pgproxy::shard::ShardMap::from_config(&config) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("pgproxy route: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let lines = pgproxy::router::route::explain(sql, &map, &config, params);
+    let refused = lines.first().is_some_and(|l| l.starts_with("refused"));
+    for l in lines {
+        println!("{l}");
+    }
+    if refused {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
     }
 }
 

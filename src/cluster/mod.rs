@@ -11,6 +11,7 @@ use crate::backend::ConnectParams;
 use crate::config::{Config, Database, User};
 use crate::net::client_connector;
 use crate::pool::{Pool, PoolSettings};
+use crate::shard::ShardMap;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -32,9 +33,21 @@ pub struct PoolKey {
     pub node: usize,
 }
 
+/// Why a config cannot be put to use.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// TLS files are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::net::TlsError),
+    /// The sharding rules cannot be built, or would move stored keys without `force`.
+    #[error("sharding rules: {0}")]
+    Sharding(String),
+}
+
 /// The live config and the pools built from it. Cheap to share via `Arc`.
 pub struct Cluster {
     config: ArcSwap<Config>,
+    shard_map: ArcSwap<ShardMap>,
     pools: Mutex<HashMap<PoolKey, Pool>>,
     tls: ArcSwap<Option<TlsConnector>>,
     /// Node states per shard.
@@ -43,13 +56,15 @@ pub struct Cluster {
 
 impl Cluster {
     /// Builds the cluster state for a validated config.
-    pub fn new(config: Config) -> Result<Cluster, crate::net::TlsError> {
+    pub fn new(config: Config) -> Result<Cluster, ClusterError> {
         let tls = build_tls(&config)?;
+        let map = ShardMap::from_config(&config).map_err(ClusterError::Sharding)?;
         let sizes: Vec<usize> = config.shards.iter().map(|s| s.nodes.len()).collect();
         let topology = Topology::new(&sizes);
         load_down_nodes(&config, &topology);
         Ok(Cluster {
             topology,
+            shard_map: ArcSwap::from_pointee(map),
             config: ArcSwap::from_pointee(config),
             pools: Mutex::new(HashMap::new()),
             tls: ArcSwap::from_pointee(tls),
@@ -59,6 +74,11 @@ impl Cluster {
     /// The current config snapshot.
     pub fn config(&self) -> Arc<Config> {
         self.config.load_full()
+    }
+
+    /// The current sharding rules.
+    pub fn shard_map(&self) -> Arc<ShardMap> {
+        self.shard_map.load_full()
     }
 
     /// The pool for the main node of the single shard (routing comes with sharding).
@@ -190,8 +210,9 @@ impl Cluster {
 
     /// Swaps in a new validated config: reconfigures pools whose user and database still exist,
     /// shuts down the others. Clients already connected keep their sessions.
-    pub fn reload(&self, new: Config) -> Result<(), crate::net::TlsError> {
+    pub fn reload(&self, new: Config) -> Result<(), ClusterError> {
         let tls = build_tls(&new)?;
+        let map = self.new_shard_map(&new)?;
         for change in crate::config::restart_required(&self.config.load(), &new) {
             warn!(option = %change, "option changed but needs a restart; keeping the old value");
         }
@@ -203,6 +224,8 @@ impl Cluster {
         new.shards = old.shards.clone();
         self.tls.store(Arc::new(tls));
         self.config.store(Arc::new(new));
+        // Sessions take the new rules at their next transaction; one in flight keeps its own.
+        self.shard_map.store(Arc::new(map));
         let cfg = self.config.load_full();
         let mut pools = self.pools.lock();
         pools.retain(|key, pool| {
@@ -215,6 +238,25 @@ impl Cluster {
         });
         info!(pools = pools.len(), "configuration reloaded");
         Ok(())
+    }
+
+    /// The sharding rules of a new config (built over the running shard list, which needs a
+    /// restart to change). Refused when they would move keys already stored, unless the new
+    /// config sets `sharding.force = true`.
+    fn new_shard_map(&self, new: &Config) -> Result<ShardMap, ClusterError> {
+        let mut with_shards = new.clone();
+        with_shards.shards = self.config.load().shards.clone();
+        let map = ShardMap::from_config(&with_shards).map_err(ClusterError::Sharding)?;
+        if let Some(why) = self.shard_map.load().placement_change(&map) {
+            if !new.sharding.force {
+                return Err(ClusterError::Sharding(format!(
+                    "the new rules would move keys that may already be stored ({why}); move the data first, \
+                     then reload with sharding.force = true"
+                )));
+            }
+            warn!(change = %why, "sharding rules changed with force = true: keys move to other shards");
+        }
+        Ok(map)
     }
 
     /// Closes every pool (shutdown).

@@ -34,6 +34,7 @@ mod tests {
             databases: vec![],
             replication: Default::default(),
             health: Default::default(),
+            sharding: Default::default(),
             shards: vec![Shard {
                 name: "s0".into(),
                 nodes: vec![Node {

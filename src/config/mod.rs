@@ -5,7 +5,13 @@
 //! whether it reloads live. This module reads nothing but the file.
 
 mod diff;
+mod sharding;
 mod validate;
+
+pub use sharding::{
+    CrossShard, KeyLiteral, KeyTypeName, KeylessWrites, ListRule, Override, RangeRule,
+    ShardFunction, ShardedTable, Sharding,
+};
 
 pub use diff::restart_required;
 pub use validate::{ConfigError, Problem};
@@ -26,9 +32,12 @@ pub struct Config {
     /// Databases clients may connect to; empty means any name, passed through to the nodes.
     #[serde(default)]
     pub databases: Vec<Database>,
-    /// Shards, each a group of nodes kept identical. Exactly one shard for now.
+    /// Shards, each a group of nodes kept identical; several shards need `[sharding]` rules.
     #[serde(default)]
     pub shards: Vec<Shard>,
+    /// Which tables are sharded, by which key and function.
+    #[serde(default)]
+    pub sharding: Sharding,
     /// Synchronous replication within a shard.
     #[serde(default)]
     pub replication: Replication,

@@ -7,6 +7,7 @@
 
 mod check;
 mod locate;
+mod sharding;
 
 use super::Config;
 use locate::{Doc, Seg};

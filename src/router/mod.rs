@@ -10,3 +10,4 @@ pub mod keywords;
 
 pub use classify::{classify, classify_with, Classified, Kind};
 pub use effects::{is_rollback, session_effects, Effects, PinReason};
+pub mod route;

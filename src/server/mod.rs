@@ -30,6 +30,9 @@ pub enum ServerError {
     /// TLS files are unusable.
     #[error(transparent)]
     Tls(#[from] TlsError),
+    /// The cluster cannot be built from the config.
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
     /// Installing signal handlers failed.
     #[error("cannot install signal handlers: {0}")]
     Signals(String),

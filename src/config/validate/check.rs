@@ -30,6 +30,7 @@ pub(super) fn check(config: &Config) -> Vec<Issue> {
     check_users(config, &mut issues);
     check_databases(config, &mut issues);
     check_shards(config, &mut issues);
+    super::sharding::check_sharding(config, &mut issues);
     issues
 }
 

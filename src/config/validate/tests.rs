@@ -133,6 +133,7 @@ fn reports_each_problem_at_its_line() {
             "duplicate shard, no nodes",
             format!("{}[[shards]]\nname = \"main\"\nnodes = []\n", general("")),
             vec![
+                (Some(7), "2 shards but no [[sharding.tables]]"),
                 (Some(12), "shard \"main\" is defined twice (first as shards[0])"),
                 (Some(13), "shard \"main\" has no nodes"),
             ],
@@ -148,7 +149,7 @@ fn reports_each_problem_at_its_line() {
         (
             "inline node with port 0",
             format!("{}[[shards]]\nname = \"b\"\nnodes = [{{ host = \"h\" }},\n  {{ host = \"h\", port = 0 }}]\n", general("")),
-            vec![(Some(14), "shard \"b\", node 1: port must not be 0")],
+            vec![(Some(7), "2 shards but no [[sharding.tables]]"), (Some(14), "shard \"b\", node 1: port must not be 0")],
         ),
         ("node port too big", general("").replace("host = \"127.0.0.1\"", "host = \"h\"\nport = 70000"), vec![(Some(11), "shards[0].nodes[0].port: invalid value")]),
         ("unknown node key", general("").replace("host = \"127.0.0.1\"", "host = \"h\"\nprot = 1"), vec![(Some(11), "shards[0].nodes[0].prot: unknown key `prot`")]),

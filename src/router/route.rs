@@ -1,0 +1,470 @@
+//! Shard routing: which shard(s) a statement must run on, decided from the SQL (sqlparser,
+//! PostgreSQL dialect) and the shard map. A plan is made once per SQL text (at Parse for the
+//! extended protocol) and resolved per execution with the bind parameters, so a prepared
+//! statement is not parsed again. What pgproxy cannot route or merge correctly is refused
+//! with an explanation, never sent to the wrong place. Pure: no IO.
+//!
+//! Targets, from narrowest: `Any` (touches no sharded table: one shard will do), the shards of
+//! the keys the statement pins, every shard (`All`: DDL and writes to reference tables, which
+//! exist on every shard), or a fan-out over every shard of a sharded read (merged by
+//! `merge.rs`) or a keyless UPDATE/DELETE.
+
+mod explain;
+mod hint;
+pub mod merge;
+mod scope;
+mod statement;
+
+pub use explain::explain;
+pub use merge::{Agg, MergeKind, MergeSpec, SortKey};
+
+use crate::router::classify::lex::Lexed;
+use crate::shard::{KeyValue, ShardError, ShardMap};
+use std::collections::BTreeSet;
+
+/// A key as the SQL gives it: a literal's text, or a bind parameter (1-based).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeyExpr {
+    /// A literal's text.
+    Lit(String),
+    /// `$n`.
+    Param(usize),
+}
+
+/// A bind parameter's value, as the session has it.
+#[derive(Debug, Clone, Copy)]
+pub enum Param<'a> {
+    /// Text format.
+    Text(&'a str),
+    /// Binary format.
+    Binary(&'a [u8]),
+    /// NULL.
+    Null,
+}
+
+/// Where one statement goes, before parameters are known.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Target {
+    /// Touches no sharded table: any one shard (the session's current one).
+    Any,
+    /// Every shard: DDL, writes to reference tables.
+    All,
+    /// The shards of these keys: pin sets, ANDed; each set's keys ORed.
+    Keys(Vec<Vec<KeyExpr>>),
+    /// Several groups of sharded tables that are not joined on the key: allowed only when
+    /// every group lands on the same single shard.
+    Groups(Vec<Vec<Vec<KeyExpr>>>),
+    /// A sharded table without a key: every shard (reads merged, writes keyless).
+    Fanout,
+    /// INSERT rows, each with its key (None: no key given): each row to its key's shard.
+    Rows(Vec<Option<KeyExpr>>),
+    /// Cannot be run correctly: 0A000 with this explanation.
+    Refuse(String),
+}
+
+/// The plan of one statement.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StmtPlan {
+    /// Where it goes.
+    pub target: Target,
+    /// It changes data or schema.
+    pub write: bool,
+    /// A read that may run on several shards: how to merge (None: cannot merge; a fan-out
+    /// then is refused with `no_merge`).
+    pub merge: Option<MergeSpec>,
+    /// Why the read cannot be merged across shards.
+    pub no_merge: Option<String>,
+    /// Explanation for `pgproxy route` / EXPLAIN ROUTE.
+    pub why: String,
+    /// An INSERT whose rows may go to different shards: the statement to split.
+    pub split: Option<Box<sqlparser::ast::Insert>>,
+}
+
+/// The plan of a SQL string: one entry per statement, plus any comment hint.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutePlan {
+    /// Per statement.
+    pub statements: Vec<StmtPlan>,
+    /// `/* pgproxy: shard=… */` or `/* pgproxy: shard_key=… */`.
+    pub hint: Option<hint::Hint>,
+}
+
+/// The shards a statement (string) runs on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Shards {
+    /// Any one shard: the caller picks (the session's current shard).
+    Any,
+    /// These shards (sorted, at least one).
+    Some(Vec<usize>),
+}
+
+/// The resolved route.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Where to run.
+    pub shards: Shards,
+    /// A read spanning several shards: how to merge the results.
+    pub merge: Option<MergeSpec>,
+    /// An INSERT whose rows go to different shards: the statement text per shard.
+    pub split: Option<Vec<(usize, String)>>,
+    /// Writes data or schema.
+    pub write: bool,
+    /// Why.
+    pub why: String,
+}
+
+impl Route {
+    /// The single shard, when there is exactly one.
+    pub fn single(&self) -> Option<usize> {
+        match &self.shards {
+            Shards::Some(v) if v.len() == 1 => Some(v[0]),
+            _ => None,
+        }
+    }
+}
+
+/// Why a statement cannot be routed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RouteError {
+    /// pgproxy cannot run it correctly across shards.
+    #[error("{0}")]
+    Unroutable(String),
+    /// A key that does not parse or that no shard holds.
+    #[error(transparent)]
+    Key(#[from] ShardError),
+    /// A hint names no shard, or its key is invalid.
+    #[error("{0}")]
+    BadHint(String),
+}
+
+impl RouteError {
+    /// The SQLSTATE a client gets.
+    pub fn sqlstate(&self) -> &'static str {
+        match self {
+            RouteError::Unroutable(_) => "0A000",
+            RouteError::Key(e) => e.sqlstate(),
+            RouteError::BadHint(_) => "22023",
+        }
+    }
+}
+
+/// Plans a SQL string (one or more statements).
+pub fn plan(sql: &str, map: &ShardMap) -> RoutePlan {
+    let Some(lexed) = Lexed::new(sql) else {
+        // The tokenizer rejects it (e.g. an unterminated quote): PostgreSQL will too, on any
+        // shard; do not pretend to know more.
+        return RoutePlan {
+            statements: vec![StmtPlan::simple(
+                Target::Any,
+                false,
+                "does not tokenize: PostgreSQL reports the error",
+            )],
+            hint: None,
+        };
+    };
+    let hint = hint::find(&lexed, map);
+    let mut statements = Vec::new();
+    for r in lexed.statements() {
+        statements.push(statement::plan_one(&lexed, r, map));
+    }
+    if statements.is_empty() {
+        statements.push(StmtPlan::simple(Target::Any, false, "no statement"));
+    }
+    RoutePlan { statements, hint }
+}
+
+impl StmtPlan {
+    pub(crate) fn simple(target: Target, write: bool, why: &str) -> StmtPlan {
+        StmtPlan {
+            target,
+            write,
+            merge: None,
+            no_merge: None,
+            why: why.to_string(),
+            split: None,
+        }
+    }
+}
+
+impl RoutePlan {
+    /// Resolves the plan with the bind parameters (`params(n)`, 1-based; None when the
+    /// statement has no such parameter) and the session's `pgproxy.shard_key`, if set.
+    pub fn resolve<'p>(
+        &self,
+        map: &ShardMap,
+        params: &dyn Fn(usize) -> Option<Param<'p>>,
+        session_key: Option<&str>,
+    ) -> Result<Route, RouteError> {
+        if let Some(h) = &self.hint {
+            let shard = h.shard(map)?;
+            return Ok(Route {
+                shards: Shards::Some(vec![shard]),
+                merge: None,
+                split: None,
+                write: self.statements.iter().any(|s| s.write),
+                why: format!("hint: {}", h.describe(map)),
+            });
+        }
+        let mut out: Option<Route> = None;
+        for st in &self.statements {
+            let r = resolve_one(st, map, params, session_key)?;
+            out = Some(match out {
+                None => r,
+                Some(prev) => combine(prev, r, self.statements.len())?,
+            });
+        }
+        Ok(out.unwrap_or(Route {
+            shards: Shards::Any,
+            merge: None,
+            split: None,
+            write: false,
+            why: "no statement".into(),
+        }))
+    }
+}
+
+fn combine(a: Route, b: Route, n: usize) -> Result<Route, RouteError> {
+    if a.merge.is_some() || b.merge.is_some() || a.split.is_some() || b.split.is_some() {
+        return Err(RouteError::Unroutable(format!(
+            "a query string of {n} statements includes one that spans shards: send that statement on its own"
+        )));
+    }
+    let shards = match (a.shards, b.shards) {
+        (Shards::Any, s) | (s, Shards::Any) => s,
+        (Shards::Some(x), Shards::Some(y)) if x == y => Shards::Some(x),
+        (Shards::Some(_), Shards::Some(_)) => return Err(RouteError::Unroutable(
+            "the statements of this query string go to different shards: send them one at a time"
+                .into(),
+        )),
+    };
+    Ok(Route {
+        shards,
+        merge: None,
+        split: None,
+        write: a.write || b.write,
+        why: format!("{}; {}", a.why, b.why),
+    })
+}
+
+fn all(map: &ShardMap) -> Vec<usize> {
+    (0..map.shard_count()).collect()
+}
+
+/// The key's text, or None for NULL / a missing parameter.
+fn key_text<'p>(
+    k: &KeyExpr,
+    map: &ShardMap,
+    params: &dyn Fn(usize) -> Option<Param<'p>>,
+) -> Result<Option<KeyValue>, ShardError> {
+    let bad = |key: String, why: String| ShardError::BadKey { key, why };
+    match k {
+        KeyExpr::Lit(t) => map
+            .key_type()
+            .parse(t)
+            .map(Some)
+            .map_err(|w| bad(t.clone(), w)),
+        KeyExpr::Param(n) => match params(*n) {
+            None | Some(Param::Null) => Ok(None),
+            Some(Param::Text(t)) => map
+                .key_type()
+                .parse(t)
+                .map(Some)
+                .map_err(|w| bad(t.to_string(), w)),
+            Some(Param::Binary(b)) => map
+                .key_type()
+                .parse_binary(b)
+                .map(Some)
+                .map_err(|w| bad(format!("${n}"), w)),
+        },
+    }
+}
+
+/// Shards of a pin set (keys ORed). None when a key cannot be read (then the set does not
+/// restrict anything: PostgreSQL may still match rows, e.g. `42.0` against a bigint key).
+fn pin_shards<'p>(
+    set: &[KeyExpr],
+    map: &ShardMap,
+    params: &dyn Fn(usize) -> Option<Param<'p>>,
+) -> Option<BTreeSet<usize>> {
+    let mut out = BTreeSet::new();
+    for k in set {
+        if let KeyExpr::Param(n) = k {
+            // Not known (planning without values): the set restricts nothing.
+            params(*n)?;
+        }
+        match key_text(k, map, params) {
+            Ok(None) => {}
+            Ok(Some(v)) => match map.shard_of(&v) {
+                Ok(s) => {
+                    out.insert(s);
+                }
+                // No shard holds the key: no row can have it.
+                Err(ShardError::NoShard(_)) => {}
+                Err(_) => return None,
+            },
+            Err(_) => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Intersection of the pin sets; None when no set restricts.
+fn pinned<'p>(
+    sets: &[Vec<KeyExpr>],
+    map: &ShardMap,
+    params: &dyn Fn(usize) -> Option<Param<'p>>,
+) -> Option<BTreeSet<usize>> {
+    let mut acc: Option<BTreeSet<usize>> = None;
+    for s in sets {
+        if let Some(shards) = pin_shards(s, map, params) {
+            acc = Some(match acc {
+                None => shards,
+                Some(a) => a.intersection(&shards).copied().collect(),
+            });
+        }
+    }
+    acc
+}
+
+fn resolve_one<'p>(
+    st: &StmtPlan,
+    map: &ShardMap,
+    params: &dyn Fn(usize) -> Option<Param<'p>>,
+    session_key: Option<&str>,
+) -> Result<Route, RouteError> {
+    let route = |shards: Shards, why: String| Route {
+        shards,
+        merge: None,
+        split: None,
+        write: st.write,
+        why,
+    };
+    // The session's shard key stands in for what the statement does not pin itself.
+    let session_shard = || -> Result<Option<usize>, RouteError> {
+        session_key
+            .map(|k| map.shard_of_text(k).map_err(RouteError::from))
+            .transpose()
+    };
+    match &st.target {
+        Target::Any => Ok(route(Shards::Any, st.why.clone())),
+        Target::Refuse(why) => Err(RouteError::Unroutable(why.clone())),
+        Target::All => {
+            if let Some(s) = session_shard()? {
+                return Ok(route(Shards::Some(vec![s]), "SET pgproxy.shard_key".into()));
+            }
+            Ok(route(Shards::Some(all(map)), st.why.clone()))
+        }
+        Target::Keys(sets) => match pinned(sets, map, params) {
+            // Contradictory keys: no row matches; one shard gives the (empty) answer.
+            Some(s) if s.is_empty() => Ok(route(
+                Shards::Some(vec![0]),
+                format!("{} (the keys exclude each other)", st.why),
+            )),
+            Some(s) if s.len() == 1 => {
+                Ok(route(Shards::Some(s.into_iter().collect()), st.why.clone()))
+            }
+            Some(s) => fanout(st, map, s.into_iter().collect(), session_shard()?),
+            None => fanout(st, map, all(map), session_shard()?),
+        },
+        Target::Groups(groups) => {
+            let mut one: Option<usize> = None;
+            for g in groups {
+                match pinned(g, map, params) {
+                    Some(s) if s.len() == 1 => {
+                        let s = *s.iter().next().expect("one element");
+                        if one.is_some_and(|o| o != s) {
+                            return Err(cross_join());
+                        }
+                        one = Some(s);
+                    }
+                    Some(s) if s.is_empty() => {}
+                    _ => {
+                        if let Some(s) = session_shard()? {
+                            return Ok(route(
+                                Shards::Some(vec![s]),
+                                "SET pgproxy.shard_key".into(),
+                            ));
+                        }
+                        return Err(cross_join());
+                    }
+                }
+            }
+            Ok(route(Shards::Some(vec![one.unwrap_or(0)]), st.why.clone()))
+        }
+        Target::Fanout => fanout(st, map, all(map), session_shard()?),
+        Target::Rows(rows) => statement::split_rows(st, rows, map, params),
+    }
+}
+
+fn cross_join() -> RouteError {
+    RouteError::Unroutable(
+        "this statement joins sharded tables on something other than their sharding key, across shards: \
+         join them on the key, add the key to the WHERE clause, or add a /* pgproxy: shard_key=… */ hint"
+            .into(),
+    )
+}
+
+fn fanout(
+    st: &StmtPlan,
+    map: &ShardMap,
+    shards: Vec<usize>,
+    session: Option<usize>,
+) -> Result<Route, RouteError> {
+    if let Some(s) = session {
+        return Ok(Route {
+            shards: Shards::Some(vec![s]),
+            merge: None,
+            split: None,
+            write: st.write,
+            why: "SET pgproxy.shard_key".into(),
+        });
+    }
+    if shards.len() == 1 {
+        return Ok(Route {
+            shards: Shards::Some(shards),
+            merge: None,
+            split: None,
+            write: st.write,
+            why: st.why.clone(),
+        });
+    }
+    if st.write {
+        if map.keyless_writes == crate::config::KeylessWrites::Deny {
+            return Err(RouteError::Unroutable(
+                "UPDATE/DELETE without the sharding key would run on every shard, and keyless_writes = \"deny\": \
+                 add the key to the WHERE clause"
+                    .into(),
+            ));
+        }
+        return Ok(Route {
+            shards: Shards::Some(shards),
+            merge: None,
+            split: None,
+            write: true,
+            why: format!("{} (no key: every shard)", st.why),
+        });
+    }
+    match &st.merge {
+        Some(m) => Ok(Route {
+            shards: Shards::Some(shards),
+            merge: Some(m.clone()),
+            split: None,
+            write: false,
+            why: format!(
+                "{} (no single shard: runs on {} shards, results merged)",
+                st.why,
+                map.shard_count()
+            ),
+        }),
+        None => Err(RouteError::Unroutable(format!(
+            "{}: {}",
+            st.no_merge
+                .as_deref()
+                .unwrap_or("this query cannot be merged across shards"),
+            "add the sharding key to the WHERE clause or a /* pgproxy: shard_key=… */ hint"
+        ))),
+    }
+}
+
+#[cfg(test)]
+mod tests;

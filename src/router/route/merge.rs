@@ -1,0 +1,543 @@
+//! How to merge a SELECT run on several shards into the one answer a single PostgreSQL would
+//! give: the statement each shard runs (AVG rewritten to SUM and COUNT, LIMIT widened by the
+//! OFFSET, hidden columns appended for ORDER BY / GROUP BY expressions the select list lacks),
+//! and what pgproxy does with the rows (streaming k-way merge on the ORDER BY, or combining
+//! groups of partial aggregates, then OFFSET / LIMIT). Whatever it cannot merge exactly is an
+//! `Err` with the reason. Pure.
+
+use sqlparser::ast::{
+    BinaryOperator, Distinct, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr,
+    FunctionArguments, GroupByExpr, Ident, LimitClause, ObjectName, ObjectNamePart, OrderByKind,
+    Query, SelectItem, SetExpr, Value, Visit, Visitor,
+};
+use std::ops::ControlFlow;
+
+/// A column of the rows the shards return: a client-visible position, or the n-th hidden
+/// column appended at the end (dropped before the client sees the row).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Col {
+    /// 0-based visible position.
+    Pos(usize),
+    /// 0-based index among the hidden columns.
+    Hidden(usize),
+}
+
+/// How partial aggregates combine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Agg {
+    /// count(): sum of the counts.
+    Count,
+    /// sum(): sum, NULL when every part is NULL.
+    Sum,
+    /// min().
+    Min,
+    /// max().
+    Max,
+    /// avg(): the column holds sum(x); `count` holds count(x).
+    Avg {
+        /// The hidden count column.
+        count: Col,
+    },
+}
+
+/// What to do with the rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MergeKind {
+    /// Plain rows: merged in ORDER BY order (each shard sorts), or concatenated.
+    Rows,
+    /// Groups: rows with equal `keys` combine (`None`: every visible column, for DISTINCT);
+    /// `aggs` say how; other columns keep the first value seen (they depend on the keys).
+    Group {
+        /// Group key columns.
+        keys: Option<Vec<Col>>,
+        /// Aggregate columns.
+        aggs: Vec<(Col, Agg)>,
+    },
+}
+
+/// One ORDER BY key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SortKey {
+    /// The column.
+    pub col: Col,
+    /// DESC.
+    pub desc: bool,
+    /// NULLS FIRST (PostgreSQL's default: NULLS LAST for ASC, FIRST for DESC).
+    pub nulls_first: bool,
+}
+
+/// A LIMIT or OFFSET count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Count {
+    /// A literal.
+    Lit(u64),
+    /// `$n`.
+    Param(usize),
+}
+
+/// The merge of one multi-shard SELECT.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MergeSpec {
+    /// The statement each shard runs.
+    pub sql: String,
+    /// Hidden columns at the end of each row.
+    pub hidden: usize,
+    /// Rows or groups.
+    pub kind: MergeKind,
+    /// ORDER BY (applied by the k-way merge, or after grouping).
+    pub order: Vec<SortKey>,
+    /// LIMIT.
+    pub limit: Option<Count>,
+    /// OFFSET.
+    pub offset: Option<Count>,
+}
+
+const AGGREGATES: &[&str] = &[
+    "array_agg",
+    "string_agg",
+    "json_agg",
+    "jsonb_agg",
+    "json_object_agg",
+    "jsonb_object_agg",
+    "bool_and",
+    "bool_or",
+    "every",
+    "bit_and",
+    "bit_or",
+    "bit_xor",
+    "stddev",
+    "stddev_pop",
+    "stddev_samp",
+    "variance",
+    "var_pop",
+    "var_samp",
+    "percentile_cont",
+    "percentile_disc",
+    "mode",
+    "corr",
+    "covar_pop",
+    "covar_samp",
+    "regr_avgx",
+    "regr_avgy",
+    "regr_count",
+    "regr_intercept",
+    "regr_r2",
+    "regr_slope",
+    "regr_sxx",
+    "regr_sxy",
+    "regr_syy",
+    "xmlagg",
+    "range_agg",
+    "range_intersect_agg",
+    "any_value",
+    "rank",
+    "dense_rank",
+    "percent_rank",
+    "cume_dist",
+    "grouping",
+];
+
+fn func_name(name: &ObjectName) -> Option<String> {
+    let parts: Vec<String> = name
+        .0
+        .iter()
+        .map(|p| match p {
+            ObjectNamePart::Identifier(id) => id.value.to_lowercase(),
+            other => other.to_string(),
+        })
+        .collect();
+    match parts.as_slice() {
+        [n] => Some(n.clone()),
+        [s, n] if s == "pg_catalog" => Some(n.clone()),
+        _ => None,
+    }
+}
+
+/// The mergeable aggregate an expression is, if it is one: count/sum/min/max/avg with one
+/// plain argument (count(*) included), no DISTINCT, FILTER, ORDER BY or OVER.
+fn simple_agg(e: &Expr) -> Option<(&'static str, Option<Expr>)> {
+    let Expr::Function(f) = e else { return None };
+    let name = func_name(&f.name)?;
+    let name: &'static str = match name.as_str() {
+        "count" => "count",
+        "sum" => "sum",
+        "min" => "min",
+        "max" => "max",
+        "avg" => "avg",
+        _ => return None,
+    };
+    if f.filter.is_some() || f.over.is_some() || !f.within_group.is_empty() {
+        return None;
+    }
+    let FunctionArguments::List(list) = &f.args else {
+        return None;
+    };
+    if matches!(list.duplicate_treatment, Some(DuplicateTreatment::Distinct))
+        || !list.clauses.is_empty()
+        || list.args.len() != 1
+    {
+        return None;
+    }
+    match &list.args[0] {
+        FunctionArg::Unnamed(FunctionArgExpr::Wildcard) if name == "count" => Some((name, None)),
+        FunctionArg::Unnamed(FunctionArgExpr::Expr(x)) => Some((name, Some(x.clone()))),
+        _ => None,
+    }
+}
+
+/// Finds aggregate or window calls anywhere in an expression (not inside subqueries).
+#[derive(Default)]
+struct AggScan {
+    aggregates: usize,
+    window: bool,
+    other_agg: Option<String>,
+    depth: usize,
+}
+
+impl Visitor for AggScan {
+    type Break = ();
+    fn pre_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+        self.depth += 1;
+        ControlFlow::Continue(())
+    }
+    fn post_visit_query(&mut self, _q: &Query) -> ControlFlow<()> {
+        self.depth -= 1;
+        ControlFlow::Continue(())
+    }
+    fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if self.depth > 0 {
+            return ControlFlow::Continue(());
+        }
+        if let Expr::Function(f) = e {
+            if f.over.is_some() {
+                self.window = true;
+            }
+            if let Some(n) = func_name(&f.name) {
+                if matches!(n.as_str(), "count" | "sum" | "min" | "max" | "avg") {
+                    self.aggregates += 1;
+                } else if AGGREGATES.contains(&n.as_str()) {
+                    self.other_agg = Some(n);
+                }
+            }
+        }
+        ControlFlow::Continue(())
+    }
+}
+
+fn scan(e: &Expr) -> AggScan {
+    let mut s = AggScan::default();
+    let _ = e.visit(&mut s);
+    s
+}
+
+fn count_expr(e: &Expr) -> Result<Option<Count>, String> {
+    match e {
+        Expr::Value(v) => match &v.value {
+            Value::Number(n, _) => n
+                .parse::<u64>()
+                .map(|n| Some(Count::Lit(n)))
+                .map_err(|_| format!("LIMIT/OFFSET {n} is not a whole number")),
+            Value::Null => Ok(None),
+            Value::Placeholder(p) => p
+                .strip_prefix('$')
+                .and_then(|n| n.parse::<usize>().ok())
+                .map(|n| Some(Count::Param(n)))
+                .ok_or_else(|| "LIMIT/OFFSET must be a number or a parameter".to_string()),
+            _ => Err("LIMIT/OFFSET must be a number or a parameter".into()),
+        },
+        Expr::Nested(inner) => count_expr(inner),
+        _ => Err("LIMIT/OFFSET must be a number or a parameter across shards".into()),
+    }
+}
+
+fn count_to_expr(c: Count) -> Expr {
+    match c {
+        Count::Lit(n) => Expr::value(Value::Number(n.to_string(), false)),
+        Count::Param(n) => Expr::value(Value::Placeholder(format!("${n}"))),
+    }
+}
+
+/// The merge of a SELECT that may run on several shards, or why it cannot be merged.
+pub fn spec(q: &Query) -> Result<MergeSpec, String> {
+    let mut q = q.clone();
+    let SetExpr::Select(sel) = q.body.as_mut() else {
+        return Err("UNION / INTERSECT / EXCEPT across shards is not supported".into());
+    };
+    if sel.into.is_some() {
+        return Err("SELECT … INTO across shards is not supported".into());
+    }
+    if sel.having.is_some() {
+        return Err("HAVING across shards is not supported".into());
+    }
+    if matches!(sel.distinct, Some(Distinct::On(_))) {
+        return Err("DISTINCT ON across shards is not supported".into());
+    }
+    if q.fetch.as_ref().is_some_and(|f| f.with_ties || f.percent) {
+        return Err("FETCH … WITH TIES / PERCENT across shards is not supported".into());
+    }
+    let group_exprs: Vec<Expr> = match &sel.group_by {
+        GroupByExpr::Expressions(e, mods) if mods.is_empty() => e.clone(),
+        _ => {
+            return Err(
+                "GROUP BY ALL / ROLLUP / CUBE / GROUPING SETS across shards is not supported"
+                    .into(),
+            )
+        }
+    };
+    if group_exprs
+        .iter()
+        .any(|e| matches!(e, Expr::Rollup(_) | Expr::Cube(_) | Expr::GroupingSets(_)))
+    {
+        return Err("ROLLUP / CUBE / GROUPING SETS across shards is not supported".into());
+    }
+    let wildcard = sel.projection.iter().any(|i| {
+        matches!(
+            i,
+            SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
+        )
+    });
+    let mut aggs: Vec<(Col, Agg)> = Vec::new();
+    let mut hidden: Vec<SelectItem> = Vec::new();
+    let mut any_agg = false;
+    for (i, item) in sel.projection.iter_mut().enumerate() {
+        let (expr, alias) = match item {
+            SelectItem::UnnamedExpr(e) => (e.clone(), None),
+            SelectItem::ExprWithAlias { expr, alias } => (expr.clone(), Some(alias.clone())),
+            _ => continue,
+        };
+        let s = scan(&expr);
+        if s.window {
+            return Err("window functions across shards are not supported".into());
+        }
+        if let Some(n) = s.other_agg {
+            return Err(format!(
+                "aggregate {n}() across shards is not supported (count, sum, min, max and avg are)"
+            ));
+        }
+        if s.aggregates == 0 {
+            continue;
+        }
+        any_agg = true;
+        let Some((name, arg)) = simple_agg(&expr) else {
+            return Err("an aggregate inside an expression, or with DISTINCT / FILTER / ORDER BY, cannot be merged across shards: select the plain aggregate".into());
+        };
+        let agg = match name {
+            "count" => Agg::Count,
+            "sum" => Agg::Sum,
+            "min" => Agg::Min,
+            "max" => Agg::Max,
+            _ => {
+                let arg = arg.expect("avg has an argument");
+                let count = Col::Hidden(hidden.len());
+                hidden.push(SelectItem::UnnamedExpr(call("count", arg.clone())));
+                *item = SelectItem::ExprWithAlias {
+                    expr: call("sum", arg),
+                    alias: alias.unwrap_or_else(|| Ident::new("avg")),
+                };
+                Agg::Avg { count }
+            }
+        };
+        aggs.push((Col::Pos(i), agg));
+    }
+    let grouped = any_agg || !group_exprs.is_empty();
+    let distinct = matches!(sel.distinct, Some(Distinct::Distinct));
+    if grouped && wildcard {
+        return Err(
+            "SELECT * with GROUP BY or aggregates across shards is not supported: name the columns"
+                .into(),
+        );
+    }
+    if grouped && distinct {
+        return Err("SELECT DISTINCT with aggregates across shards is not supported".into());
+    }
+    // The select list as (expr, alias) for matching ORDER BY / GROUP BY items.
+    let items: Vec<(Option<Expr>, Option<String>)> = sel
+        .projection
+        .iter()
+        .map(|i| match i {
+            SelectItem::UnnamedExpr(e) => (Some(e.clone()), None),
+            SelectItem::ExprWithAlias { expr, alias } => {
+                (Some(expr.clone()), Some(alias.value.to_lowercase()))
+            }
+            _ => (None, None),
+        })
+        .collect();
+    let find = |e: &Expr| -> Option<usize> {
+        if let Expr::Value(v) = e {
+            if let Value::Number(n, _) = &v.value {
+                return n.parse::<usize>().ok().filter(|n| *n >= 1).map(|n| n - 1);
+            }
+        }
+        if let Expr::Identifier(id) = e {
+            if let Some(p) = items
+                .iter()
+                .position(|(_, a)| a.as_deref() == Some(&id.value.to_lowercase()))
+            {
+                return Some(p);
+            }
+        }
+        if wildcard {
+            return None;
+        }
+        items.iter().position(|(x, _)| x.as_ref() == Some(e))
+    };
+    let mut keys = Vec::new();
+    for g in &group_exprs {
+        match find(g) {
+            Some(p) => keys.push(Col::Pos(p)),
+            None => {
+                keys.push(Col::Hidden(hidden.len()));
+                hidden.push(SelectItem::UnnamedExpr(g.clone()));
+            }
+        }
+    }
+    let mut order = Vec::new();
+    if let Some(ob) = &q.order_by {
+        let OrderByKind::Expressions(exprs) = &ob.kind else {
+            return Err("ORDER BY ALL across shards is not supported".into());
+        };
+        for o in exprs {
+            if matches!(o.expr, Expr::Collate { .. }) {
+                return Err("ORDER BY … COLLATE across shards is not supported".into());
+            }
+            let s = scan(&o.expr);
+            if s.window || s.other_agg.is_some() {
+                return Err("this ORDER BY cannot be merged across shards".into());
+            }
+            let col = match find(&o.expr) {
+                Some(p) => Col::Pos(p),
+                None if distinct => {
+                    return Err(
+                        "with DISTINCT, ORDER BY expressions must appear in the select list".into(),
+                    )
+                }
+                None if grouped => {
+                    if let Some(k) = group_exprs.iter().position(|g| *g == o.expr) {
+                        keys[k]
+                    } else if let Some((name, _)) = simple_agg(&o.expr).filter(|(n, _)| *n != "avg")
+                    {
+                        let c = Col::Hidden(hidden.len());
+                        hidden.push(SelectItem::UnnamedExpr(o.expr.clone()));
+                        aggs.push((
+                            c,
+                            match name {
+                                "count" => Agg::Count,
+                                "sum" => Agg::Sum,
+                                "min" => Agg::Min,
+                                _ => Agg::Max,
+                            },
+                        ));
+                        c
+                    } else {
+                        return Err("ORDER BY an expression that is neither a selected column, a GROUP BY key nor a plain aggregate cannot be merged across shards".into());
+                    }
+                }
+                None => {
+                    let c = Col::Hidden(hidden.len());
+                    hidden.push(SelectItem::UnnamedExpr(o.expr.clone()));
+                    c
+                }
+            };
+            let desc = o.options.asc == Some(false);
+            order.push(SortKey {
+                col,
+                desc,
+                nulls_first: o.options.nulls_first.unwrap_or(desc),
+            });
+        }
+    }
+    let (mut limit, mut offset) = (None, None);
+    match &q.limit_clause {
+        None => {}
+        Some(LimitClause::LimitOffset {
+            limit: l,
+            offset: o,
+            limit_by,
+        }) => {
+            if !limit_by.is_empty() {
+                return Err("LIMIT BY is not supported".into());
+            }
+            limit = l.as_ref().map(count_expr).transpose()?.flatten();
+            offset = o
+                .as_ref()
+                .map(|o| count_expr(&o.value))
+                .transpose()?
+                .flatten();
+        }
+        Some(LimitClause::OffsetCommaLimit { .. }) => {
+            return Err("LIMIT a, b is not PostgreSQL syntax".into())
+        }
+    }
+    if let Some(f) = &q.fetch {
+        limit = f
+            .quantity
+            .as_ref()
+            .map(count_expr)
+            .transpose()?
+            .flatten()
+            .or(Some(Count::Lit(1)));
+        q.fetch = None;
+    }
+    for (j, h) in hidden.iter_mut().enumerate() {
+        if let SelectItem::UnnamedExpr(e) = h {
+            *h = SelectItem::ExprWithAlias {
+                expr: e.clone(),
+                alias: Ident::with_quote('"', format!("__pgproxy_{j}")),
+            };
+        }
+    }
+    let n_hidden = hidden.len();
+    sel.projection.extend(hidden);
+    // What each shard runs.
+    if grouped || distinct {
+        q.order_by = None;
+        q.limit_clause = None;
+    } else {
+        let widened = match (limit, offset) {
+            (Some(Count::Lit(l)), Some(Count::Lit(o))) => {
+                Some(count_to_expr(Count::Lit(l.saturating_add(o))))
+            }
+            (Some(l), Some(o)) => Some(Expr::BinaryOp {
+                left: Box::new(count_to_expr(l)),
+                op: BinaryOperator::Plus,
+                right: Box::new(count_to_expr(o)),
+            }),
+            (Some(l), None) => Some(count_to_expr(l)),
+            (None, _) => None,
+        };
+        q.limit_clause = widened.map(|l| LimitClause::LimitOffset {
+            limit: Some(l),
+            offset: None,
+            limit_by: vec![],
+        });
+    }
+    let kind = if grouped {
+        MergeKind::Group {
+            keys: Some(keys),
+            aggs,
+        }
+    } else if distinct {
+        MergeKind::Group {
+            keys: None,
+            aggs: Vec::new(),
+        }
+    } else {
+        MergeKind::Rows
+    };
+    Ok(MergeSpec {
+        sql: q.to_string(),
+        hidden: n_hidden,
+        kind,
+        order,
+        limit,
+        offset,
+    })
+}
+
+fn call(name: &str, arg: Expr) -> Expr {
+    let text = format!("{name}({arg})");
+    sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+        .try_with_sql(&text)
+        .and_then(|mut p| p.parse_expr())
+        .unwrap_or(arg)
+}

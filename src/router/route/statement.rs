@@ -1,0 +1,485 @@
+//! The plan of one statement: what kind of statement it is decides the rules (a read of
+//! sharded tables, an INSERT with keys per row, UPDATE/DELETE by key, DDL to every shard, …);
+//! `scope.rs` supplies the facts about tables and keys. Pure.
+
+use super::scope::{key_expr, split_name, Scope};
+use super::{merge, KeyExpr, Param, Route, RouteError, Shards, StmtPlan, Target};
+use crate::router::classify::lex::Lexed;
+use crate::router::classify::{fallback_kind, ident_key, statement_kind};
+use crate::router::Kind;
+use crate::shard::ShardMap;
+use sqlparser::ast::{
+    AssignmentTarget, CopySource, Insert, ObjectNamePart, Query, SetExpr, Statement, TableObject,
+};
+use std::collections::BTreeMap;
+use std::ops::Range;
+
+const HINT: &str = "add a /* pgproxy: shard=… */ or /* pgproxy: shard_key=… */ hint";
+
+/// Plans the statement in `r`.
+pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> StmtPlan {
+    let stmts = match lexed.parse(r.clone()) {
+        Ok(s) if s.len() == 1 => s,
+        _ => return unparsed(&lexed.words(r, 3), map),
+    };
+    let stmt = &stmts[0];
+    let kind = statement_kind(stmt);
+    match kind {
+        Kind::Session | Kind::MainOnly | Kind::Empty => {}
+        k if k.is_txn_control() => {}
+        Kind::Unsupported => {}
+        _ => return plan_statement(stmt, kind, map),
+    }
+    if let Statement::Prepare { statement, .. } = stmt {
+        let inner = plan_statement(statement, statement_kind(statement), map);
+        if inner.target != Target::Any || inner.write {
+            return StmtPlan::simple(
+                Target::Refuse(
+                    "SQL-level PREPARE of a statement on sharded or shared tables cannot be routed at EXECUTE: \
+                     use your driver's (protocol-level) prepared statements"
+                        .into(),
+                ),
+                false,
+                "PREPARE",
+            );
+        }
+    }
+    StmtPlan::simple(Target::Any, false, "session or transaction statement")
+}
+
+/// A statement sqlparser cannot parse: DDL-like words go to every shard (PostgreSQL judges
+/// it), session words anywhere, the rest is refused (it could touch any table).
+fn unparsed(words: &[String], map: &ShardMap) -> StmtPlan {
+    let first = words.first().map(String::as_str).unwrap_or("");
+    if first == "copy" {
+        let table = words.get(1).map(String::as_str).unwrap_or("");
+        let (schema, name) = match table.split_once('.') {
+            Some((s, n)) => (Some(s), n),
+            None => (None, table),
+        };
+        let to = words.get(2).is_some_and(|w| w == "to");
+        if map.key_column(schema, name).is_none() && to && !table.starts_with('(') {
+            return StmtPlan::simple(Target::Any, false, "COPY from a shared table: one shard");
+        }
+        return StmtPlan::simple(
+            Target::Refuse(format!(
+                "COPY {table} {} is not supported across shards yet: use INSERT, or COPY (SELECT … WHERE key = …) TO STDOUT",
+                if to { "TO" } else { "FROM" }
+            )),
+            !to,
+            "COPY",
+        );
+    }
+    match first {
+        "create" | "alter" | "drop" | "comment" | "grant" | "revoke" | "reindex" | "cluster"
+        | "security" | "do" | "call" => StmtPlan::simple(
+            Target::All,
+            true,
+            "schema or maintenance statement pgproxy does not parse: every shard",
+        ),
+        _ => match fallback_kind(words) {
+            Kind::Write | Kind::Read => StmtPlan::simple(
+                Target::Refuse(format!(
+                    "pgproxy could not parse this statement, so it cannot tell which shard owns its rows: {HINT}"
+                )),
+                true,
+                "unparsed",
+            ),
+            _ => StmtPlan::simple(Target::Any, false, "session or transaction statement"),
+        },
+    }
+}
+
+fn plan_statement(stmt: &Statement, kind: Kind, map: &ShardMap) -> StmtPlan {
+    match stmt {
+        Statement::Query(q) => plan_query(q, map),
+        Statement::Insert(ins) => plan_insert(ins, map),
+        Statement::Update { assignments, .. } => {
+            let key_set = assignments.iter().any(|a| {
+                let names: Vec<_> = match &a.target {
+                    AssignmentTarget::ColumnName(n) => vec![n],
+                    AssignmentTarget::Tuple(v) => v.iter().collect(),
+                };
+                names.iter().any(|n| {
+                    let col = match n.0.last() {
+                        Some(ObjectNamePart::Identifier(id)) => {
+                            ident_key(&id.value, id.quote_style)
+                        }
+                        _ => return false,
+                    };
+                    map.tables().iter().any(|t| t.column == col)
+                })
+            });
+            let mut plan = plan_dml(stmt, map, "UPDATE");
+            if key_set && plan.target != Target::All {
+                plan.target = Target::Refuse(
+                    "UPDATE of a sharded table's key column would move the row to another shard: \
+                     DELETE it and INSERT it with the new key instead"
+                        .into(),
+                );
+            }
+            plan
+        }
+        Statement::Delete(_) => plan_dml(stmt, map, "DELETE"),
+        Statement::Merge { table, .. } => {
+            let (schema, name) = match table {
+                sqlparser::ast::TableFactor::Table { name, .. } => split_name(name),
+                _ => (None, String::new()),
+            };
+            if map.key_column(schema.as_deref(), &name).is_some() {
+                StmtPlan::simple(
+                    Target::Refuse(format!(
+                        "MERGE into a sharded table is not supported: {HINT}"
+                    )),
+                    true,
+                    "MERGE",
+                )
+            } else {
+                StmtPlan::simple(Target::All, true, "MERGE into a shared table: every shard")
+            }
+        }
+        Statement::Copy { source, to, .. } => plan_copy(source, *to, map),
+        Statement::Explain {
+            analyze,
+            statement,
+            options,
+            ..
+        } => {
+            let analyze = *analyze
+                || options
+                    .iter()
+                    .flatten()
+                    .any(|o| o.name.value.eq_ignore_ascii_case("analyze"));
+            let inner = plan_statement(statement, statement_kind(statement), map);
+            if analyze {
+                return StmtPlan {
+                    merge: None,
+                    no_merge: Some(
+                        "EXPLAIN ANALYZE runs the statement: it needs a single shard".into(),
+                    ),
+                    ..inner
+                };
+            }
+            match inner.target {
+                Target::Fanout | Target::All | Target::Keys(_) => StmtPlan::simple(
+                    match inner.target {
+                        Target::Keys(k) => Target::Keys(k),
+                        _ => Target::Any,
+                    },
+                    false,
+                    "EXPLAIN: the plan on one shard",
+                ),
+                _ => StmtPlan {
+                    write: false,
+                    ..inner
+                },
+            }
+        }
+        // Only PREPAREs of statements without tables are let through (see plan_one).
+        Statement::Execute { .. } => {
+            StmtPlan::simple(Target::Any, false, "EXECUTE of a statement without tables")
+        }
+        Statement::Truncate { .. } => StmtPlan::simple(Target::All, true, "TRUNCATE: every shard"),
+        _ if kind == Kind::Read => StmtPlan::simple(Target::Any, false, "reads no table"),
+        _ => StmtPlan::simple(
+            Target::All,
+            true,
+            "schema or shared-state change: every shard",
+        ),
+    }
+}
+
+/// A co-location class: (depth of its shallowest members, their block if they share one,
+/// has a top-level member, the pins of the shallowest members).
+type Class = (usize, Option<usize>, bool, Vec<Vec<KeyExpr>>);
+
+/// Where the rows of a scope live.
+fn target_of(scope: &Scope) -> Target {
+    if scope.refs.is_empty() {
+        return Target::Any;
+    }
+    // Co-location classes, each with the pins of its shallowest members.
+    let mut classes: BTreeMap<usize, Class> = BTreeMap::new();
+    for (i, r) in scope.refs.iter().enumerate() {
+        let root = scope.class(i);
+        let e = classes
+            .entry(root)
+            .or_insert((usize::MAX, None, false, Vec::new()));
+        if r.depth < e.0 {
+            *e = (r.depth, Some(r.block), r.depth == 0, r.pins.clone());
+        } else if r.depth == e.0 {
+            if e.1 != Some(r.block) {
+                // Shallowest members in different blocks: their pins restrict different rows.
+                e.3.clear();
+                e.1 = None;
+            }
+            e.2 |= r.depth == 0;
+        }
+    }
+    let groups: Vec<(bool, Vec<Vec<KeyExpr>>)> =
+        classes.into_values().map(|c| (c.2, c.3)).collect();
+    if groups.len() == 1 && groups[0].0 {
+        let pins = groups.into_iter().next().map(|g| g.1).unwrap_or_default();
+        return if pins.is_empty() {
+            Target::Fanout
+        } else {
+            Target::Keys(pins)
+        };
+    }
+    Target::Groups(groups.into_iter().map(|g| g.1).collect())
+}
+
+fn plan_query(q: &Query, map: &ShardMap) -> StmtPlan {
+    let mut scope = Scope::default();
+    scope.query(map, q);
+    if let Some(why) = &scope.opaque {
+        if !scope.refs.is_empty() || why.contains("data-modifying") {
+            return StmtPlan::simple(
+                Target::Refuse(format!("{why} is not supported with sharding: {HINT}")),
+                true,
+                "query",
+            );
+        }
+    }
+    let target = target_of(&scope);
+    let mut plan = StmtPlan::simple(target, false, "query");
+    plan.why = match &plan.target {
+        Target::Any => "reads no sharded table: one shard".into(),
+        Target::Keys(_) => "sharding key in WHERE".into(),
+        Target::Fanout => "sharded table without a key".into(),
+        Target::Groups(_) => "several sharded tables not joined on the key".into(),
+        _ => "query".into(),
+    };
+    if matches!(plan.target, Target::Keys(_) | Target::Fanout) {
+        match merge::spec(q) {
+            Ok(m) => plan.merge = Some(m),
+            Err(why) => plan.no_merge = Some(why),
+        }
+    }
+    plan
+}
+
+fn plan_dml(stmt: &Statement, map: &ShardMap, verb: &str) -> StmtPlan {
+    let mut scope = Scope::default();
+    scope.statement(map, stmt);
+    let target_is_sharded = scope
+        .refs
+        .first()
+        .is_some_and(|r| r.depth == 0 && r.block == 0)
+        && first_table_is_sharded(stmt, map);
+    if !target_is_sharded {
+        if !scope.refs.is_empty() {
+            return StmtPlan::simple(
+                Target::Refuse(format!(
+                    "{verb} of a shared (unsharded) table that reads a sharded table: each shard would see only its own rows; {HINT}"
+                )),
+                true,
+                verb,
+            );
+        }
+        return StmtPlan::simple(
+            Target::All,
+            true,
+            &format!("{verb} of a shared table: every shard"),
+        );
+    }
+    if let Some(why) = &scope.opaque {
+        return StmtPlan::simple(
+            Target::Refuse(format!("{why} is not supported with sharding: {HINT}")),
+            true,
+            verb,
+        );
+    }
+    let target = target_of(&scope);
+    let why = match &target {
+        Target::Keys(_) => format!("{verb} by sharding key"),
+        Target::Fanout => format!("{verb} without a sharding key"),
+        _ => verb.to_string(),
+    };
+    StmtPlan::simple(target, true, &why)
+}
+
+fn first_table_is_sharded(stmt: &Statement, map: &ShardMap) -> bool {
+    let name = match stmt {
+        Statement::Update { table, .. } => match &table.relation {
+            sqlparser::ast::TableFactor::Table { name, .. } => Some(name),
+            _ => None,
+        },
+        Statement::Delete(d) => {
+            let (sqlparser::ast::FromTable::WithFromKeyword(f)
+            | sqlparser::ast::FromTable::WithoutKeyword(f)) = &d.from;
+            match f.first().map(|t| &t.relation) {
+                Some(sqlparser::ast::TableFactor::Table { name, .. }) => Some(name),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    name.is_some_and(|n| {
+        let (s, t) = split_name(n);
+        map.key_column(s.as_deref(), &t).is_some()
+    })
+}
+
+fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
+    let TableObject::TableName(name) = &ins.table else {
+        return StmtPlan::simple(
+            Target::Refuse(format!("INSERT into a table function: {HINT}")),
+            true,
+            "INSERT",
+        );
+    };
+    let (schema, table) = split_name(name);
+    let source_plan = ins.source.as_ref().map(|q| plan_query(q, map));
+    let Some(column) = map.key_column(schema.as_deref(), &table) else {
+        if source_plan.is_some_and(|p| p.target != Target::Any) {
+            return StmtPlan::simple(
+                Target::Refuse(format!("INSERT into a shared table from a sharded table: each shard holds only its own rows; {HINT}")),
+                true,
+                "INSERT",
+            );
+        }
+        return StmtPlan::simple(Target::All, true, "INSERT into a shared table: every shard");
+    };
+    if ins.columns.is_empty() {
+        return StmtPlan::simple(
+            Target::Refuse(format!(
+                "INSERT into sharded table {name} without a column list: name the columns (INSERT INTO {name} (…) VALUES …) so pgproxy can find the key {column}"
+            )),
+            true,
+            "INSERT",
+        );
+    }
+    let Some(pos) = ins
+        .columns
+        .iter()
+        .position(|c| ident_key(&c.value, c.quote_style) == column)
+    else {
+        return StmtPlan::simple(
+            Target::Refuse(format!(
+                "INSERT into sharded table {name} without its sharding key {column}: give the key"
+            )),
+            true,
+            "INSERT",
+        );
+    };
+    let rows = match ins.source.as_deref().map(|q| (q, q.body.as_ref())) {
+        Some((q, SetExpr::Values(v))) if q.with.is_none() => &v.rows,
+        _ => {
+            return StmtPlan::simple(
+                Target::Refuse(format!(
+                    "INSERT … SELECT into sharded table {name}: pgproxy cannot check which shard each row belongs to; insert with VALUES, or {HINT}"
+                )),
+                true,
+                "INSERT",
+            )
+        }
+    };
+    let keys: Vec<Option<KeyExpr>> = rows.iter().map(|r| r.get(pos).and_then(key_expr)).collect();
+    let mut plan = StmtPlan::simple(
+        Target::Rows(keys),
+        true,
+        &format!("INSERT with key {column}"),
+    );
+    plan.split = Some(Box::new(ins.clone()));
+    plan
+}
+
+fn plan_copy(source: &CopySource, to: bool, map: &ShardMap) -> StmtPlan {
+    match source {
+        CopySource::Table { table_name, .. } => {
+            let (s, t) = split_name(table_name);
+            let sharded = map.key_column(s.as_deref(), &t).is_some();
+            match (sharded, to) {
+                (false, true) => StmtPlan::simple(Target::Any, false, "COPY from a shared table: one shard"),
+                (false, false) => StmtPlan::simple(
+                    Target::Refuse("COPY into a shared table across shards is not supported yet: use INSERT".into()),
+                    true,
+                    "COPY",
+                ),
+                (true, _) => StmtPlan::simple(
+                    Target::Refuse(format!(
+                        "COPY of sharded table {table_name} is not supported yet: use INSERT / SELECT with the key, or COPY (SELECT … WHERE key = …)"
+                    )),
+                    !to,
+                    "COPY",
+                ),
+            }
+        }
+        CopySource::Query(q) => {
+            let p = plan_query(q, map);
+            StmtPlan {
+                merge: None,
+                no_merge: Some("COPY (SELECT …) TO needs a single shard".into()),
+                ..p
+            }
+        }
+    }
+}
+
+/// Resolves an INSERT's rows: one shard, or the statement split per shard.
+pub(super) fn split_rows<'p>(
+    st: &StmtPlan,
+    rows: &[Option<KeyExpr>],
+    map: &ShardMap,
+    params: &dyn Fn(usize) -> Option<Param<'p>>,
+) -> Result<Route, RouteError> {
+    let mut per_shard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
+    for (i, k) in rows.iter().enumerate() {
+        let Some(k) = k else {
+            return Err(RouteError::Unroutable(format!(
+                "the sharding key of row {} of this INSERT is NULL or not a literal or parameter: write the key itself",
+                i + 1
+            )));
+        };
+        let v = super::key_text(k, map, params)?.ok_or_else(|| {
+            RouteError::Unroutable(format!(
+                "the sharding key of row {} of this INSERT is NULL: every row needs a key",
+                i + 1
+            ))
+        })?;
+        per_shard.entry(map.shard_of(&v)?).or_default().push(i);
+    }
+    let route = |shards: Vec<usize>, split| Route {
+        shards: Shards::Some(shards),
+        merge: None,
+        split,
+        write: true,
+        why: st.why.clone(),
+    };
+    if per_shard.len() <= 1 {
+        return Ok(route(
+            per_shard
+                .keys()
+                .copied()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .chain(std::iter::once(0))
+                .take(1)
+                .collect(),
+            None,
+        ));
+    }
+    let Some(ins) = st.split.as_deref() else {
+        return Err(RouteError::Unroutable(
+            "rows of this INSERT belong to different shards".into(),
+        ));
+    };
+    if ins.returning.is_some() || rows.iter().any(|k| matches!(k, Some(KeyExpr::Param(_)))) {
+        return Err(RouteError::Unroutable(
+            "the rows of this INSERT belong to different shards and it uses RETURNING or parameters: send one INSERT per shard"
+                .into(),
+        ));
+    }
+    let mut texts = Vec::new();
+    for (shard, idx) in &per_shard {
+        let mut part = ins.clone();
+        if let Some(src) = part.source.as_deref_mut() {
+            if let SetExpr::Values(v) = src.body.as_mut() {
+                v.rows = idx.iter().map(|&i| v.rows[i].clone()).collect();
+            }
+        }
+        texts.push((*shard, Statement::Insert(part).to_string()));
+    }
+    Ok(route(per_shard.keys().copied().collect(), Some(texts)))
+}
