@@ -390,6 +390,31 @@ pub fn query(sql: &str) -> Frame {
     finish(b)
 }
 
+/// Builds a Describe of a portal.
+pub fn describe_portal(name: &str) -> Frame {
+    let mut b = BytesMut::with_capacity(name.len() + 7);
+    b.put_u8(fe::DESCRIBE);
+    b.put_i32(0);
+    b.put_u8(b'P');
+    put_cstr(&mut b, name);
+    finish(b)
+}
+
+/// Builds an Execute of a portal (`max_rows` 0: all rows).
+pub fn execute(portal: &str, max_rows: i32) -> Frame {
+    let mut b = BytesMut::with_capacity(portal.len() + 10);
+    b.put_u8(fe::EXECUTE);
+    b.put_i32(0);
+    put_cstr(&mut b, portal);
+    b.put_i32(max_rows);
+    finish(b)
+}
+
+/// Builds a Sync.
+pub fn sync() -> Frame {
+    Frame::new(fe::SYNC, &[])
+}
+
 /// Builds a CommandComplete with the given tag.
 pub fn command_complete(tag: &str) -> Frame {
     let mut b = BytesMut::with_capacity(tag.len() + 6);

@@ -6,9 +6,11 @@
 pub mod frame;
 pub mod md5;
 pub mod message;
+pub mod rows;
 pub mod scram;
 pub mod sqlstate;
 pub mod startup;
+pub mod value;
 
 pub use frame::{Frame, FrameError};
 pub mod error;

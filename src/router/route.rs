@@ -109,6 +109,9 @@ pub struct Route {
     pub split: Option<Vec<(usize, String)>>,
     /// Writes data or schema.
     pub write: bool,
+    /// A write of sharded rows on several shards (no key, or keys on several shards): each
+    /// shard changes different rows, unlike `All` (the same change everywhere).
+    pub keyless: bool,
     /// Why.
     pub why: String,
 }
@@ -202,6 +205,7 @@ impl RoutePlan {
                 merge: None,
                 split: None,
                 write: self.statements.iter().any(|s| s.write),
+                keyless: false,
                 why: format!("hint: {}", h.describe(map)),
             });
         }
@@ -218,6 +222,7 @@ impl RoutePlan {
             merge: None,
             split: None,
             write: false,
+            keyless: false,
             why: "no statement".into(),
         }))
     }
@@ -242,6 +247,7 @@ fn combine(a: Route, b: Route, n: usize) -> Result<Route, RouteError> {
         merge: None,
         split: None,
         write: a.write || b.write,
+        keyless: a.keyless || b.keyless,
         why: format!("{}; {}", a.why, b.why),
     })
 }
@@ -337,6 +343,7 @@ fn resolve_one<'p>(
         merge: None,
         split: None,
         write: st.write,
+        keyless: false,
         why,
     };
     // The session's shard key stands in for what the statement does not pin itself.
@@ -416,6 +423,7 @@ fn fanout(
             merge: None,
             split: None,
             write: st.write,
+            keyless: false,
             why: "SET pgproxy.shard_key".into(),
         });
     }
@@ -425,6 +433,7 @@ fn fanout(
             merge: None,
             split: None,
             write: st.write,
+            keyless: false,
             why: st.why.clone(),
         });
     }
@@ -441,6 +450,7 @@ fn fanout(
             merge: None,
             split: None,
             write: true,
+            keyless: true,
             why: format!("{} (no key: every shard)", st.why),
         });
     }
@@ -450,6 +460,7 @@ fn fanout(
             merge: Some(m.clone()),
             split: None,
             write: false,
+            keyless: false,
             why: format!(
                 "{} (no single shard: runs on {} shards, results merged)",
                 st.why,

@@ -48,6 +48,8 @@ pub fn outcome_of(f: FrameRef<'_>) -> Option<Outcome> {
 
 /// One follower connection.
 pub struct Follower {
+    /// Shard index (another shard's node joins a write that spans shards).
+    pub shard: usize,
     /// Node index within the shard.
     pub node: usize,
     /// The connection.
@@ -82,8 +84,9 @@ pub struct FollowerResult {
 
 impl Follower {
     /// Wraps a checked-out connection.
-    pub fn new(node: usize, conn: Pooled) -> Follower {
+    pub fn new(shard: usize, node: usize, conn: Pooled) -> Follower {
         Follower {
+            shard,
             node,
             conn,
             out: BytesMut::new(),

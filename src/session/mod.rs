@@ -15,7 +15,10 @@ mod lost;
 mod relay;
 mod replica;
 mod response;
+mod scatter;
+mod scatter_ext;
 mod settings;
+mod shard;
 mod startup;
 mod statements;
 

@@ -67,6 +67,10 @@ pub struct Repl {
     pub own_frames: Vec<usize>,
     /// The transaction's timestamp as the main gave it (now() for every node).
     pub txn_ts: Option<String>,
+    /// Sharding state, when there are several shards.
+    pub sharding: Option<Box<super::shard::ShardState>>,
+    /// The unit (or transaction) writes on every node of every shard: DDL, shared tables.
+    pub span_all: bool,
 }
 
 /// One unit in flight.
@@ -120,6 +124,8 @@ impl Repl {
             portals: HashMap::new(),
             own_frames: Vec::new(),
             txn_ts: None,
+            sharding: None,
+            span_all: false,
         }
     }
 }
@@ -239,7 +245,8 @@ impl Session {
                         return Ok(Step::Terminate);
                     }
                 }
-                if begins_txn && self.server.is_some() && !self.skip_until_sync {
+                if begins_txn && self.server.is_some() && !self.skip_until_sync && self.replicates()
+                {
                     // Read the transaction's timestamp with the BEGIN (same write, no extra
                     // round trip): now() in a later write becomes this literal on every node.
                     self.queue
@@ -413,6 +420,10 @@ impl Session {
             // Answered by pgproxy until the client ends the transaction (lost.rs).
             return Ok(Plan::Run(Bytes::copy_from_slice(frames)));
         }
+        let simple_unit = first == fe::QUERY || first == fe::FUNCTION_CALL;
+        if let Some(done) = self.route_unit(frames, simple_unit).await? {
+            return Ok(done);
+        }
         let sql = self.unit_sql(frames);
         if sql.temp {
             self.repl_mut().temp_objects = true;
@@ -458,7 +469,8 @@ impl Session {
         if only == Some(Kind::Rollback) && self.repl_mut().joined {
             self.rollback_followers().await;
         }
-        let writes = kind == Kind::Write;
+        // On a shard of one node (and not spanning shards) a write just runs there.
+        let writes = kind == Kind::Write && self.replicates();
         let session = matches!(kind, Kind::Session)
             || sql
                 .kinds
@@ -660,27 +672,40 @@ impl Session {
         let cluster = self.shared.cluster.clone();
         let settings = self.settings.clone();
         let repl = self.repl.as_mut().expect("replicated");
-        // Never the main itself, never a node that went down since.
-        let (main, shard) = (repl.node, repl.shard);
+        // Never the main itself, never a node that went down since; a write that spans shards
+        // (DDL, shared tables) takes every node of every shard.
+        let (main, shard, span_all) = (repl.node, repl.shard, repl.span_all);
         repl.followers.retain(|f| {
-            f.node != main && cluster.topology.state(shard, f.node) == crate::cluster::NodeState::Up
+            (f.shard != shard || f.node != main)
+                && (span_all || f.shard == shard)
+                && cluster.topology.state(f.shard, f.node) == crate::cluster::NodeState::Up
         });
-        {
+        let shards: Vec<usize> = if span_all {
+            (0..cluster.config().shards.len()).collect()
+        } else {
+            vec![shard]
+        };
+        for s in shards {
             // Every up node but the main needs a connection (some may be held already).
-            for node in cluster.topology.up_nodes(repl.shard) {
-                if node == repl.node || repl.followers.iter().any(|f| f.node == node) {
+            for node in cluster.topology.up_nodes(s) {
+                if (s == shard && node == main)
+                    || repl
+                        .followers
+                        .iter()
+                        .any(|f| f.shard == s && f.node == node)
+                {
                     continue;
                 }
-                let pool = cluster.pool(&repl.user, &repl.db, repl.shard, node);
+                let pool = cluster.pool(&repl.user, &repl.db, s, node);
                 match pool.checkout().await {
                     Ok(mut conn) => {
                         if let Some(sql) = super::settings::replay_sql(&settings, &conn.settings) {
                             if let Err(e) = conn.run_internal(&sql).await {
                                 // The main took these settings: this node would run the
                                 // client's statements differently.
-                                warn!(node, error = %e, "could not apply settings on a follower");
+                                warn!(shard = s, node, error = %e, "could not apply settings on a follower");
                                 cluster.detach(
-                                    repl.shard,
+                                    s,
                                     node,
                                     DetachCause::Divergence,
                                     &format!("the session's settings failed there: {e}"),
@@ -689,18 +714,13 @@ impl Session {
                             }
                             conn.settings = settings.clone();
                         }
-                        repl.followers.push(Follower::new(node, conn));
+                        repl.followers.push(Follower::new(s, node, conn));
                     }
                     Err(PoolError::Backend(e)) if e.is_connect() => {
-                        cluster.detach(
-                            repl.shard,
-                            node,
-                            DetachCause::ConnectionFailed,
-                            &e.to_string(),
-                        );
+                        cluster.detach(s, node, DetachCause::ConnectionFailed, &e.to_string());
                     }
                     Err(e) => {
-                        warn!(node, error = %e, "no free connection to a follower for a write");
+                        warn!(shard = s, node, error = %e, "no free connection to a follower for a write");
                         return Err(e);
                     }
                 }
@@ -739,8 +759,8 @@ impl Session {
         let repl = self.repl.as_mut().expect("replicated");
         for (i, why, cause) in gone {
             let f = repl.followers.remove(i);
-            warn!(shard = repl.shard, node = f.node, detail = %why, "follower detached");
-            cluster.detach(repl.shard, f.node, cause, &why);
+            warn!(shard = f.shard, node = f.node, detail = %why, "follower detached");
+            cluster.detach(f.shard, f.node, cause, &why);
         }
     }
 
@@ -766,8 +786,9 @@ impl Session {
                 Ok(got) => {
                     if got.internal_error.is_some() || got.outcomes != expected {
                         let detail = format!(
-                            "main: [{}], node {}: [{}]{}",
+                            "main: [{}], shard {} node {}: [{}]{}",
                             join(expected),
+                            repl.followers[i].shard,
                             repl.followers[i].node,
                             join(&got.outcomes),
                             got.internal_error
@@ -863,9 +884,18 @@ impl Session {
         Ok(())
     }
 
+    /// Writes of the current unit go to several nodes: the shard has more than one, or the
+    /// unit spans every shard.
+    pub(super) fn replicates(&mut self) -> bool {
+        let cfg = self.shared.cluster.config();
+        let r = self.repl_mut();
+        r.span_all || cfg.shards.get(r.shard).is_some_and(|s| s.nodes.len() > 1)
+    }
+
     /// Transaction over: followers leave it.
     pub(super) fn after_txn(&mut self) {
         let repl = self.repl_mut();
+        repl.span_all = false;
         repl.joined = false;
         repl.prefix.clear();
         repl.savepoints = false;

@@ -227,7 +227,9 @@ async fn login(
         return Err((client, Box::new(e)));
     }
     let mode = cfg.pool_mode(&user, &db);
-    let replicated = cfg.shards.first().is_some_and(|s| s.nodes.len() > 1);
+    // A sharded session, like a replicated one, handles requests unit by unit.
+    let sharded = cfg.shards.len() > 1;
+    let replicated = sharded || cfg.shards.first().is_some_and(|s| s.nodes.len() > 1);
     let client_settings = settings::from_startup(&params);
     let (pool, mut server, main_node) = loop {
         let main_node = shared.cluster.topology.main(0).unwrap_or(0);
@@ -305,12 +307,13 @@ async fn login(
         pid,
         slot,
         replicated.then(|| {
-            Box::new(super::replica::Repl::new(
-                0,
-                main_node,
-                user.clone(),
-                db.clone(),
-            ))
+            let mut repl = super::replica::Repl::new(0, main_node, user.clone(), db.clone());
+            if sharded {
+                repl.sharding = Some(Box::new(super::shard::ShardState::new(
+                    shared.cluster.shard_map(),
+                )));
+            }
+            Box::new(repl)
         }),
     ))
 }

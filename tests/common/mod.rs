@@ -13,6 +13,7 @@ pub mod cluster;
 mod config;
 mod pg;
 mod proxy;
+pub mod sharded;
 pub mod wire;
 pub mod workloads;
 

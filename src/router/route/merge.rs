@@ -253,7 +253,13 @@ fn count_expr(e: &Expr) -> Result<Option<Count>, String> {
 fn count_to_expr(c: Count) -> Expr {
     match c {
         Count::Lit(n) => Expr::value(Value::Number(n.to_string(), false)),
-        Count::Param(n) => Expr::value(Value::Placeholder(format!("${n}"))),
+        // Typed: `$1 + $2` alone is ambiguous to PostgreSQL's parameter type inference.
+        Count::Param(n) => Expr::Cast {
+            kind: sqlparser::ast::CastKind::Cast,
+            expr: Box::new(Expr::value(Value::Placeholder(format!("${n}")))),
+            data_type: sqlparser::ast::DataType::BigInt(None),
+            format: None,
+        },
     }
 }
 

@@ -440,9 +440,10 @@ pub(super) fn split_rows<'p>(
         })?;
         per_shard.entry(map.shard_of(&v)?).or_default().push(i);
     }
-    let route = |shards: Vec<usize>, split| Route {
+    let route = |shards: Vec<usize>, split: Option<Vec<(usize, String)>>| Route {
         shards: Shards::Some(shards),
         merge: None,
+        keyless: split.is_some(),
         split,
         write: true,
         why: st.why.clone(),

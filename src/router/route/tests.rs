@@ -545,7 +545,10 @@ fn merge_specs() {
         "SELECT count(*), country AS \"__pgproxy_0\" FROM contacts GROUP BY country"
     );
     let s = spec("SELECT name FROM contacts LIMIT $1 OFFSET $2");
-    assert_eq!(s.sql, "SELECT name FROM contacts LIMIT $1 + $2");
+    assert_eq!(
+        s.sql,
+        "SELECT name FROM contacts LIMIT CAST($1 AS BIGINT) + CAST($2 AS BIGINT)"
+    );
     let s = spec("SELECT DISTINCT name FROM contacts ORDER BY name LIMIT 2");
     assert_eq!(s.sql, "SELECT DISTINCT name FROM contacts");
     assert_eq!(

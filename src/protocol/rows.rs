@@ -1,0 +1,215 @@
+//! Typed views of the row messages pgproxy builds or reads when it merges results from several
+//! shards (RowDescription, DataRow) and of a Bind's parameter values (for routing). Pure.
+
+use super::frame::{read_cstr, read_i16, read_i32, Frame};
+use super::message::be;
+use bytes::{BufMut, BytesMut};
+
+/// One RowDescription field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Field {
+    /// Column name.
+    pub name: String,
+    /// Table OID (0 if none).
+    pub table: u32,
+    /// Column number (0 if none).
+    pub column: i16,
+    /// Type OID.
+    pub type_oid: u32,
+    /// Type size (negative: variable).
+    pub type_len: i16,
+    /// Type modifier.
+    pub type_mod: i32,
+    /// Format code (0 text, 1 binary).
+    pub format: i16,
+}
+
+/// The fields of a RowDescription body.
+pub fn row_description_fields(body: &[u8]) -> Option<Vec<Field>> {
+    let mut b = body;
+    let n = read_i16(&mut b)?;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let name = read_cstr(&mut b)?.to_string();
+        let table = read_i32(&mut b)? as u32;
+        let column = read_i16(&mut b)?;
+        let type_oid = read_i32(&mut b)? as u32;
+        let type_len = read_i16(&mut b)?;
+        let type_mod = read_i32(&mut b)?;
+        let format = read_i16(&mut b)?;
+        out.push(Field {
+            name,
+            table,
+            column,
+            type_oid,
+            type_len,
+            type_mod,
+            format,
+        });
+    }
+    Some(out)
+}
+
+/// Builds a RowDescription.
+pub fn row_description(fields: &[Field]) -> Frame {
+    let mut b = BytesMut::new();
+    b.put_u8(be::ROW_DESCRIPTION);
+    b.put_i32(0);
+    b.put_i16(fields.len() as i16);
+    for f in fields {
+        b.put_slice(f.name.as_bytes());
+        b.put_u8(0);
+        b.put_u32(f.table);
+        b.put_i16(f.column);
+        b.put_u32(f.type_oid);
+        b.put_i16(f.type_len);
+        b.put_i32(f.type_mod);
+        b.put_i16(f.format);
+    }
+    finish(b)
+}
+
+/// The values of a DataRow body (None = NULL).
+pub fn data_row_values(body: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
+    let mut b = body;
+    let n = read_i16(&mut b)?;
+    let mut out = Vec::with_capacity(n.max(0) as usize);
+    for _ in 0..n {
+        let len = read_i32(&mut b)?;
+        if len < 0 {
+            out.push(None);
+            continue;
+        }
+        let len = len as usize;
+        if b.len() < len {
+            return None;
+        }
+        out.push(Some(b[..len].to_vec()));
+        b = &b[len..];
+    }
+    Some(out)
+}
+
+/// Builds a DataRow from values (None = NULL).
+pub fn data_row(values: &[Option<Vec<u8>>]) -> Frame {
+    let size: usize = values
+        .iter()
+        .map(|v| 4 + v.as_ref().map_or(0, Vec::len))
+        .sum();
+    let mut b = BytesMut::with_capacity(7 + size);
+    b.put_u8(be::DATA_ROW);
+    b.put_i32(0);
+    b.put_i16(values.len() as i16);
+    for v in values {
+        match v {
+            None => b.put_i32(-1),
+            Some(v) => {
+                b.put_i32(v.len() as i32);
+                b.put_slice(v);
+            }
+        }
+    }
+    finish(b)
+}
+
+fn finish(mut b: BytesMut) -> Frame {
+    let len = (b.len() - 1) as i32;
+    b[1..5].copy_from_slice(&len.to_be_bytes());
+    Frame::from_raw(b.freeze())
+}
+
+/// A Bind's parameters and result formats.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindValues<'a> {
+    /// Per parameter: (format code, value; None = NULL).
+    pub params: Vec<(i16, Option<&'a [u8]>)>,
+    /// Result column format codes (empty: all text; one: for every column).
+    pub result_formats: Vec<i16>,
+}
+
+/// Parses what follows the two names of a Bind body (`Bind::rest`).
+pub fn bind_values(rest: &[u8]) -> Option<BindValues<'_>> {
+    let mut b = rest;
+    let nf = read_i16(&mut b)?;
+    let mut formats = Vec::new();
+    for _ in 0..nf.max(0) {
+        formats.push(read_i16(&mut b)?);
+    }
+    let np = read_i16(&mut b)?;
+    let mut params = Vec::new();
+    for i in 0..np.max(0) as usize {
+        let format = match formats.len() {
+            0 => 0,
+            1 => formats[0],
+            _ => *formats.get(i)?,
+        };
+        let len = read_i32(&mut b)?;
+        if len < 0 {
+            params.push((format, None));
+            continue;
+        }
+        let len = len as usize;
+        if b.len() < len {
+            return None;
+        }
+        params.push((format, Some(&b[..len])));
+        b = &b[len..];
+    }
+    let nr = read_i16(&mut b)?;
+    let mut result_formats = Vec::new();
+    for _ in 0..nr.max(0) {
+        result_formats.push(read_i16(&mut b)?);
+    }
+    Some(BindValues {
+        params,
+        result_formats,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rows_round_trip() {
+        let fields = vec![Field {
+            name: "a".into(),
+            table: 7,
+            column: 2,
+            type_oid: 23,
+            type_len: 4,
+            type_mod: -1,
+            format: 0,
+        }];
+        let f = row_description(&fields);
+        assert_eq!(row_description_fields(f.body()), Some(fields));
+        let values = vec![Some(b"12".to_vec()), None, Some(Vec::new())];
+        let f = data_row(&values);
+        assert_eq!(data_row_values(f.body()), Some(values));
+        assert_eq!(
+            data_row_values(&[0, 1, 0, 0, 0, 9]),
+            None,
+            "truncated value"
+        );
+    }
+
+    #[test]
+    fn bind_parameters() {
+        // 1 format (binary for all), 2 params: 8 bytes and NULL, 1 result format (text).
+        let mut b = BytesMut::new();
+        b.put_i16(1);
+        b.put_i16(1);
+        b.put_i16(2);
+        b.put_i32(8);
+        b.put_i64(42);
+        b.put_i32(-1);
+        b.put_i16(1);
+        b.put_i16(0);
+        let v = bind_values(&b).expect("parse");
+        assert_eq!(v.params.len(), 2);
+        assert_eq!(v.params[0], (1, Some(&42i64.to_be_bytes()[..])));
+        assert_eq!(v.params[1], (1, None));
+        assert_eq!(v.result_formats, vec![0]);
+        assert_eq!(bind_values(&[0, 0, 0, 1, 0, 0, 0, 5, 1]), None, "truncated");
+    }
+}

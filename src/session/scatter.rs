@@ -1,0 +1,696 @@
+//! Reads that run on several shards and are merged into the answer one PostgreSQL would give
+//! (the plan comes from `router::route::merge`): rows in ORDER BY order through a streaming
+//! k-way merge (each shard sorts its own rows, pgproxy keeps one row per shard in hand), or
+//! groups of partial aggregates combined (count and sum added, min and max compared, avg
+//! computed from sum and count as PostgreSQL does), then OFFSET and LIMIT. Types pgproxy
+//! cannot compare or add exactly are refused (0A000) before any row is sent.
+
+use super::relay::Session;
+use super::replica::Plan;
+use super::SessionError;
+use crate::backend::BackendError;
+use crate::pool::Pooled;
+use crate::protocol::frame::Frame;
+use crate::protocol::message::{self, be};
+use crate::protocol::rows::{self, Field};
+use crate::protocol::value::{self, oid};
+use crate::router::route::merge::{Col, Count};
+use crate::router::route::{Agg, MergeKind, MergeSpec, SortKey};
+use bytes::BufMut;
+use std::cmp::Ordering;
+use std::collections::HashMap;
+
+type Row = Vec<Option<Vec<u8>>>;
+
+/// What is sent to every shard and what the client hears besides the rows.
+pub(super) struct Request {
+    /// The frames each shard gets (ending with Sync or being a Query).
+    pub frames: Vec<u8>,
+    /// Sent to the client before the rows (ParseComplete, BindComplete).
+    pub answers: Vec<u8>,
+    /// The client asked for the RowDescription.
+    pub describe: bool,
+    /// OFFSET / LIMIT values from bind parameters (Some(None): NULL = none).
+    pub offset: Option<Option<u64>>,
+    /// See `offset`.
+    pub limit: Option<Option<u64>>,
+    /// A simple Query (else extended protocol).
+    pub simple: bool,
+}
+
+/// One shard's connection while it answers.
+struct Part {
+    conn: Option<Pooled>,
+    /// CommandComplete (or an error) was read: only ReadyForQuery remains.
+    finished: bool,
+}
+
+/// Why a merge stops.
+enum Stop {
+    /// A shard's ErrorResponse, passed on.
+    Error(Frame),
+    /// pgproxy's own error: (SQLSTATE, message).
+    Own(&'static str, String),
+}
+
+impl From<BackendError> for Stop {
+    fn from(e: BackendError) -> Stop {
+        Stop::Own(
+            crate::protocol::sqlstate::CONNECTION_FAILURE,
+            format!("a shard's connection failed during a read across shards: {e}"),
+        )
+    }
+}
+
+/// Group keys are compared as text: only types whose text form is canonical.
+fn canonical(t: u32) -> bool {
+    matches!(
+        t,
+        oid::INT2
+            | oid::INT4
+            | oid::INT8
+            | oid::TEXT
+            | oid::VARCHAR
+            | oid::BPCHAR
+            | oid::NAME
+            | oid::BOOL
+            | oid::DATE
+            | oid::TIMESTAMP
+            | oid::TIMESTAMPTZ
+            | oid::UUID
+            | oid::OID
+    )
+}
+
+fn is_text(t: u32) -> bool {
+    matches!(t, oid::TEXT | oid::VARCHAR | oid::BPCHAR | oid::NAME)
+}
+
+impl Part {
+    fn conn(&mut self) -> &mut Pooled {
+        self.conn.as_mut().expect("connection held while reading")
+    }
+
+    /// The next row, or None at the end of the result.
+    async fn next_row(&mut self) -> Result<Option<Row>, Stop> {
+        if self.finished {
+            return Ok(None);
+        }
+        loop {
+            let f = self.conn().read_frame().await?;
+            match f.tag() {
+                be::DATA_ROW => {
+                    return rows::data_row_values(f.body()).map(Some).ok_or_else(|| {
+                        Stop::Own(
+                            crate::protocol::sqlstate::PROTOCOL_VIOLATION,
+                            "a shard sent a malformed row".into(),
+                        )
+                    });
+                }
+                be::COMMAND_COMPLETE | be::EMPTY_QUERY => {
+                    self.finished = true;
+                    return Ok(None);
+                }
+                be::ERROR_RESPONSE => {
+                    self.finished = true;
+                    return Err(Stop::Error(f));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// The RowDescription.
+    async fn header(&mut self) -> Result<Vec<Field>, Stop> {
+        loop {
+            let f = self.conn().read_frame().await?;
+            match f.tag() {
+                be::ROW_DESCRIPTION => {
+                    return rows::row_description_fields(f.body()).ok_or_else(|| {
+                        Stop::Own(
+                            crate::protocol::sqlstate::PROTOCOL_VIOLATION,
+                            "a shard sent a malformed row description".into(),
+                        )
+                    })
+                }
+                be::ERROR_RESPONSE => {
+                    self.finished = true;
+                    return Err(Stop::Error(f));
+                }
+                be::COMMAND_COMPLETE | be::EMPTY_QUERY => {
+                    self.finished = true;
+                    return Err(Stop::Own(
+                        crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,
+                        "the statement returned no rows on a shard".into(),
+                    ));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    /// Reads to ReadyForQuery and gives the connection back (dropped if it broke).
+    async fn finish(mut self) {
+        let Some(mut conn) = self.conn.take() else {
+            return;
+        };
+        loop {
+            match conn.read_frame().await {
+                Ok(f) if f.tag() == be::READY_FOR_QUERY => {
+                    conn.release();
+                    return;
+                }
+                Ok(_) => {}
+                Err(_) => return,
+            }
+        }
+    }
+}
+
+fn col(c: Col, visible: usize) -> usize {
+    match c {
+        Col::Pos(i) => i,
+        Col::Hidden(j) => visible + j,
+    }
+}
+
+fn compare_rows(a: &Row, b: &Row, order: &[(usize, u32, SortKey)]) -> Ordering {
+    for (i, t, k) in order {
+        let o = match (&a[*i], &b[*i]) {
+            (None, None) => Ordering::Equal,
+            (None, Some(_)) => {
+                return if k.nulls_first {
+                    Ordering::Less
+                } else {
+                    Ordering::Greater
+                }
+            }
+            (Some(_), None) => {
+                return if k.nulls_first {
+                    Ordering::Greater
+                } else {
+                    Ordering::Less
+                }
+            }
+            (Some(x), Some(y)) => {
+                let o = value::compare(*t, x, y).unwrap_or(Ordering::Equal);
+                if k.desc {
+                    o.reverse()
+                } else {
+                    o
+                }
+            }
+        };
+        if o != Ordering::Equal {
+            return o;
+        }
+    }
+    Ordering::Equal
+}
+
+impl Session {
+    /// Runs a merged read on `shards` and answers the client (a simple Query, outside a
+    /// transaction).
+    pub(super) async fn scatter_read(
+        &mut self,
+        spec: &MergeSpec,
+        shards: &[usize],
+    ) -> Result<Plan, SessionError> {
+        let request = Request {
+            frames: message::query(&spec.sql).raw().to_vec(),
+            answers: Vec::new(),
+            describe: true,
+            offset: None,
+            limit: None,
+            simple: true,
+        };
+        self.scatter(spec, shards, request).await
+    }
+
+    /// Runs a merged read: `request` goes to every shard, its answers are merged.
+    pub(super) async fn scatter(
+        &mut self,
+        spec: &MergeSpec,
+        shards: &[usize],
+        request: Request,
+    ) -> Result<Plan, SessionError> {
+        let mut parts = match self.scatter_connect(shards).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.report_error(&e, request.simple);
+                if !request.simple {
+                    self.skip_until_sync = false;
+                    self.to_client
+                        .put_slice(message::ready_for_query(b'I').raw());
+                }
+                return Ok(Plan::Done);
+            }
+        };
+        let result = self.scatter_run(spec, &mut parts, &request).await;
+        let futures = parts.into_iter().map(Part::finish);
+        futures_util::future::join_all(futures).await;
+        match result {
+            Ok(n) => {
+                self.to_client
+                    .put_slice(message::command_complete(&format!("SELECT {n}")).raw());
+            }
+            Err(Stop::Error(f)) => self.to_client.put_slice(f.raw()),
+            Err(Stop::Own(code, msg)) => {
+                let e = message::error_response(
+                    message::Severity::Error,
+                    code,
+                    &msg,
+                    Some("add the sharding key to the WHERE clause to run the query on one shard"),
+                );
+                self.to_client.put_slice(e.raw());
+            }
+        }
+        self.to_client
+            .put_slice(message::ready_for_query(b'I').raw());
+        Ok(Plan::Done)
+    }
+
+    /// A connection to one node of each shard (by weight), with the session's settings.
+    async fn scatter_connect(
+        &mut self,
+        shards: &[usize],
+    ) -> Result<Vec<Part>, crate::pool::PoolError> {
+        let cluster = self.shared.cluster.clone();
+        let (user, db) = {
+            let r = self.repl_mut();
+            (r.user.clone(), r.db.clone())
+        };
+        let mut parts = Vec::new();
+        for &s in shards {
+            let node = cluster
+                .pick_read_node(s, rand::random())
+                .or_else(|| cluster.topology.main(s))
+                .unwrap_or(0);
+            let mut conn = cluster.pool(&user, &db, s, node).checkout().await?;
+            if let Some(sql) = super::settings::replay_sql(&self.settings, &conn.settings) {
+                conn.run_internal(&sql)
+                    .await
+                    .map_err(crate::pool::PoolError::Backend)?;
+                conn.settings = self.settings.clone();
+            }
+            parts.push(Part {
+                conn: Some(conn),
+                finished: false,
+            });
+        }
+        Ok(parts)
+    }
+
+    /// Sends the shard statement, checks the columns, merges; returns the row count.
+    async fn scatter_run(
+        &mut self,
+        spec: &MergeSpec,
+        parts: &mut [Part],
+        request: &Request,
+    ) -> Result<u64, Stop> {
+        for p in parts.iter_mut() {
+            p.conn().write_all(&request.frames).await?;
+        }
+        let mut fields = None;
+        let mut first_err = None;
+        for p in parts.iter_mut() {
+            match p.header().await {
+                Ok(f) => fields = fields.or(Some(f)),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        let fields = fields.unwrap_or_default();
+        let visible = fields.len().checked_sub(spec.hidden).ok_or_else(|| {
+            Stop::Own(
+                crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,
+                "unexpected columns from a shard".into(),
+            )
+        })?;
+        let out_fields = self.check_merge(spec, &fields, visible, parts).await?;
+        self.to_client.put_slice(&request.answers);
+        if request.describe {
+            self.to_client
+                .put_slice(rows::row_description(&out_fields).raw());
+        }
+        let order: Vec<(usize, u32, SortKey)> = spec
+            .order
+            .iter()
+            .map(|k| {
+                let i = col(k.col, visible);
+                (i, fields[i].type_oid, *k)
+            })
+            .collect();
+        let count = |c: Option<Count>, given: Option<Option<u64>>| match (c, given) {
+            (_, Some(v)) => Ok(v),
+            (Some(Count::Lit(n)), None) => Ok(Some(n)),
+            (None, None) => Ok(None),
+            (Some(Count::Param(_)), None) => Err(Stop::Own(
+                crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,
+                "LIMIT / OFFSET parameter without a value".into(),
+            )),
+        };
+        let offset = count(spec.offset, request.offset)?.unwrap_or(0);
+        let limit = count(spec.limit, request.limit)?;
+        match &spec.kind {
+            MergeKind::Rows => self.merge_rows(parts, &order, visible, offset, limit).await,
+            MergeKind::Group { keys, aggs } => {
+                let keys: Vec<usize> = match keys {
+                    Some(k) => k.iter().map(|c| col(*c, visible)).collect(),
+                    None => (0..visible).collect(),
+                };
+                let aggs: Vec<(usize, u32, Agg)> = aggs
+                    .iter()
+                    .map(|(c, a)| {
+                        let i = col(*c, visible);
+                        (i, fields[i].type_oid, *a)
+                    })
+                    .collect();
+                let mut groups = self
+                    .gather_groups(parts, &keys, &aggs, &fields, visible)
+                    .await?;
+                groups.sort_by(|a, b| compare_rows(a, b, &order));
+                let mut n = 0;
+                for row in groups.into_iter().skip(offset as usize) {
+                    if limit.is_some_and(|l| n >= l) {
+                        break;
+                    }
+                    self.emit(&row, visible).await?;
+                    n += 1;
+                }
+                Ok(n)
+            }
+        }
+    }
+
+    /// Checks every merged column's type; returns the client's RowDescription.
+    async fn check_merge(
+        &mut self,
+        spec: &MergeSpec,
+        fields: &[Field],
+        visible: usize,
+        parts: &mut [Part],
+    ) -> Result<Vec<Field>, Stop> {
+        let refuse =
+            |what: String| Stop::Own(crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED, what);
+        let mut out: Vec<Field> = fields[..visible].to_vec();
+        let mut text_order = false;
+        for k in &spec.order {
+            let f = &fields[col(k.col, visible)];
+            if !value::is_orderable(f.type_oid) {
+                return Err(refuse(format!(
+                    "ORDER BY column \"{}\" (type oid {}) cannot be merged across shards",
+                    f.name, f.type_oid
+                )));
+            }
+            text_order |= is_text(f.type_oid);
+        }
+        if let MergeKind::Group { keys, aggs } = &spec.kind {
+            let key_cols: Vec<usize> = match keys {
+                Some(k) => k.iter().map(|c| col(*c, visible)).collect(),
+                None => (0..visible).collect(),
+            };
+            for i in key_cols {
+                if !canonical(fields[i].type_oid) {
+                    return Err(refuse(format!(
+                        "grouping by column \"{}\" (type oid {}) across shards is not supported",
+                        fields[i].name, fields[i].type_oid
+                    )));
+                }
+            }
+            for (c, a) in aggs {
+                let i = col(*c, visible);
+                let t = fields[i].type_oid;
+                let ok = match a {
+                    Agg::Count => t == oid::INT8,
+                    Agg::Sum => matches!(t, oid::INT8 | oid::NUMERIC | oid::FLOAT4 | oid::FLOAT8),
+                    Agg::Min | Agg::Max => {
+                        text_order |= is_text(t);
+                        value::is_orderable(t)
+                    }
+                    Agg::Avg { .. } => matches!(t, oid::INT8 | oid::NUMERIC | oid::FLOAT8),
+                };
+                if !ok {
+                    return Err(refuse(format!(
+                        "{a:?} of column \"{}\" (type oid {t}) cannot be merged across shards",
+                        fields[i].name
+                    )));
+                }
+                if let (Agg::Avg { .. }, Some(f)) = (a, out.get_mut(i)) {
+                    let float = t == oid::FLOAT8;
+                    f.type_oid = if float { oid::FLOAT8 } else { oid::NUMERIC };
+                    f.type_len = if float { 8 } else { -1 };
+                    f.type_mod = -1;
+                }
+            }
+        }
+        // The value comparisons read ISO dates and sum floats as PostgreSQL prints them with
+        // extra_float_digits >= 1.
+        let iso = self
+            .settings
+            .get("datestyle")
+            .is_none_or(|v| v.trim_start().to_ascii_uppercase().starts_with("ISO"));
+        let float_digits_ok = self
+            .settings
+            .get("extra_float_digits")
+            .is_none_or(|v| v.trim().parse::<i32>().map_or(true, |d| d >= 1));
+        let compared: Vec<u32> = spec
+            .order
+            .iter()
+            .map(|k| fields[col(k.col, visible)].type_oid)
+            .chain(match &spec.kind {
+                MergeKind::Group { aggs, .. } => aggs
+                    .iter()
+                    .filter(|(_, a)| matches!(a, Agg::Min | Agg::Max))
+                    .map(|(c, _)| fields[col(*c, visible)].type_oid)
+                    .collect(),
+                MergeKind::Rows => Vec::new(),
+            })
+            .collect();
+        if !iso
+            && compared
+                .iter()
+                .any(|t| matches!(*t, oid::DATE | oid::TIMESTAMP | oid::TIMESTAMPTZ))
+        {
+            return Err(refuse(
+                "ordering dates across shards needs DateStyle = ISO".into(),
+            ));
+        }
+        if let MergeKind::Group { aggs, .. } = &spec.kind {
+            let float_sum = aggs.iter().any(|(c, a)| {
+                matches!(a, Agg::Sum | Agg::Avg { .. })
+                    && matches!(fields[col(*c, visible)].type_oid, oid::FLOAT4 | oid::FLOAT8)
+            });
+            if float_sum && !float_digits_ok {
+                return Err(refuse(
+                    "summing floats across shards needs extra_float_digits >= 1".into(),
+                ));
+            }
+        }
+        if text_order && !self.bytewise_text(parts).await? {
+            return Err(refuse(
+                "ordering text across shards needs the database's collation to be C (byte order)"
+                    .into(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Whether the database compares text bytewise (C / POSIX collation), asked once per session.
+    async fn bytewise_text(&mut self, _parts: &mut [Part]) -> Result<bool, Stop> {
+        if let Some(b) = self
+            .repl_mut()
+            .sharding
+            .as_ref()
+            .and_then(|s| s.bytewise_text)
+        {
+            return Ok(b);
+        }
+        // Asked on a connection of its own: the shards' connections are mid-result.
+        let shard = self.repl_mut().shard;
+        let cluster = self.shared.cluster.clone();
+        let (user, db) = {
+            let r = self.repl_mut();
+            (r.user.clone(), r.db.clone())
+        };
+        let node = cluster.topology.main(shard).unwrap_or(0);
+        let mut conn = cluster
+            .pool(&user, &db, shard, node)
+            .checkout()
+            .await
+            .map_err(|e| Stop::Own(crate::protocol::sqlstate::CONNECTION_FAILURE, e.to_string()))?;
+        let r = conn
+            .run_internal(
+                "SELECT datcollate FROM pg_catalog.pg_database WHERE datname = current_database()",
+            )
+            .await?;
+        conn.release();
+        let coll = r
+            .rows
+            .first()
+            .and_then(|row| row.first().cloned().flatten())
+            .unwrap_or_default();
+        let bytewise = matches!(
+            coll.as_str(),
+            "C" | "POSIX" | "C.UTF-8" | "C.utf8" | "ucs_basic"
+        );
+        if let Some(s) = self.repl_mut().sharding.as_mut() {
+            s.bytewise_text = Some(bytewise);
+        }
+        Ok(bytewise)
+    }
+
+    /// Sends one row (visible columns) to the client, flushing now and then.
+    async fn emit(&mut self, row: &Row, visible: usize) -> Result<(), Stop> {
+        self.to_client
+            .put_slice(rows::data_row(&row[..visible]).raw());
+        if self.to_client.len() > 64 * 1024 {
+            self.flush_client().await.map_err(|e| {
+                Stop::Own(crate::protocol::sqlstate::CONNECTION_FAILURE, e.to_string())
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Plain rows: k-way merge by the ORDER BY (or one shard after the other without one).
+    async fn merge_rows(
+        &mut self,
+        parts: &mut [Part],
+        order: &[(usize, u32, SortKey)],
+        visible: usize,
+        offset: u64,
+        limit: Option<u64>,
+    ) -> Result<u64, Stop> {
+        let (mut skipped, mut n) = (0u64, 0u64);
+        if order.is_empty() {
+            for p in parts.iter_mut() {
+                while let Some(row) = p.next_row().await? {
+                    if limit.is_some_and(|l| n >= l) {
+                        return Ok(n);
+                    }
+                    if skipped < offset {
+                        skipped += 1;
+                        continue;
+                    }
+                    self.emit(&row, visible).await?;
+                    n += 1;
+                }
+            }
+            return Ok(n);
+        }
+        let mut heads: Vec<Option<Row>> = Vec::with_capacity(parts.len());
+        for p in parts.iter_mut() {
+            heads.push(p.next_row().await?);
+        }
+        loop {
+            if limit.is_some_and(|l| n >= l) {
+                return Ok(n);
+            }
+            let mut best: Option<usize> = None;
+            for (i, h) in heads.iter().enumerate() {
+                let Some(h) = h else { continue };
+                best = match best {
+                    Some(b)
+                        if compare_rows(heads[b].as_ref().expect("head"), h, order)
+                            != Ordering::Greater =>
+                    {
+                        Some(b)
+                    }
+                    _ => Some(i),
+                };
+            }
+            let Some(b) = best else { return Ok(n) };
+            let row = heads[b].take().expect("head");
+            heads[b] = parts[b].next_row().await?;
+            if skipped < offset {
+                skipped += 1;
+                continue;
+            }
+            self.emit(&row, visible).await?;
+            n += 1;
+        }
+    }
+
+    /// Groups: every shard's partial rows combined by key.
+    async fn gather_groups(
+        &mut self,
+        parts: &mut [Part],
+        keys: &[usize],
+        aggs: &[(usize, u32, Agg)],
+        fields: &[Field],
+        visible: usize,
+    ) -> Result<Vec<Row>, Stop> {
+        let mut index: HashMap<Vec<Option<Vec<u8>>>, usize> = HashMap::new();
+        let mut groups: Vec<Row> = Vec::new();
+        let bad = |e: value::ValueError| Stop::Own(e.sqlstate(), e.to_string());
+        for p in parts.iter_mut() {
+            while let Some(row) = p.next_row().await? {
+                let key: Vec<Option<Vec<u8>>> = keys.iter().map(|&i| row[i].clone()).collect();
+                let Some(&g) = index.get(&key) else {
+                    index.insert(key, groups.len());
+                    groups.push(row);
+                    continue;
+                };
+                let acc = &mut groups[g];
+                for &(i, t, a) in aggs {
+                    let merged = match (a, acc[i].take(), row[i].clone()) {
+                        (_, None, x) | (_, x, None) => x,
+                        (Agg::Count | Agg::Sum, Some(x), Some(y)) => {
+                            Some(value::add(t, &x, &y).map_err(bad)?)
+                        }
+                        (Agg::Avg { count }, Some(x), Some(y)) => {
+                            let c = col(count, visible);
+                            let (cx, cy) = (acc[c].take(), row[c].clone());
+                            acc[c] = match (cx, cy) {
+                                (Some(p), Some(q)) => {
+                                    Some(value::add(oid::INT8, &p, &q).map_err(bad)?)
+                                }
+                                (p, q) => p.or(q),
+                            };
+                            Some(value::add(t, &x, &y).map_err(bad)?)
+                        }
+                        (Agg::Min, Some(x), Some(y)) => {
+                            Some(if value::compare(t, &y, &x) == Some(Ordering::Less) {
+                                y
+                            } else {
+                                x
+                            })
+                        }
+                        (Agg::Max, Some(x), Some(y)) => {
+                            Some(if value::compare(t, &y, &x) == Some(Ordering::Greater) {
+                                y
+                            } else {
+                                x
+                            })
+                        }
+                    };
+                    acc[i] = merged;
+                }
+            }
+        }
+        // A query with aggregates and no GROUP BY answers one row even over no rows: every
+        // shard sent one, so there is one group.
+        for row in &mut groups {
+            for &(i, t, a) in aggs {
+                if let Agg::Avg { count } = a {
+                    let c = col(count, visible);
+                    let n: i64 = row[c]
+                        .as_deref()
+                        .and_then(|b| std::str::from_utf8(b).ok())
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(0);
+                    row[i] = match row[i].take() {
+                        Some(sum) if n > 0 => value::avg(t, &sum, n).map_err(bad)?,
+                        _ => None,
+                    };
+                }
+            }
+        }
+        let _ = fields;
+        Ok(groups)
+    }
+}

@@ -1,0 +1,377 @@
+//! Sharded sessions: each unit (a Query, or extended-protocol messages up to Sync) is routed
+//! with `router::route` before the replication logic runs it on its shard. Between
+//! transactions the session moves to whichever shard the next unit needs; a transaction stays
+//! on the shard it started on (or spans every shard, for DDL and writes to shared tables); a
+//! read without a key runs on every shard and is merged (`scatter.rs`). What cannot be run
+//! correctly is refused with the router's reason.
+
+use super::relay::Session;
+use super::replica::Plan;
+use super::SessionError;
+use crate::protocol::frame::{self, FrameRef};
+use crate::protocol::message::{self, fe, Bind, Parse};
+use crate::protocol::rows::bind_values;
+use crate::router::route::{plan, Param, Route, RouteError, RoutePlan, Shards};
+use crate::shard::ShardMap;
+use bytes::BufMut;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Plans kept per session (by SQL text) before the cache is cleared.
+const MAX_PLANS: usize = 1_000;
+
+/// Sharding state of a session.
+pub struct ShardState {
+    /// The rules this session routes with: refreshed between transactions, so a transaction
+    /// finishes under the rules it began with.
+    pub map: Arc<ShardMap>,
+    /// `SET pgproxy.shard_key = …` (session scope).
+    pub key: Option<String>,
+    /// Routes of the portals bound (extended protocol).
+    portals: HashMap<String, Route>,
+    /// Route plans by SQL text (a prepared statement is not parsed again per execution).
+    plans: HashMap<String, Arc<RoutePlan>>,
+    /// The database sorts text bytewise (C collation): text ORDER BY / min / max can merge.
+    pub bytewise_text: Option<bool>,
+}
+
+impl ShardState {
+    /// State for a new session.
+    pub fn new(map: Arc<ShardMap>) -> ShardState {
+        ShardState {
+            map,
+            key: None,
+            portals: HashMap::new(),
+            plans: HashMap::new(),
+            bytewise_text: None,
+        }
+    }
+
+    fn plan(&mut self, sql: &str) -> Arc<RoutePlan> {
+        if let Some(p) = self.plans.get(sql) {
+            return p.clone();
+        }
+        if self.plans.len() >= MAX_PLANS {
+            self.plans.clear();
+        }
+        let p = Arc::new(plan(sql, &self.map));
+        self.plans.insert(sql.to_string(), p.clone());
+        p
+    }
+}
+
+/// Where a unit goes.
+struct UnitRoute {
+    route: Route,
+    /// The unit executes something (a Query or an Execute).
+    executes: usize,
+}
+
+/// `SET pgproxy.shard_key = X` / `RESET pgproxy.shard_key`: Some(new value) when the text is
+/// one of those (None inside = reset).
+fn shard_key_setting(sql: &str) -> Option<Option<String>> {
+    let t = sql.trim().trim_end_matches(';').trim();
+    let lower = t.to_ascii_lowercase();
+    if lower.starts_with("reset") && lower.contains("pgproxy.shard_key") {
+        return Some(None);
+    }
+    let rest = lower.strip_prefix("set")?.trim_start();
+    let rest = rest
+        .strip_prefix("session")
+        .map(str::trim_start)
+        .unwrap_or(rest);
+    let at = rest.strip_prefix("pgproxy.shard_key")?;
+    let at = at.trim_start();
+    let at = at
+        .strip_prefix('=')
+        .or_else(|| at.strip_prefix("to"))?
+        .trim();
+    // Take the value from the original text (case kept).
+    let value = &t[t.len() - at.len()..];
+    let value = value.trim_matches('\'').to_string();
+    Some((!value.eq_ignore_ascii_case("default")).then_some(value))
+}
+
+impl Session {
+    fn shard_state(&mut self) -> Option<&mut ShardState> {
+        self.repl.as_mut().and_then(|r| r.sharding.as_deref_mut())
+    }
+
+    /// Routes a unit. `Ok(None)`: run it through the replication logic on the (possibly
+    /// switched) current shard; `Ok(Some(plan))`: answered here (refused, or merged across
+    /// shards).
+    pub(super) async fn route_unit(
+        &mut self,
+        frames: &[u8],
+        simple: bool,
+    ) -> Result<Option<Plan>, SessionError> {
+        if self.shard_state().is_none() {
+            return Ok(None);
+        }
+        let in_txn = self.tx_status != b'I';
+        if !in_txn {
+            let current = self.shared.cluster.shard_map();
+            let st = self.shard_state().expect("sharded");
+            if !Arc::ptr_eq(&st.map, &current) {
+                st.map = current;
+                st.plans.clear();
+            }
+        }
+        let unit = match self.unit_route(frames) {
+            Ok(u) => u,
+            Err(e) => return self.refuse_route(simple, &e).map(Some),
+        };
+        let r = unit.route;
+        let shards = match &r.shards {
+            Shards::Any => return Ok(None),
+            Shards::Some(v) => v.clone(),
+        };
+        if shards.len() == 1 {
+            if self.repl_mut().span_all && shards[0] != self.repl_mut().shard && in_txn {
+                return self.refuse_msg(simple, "this transaction changes every shard (DDL or shared tables): a statement for one shard must run in a transaction of its own").map(Some);
+            }
+            if self.repl_mut().span_all && in_txn && r.write {
+                return self.refuse_msg(simple, "this transaction changes every shard (DDL or shared tables): a write for one shard must run in a transaction of its own").map(Some);
+            }
+            return self.switch_shard(shards[0], simple).await;
+        }
+        if let Some(spec) = &r.merge {
+            if in_txn {
+                return self.refuse_msg(simple, "a read without a sharding key runs on every shard, which pgproxy does not do inside a transaction yet: add the key, or run it outside the transaction").map(Some);
+            }
+            if unit.executes != 1 {
+                return self.refuse_msg(simple, "a read without a sharding key is merged across shards only when sent on its own: add the key, or send it in a request of its own").map(Some);
+            }
+            if !simple {
+                return self.scatter_extended(spec, &shards, frames).await.map(Some);
+            }
+            return self.scatter_read(spec, &shards).await.map(Some);
+        }
+        if r.split.is_some() || r.keyless {
+            return self.refuse_msg(simple, "this write spans shards (rows of several keys, or no key): pgproxy does not run such writes yet: write per key").map(Some);
+        }
+        // A write on every shard: DDL, shared tables.
+        let joined_one = self.repl_mut().joined && !self.repl_mut().span_all;
+        if in_txn && joined_one {
+            return self.refuse_msg(simple, "this transaction already wrote on one shard; DDL and writes to shared tables change every shard and must run in a transaction of their own").map(Some);
+        }
+        self.repl_mut().span_all = true;
+        Ok(None)
+    }
+
+    /// Moves the session to another shard (between transactions only).
+    async fn switch_shard(
+        &mut self,
+        to: usize,
+        simple: bool,
+    ) -> Result<Option<Plan>, SessionError> {
+        if self.repl_mut().shard == to {
+            return Ok(None);
+        }
+        let cluster = self.shared.cluster.clone();
+        let (from_name, to_name) = {
+            let from = self.repl_mut().shard;
+            let map = &self.shard_state().expect("sharded").map;
+            (map.name(from).to_string(), map.name(to).to_string())
+        };
+        if self.tx_status != b'I' || self.repl_mut().unit.is_some() {
+            let policy = cluster.config().sharding.cross_shard_transactions;
+            let why = match policy {
+                crate::config::CrossShard::Deny => "cross_shard_transactions = \"deny\"",
+                crate::config::CrossShard::TwoPhase => {
+                    "transactions across shards are not supported yet"
+                }
+            };
+            return self
+                .refuse_msg(
+                    simple,
+                    &format!("this transaction runs on shard {from_name} and this statement needs shard {to_name} ({why}): keep each transaction to one sharding key, or commit first"),
+                )
+                .map(Some);
+        }
+        if self.pin.is_some() {
+            return self
+                .refuse_msg(
+                    simple,
+                    &format!("this session holds state on shard {from_name} (a temporary table, cursor, advisory lock or LISTEN) and this statement needs shard {to_name}: release that state first"),
+                )
+                .map(Some);
+        }
+        if let Some(server) = self.server.take() {
+            // Session mode: the session moves; its settings are replayed on the next server.
+            self.cancel.set(None);
+            server.reset_and_release();
+        }
+        let repl = self.repl.as_mut().expect("sharded");
+        for f in repl.followers.drain(..) {
+            if f.is_idle() {
+                f.conn.release();
+            }
+        }
+        repl.shard = to;
+        repl.node = cluster.topology.main(to).unwrap_or(0);
+        Ok(None)
+    }
+
+    /// The route of everything a unit executes.
+    fn unit_route(&mut self, frames: &[u8]) -> Result<UnitRoute, RouteError> {
+        let mut acc: Option<Route> = None;
+        let mut executes = 0;
+        let mut parsed: HashMap<String, String> = HashMap::new();
+        let mut pos = 0;
+        while pos < frames.len() {
+            let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
+                break;
+            };
+            let f = FrameRef::new(&frames[pos..pos + n]);
+            pos += n;
+            match f.tag() {
+                fe::QUERY => {
+                    let text = message::query_text(f.body()).unwrap_or("");
+                    if let Some(k) = shard_key_setting(text) {
+                        if let Some(k) = &k {
+                            let map = self.shard_state().expect("sharded").map.clone();
+                            map.shard_of_text(k).map_err(RouteError::from)?;
+                        }
+                        self.shard_state().expect("sharded").key = k;
+                    }
+                    let st = self.shard_state().expect("sharded");
+                    let p = st.plan(text);
+                    let r = p.resolve(&st.map, &|_| None, st.key.as_deref())?;
+                    executes += p.statements.len();
+                    acc = Some(combine(acc, r)?);
+                }
+                fe::PARSE => {
+                    if let Some(p) = Parse::parse(f.body()) {
+                        parsed.insert(p.name.to_string(), p.query.to_string());
+                    }
+                }
+                fe::BIND => {
+                    let Some(b) = Bind::parse(f.body()) else {
+                        continue;
+                    };
+                    let sql = match parsed.get(b.statement) {
+                        Some(s) => s.clone(),
+                        None => match self.statements.get(b.statement) {
+                            Some(s) => s.query().to_string(),
+                            // PostgreSQL reports the unknown statement.
+                            None => continue,
+                        },
+                    };
+                    let values = bind_values(b.rest);
+                    let st = self.shard_state().expect("sharded");
+                    let p = st.plan(&sql);
+                    let get = |n: usize| -> Option<Param<'_>> {
+                        let (format, v) = *values.as_ref()?.params.get(n - 1)?;
+                        Some(match v {
+                            None => Param::Null,
+                            Some(v) if format == 1 => Param::Binary(v),
+                            Some(v) => std::str::from_utf8(v)
+                                .map(Param::Text)
+                                .unwrap_or(Param::Binary(v)),
+                        })
+                    };
+                    let r = p.resolve(&st.map, &get, st.key.as_deref())?;
+                    st.portals.insert(b.portal.to_string(), r);
+                }
+                fe::EXECUTE => {
+                    let mut b = f.body();
+                    let portal = frame::read_cstr(&mut b).unwrap_or("");
+                    let st = self.shard_state().expect("sharded");
+                    if let Some(r) = st.portals.get(portal).cloned() {
+                        executes += 1;
+                        acc = Some(combine(acc, r)?);
+                    }
+                }
+                _ => {}
+            }
+        }
+        Ok(UnitRoute {
+            route: acc.unwrap_or(Route {
+                shards: Shards::Any,
+                merge: None,
+                split: None,
+                write: false,
+                keyless: false,
+                why: String::new(),
+            }),
+            executes,
+        })
+    }
+
+    fn refuse_route(&mut self, simple: bool, e: &RouteError) -> Result<Plan, SessionError> {
+        let hint = "see `pgproxy route --config FILE \"SQL\"` for how pgproxy routes a statement";
+        let msg = message::error_response(
+            message::Severity::Error,
+            e.sqlstate(),
+            &e.to_string(),
+            Some(hint),
+        );
+        self.to_client.put_slice(msg.raw());
+        self.end_refused(simple);
+        Ok(Plan::Done)
+    }
+
+    fn refuse_msg(&mut self, simple: bool, msg: &str) -> Result<Plan, SessionError> {
+        self.refuse_route(simple, &RouteError::Unroutable(msg.to_string()))
+    }
+
+    fn end_refused(&mut self, simple: bool) {
+        if simple {
+            self.to_client
+                .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+        } else {
+            self.skip_until_sync = true;
+        }
+    }
+}
+
+/// Two routes of one unit: the same shard (or any), else refused.
+fn combine(a: Option<Route>, b: Route) -> Result<Route, RouteError> {
+    let Some(a) = a else { return Ok(b) };
+    if a.merge.is_some() || b.merge.is_some() || a.split.is_some() || b.split.is_some() {
+        return Err(RouteError::Unroutable(
+            "a statement that spans shards must be sent on its own (not pipelined with others)"
+                .into(),
+        ));
+    }
+    let shards = match (a.shards, b.shards) {
+        (Shards::Any, s) | (s, Shards::Any) => s,
+        (Shards::Some(x), Shards::Some(y)) if x == y => Shards::Some(x),
+        _ => {
+            return Err(RouteError::Unroutable(
+                "the statements of this request go to different shards: send them one at a time (or in one transaction per key)".into(),
+            ))
+        }
+    };
+    Ok(Route {
+        shards,
+        merge: None,
+        split: None,
+        write: a.write || b.write,
+        keyless: a.keyless || b.keyless,
+        why: a.why,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shard_key_setting;
+
+    #[test]
+    fn shard_key_settings() {
+        let cases: &[(&str, Option<Option<&str>>)] = &[
+            ("SET pgproxy.shard_key = 42", Some(Some("42"))),
+            ("set pgproxy.shard_key to '42';", Some(Some("42"))),
+            ("SET SESSION pgproxy.shard_key = 'Abc'", Some(Some("Abc"))),
+            ("RESET pgproxy.shard_key", Some(None)),
+            ("SET pgproxy.shard_key = DEFAULT", Some(None)),
+            ("SET search_path = x", None),
+            ("SELECT 1", None),
+        ];
+        for (sql, want) in cases {
+            let got = shard_key_setting(sql);
+            assert_eq!(got, want.map(|o| o.map(str::to_string)), "{sql}");
+        }
+    }
+}

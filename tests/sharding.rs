@@ -1,0 +1,367 @@
+//! Sharding through pgproxy against real PostgreSQL shards (each a replicated group of nodes):
+//! rows land on the shard that owns their key and nowhere else (checked on every node
+//! directly), reads by key, DDL and shared tables on every shard, reads without a key merged
+//! across shards and compared with one plain PostgreSQL holding all the rows, and refusals of
+//! what pgproxy cannot run correctly.
+
+mod common;
+
+use common::sharded::ShardedCluster;
+use common::*;
+use pgproxy::shard::{hash_shard, KeyType, KeyValue};
+
+fn shard_of(key: i64, shards: u64) -> usize {
+    hash_shard(KeyType::Bigint, &KeyValue::Int(key), shards) as usize
+}
+
+const SCHEMA: &str = "CREATE TABLE contacts (id bigint PRIMARY KEY, user_id bigint NOT NULL, \
+    name text, age int, score numeric(10,2), city text); \
+    CREATE TABLE countries (code text PRIMARY KEY, name text)";
+
+/// A few thousand pseudo-random contacts (deterministic), as INSERT statements of 50 rows.
+fn contact_inserts(n: usize) -> Vec<String> {
+    let mut seed: u64 = 0x2545F4914F6CDD1D;
+    let mut next = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let cities = ["paris", "lyon", "berlin", "oslo", "rome", "Zagreb", "åre"];
+    let mut rows = Vec::new();
+    for id in 1..=n as i64 {
+        let user = (next() % 40) as i64 + 1;
+        let age = if next() % 10 == 0 {
+            "NULL".to_string()
+        } else {
+            (next() % 80 + 10).to_string()
+        };
+        let score = format!("{}.{:02}", next() % 1000, next() % 100);
+        let city = cities[(next() % cities.len() as u64) as usize];
+        rows.push((
+            user,
+            format!(
+                "({id}, {user}, 'n{}', {age}, {score}, '{city}')",
+                next() % 500
+            ),
+        ));
+    }
+    // One INSERT per user (one shard each), in chunks.
+    let mut out = Vec::new();
+    for user in 1..=40 {
+        let mine: Vec<&String> = rows
+            .iter()
+            .filter(|(u, _)| *u == user)
+            .map(|(_, r)| r)
+            .collect();
+        for chunk in mine.chunks(50) {
+            let values: Vec<&str> = chunk.iter().map(|s| s.as_str()).collect();
+            out.push(format!(
+                "INSERT INTO contacts (id, user_id, name, age, score, city) VALUES {}",
+                values.join(", ")
+            ));
+        }
+    }
+    out
+}
+
+#[tokio::test]
+async fn rows_land_on_the_owning_shard_only() {
+    let c = ShardedCluster::start(2, 2, "").await;
+    let client = c.client().await;
+    client
+        .batch_execute(SCHEMA)
+        .await
+        .expect("DDL on every shard");
+    // Simple protocol and bind parameters.
+    for user in 1..=30i64 {
+        client
+            .simple_query(&format!(
+                "INSERT INTO contacts (id, user_id, name) VALUES ({user}, {user}, 'simple')"
+            ))
+            .await
+            .expect("insert by key");
+        client
+            .execute(
+                "INSERT INTO contacts (id, user_id, name) VALUES ($1, $2, 'bound')",
+                &[&(1000 + user), &user],
+            )
+            .await
+            .expect("insert with parameters");
+    }
+    for (s, nodes) in c.shards.iter().enumerate() {
+        let want: Vec<i64> = (1..=30).filter(|&u| shard_of(u, 2) == s).collect();
+        assert!(!want.is_empty(), "both shards get keys");
+        for node in nodes {
+            let got = node
+                .scalar("SELECT string_agg(DISTINCT user_id::text, ',' ORDER BY user_id::text) FROM contacts")
+                .await;
+            let mut want_text: Vec<String> = want.iter().map(|u| u.to_string()).collect();
+            want_text.sort();
+            assert_eq!(got, want_text.join(","), "shard {s} node {}", node.port());
+            let n = node.scalar("SELECT count(*) FROM contacts").await;
+            assert_eq!(
+                n,
+                (want.len() * 2).to_string(),
+                "shard {s}: only its own rows"
+            );
+        }
+    }
+    // Reads and writes by key reach the owner.
+    for user in [3i64, 4, 17] {
+        let rows = client
+            .query(
+                "SELECT name FROM contacts WHERE user_id = $1 ORDER BY id",
+                &[&user],
+            )
+            .await
+            .expect("read by key");
+        let names: Vec<String> = rows.iter().map(|r| r.get(0)).collect();
+        assert_eq!(names, vec!["simple", "bound"], "user {user}");
+        let n = client
+            .execute(
+                "UPDATE contacts SET name = 'changed' WHERE user_id = $1",
+                &[&user],
+            )
+            .await
+            .expect("update by key");
+        assert_eq!(n, 2);
+        let s = shard_of(user, 2);
+        let changed = c
+            .shard_scalar(
+                s,
+                &format!(
+                    "SELECT count(*) FROM contacts WHERE name = 'changed' AND user_id = {user}"
+                ),
+            )
+            .await;
+        assert_eq!(changed, "2");
+    }
+    // Shared tables: on every node of every shard.
+    client
+        .simple_query(
+            "INSERT INTO countries (code, name) VALUES ('fr', 'France'), ('no', 'Norway')",
+        )
+        .await
+        .expect("write a shared table");
+    for s in 0..2 {
+        assert_eq!(
+            c.shard_scalar(s, "SELECT count(*) FROM countries").await,
+            "2"
+        );
+    }
+    let rows = simple_rows(&client, "SELECT name FROM countries ORDER BY code").await;
+    assert_eq!(
+        rows,
+        vec![vec![Some("France".into())], vec![Some("Norway".into())]]
+    );
+}
+
+#[tokio::test]
+async fn reads_without_a_key_equal_one_postgres() {
+    let (c, reference) = tokio::join!(ShardedCluster::start(3, 1, ""), PgNode::start());
+    let client = c.client().await;
+    client
+        .batch_execute(SCHEMA)
+        .await
+        .expect("schema through pgproxy");
+    let direct = reference.superuser("app").await;
+    direct
+        .batch_execute(SCHEMA)
+        .await
+        .expect("schema on the reference");
+    for sql in contact_inserts(3000) {
+        client
+            .simple_query(&sql)
+            .await
+            .expect("insert through pgproxy");
+        direct
+            .simple_query(&sql)
+            .await
+            .expect("insert on the reference");
+    }
+    for s in 0..3 {
+        let n: i64 = c
+            .shard_scalar(s, "SELECT count(*) FROM contacts")
+            .await
+            .parse()
+            .expect("n");
+        assert!(n > 300, "shard {s} holds a share of the rows ({n})");
+    }
+    // Ordered results must be equal row for row; unordered ones as sets.
+    let ordered = [
+        "SELECT id, user_id, name FROM contacts ORDER BY id",
+        "SELECT id, name FROM contacts ORDER BY name, id LIMIT 25",
+        "SELECT id, age FROM contacts ORDER BY age DESC, id LIMIT 40 OFFSET 13",
+        "SELECT id, age FROM contacts ORDER BY age NULLS FIRST, id DESC LIMIT 30",
+        "SELECT id, score FROM contacts ORDER BY score DESC, id LIMIT 17",
+        "SELECT id FROM contacts ORDER BY city, age, id OFFSET 2990",
+        "SELECT name FROM contacts ORDER BY user_id, id LIMIT 5",
+        "SELECT count(*) FROM contacts",
+        "SELECT count(*), count(age), sum(age), min(age), max(age), avg(age) FROM contacts",
+        "SELECT sum(score), avg(score), min(score), max(score) FROM contacts",
+        "SELECT min(city), max(city), min(name) FROM contacts",
+        "SELECT count(*) FROM contacts WHERE age > 200",
+        "SELECT sum(age), avg(age), max(name) FROM contacts WHERE age > 200",
+        "SELECT city, count(*) FROM contacts GROUP BY city ORDER BY city",
+        "SELECT city, count(*) AS n, avg(age) FROM contacts GROUP BY city ORDER BY n DESC, city",
+        "SELECT city, sum(score) FROM contacts GROUP BY city ORDER BY 2 DESC LIMIT 3",
+        "SELECT user_id, count(*), min(age), max(score) FROM contacts GROUP BY user_id ORDER BY user_id",
+        "SELECT city, age, count(*) FROM contacts GROUP BY city, age ORDER BY city, age NULLS FIRST LIMIT 50",
+        "SELECT DISTINCT city FROM contacts ORDER BY city",
+        "SELECT DISTINCT city, user_id FROM contacts ORDER BY user_id DESC, city LIMIT 20",
+        "SELECT count(*) FROM contacts GROUP BY city ORDER BY count(*)",
+        "SELECT id, name FROM contacts WHERE user_id IN (1, 2, 3, 4, 5) ORDER BY id",
+        "SELECT id FROM contacts WHERE city = 'oslo' ORDER BY id DESC LIMIT 10",
+    ];
+    for sql in ordered {
+        let got = simple_rows(&client, sql).await;
+        let want = simple_rows(&direct, sql).await;
+        assert_eq!(got, want, "{sql}");
+    }
+    let unordered = [
+        "SELECT city, count(*) FROM contacts GROUP BY city",
+        "SELECT DISTINCT age FROM contacts",
+        "SELECT user_id, avg(score) FROM contacts GROUP BY user_id",
+        "SELECT id, name FROM contacts WHERE age = 33",
+    ];
+    for sql in unordered {
+        let mut got = simple_rows(&client, sql).await;
+        let mut want = simple_rows(&direct, sql).await;
+        got.sort();
+        want.sort();
+        assert_eq!(got, want, "{sql}");
+    }
+}
+
+#[tokio::test]
+async fn what_cannot_be_run_correctly_is_refused() {
+    let c = ShardedCluster::start(2, 1, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    client
+        .batch_execute("CREATE TABLE notes (id bigint, user_id bigint, body text)")
+        .await
+        .expect("notes");
+    // Two keys on different shards.
+    let a = 1i64;
+    let b = (2..)
+        .find(|&k| shard_of(k, 2) != shard_of(a, 2))
+        .expect("b");
+    let refused = [
+        "SELECT * FROM contacts c JOIN notes n ON n.id = c.id".to_string(),
+        "INSERT INTO contacts (id, name) VALUES (1, 'no key')".to_string(),
+        "INSERT INTO contacts VALUES (1, 1, 'x')".to_string(),
+        "SELECT city, count(*) FROM contacts GROUP BY city HAVING count(*) > 1".to_string(),
+        "SELECT string_agg(name, ',') FROM contacts".to_string(),
+        format!("UPDATE contacts SET user_id = {b} WHERE user_id = {a}"),
+        "SELECT row_number() OVER () FROM contacts".to_string(),
+    ];
+    for sql in &refused {
+        let e = client.simple_query(sql).await.expect_err(sql);
+        assert_eq!(
+            sqlstate(&e).as_deref(),
+            Some("0A000"),
+            "{sql}: {}",
+            describe(&e)
+        );
+    }
+    // A transaction stays on its shard.
+    client.simple_query("BEGIN").await.expect("begin");
+    client
+        .simple_query(&format!(
+            "INSERT INTO contacts (id, user_id) VALUES (1, {a})"
+        ))
+        .await
+        .expect("first key");
+    let e = client
+        .simple_query(&format!(
+            "INSERT INTO contacts (id, user_id) VALUES (2, {b})"
+        ))
+        .await
+        .expect_err("second shard in the same transaction");
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{}", describe(&e));
+    client.simple_query("ROLLBACK").await.expect("rollback");
+    // The session still works, on either shard.
+    for k in [a, b] {
+        client
+            .simple_query(&format!(
+                "INSERT INTO contacts (id, user_id) VALUES ({k}, {k})"
+            ))
+            .await
+            .expect("after the refusal");
+    }
+    let rows = simple_rows(&client, "SELECT count(*) FROM contacts").await;
+    assert_eq!(rows, vec![vec![Some("2".into())]]);
+}
+
+#[tokio::test]
+async fn extended_protocol_reads_merge_with_text_results() {
+    let (c, reference) = tokio::join!(ShardedCluster::start(2, 1, ""), PgNode::start());
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    let direct = reference.superuser("app").await;
+    direct.batch_execute(SCHEMA).await.expect("schema");
+    for sql in contact_inserts(600) {
+        client.simple_query(&sql).await.expect("insert");
+        direct.simple_query(&sql).await.expect("insert");
+    }
+    let mut raw = wire::RawConn::login_password(c.proxy.port(), "app", "secret", "app").await;
+    let run = |sql: &str, params: &[Option<&str>]| {
+        let mut m = wire::parse("", sql);
+        m.extend(wire::bind("", "", params));
+        m.extend(wire::describe(b'P', ""));
+        m.extend(wire::execute("", 0));
+        m.extend(wire::sync());
+        m
+    };
+    let cases: &[(&str, &[Option<&str>], &str)] = &[
+        ("SELECT id, age FROM contacts WHERE age > $1 ORDER BY id LIMIT $2", &[Some("20"), Some("7")], "SELECT id, age FROM contacts WHERE age > 20 ORDER BY id LIMIT 7"),
+        ("SELECT id FROM contacts ORDER BY age DESC NULLS LAST, id LIMIT $1 OFFSET $2", &[Some("5"), Some("11")], "SELECT id FROM contacts ORDER BY age DESC NULLS LAST, id LIMIT 5 OFFSET 11"),
+        ("SELECT city, count(*), avg(age) FROM contacts WHERE score > $1 GROUP BY city ORDER BY city", &[Some("100.5")], "SELECT city, count(*), avg(age) FROM contacts WHERE score > 100.5 GROUP BY city ORDER BY city"),
+        ("SELECT count(*) FROM contacts WHERE user_id = ANY($1::bigint[])", &[Some("{1,2,3,4}")], "SELECT count(*) FROM contacts WHERE user_id = ANY('{1,2,3,4}'::bigint[])"),
+    ];
+    for (sql, params, plain) in cases {
+        raw.send(&run(sql, params)).await.expect("send");
+        let msgs = raw.until_ready().await;
+        let got = wire::rows(&msgs);
+        let want = simple_rows(&direct, plain).await;
+        assert_eq!(got, want, "{sql}");
+        assert!(
+            msgs.iter().any(|m| m.tag == b'T'),
+            "RowDescription for Describe: {sql}"
+        );
+    }
+    // A named statement prepared once, executed with different parameters.
+    let mut m = wire::parse("by_age", "SELECT count(*) FROM contacts WHERE age > $1");
+    m.extend(wire::describe(b'S', "by_age"));
+    m.extend(wire::sync());
+    raw.send(&m).await.expect("prepare");
+    let msgs = raw.until_ready().await;
+    assert!(msgs.iter().all(|m| m.tag != b'E'), "prepare: {msgs:?}");
+    for age in ["10", "50", "85"] {
+        let mut m = wire::bind("", "by_age", &[Some(age)]);
+        m.extend(wire::execute("", 0));
+        m.extend(wire::sync());
+        raw.send(&m).await.expect("execute");
+        let got = wire::rows(&raw.until_ready().await);
+        let want = simple_rows(
+            &direct,
+            &format!("SELECT count(*) FROM contacts WHERE age > {age}"),
+        )
+        .await;
+        assert_eq!(got, want, "age > {age}");
+    }
+    // Binary results cannot be merged: refused, and the connection goes on.
+    let e = client
+        .query("SELECT count(*) FROM contacts", &[])
+        .await
+        .expect_err("binary results across shards");
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{}", describe(&e));
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM contacts WHERE user_id = $1", &[&3i64])
+        .await
+        .expect("by key, binary is fine")
+        .get(0);
+    assert!(n > 0);
+}
