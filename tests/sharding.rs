@@ -266,22 +266,9 @@ async fn what_cannot_be_run_correctly_is_refused() {
             describe(&e)
         );
     }
-    // A transaction stays on its shard.
-    client.simple_query("BEGIN").await.expect("begin");
-    client
-        .simple_query(&format!(
-            "INSERT INTO contacts (id, user_id) VALUES (1, {a})"
-        ))
-        .await
-        .expect("first key");
-    let e = client
-        .simple_query(&format!(
-            "INSERT INTO contacts (id, user_id) VALUES (2, {b})"
-        ))
-        .await
-        .expect_err("second shard in the same transaction");
-    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"), "{}", describe(&e));
-    client.simple_query("ROLLBACK").await.expect("rollback");
+    // Keyless writes can be denied by policy (see also tests/sharding_txn.rs).
+    let e = client.simple_query("ROLLBACK").await;
+    e.expect("a stray ROLLBACK is fine");
     // The session still works, on either shard.
     for k in [a, b] {
         client
@@ -364,4 +351,148 @@ async fn extended_protocol_reads_merge_with_text_results() {
         .expect("by key, binary is fine")
         .get(0);
     assert!(n > 0);
+}
+
+#[tokio::test]
+async fn writes_across_shards_are_atomic_and_counted() {
+    let c = ShardedCluster::start(2, 2, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    client
+        .batch_execute("ALTER TABLE contacts ADD CONSTRAINT age_ok CHECK (age < 1000)")
+        .await
+        .expect("constraint on every shard");
+    for user in 1..=20i64 {
+        for k in 0..3i64 {
+            let id = user * 10 + k;
+            client
+                .simple_query(&format!(
+                    "INSERT INTO contacts (id, user_id, name, age) VALUES ({id}, {user}, 'a', {})",
+                    20 + k * 30
+                ))
+                .await
+                .expect("insert");
+        }
+    }
+    let total = |sql: &'static str| {
+        let c = &c;
+        async move {
+            let mut n = 0i64;
+            for s in 0..2 {
+                n += c.shard_scalar(s, sql).await.parse::<i64>().expect("count");
+            }
+            n
+        }
+    };
+    // No key: every shard, one summed count (simple and extended protocol).
+    let n = client
+        .execute("UPDATE contacts SET name = 'b' WHERE age > 30", &[])
+        .await
+        .expect("update without key");
+    assert_eq!(n, 40);
+    assert_eq!(
+        total("SELECT count(*) FROM contacts WHERE name = 'b'").await,
+        40
+    );
+    let n = client
+        .execute(
+            "UPDATE contacts SET name = $1 WHERE id = $2",
+            &[&"one", &72i64],
+        )
+        .await
+        .expect("update by primary key only");
+    assert_eq!(n, 1);
+    assert_eq!(
+        total("SELECT count(*) FROM contacts WHERE name = 'one' AND id = 72").await,
+        1
+    );
+    let rows = simple_rows(
+        &client,
+        "UPDATE contacts SET age = age + 1 WHERE age = 80 RETURNING id",
+    )
+    .await;
+    assert_eq!(rows.len(), 20, "RETURNING rows of every shard");
+    // A failure on one shard changes nothing anywhere.
+    let e = client
+        .simple_query("UPDATE contacts SET age = age * 20 WHERE age > 40")
+        .await
+        .expect_err("check constraint on some rows");
+    assert_eq!(sqlstate(&e).as_deref(), Some("23514"), "{}", describe(&e));
+    assert_eq!(
+        total("SELECT count(*) FROM contacts WHERE age > 100").await,
+        0
+    );
+    // Inside a transaction: rolled back with it, or committed with it.
+    client.simple_query("BEGIN").await.expect("begin");
+    client
+        .simple_query("INSERT INTO contacts (id, user_id, name) VALUES (999, 5, 't')")
+        .await
+        .expect("insert");
+    let n = client
+        .execute("DELETE FROM contacts WHERE age = 20", &[])
+        .await
+        .expect("delete without key");
+    assert_eq!(n, 20);
+    client.simple_query("ROLLBACK").await.expect("rollback");
+    assert_eq!(total("SELECT count(*) FROM contacts").await, 60);
+    client.simple_query("BEGIN").await.expect("begin");
+    client
+        .execute("DELETE FROM contacts WHERE age = 20", &[])
+        .await
+        .expect("delete without key");
+    client
+        .simple_query("INSERT INTO contacts (id, user_id, name) VALUES (999, 5, 't')")
+        .await
+        .expect("insert after");
+    client.simple_query("COMMIT").await.expect("commit");
+    assert_eq!(total("SELECT count(*) FROM contacts").await, 41);
+    for node in c.all_nodes() {
+        assert_eq!(
+            node.scalar("SELECT count(*) FROM pg_prepared_xacts").await,
+            "0"
+        );
+    }
+    // Nodes of each shard stay identical.
+    for shard in &c.shards {
+        let nodes: Vec<&PgNode> = shard.iter().collect();
+        common::cluster::assert_identical(&nodes, &["contacts"]).await;
+    }
+}
+
+#[tokio::test]
+async fn a_multi_row_insert_is_split_per_shard() {
+    let c = ShardedCluster::start(2, 1, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    let values: Vec<String> = (1..=40i64).map(|u| format!("({u}, {u}, 'v')")).collect();
+    let msgs = client
+        .simple_query(&format!(
+            "INSERT INTO contacts (id, user_id, name) VALUES {}",
+            values.join(", ")
+        ))
+        .await
+        .expect("split insert");
+    let tag = msgs.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+        _ => None,
+    });
+    assert_eq!(tag, Some(40));
+    for s in 0..2 {
+        let keys: Vec<i64> = (1..=40).filter(|&u| shard_of(u, 2) == s).collect();
+        let got = c.shard_scalar(s, "SELECT count(*) FROM contacts").await;
+        assert_eq!(got, keys.len().to_string(), "shard {s}");
+        let wrong = c
+            .shard_scalar(
+                s,
+                &format!(
+                    "SELECT count(*) FROM contacts WHERE user_id NOT IN ({})",
+                    keys.iter()
+                        .map(|k| k.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+            )
+            .await;
+        assert_eq!(wrong, "0", "shard {s} holds only its keys");
+    }
 }

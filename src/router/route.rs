@@ -478,4 +478,6 @@ fn fanout(
 }
 
 #[cfg(test)]
+mod review_tests;
+#[cfg(test)]
 mod tests;

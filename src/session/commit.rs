@@ -145,14 +145,35 @@ impl Session {
         let expected = std::mem::take(&mut self.repl_mut().expect);
         let mut failed = Vec::new();
         let mut diverged = Vec::new();
+        let roles: Vec<(bool, bool)> = self
+            .repl_mut()
+            .followers
+            .iter()
+            .map(|f| (f.parked, f.was_main))
+            .collect();
+        let mut main_of_other_shard_failed = None;
         for (i, r) in followers.into_iter().enumerate() {
+            let (parked, was_main) = roles[i];
+            let want: &[super::follower::Outcome] = if parked { &[] } else { &expected };
+            if was_main {
+                let problem = match &r {
+                    Err(e) => Some(e.to_string()),
+                    Ok(res) => res.internal_error.clone(),
+                };
+                if let Some(p) = problem {
+                    // Not detached: the transaction aborts instead (the cause may be the
+                    // node's configuration, e.g. max_prepared_transactions = 0).
+                    main_of_other_shard_failed.get_or_insert(p);
+                    continue;
+                }
+            }
             match r {
                 Err(e) => failed.push((i, format!("PREPARE TRANSACTION failed: {e}"))),
-                Ok(res) if res.outcomes != expected => diverged.push((
+                Ok(res) if res.outcomes != want => diverged.push((
                     i,
                     format!(
                         "main: [{}], node: [{}]",
-                        super::replica::join(&expected),
+                        super::replica::join(want),
                         super::replica::join(&res.outcomes)
                     ),
                 )),
@@ -181,6 +202,26 @@ impl Session {
             )
             .collect();
         self.detach_followers(all);
+        if let Some(why) = main_of_other_shard_failed {
+            // Another shard's main could not prepare: its changes may exist nowhere else.
+            if main.is_ok() {
+                let _ = self
+                    .main_exchange(&format!("ROLLBACK PREPARED {}", quote(&gid)))
+                    .await;
+            }
+            self.abort_prepared(&gid).await;
+            if main.is_err() {
+                self.server_lost(why.clone())?;
+                self.lost_txn = false;
+                self.lost_untold = false;
+            }
+            return Ok(Err(message::error_response(
+                message::Severity::Error,
+                sqlstate::SERIALIZATION_FAILURE,
+                &format!("the transaction was rolled back on every shard: a shard could not prepare it ({why})"),
+                Some("retry the transaction"),
+            )));
+        }
         let main = match main {
             Ok(r) => r,
             Err(e) => {

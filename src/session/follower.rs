@@ -54,6 +54,12 @@ pub struct Follower {
     pub node: usize,
     /// The connection.
     pub conn: Pooled,
+    /// A participant of a transaction across shards, on a shard the session left: it gets
+    /// no more statements, only the commit protocol (or ROLLBACK).
+    pub parked: bool,
+    /// Parked, and was that shard's main: if it cannot prepare, the transaction aborts (it
+    /// may be the only node holding that shard's changes).
+    pub was_main: bool,
     out: BytesMut,
     /// Whether the unit being queued is compared.
     compare: bool,
@@ -89,6 +95,8 @@ impl Follower {
             shard,
             node,
             conn,
+            parked: false,
+            was_main: false,
             out: BytesMut::new(),
             compare: true,
             sent_bytes: 0,

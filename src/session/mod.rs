@@ -11,6 +11,7 @@ mod error;
 mod expect;
 mod extended;
 mod follower;
+mod keyless;
 mod lost;
 mod relay;
 mod replica;

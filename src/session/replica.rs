@@ -71,6 +71,10 @@ pub struct Repl {
     pub sharding: Option<Box<super::shard::ShardState>>,
     /// The unit (or transaction) writes on every node of every shard: DDL, shared tables.
     pub span_all: bool,
+    /// A transaction across shards: how it began (isolation level etc.), for the next shard.
+    pub txn_begin: Option<String>,
+    /// BEGIN to send to the main before the next unit (the transaction moved to this shard).
+    pub pending_begin: Option<String>,
 }
 
 /// One unit in flight.
@@ -104,6 +108,12 @@ pub(super) enum Plan {
 }
 
 impl Repl {
+    /// Other nodes take part in the current transaction: followers joined it, or shards the
+    /// session left during it wait for the commit.
+    pub fn in_shared_txn(&self) -> bool {
+        self.joined || self.followers.iter().any(|f| f.parked)
+    }
+
     /// State for a session on a shard with several nodes.
     pub fn new(shard: usize, node: usize, user: User, db: Database) -> Repl {
         Repl {
@@ -126,6 +136,8 @@ impl Repl {
             txn_ts: None,
             sharding: None,
             span_all: false,
+            txn_begin: None,
+            pending_begin: None,
         }
     }
 }
@@ -192,7 +204,7 @@ impl Session {
             let copying = self.repl_mut().unit.as_ref().is_some_and(|u| u.copy);
             if copying {
                 let mut big = false;
-                for f in &mut self.repl_mut().followers {
+                for f in self.repl_mut().followers.iter_mut().filter(|f| !f.parked) {
                     f.queue_raw(&rest[..n]);
                     if tag != fe::COPY_DATA {
                         f.end_copy();
@@ -463,10 +475,10 @@ impl Session {
         }
         let begins = matches!(sql.kinds.first(), Some(Kind::Begin));
         let only = (sql.kinds.len() == 1).then(|| sql.kinds[0]);
-        if only == Some(Kind::Commit) && self.repl_mut().joined && !self.lost_txn {
+        if only == Some(Kind::Commit) && self.repl_mut().in_shared_txn() && !self.lost_txn {
             return self.commit_unit(bytes, simple).await;
         }
-        if only == Some(Kind::Rollback) && self.repl_mut().joined {
+        if only == Some(Kind::Rollback) && self.repl_mut().in_shared_txn() {
             self.rollback_followers().await;
         }
         // On a shard of one node (and not spanning shards) a write just runs there.
@@ -497,6 +509,11 @@ impl Session {
         }
         if !self.attach_main(simple).await? {
             return Ok(Plan::Done);
+        }
+        if let Some(begin) = self.repl_mut().pending_begin.take() {
+            // The transaction moved to this shard: it begins here before the unit runs.
+            self.queue.push_back(super::expect::Expect::InjectedQuery);
+            self.to_server.put_slice(message::query(&begin).raw());
         }
         let joined = self.repl_mut().joined;
         let mut bytes = bytes;
@@ -539,7 +556,7 @@ impl Session {
                 self.queue.push_back(super::expect::Expect::InjectedQuery);
                 self.to_server.put_slice(message::query("BEGIN").raw());
             }
-            for f in &mut self.repl_mut().followers {
+            for f in self.repl_mut().followers.iter_mut().filter(|f| !f.parked) {
                 for sql in &follower_sql {
                     f.queue_internal(sql);
                 }
@@ -556,7 +573,7 @@ impl Session {
             // COPY data is streamed to every node as it comes: send the COPY now.
             let stmts = &self.statements;
             let repl = self.repl.as_mut().expect("replicated");
-            for f in &mut repl.followers {
+            for f in repl.followers.iter_mut().filter(|f| !f.parked) {
                 // Without the unit's Syncs: during copy-in PostgreSQL ignores them; pgproxy
                 // sends the follower its own Sync after the copy ends (`Follower::end_copy`).
                 f.queue_copy_start(&bytes, stmts, !simple);
@@ -676,9 +693,10 @@ impl Session {
         // (DDL, shared tables) takes every node of every shard.
         let (main, shard, span_all) = (repl.node, repl.shard, repl.span_all);
         repl.followers.retain(|f| {
-            (f.shard != shard || f.node != main)
-                && (span_all || f.shard == shard)
-                && cluster.topology.state(f.shard, f.node) == crate::cluster::NodeState::Up
+            f.parked
+                || (f.shard != shard || f.node != main)
+                    && (span_all || f.shard == shard)
+                    && cluster.topology.state(f.shard, f.node) == crate::cluster::NodeState::Up
         });
         let shards: Vec<usize> = if span_all {
             (0..cluster.config().shards.len()).collect()
@@ -727,7 +745,7 @@ impl Session {
             }
         }
         let prefix = std::mem::take(&mut repl.prefix);
-        for f in &mut repl.followers {
+        for f in repl.followers.iter_mut().filter(|f| !f.parked) {
             if implicit {
                 f.queue_internal("BEGIN");
             }
@@ -784,10 +802,16 @@ impl Session {
             match r {
                 Err(e) => gone.push((i, e.to_string(), DetachCause::ConnectionFailed)),
                 Ok(got) => {
-                    if got.internal_error.is_some() || got.outcomes != expected {
+                    // A parked participant runs nothing but the commit protocol.
+                    let want = if repl.followers[i].parked {
+                        &[][..]
+                    } else {
+                        expected
+                    };
+                    if got.internal_error.is_some() || got.outcomes != want {
                         let detail = format!(
                             "main: [{}], shard {} node {}: [{}]{}",
-                            join(expected),
+                            join(want),
                             repl.followers[i].shard,
                             repl.followers[i].node,
                             join(&got.outcomes),
@@ -833,7 +857,7 @@ impl Session {
                 if unit.mirror {
                     let stmts = &self.statements;
                     let repl = self.repl.as_mut().expect("replicated");
-                    for f in &mut repl.followers {
+                    for f in repl.followers.iter_mut().filter(|f| !f.parked) {
                         f.queue_unit(&unit.frames, stmts);
                     }
                 }
@@ -895,6 +919,24 @@ impl Session {
     /// Transaction over: followers leave it.
     pub(super) fn after_txn(&mut self) {
         let repl = self.repl_mut();
+        // Participants on other shards leave with the transaction.
+        let (parked, kept): (Vec<Follower>, Vec<Follower>) =
+            repl.followers.drain(..).partition(|f| f.parked);
+        repl.followers = kept;
+        repl.txn_begin = None;
+        repl.pending_begin = None;
+        let session_mode = self.mode == PoolMode::Session;
+        for f in parked {
+            if !f.is_idle() {
+                continue;
+            }
+            if session_mode {
+                f.conn.reset_and_release();
+            } else {
+                f.conn.release();
+            }
+        }
+        let repl = self.repl_mut();
         repl.span_all = false;
         repl.joined = false;
         repl.prefix.clear();
@@ -905,7 +947,7 @@ impl Session {
 
     /// ROLLBACK on every follower that joined the transaction.
     pub(super) async fn rollback_followers(&mut self) {
-        if !self.repl_mut().joined {
+        if !self.repl_mut().in_shared_txn() {
             return;
         }
         for f in &mut self.repl_mut().followers {

@@ -148,7 +148,10 @@ impl Session {
             return self.scatter_read(spec, &shards).await.map(Some);
         }
         if r.split.is_some() || r.keyless {
-            return self.refuse_msg(simple, "this write spans shards (rows of several keys, or no key): pgproxy does not run such writes yet: write per key").map(Some);
+            return self
+                .keyless_write(&r, &shards, frames, simple)
+                .await
+                .map(Some);
         }
         // A write on every shard: DDL, shared tables.
         let joined_one = self.repl_mut().joined && !self.repl_mut().span_all;
@@ -175,12 +178,10 @@ impl Session {
             (map.name(from).to_string(), map.name(to).to_string())
         };
         if self.tx_status != b'I' || self.repl_mut().unit.is_some() {
-            let policy = cluster.config().sharding.cross_shard_transactions;
-            let why = match policy {
-                crate::config::CrossShard::Deny => "cross_shard_transactions = \"deny\"",
-                crate::config::CrossShard::TwoPhase => {
-                    "transactions across shards are not supported yet"
-                }
+            let cfg = cluster.config();
+            let why = match self.cross_shard_obstacle(&cfg) {
+                None => return self.move_transaction(to).await,
+                Some(why) => why,
             };
             return self
                 .refuse_msg(
@@ -210,6 +211,67 @@ impl Session {
         }
         repl.shard = to;
         repl.node = cluster.topology.main(to).unwrap_or(0);
+        Ok(None)
+    }
+
+    /// Why the open transaction cannot take in another shard, if it cannot.
+    pub(super) fn cross_shard_obstacle(
+        &mut self,
+        cfg: &crate::config::Config,
+    ) -> Option<&'static str> {
+        if cfg.sharding.cross_shard_transactions == crate::config::CrossShard::Deny {
+            return Some("cross_shard_transactions = \"deny\"");
+        }
+        let repl = self.repl_mut();
+        if cfg.replication.commit != crate::config::CommitMode::TwoPhase || repl.temp_objects {
+            return Some("a transaction across shards commits with two-phase commit, which replication.commit = \"ordered\" and temporary tables rule out");
+        }
+        if repl.savepoints {
+            return Some("the transaction set a savepoint, which another shard would not have");
+        }
+        let busy = repl.unit.is_some();
+        if self.tx_status != b'T' || busy || self.server.is_none() || self.lost_txn {
+            return Some("the transaction is not in a state to continue on another shard");
+        }
+        if self.pin.is_some() {
+            return Some("the session holds state on its shard (a temporary table, cursor, advisory lock or LISTEN)");
+        }
+        None
+    }
+
+    /// Continues the open transaction on shard `to`: the current shard's connections wait for
+    /// the commit (parked), and `to` joins the transaction (its earlier connections resumed
+    /// if the transaction was there before, else a new BEGIN with the same characteristics).
+    async fn move_transaction(&mut self, to: usize) -> Result<Option<Plan>, SessionError> {
+        self.park_current().await;
+        let cluster = self.shared.cluster.clone();
+        let repl = self.repl.as_mut().expect("sharded");
+        repl.shard = to;
+        let begin = repl.txn_begin.clone().unwrap_or_else(|| "BEGIN".into());
+        // Back to a shard the transaction left before: its connections take over again.
+        if let Some(i) = repl
+            .followers
+            .iter()
+            .position(|f| f.parked && f.was_main && f.shard == to)
+        {
+            let f = repl.followers.remove(i);
+            repl.node = f.node;
+            let mut rejoined = false;
+            for g in repl.followers.iter_mut().filter(|g| g.shard == to) {
+                g.parked = false;
+                rejoined = true;
+            }
+            repl.joined = rejoined;
+            if !rejoined {
+                repl.prefix.push(message::query(&begin).into_raw());
+            }
+            self.pool = cluster.pool(&repl.user, &repl.db, to, f.node);
+            self.attach(f.conn);
+            return Ok(None);
+        }
+        repl.node = cluster.topology.main(to).unwrap_or(0);
+        repl.prefix.push(message::query(&begin).into_raw());
+        repl.pending_begin = Some(begin);
         Ok(None)
     }
 

@@ -18,6 +18,8 @@ pub struct ShardedCluster {
     pub proxy: Proxy,
     /// Nodes per shard.
     pub shards: Vec<Vec<PgNode>>,
+    /// The config text the proxy runs with.
+    pub config: String,
     dir: tempfile::TempDir,
 }
 
@@ -64,8 +66,25 @@ impl ShardedCluster {
         ShardedCluster {
             proxy,
             shards: per,
+            config: text,
             dir,
         }
+    }
+
+    /// Kills pgproxy with SIGKILL and starts a new one with the same config (and decision
+    /// log); its in-doubt transactions are resolved at start.
+    pub async fn kill_and_restart_proxy(&mut self) {
+        self.proxy.signal(9);
+        self.proxy
+            .wait_exit(std::time::Duration::from_secs(10))
+            .await
+            .expect("pgproxy exits on SIGKILL");
+        self.proxy = Proxy::start(&self.config).await;
+    }
+
+    /// Every node of every shard.
+    pub fn all_nodes(&self) -> Vec<&PgNode> {
+        self.shards.iter().flatten().collect()
     }
 
     /// A client (`app`) through the proxy.

@@ -1,0 +1,1 @@
+//! Adversarial routing cases (review): filled in by the router review.

@@ -1,0 +1,612 @@
+//! Writes that change sharded rows on several shards: UPDATE / DELETE without the key (or with
+//! keys on several shards) and multi-row INSERTs split per shard. The statement runs on every up
+//! node of every target shard, each node inside a transaction; the nodes of one shard must agree
+//! with that shard's main (a node that differs is detached), and the client gets one answer
+//! (rows of every shard, the summed row count). Outside a transaction pgproxy commits them all
+//! with two-phase commit; inside one, the nodes join the transaction as parked participants and
+//! the client's COMMIT commits them with the rest.
+
+use super::relay::Session;
+use super::replica::Plan;
+use super::SessionError;
+use crate::backend::BackendError;
+use crate::cluster::DetachCause;
+use crate::pool::Pooled;
+use crate::protocol::frame::{self, Frame, FrameRef};
+use crate::protocol::message::{self, be, fe, Bind, Parse};
+use crate::protocol::sqlstate;
+use crate::router::route::Route;
+use bytes::{BufMut, BytesMut};
+use futures_util::future::join_all;
+use tracing::warn;
+
+/// One node taking part.
+struct Participant {
+    shard: usize,
+    node: usize,
+    /// The shard's main (its answer is the shard's answer).
+    main: bool,
+    conn: Pooled,
+}
+
+/// What one node answered.
+#[derive(Default)]
+struct Answer {
+    error: Option<Frame>,
+    desc: Option<Frame>,
+    rows: Vec<Frame>,
+    tag: Option<String>,
+    status: u8,
+}
+
+async fn run(conn: &mut Pooled, request: &[u8]) -> Result<Answer, BackendError> {
+    conn.write_all(request).await?;
+    let mut a = Answer::default();
+    loop {
+        let f = conn.read_frame().await?;
+        match f.tag() {
+            be::ERROR_RESPONSE => {
+                if message::is_fatal_error(f.body()) {
+                    return Err(BackendError::Io("the node closed the connection".into()));
+                }
+                a.error.get_or_insert(f);
+            }
+            be::ROW_DESCRIPTION => a.desc = Some(f),
+            be::DATA_ROW => a.rows.push(f),
+            be::COMMAND_COMPLETE => {
+                let mut b = f.body();
+                a.tag = frame::read_cstr(&mut b).map(str::to_string);
+            }
+            be::READY_FOR_QUERY => {
+                a.status = f.body().first().copied().unwrap_or(b'I');
+                return Ok(a);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// "UPDATE 3" + "UPDATE 4" = "UPDATE 7" (the last number is the row count).
+fn add_tags(a: &str, b: &str) -> String {
+    let split = |t: &str| -> (String, u64) {
+        match t.rsplit_once(' ') {
+            Some((head, n)) => (head.to_string(), n.parse().unwrap_or(0)),
+            None => (t.to_string(), 0),
+        }
+    };
+    let ((head, x), (_, y)) = (split(a), split(b));
+    format!("{head} {}", x + y)
+}
+
+/// The request each shard runs, and what the client's unit asked to hear back.
+struct Request {
+    per_shard: Vec<(usize, Vec<u8>)>,
+    extended: bool,
+    parse: bool,
+    describe: bool,
+    sql: String,
+}
+
+fn quote(gid: &str) -> String {
+    format!("'{}'", gid.replace('\'', "''"))
+}
+
+impl Session {
+    fn keyless_request(
+        &self,
+        route: &Route,
+        frames: &[u8],
+        simple: bool,
+        shards: &[usize],
+    ) -> Result<Request, String> {
+        let mut q = None;
+        let (mut parse, mut bind, mut describe, mut executes) = (None, None, false, 0);
+        let mut pos = 0;
+        while pos < frames.len() {
+            let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
+                return Err("malformed message".into());
+            };
+            let f = FrameRef::new(&frames[pos..pos + n]);
+            pos += n;
+            match f.tag() {
+                fe::QUERY => q = message::query_text(f.body()).map(str::to_string),
+                fe::PARSE => {
+                    parse = Parse::parse(f.body())
+                        .map(|p| (p.query.to_string(), p.param_types.to_vec()))
+                }
+                fe::BIND => {
+                    bind = Bind::parse(f.body()).map(|b| (b.statement.to_string(), b.rest.to_vec()))
+                }
+                fe::DESCRIBE => describe |= f.body().first() == Some(&b'P'),
+                fe::EXECUTE => executes += 1,
+                fe::SYNC if pos == frames.len() => {}
+                _ => return Err("this combination of messages".into()),
+            }
+        }
+        if simple {
+            let sql = q.ok_or("no query")?;
+            let per_shard = match &route.split {
+                Some(parts) => parts
+                    .iter()
+                    .map(|(s, t)| (*s, message::query(t).raw().to_vec()))
+                    .collect(),
+                None => shards
+                    .iter()
+                    .map(|&s| (s, message::query(&sql).raw().to_vec()))
+                    .collect(),
+            };
+            return Ok(Request {
+                per_shard,
+                extended: false,
+                parse: false,
+                describe: false,
+                sql,
+            });
+        }
+        if executes != 1 || route.split.is_some() {
+            return Err("several executions in one request".into());
+        }
+        let (stmt, rest) = bind.ok_or("no Bind")?;
+        let (sql, types) = match &parse {
+            Some(p) => p.clone(),
+            None => {
+                let s = self
+                    .statements
+                    .get(&stmt)
+                    .ok_or("unknown prepared statement")?;
+                let p = Parse::parse(s.parse.body()).ok_or("unknown prepared statement")?;
+                (p.query.to_string(), p.param_types.to_vec())
+            }
+        };
+        let mut out = BytesMut::new();
+        out.put_slice(Parse::encode("", &sql, &types).raw());
+        out.put_slice(Bind::encode("", "", &rest).raw());
+        if describe {
+            out.put_slice(message::describe_portal("").raw());
+        }
+        out.put_slice(message::execute("", 0).raw());
+        out.put_slice(message::sync().raw());
+        let bytes = out.to_vec();
+        Ok(Request {
+            per_shard: shards.iter().map(|&s| (s, bytes.clone())).collect(),
+            extended: true,
+            parse: parse.is_some(),
+            describe,
+            sql,
+        })
+    }
+
+    /// Runs a write of sharded rows on several shards (see the module doc).
+    pub(super) async fn keyless_write(
+        &mut self,
+        route: &Route,
+        shards: &[usize],
+        frames: &[u8],
+        simple: bool,
+    ) -> Result<Plan, SessionError> {
+        let cfg = self.shared.cluster.config();
+        let req = match self.keyless_request(route, frames, simple, shards) {
+            Ok(r) => r,
+            Err(what) => {
+                return self.refuse_keyless(
+                    simple,
+                    &format!(
+                        "a write on several shards is not supported with {what}: write per key"
+                    ),
+                )
+            }
+        };
+        let replicated = shards
+            .iter()
+            .any(|&s| cfg.shards.get(s).is_some_and(|x| x.nodes.len() > 1));
+        if replicated {
+            let lower = req.sql.to_ascii_lowercase();
+            let unchanged = matches!(
+                crate::router::determinism::plan(&req.sql, &std::collections::HashMap::new()),
+                crate::router::determinism::Planned::Unchanged
+            );
+            if route.split.is_some() || !unchanged || lower.contains("default") {
+                return self.refuse_keyless(simple, "this write spans shards and pgproxy cannot make it identical on every node of a replicated shard (values computed per node, column defaults): write per key");
+            }
+        }
+        let in_txn = self.tx_status != b'I';
+        if in_txn {
+            if let Some(why) = self.cross_shard_obstacle(&cfg) {
+                return self.refuse_keyless(simple, &format!("this write spans shards, but the transaction cannot continue on other shards: {why}"));
+            }
+        }
+        // The participants: every up node of every target shard.
+        let mut parts = match self.keyless_participants(shards, in_txn).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.report_error(&e, simple);
+                if !simple {
+                    self.skip_until_sync = false;
+                    self.to_client
+                        .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+                }
+                return Ok(Plan::Done);
+            }
+        };
+        let answers = join_all(parts.iter_mut().map(|p| {
+            let request = req
+                .per_shard
+                .iter()
+                .find(|(s, _)| *s == p.shard)
+                .map(|(_, r)| r.clone())
+                .unwrap_or_default();
+            async move { run(&mut p.conn, &request).await }
+        }))
+        .await;
+        // Each shard's answer is its main's; a node that differs from its main is dropped.
+        let mut error: Option<Frame> = None;
+        let mut ok: Vec<usize> = Vec::new();
+        let mut mains: Vec<(usize, Answer)> = Vec::new();
+        let mut detach = Vec::new();
+        let mut answers: Vec<Option<Answer>> = answers.into_iter().map(|a| a.ok()).collect();
+        for (i, p) in parts.iter().enumerate() {
+            if p.main {
+                match answers[i].take() {
+                    Some(a) => {
+                        if let Some(e) = &a.error {
+                            error.get_or_insert(e.clone());
+                        }
+                        mains.push((p.shard, a));
+                        ok.push(i);
+                    }
+                    None => {
+                        error.get_or_insert(message::error_response(
+                            message::Severity::Error,
+                            sqlstate::SERIALIZATION_FAILURE,
+                            "a shard's main node failed during a write across shards; nothing was committed",
+                            Some("retry the statement"),
+                        ));
+                    }
+                }
+            }
+        }
+        for (i, p) in parts.iter().enumerate() {
+            if p.main {
+                continue;
+            }
+            let main = mains.iter().find(|(s, _)| *s == p.shard).map(|(_, a)| a);
+            match (&answers[i], main) {
+                (Some(a), Some(m)) if a.error.is_none() == m.error.is_none() && a.tag == m.tag => {
+                    ok.push(i)
+                }
+                (_, None) => ok.push(i),
+                (a, Some(m)) => {
+                    let got = a
+                        .as_ref()
+                        .map(|a| format!("{:?}", a.tag))
+                        .unwrap_or_else(|| "connection failed".into());
+                    detach.push((
+                        i,
+                        format!("write across shards: main {:?}, node {got}", m.tag),
+                    ));
+                }
+            }
+        }
+        let cluster = self.shared.cluster.clone();
+        let mut kept = Vec::new();
+        for (i, p) in parts.into_iter().enumerate() {
+            if let Some((_, why)) = detach.iter().find(|(j, _)| *j == i) {
+                warn!(shard = p.shard, node = p.node, detail = %why, "node detached");
+                cluster.detach(p.shard, p.node, DetachCause::Divergence, why);
+            } else {
+                kept.push(p);
+            }
+        }
+        let mut out = BytesMut::new();
+        if req.extended {
+            if req.parse {
+                out.put_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
+            }
+            out.put_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
+        }
+        if error.is_none() {
+            let desc = mains.iter().find_map(|(_, a)| a.desc.clone());
+            if let Some(d) = desc {
+                if !req.extended || req.describe {
+                    out.put_slice(d.raw());
+                }
+            } else if req.describe {
+                out.put_slice(Frame::new(be::NO_DATA, &[]).raw());
+            }
+            let mut tag: Option<String> = None;
+            for (_, a) in &mains {
+                for r in &a.rows {
+                    out.put_slice(r.raw());
+                }
+                if let Some(t) = &a.tag {
+                    tag = Some(match tag {
+                        None => t.clone(),
+                        Some(prev) => add_tags(&prev, t),
+                    });
+                }
+            }
+            out.put_slice(message::command_complete(tag.as_deref().unwrap_or("")).raw());
+        }
+        if in_txn {
+            self.keyless_keep(kept, error.is_some(), &mains);
+            match error {
+                // The transaction is aborted on that shard, which becomes the current one.
+                Some(e) => self.to_client.put_slice(e.raw()),
+                None => self.to_client.put_slice(&out),
+            }
+            self.to_client
+                .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+            return Ok(Plan::Done);
+        }
+        let result = match error {
+            Some(e) => {
+                let rollback = message::query("ROLLBACK");
+                let _ = join_all(kept.iter_mut().map(|p| run(&mut p.conn, rollback.raw()))).await;
+                Err(e)
+            }
+            None => self.keyless_commit(&mut kept).await,
+        };
+        for p in kept {
+            p.conn.release();
+        }
+        match result {
+            Ok(()) => self.to_client.put_slice(&out),
+            Err(e) => self.to_client.put_slice(e.raw()),
+        }
+        self.to_client
+            .put_slice(message::ready_for_query(b'I').raw());
+        Ok(Plan::Done)
+    }
+
+    /// Connections to every up node of each shard, inside the transaction (the session's own
+    /// transaction parked first, when there is one).
+    async fn keyless_participants(
+        &mut self,
+        shards: &[usize],
+        in_txn: bool,
+    ) -> Result<Vec<Participant>, crate::pool::PoolError> {
+        let cluster = self.shared.cluster.clone();
+        let begin = if in_txn {
+            self.park_current().await;
+            self.repl_mut()
+                .txn_begin
+                .clone()
+                .unwrap_or_else(|| "BEGIN".into())
+        } else {
+            "BEGIN".to_string()
+        };
+        let (user, db) = {
+            let r = self.repl_mut();
+            (r.user.clone(), r.db.clone())
+        };
+        let mut parts = Vec::new();
+        for &s in shards {
+            // Already in the transaction: its parked connections.
+            let repl = self.repl.as_mut().expect("sharded");
+            let (mine, rest): (Vec<_>, Vec<_>) = repl
+                .followers
+                .drain(..)
+                .partition(|f| f.parked && f.shard == s);
+            repl.followers = rest;
+            let have: Vec<usize> = mine.iter().map(|f| f.node).collect();
+            let resumed = mine.iter().any(|f| f.was_main);
+            for f in mine {
+                parts.push(Participant {
+                    shard: s,
+                    node: f.node,
+                    main: f.was_main,
+                    conn: f.conn,
+                });
+            }
+            // Every other up node joins now (the transaction may not have written there yet,
+            // so its followers were not in it).
+            let main = if resumed {
+                None
+            } else {
+                cluster.topology.main(s)
+            };
+            for node in cluster.topology.up_nodes(s) {
+                if have.contains(&node) {
+                    continue;
+                }
+                let mut conn = cluster.pool(&user, &db, s, node).checkout().await?;
+                if let Some(sql) = super::settings::replay_sql(&self.settings, &conn.settings) {
+                    conn.run_internal(&sql)
+                        .await
+                        .map_err(crate::pool::PoolError::Backend)?;
+                    conn.settings = self.settings.clone();
+                }
+                let a = run(&mut conn, message::query(&begin).raw())
+                    .await
+                    .map_err(crate::pool::PoolError::Backend)?;
+                if a.error.is_some() {
+                    return Err(crate::pool::PoolError::Backend(BackendError::Io(
+                        "BEGIN failed on a node".into(),
+                    )));
+                }
+                parts.push(Participant {
+                    shard: s,
+                    node,
+                    main: Some(node) == main,
+                    conn,
+                });
+            }
+        }
+        Ok(parts)
+    }
+
+    /// Parks the session's current shard (its main and the followers in the transaction).
+    pub(super) async fn park_current(&mut self) {
+        if self.server.is_none() {
+            return;
+        }
+        if self
+            .repl_mut()
+            .followers
+            .iter()
+            .any(|f| !f.parked && !f.is_idle())
+        {
+            self.run_followers().await;
+        }
+        if self.repl_mut().txn_begin.is_none() {
+            let sql = "SELECT current_setting('transaction_isolation'), current_setting('transaction_read_only'), current_setting('transaction_deferrable')";
+            let server = self.server.as_mut().expect("attached");
+            let row = match server.exchange(sql).await {
+                Ok(r) => r.result.rows.into_iter().next().unwrap_or_default(),
+                Err(_) => Vec::new(),
+            };
+            let get = |i: usize| row.get(i).cloned().flatten().unwrap_or_default();
+            let begin = format!(
+                "BEGIN ISOLATION LEVEL {} {}{}",
+                if get(0).is_empty() {
+                    "READ COMMITTED".to_string()
+                } else {
+                    get(0).to_uppercase()
+                },
+                if get(1) == "on" {
+                    "READ ONLY"
+                } else {
+                    "READ WRITE"
+                },
+                if get(2) == "on" { " DEFERRABLE" } else { "" }
+            );
+            self.repl_mut().txn_begin = Some(begin);
+        }
+        let server = self.server.take().expect("attached");
+        self.cancel.set(None);
+        let repl = self.repl.as_mut().expect("sharded");
+        let joined = repl.joined;
+        let (shard, node) = (repl.shard, repl.node);
+        let mut kept = Vec::new();
+        for mut f in repl.followers.drain(..) {
+            if f.parked || joined {
+                f.parked = true;
+                kept.push(f);
+            } else if f.is_idle() {
+                f.conn.release();
+            }
+        }
+        let mut main = super::follower::Follower::new(shard, node, server);
+        main.parked = true;
+        main.was_main = true;
+        kept.push(main);
+        repl.followers = kept;
+        repl.joined = false;
+        repl.prefix.clear();
+    }
+
+    /// Inside a transaction: the participants stay in it (parked), and one shard becomes the
+    /// session's current one again (the one that failed, if one did).
+    fn keyless_keep(&mut self, parts: Vec<Participant>, failed: bool, mains: &[(usize, Answer)]) {
+        let failed_shard = mains
+            .iter()
+            .find(|(_, a)| a.error.is_some())
+            .map(|(s, _)| *s);
+        let repl = self.repl.as_mut().expect("sharded");
+        for p in parts {
+            let mut f = super::follower::Follower::new(p.shard, p.node, p.conn);
+            f.parked = true;
+            f.was_main = p.main;
+            repl.followers.push(f);
+        }
+        let current = if failed {
+            failed_shard.unwrap_or(repl.shard)
+        } else {
+            repl.shard
+        };
+        let Some(i) = repl
+            .followers
+            .iter()
+            .position(|f| f.was_main && f.shard == current)
+        else {
+            return;
+        };
+        let f = repl.followers.remove(i);
+        repl.shard = current;
+        repl.node = f.node;
+        let mut joined = false;
+        for g in repl.followers.iter_mut().filter(|g| g.shard == current) {
+            g.parked = false;
+            joined = true;
+        }
+        repl.joined = joined;
+        let status = mains
+            .iter()
+            .find(|(s, _)| *s == current)
+            .map(|(_, a)| a.status)
+            .unwrap_or(b'T');
+        let pool = self
+            .shared
+            .cluster
+            .pool(&repl.user, &repl.db, current, f.node);
+        self.pool = pool;
+        self.attach(f.conn);
+        self.tx_status = status;
+    }
+
+    /// Two-phase commit of an autocommit write across shards.
+    async fn keyless_commit(&mut self, parts: &mut [Participant]) -> Result<(), Frame> {
+        let gid = self.shared.gids.next();
+        let prepare = message::query(&format!("PREPARE TRANSACTION {}", quote(&gid)));
+        let prepared = join_all(parts.iter_mut().map(|p| run(&mut p.conn, prepare.raw()))).await;
+        let main_failed = parts
+            .iter()
+            .zip(&prepared)
+            .any(|(p, r)| p.main && !matches!(r, Ok(a) if a.error.is_none()));
+        if main_failed {
+            let rollback = message::query(&format!("ROLLBACK PREPARED {}", quote(&gid)));
+            let _ = join_all(parts.iter_mut().map(|p| run(&mut p.conn, rollback.raw()))).await;
+            return Err(message::error_response(
+                message::Severity::Error,
+                sqlstate::SERIALIZATION_FAILURE,
+                "the write was rolled back on every shard: a shard could not prepare it (are max_prepared_transactions set on every node?)",
+                Some("retry the statement"),
+            ));
+        }
+        if let Some(log) = self.shared.decisions.get() {
+            if let Err(e) = log.record_commit(&gid).await {
+                let rollback = message::query(&format!("ROLLBACK PREPARED {}", quote(&gid)));
+                let _ = join_all(parts.iter_mut().map(|p| run(&mut p.conn, rollback.raw()))).await;
+                return Err(message::error_response(
+                    message::Severity::Error,
+                    sqlstate::SYSTEM_ERROR,
+                    &format!("the write was rolled back: pgproxy could not record its commit decision: {e}"),
+                    Some("check the disk holding replication.decision_log"),
+                ));
+            }
+        }
+        let commit = message::query(&format!("COMMIT PREPARED {}", quote(&gid)));
+        let done = join_all(parts.iter_mut().map(|p| run(&mut p.conn, commit.raw()))).await;
+        let mut all = true;
+        for (p, r) in parts.iter().zip(done) {
+            if !matches!(r, Ok(a) if a.error.is_none()) {
+                all = false;
+                let why = format!("COMMIT PREPARED {gid} failed; the decision was commit, resolve it on that node");
+                self.shared
+                    .cluster
+                    .detach(p.shard, p.node, DetachCause::CommitFailed, &why);
+            }
+        }
+        if let (true, Some(log)) = (all, self.shared.decisions.get()) {
+            let _ = log.record_done(&gid);
+        }
+        Ok(())
+    }
+
+    fn refuse_keyless(&mut self, simple: bool, msg: &str) -> Result<Plan, SessionError> {
+        let e = message::error_response(
+            message::Severity::Error,
+            sqlstate::FEATURE_NOT_SUPPORTED,
+            msg,
+            Some("see `pgproxy route --config FILE \"SQL\"` for how pgproxy routes a statement"),
+        );
+        self.to_client.put_slice(e.raw());
+        if simple {
+            self.to_client
+                .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+        } else {
+            self.skip_until_sync = true;
+        }
+        Ok(Plan::Done)
+    }
+}

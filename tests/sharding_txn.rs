@@ -1,0 +1,229 @@
+//! Transactions across shards through pgproxy against real PostgreSQL shards of two nodes:
+//! two-phase commit over every node of every shard touched (commit, rollback, an error inside,
+//! going back to an earlier shard), the deny policy, and pgproxy killed at random moments of a
+//! stream of cross-shard transactions: after a restart every transaction is on all of its
+//! shards or on none, and every acknowledged one is there.
+
+mod common;
+
+use common::sharded::ShardedCluster;
+use common::*;
+use pgproxy::shard::{hash_shard, KeyType, KeyValue};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+fn shard_of(key: i64, shards: u64) -> usize {
+    hash_shard(KeyType::Bigint, &KeyValue::Int(key), shards) as usize
+}
+
+/// Two keys on different shards of 2.
+fn two_keys() -> (i64, i64) {
+    let a = 1;
+    let b = (2..)
+        .find(|&k| shard_of(k, 2) != shard_of(a, 2))
+        .expect("b");
+    (a, b)
+}
+
+const SCHEMA: &str =
+    "CREATE TABLE contacts (id bigint PRIMARY KEY, user_id bigint NOT NULL, name text)";
+
+async fn count_on(c: &ShardedCluster, key: i64, id: i64) -> String {
+    c.shard_scalar(
+        shard_of(key, 2),
+        &format!("SELECT count(*) FROM contacts WHERE id = {id} AND user_id = {key}"),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_transaction_across_shards_commits_or_rolls_back_everywhere() {
+    let c = ShardedCluster::start(2, 2, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    let (a, b) = two_keys();
+    let ins = |id: i64, key: i64| {
+        format!("INSERT INTO contacts (id, user_id, name) VALUES ({id}, {key}, 'x')")
+    };
+    // Commit: both shards, every node.
+    client
+        .batch_execute(&format!("BEGIN; {}; {}; COMMIT", ins(1, a), ins(2, b)))
+        .await
+        .expect_err("one request may not span shards");
+    for sql in [
+        "BEGIN".to_string(),
+        ins(1, a),
+        ins(2, b),
+        "COMMIT".to_string(),
+    ] {
+        client.simple_query(&sql).await.expect(&sql);
+    }
+    assert_eq!(count_on(&c, a, 1).await, "1");
+    assert_eq!(count_on(&c, b, 2).await, "1");
+    // Rollback: neither.
+    for sql in [
+        "BEGIN".to_string(),
+        ins(3, a),
+        ins(4, b),
+        "ROLLBACK".to_string(),
+    ] {
+        client.simple_query(&sql).await.expect(&sql);
+    }
+    assert_eq!(count_on(&c, a, 3).await, "0");
+    assert_eq!(count_on(&c, b, 4).await, "0");
+    // Back and forth between the shards, with bind parameters, then commit.
+    let tx = client.simple_query("BEGIN").await;
+    tx.expect("begin");
+    for (id, key) in [(5i64, a), (6, b), (7, a), (8, b)] {
+        client
+            .execute(
+                "INSERT INTO contacts (id, user_id, name) VALUES ($1, $2, 'p')",
+                &[&id, &key],
+            )
+            .await
+            .expect("insert with parameters");
+    }
+    let n: i64 = client
+        .query_one(
+            "SELECT count(*) FROM contacts WHERE user_id = $1 AND id >= 5",
+            &[&a],
+        )
+        .await
+        .expect("read inside")
+        .get(0);
+    assert_eq!(n, 2, "the transaction sees its own rows");
+    client.simple_query("COMMIT").await.expect("commit");
+    for (id, key) in [(5, a), (6, b), (7, a), (8, b)] {
+        assert_eq!(count_on(&c, key, id).await, "1", "row {id}");
+    }
+    // An error on the second shard aborts the whole transaction.
+    client.simple_query("BEGIN").await.expect("begin");
+    client.simple_query(&ins(9, a)).await.expect("first shard");
+    let e = client
+        .simple_query(&ins(2, b))
+        .await
+        .expect_err("duplicate key");
+    assert_eq!(sqlstate(&e).as_deref(), Some("23505"), "{}", describe(&e));
+    client
+        .simple_query("COMMIT")
+        .await
+        .expect("commit of an aborted transaction");
+    assert_eq!(
+        count_on(&c, a, 9).await,
+        "0",
+        "rolled back on the first shard too"
+    );
+    // Nothing left prepared, and the session goes on.
+    for node in c.all_nodes() {
+        assert_eq!(
+            node.scalar("SELECT count(*) FROM pg_prepared_xacts").await,
+            "0"
+        );
+    }
+    let rows = simple_rows(&client, "SELECT count(*) FROM contacts").await;
+    assert_eq!(rows, vec![vec![Some("6".into())]]);
+}
+
+#[tokio::test]
+async fn deny_policy_refuses_a_second_shard() {
+    let c = ShardedCluster::start(2, 1, "cross_shard_transactions = \"deny\"").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    let (a, b) = two_keys();
+    client.simple_query("BEGIN").await.expect("begin");
+    client
+        .simple_query(&format!(
+            "INSERT INTO contacts (id, user_id) VALUES (1, {a})"
+        ))
+        .await
+        .expect("first shard");
+    let e = client
+        .simple_query(&format!(
+            "INSERT INTO contacts (id, user_id) VALUES (2, {b})"
+        ))
+        .await
+        .expect_err("second shard");
+    assert_eq!(sqlstate(&e).as_deref(), Some("0A000"));
+    assert!(describe(&e).contains("deny"), "{}", describe(&e));
+    client.simple_query("ROLLBACK").await.expect("rollback");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pgproxy_killed_mid_commit_leaves_every_transaction_whole() {
+    let mut c = ShardedCluster::start(2, 2, "").await;
+    c.client()
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .expect("schema");
+    let (a, b) = two_keys();
+    for round in 0..3i64 {
+        let acked = Arc::new(AtomicI64::new(-1));
+        let port = c.proxy.port();
+        let acked2 = acked.clone();
+        let writer = tokio::spawn(async move {
+            let client = connect_app(port).await;
+            for i in 0..100_000i64 {
+                let id = round * 1_000_000 + i * 2;
+                let r = async {
+                    client.simple_query("BEGIN").await?;
+                    client
+                        .simple_query(&format!(
+                            "INSERT INTO contacts (id, user_id) VALUES ({id}, {a})"
+                        ))
+                        .await?;
+                    client
+                        .simple_query(&format!(
+                            "INSERT INTO contacts (id, user_id) VALUES ({}, {b})",
+                            id + 1
+                        ))
+                        .await?;
+                    client.simple_query("COMMIT").await
+                }
+                .await;
+                if r.is_err() {
+                    return;
+                }
+                acked2.store(i, Ordering::SeqCst);
+            }
+        });
+        // Let some transactions through, then kill at a moment unrelated to them.
+        eventually(20, "some transactions committed", || async {
+            (acked.load(Ordering::SeqCst) >= 20 + round * 7).then_some(())
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(37 * round as u64)).await;
+        c.kill_and_restart_proxy().await;
+        let _ = tokio::time::timeout(Duration::from_secs(10), writer).await;
+        for node in c.all_nodes() {
+            eventually(20, "in-doubt transactions resolved", || async {
+                (node.scalar("SELECT count(*) FROM pg_prepared_xacts").await == "0").then_some(())
+            })
+            .await;
+        }
+        // Every transaction is on both shards or on neither; acknowledged ones are there.
+        let ids = |key: i64| {
+            let c = &c;
+            async move {
+                c.shard_scalar(
+                    shard_of(key, 2),
+                    &format!("SELECT coalesce(string_agg(((id - {round} * 1000000) / 2)::text, ',' ORDER BY id), '') FROM contacts WHERE user_id = {key} AND id >= {round} * 1000000 AND id < ({round} + 1) * 1000000"),
+                )
+                .await
+            }
+        };
+        let (on_a, on_b) = (ids(a).await, ids(b).await);
+        assert_eq!(
+            on_a, on_b,
+            "round {round}: transactions split between shards"
+        );
+        let n = on_a.split(',').filter(|s| !s.is_empty()).count() as i64;
+        let acked = acked.load(Ordering::SeqCst);
+        assert!(
+            n > acked,
+            "round {round}: {n} transactions present, {} acknowledged",
+            acked + 1
+        );
+    }
+}
