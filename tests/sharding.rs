@@ -137,6 +137,24 @@ async fn rows_land_on_the_owning_shard_only() {
             .await;
         assert_eq!(changed, "2");
     }
+    // EXPLAIN ROUTE over the wire says where a statement goes.
+    let rows = simple_rows(
+        &client,
+        "EXPLAIN ROUTE SELECT * FROM contacts WHERE user_id = 3",
+    )
+    .await;
+    let text: Vec<String> = rows
+        .into_iter()
+        .filter_map(|r| r.into_iter().next().flatten())
+        .collect();
+    let want = format!("shard s{} (read on one node)", shard_of(3, 2));
+    assert!(text.iter().any(|l| l.starts_with(&want)), "{text:?}");
+    let rows = simple_rows(
+        &client,
+        "explain route SELECT * FROM contacts a, contacts b",
+    )
+    .await;
+    assert!(format!("{rows:?}").contains("refused (0A000)"), "{rows:?}");
     // Shared tables: on every node of every shard.
     client
         .simple_query(

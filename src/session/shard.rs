@@ -117,6 +117,11 @@ impl Session {
                 st.plans.clear();
             }
         }
+        if simple {
+            if let Some(sql) = explain_route_text(frames) {
+                return self.explain_route(&sql).map(Some);
+            }
+        }
         let unit = match self.unit_route(frames) {
             Ok(u) => u,
             Err(e) => return self.refuse_route(simple, &e).map(Some),
@@ -385,6 +390,50 @@ impl Session {
         } else {
             self.skip_until_sync = true;
         }
+    }
+}
+
+/// `EXPLAIN ROUTE <sql>`: the SQL to explain.
+fn explain_route_text(frames: &[u8]) -> Option<String> {
+    if frames.first() != Some(&fe::QUERY) {
+        return None;
+    }
+    let Ok(Some(n)) = frame::peek_frame_len(frames, usize::MAX) else {
+        return None;
+    };
+    let text = message::query_text(FrameRef::new(&frames[..n]).body())?.trim_start();
+    let mut words = text.splitn(3, char::is_whitespace);
+    let (a, b) = (words.next()?, words.next()?);
+    (a.eq_ignore_ascii_case("explain") && b.eq_ignore_ascii_case("route"))
+        .then(|| words.next().unwrap_or("").to_string())
+}
+
+impl Session {
+    /// Answers `EXPLAIN ROUTE <sql>` with one row per line of the route.
+    fn explain_route(&mut self, sql: &str) -> Result<Plan, SessionError> {
+        let cfg = self.shared.cluster.config();
+        let map = self.shard_state().expect("sharded").map.clone();
+        let lines = crate::router::route::explain(sql, &map, &cfg, &[]);
+        let field = crate::protocol::rows::Field {
+            name: "route".into(),
+            table: 0,
+            column: 0,
+            type_oid: crate::protocol::value::oid::TEXT,
+            type_len: -1,
+            type_mod: -1,
+            format: 0,
+        };
+        self.to_client
+            .put_slice(crate::protocol::rows::row_description(&[field]).raw());
+        for l in &lines {
+            self.to_client
+                .put_slice(crate::protocol::rows::data_row(&[Some(l.clone().into_bytes())]).raw());
+        }
+        self.to_client
+            .put_slice(message::command_complete("EXPLAIN").raw());
+        self.to_client
+            .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+        Ok(Plan::Done)
     }
 }
 
