@@ -514,3 +514,50 @@ async fn a_multi_row_insert_is_split_per_shard() {
         assert_eq!(wrong, "0", "shard {s} holds only its keys");
     }
 }
+
+#[tokio::test]
+async fn an_override_pins_a_key_to_its_shard() {
+    // Key 1 belongs to shard s{shard_of(1)} by hash; the override moves it to the other one.
+    let home = shard_of(1, 2);
+    let other = 1 - home;
+    let extra = format!("[[sharding.overrides]]\nkey = 1\nshard = \"s{other}\"\n");
+    let c = ShardedCluster::start_with_tables(2, 1, "", &extra).await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    for (id, key) in [(1i64, 1i64), (2, 2), (3, 3)] {
+        client
+            .execute(
+                "INSERT INTO contacts (id, user_id) VALUES ($1, $2)",
+                &[&id, &key],
+            )
+            .await
+            .expect("insert");
+    }
+    assert_eq!(
+        c.shard_scalar(other, "SELECT count(*) FROM contacts WHERE user_id = 1")
+            .await,
+        "1"
+    );
+    assert_eq!(
+        c.shard_scalar(home, "SELECT count(*) FROM contacts WHERE user_id = 1")
+            .await,
+        "0"
+    );
+    for key in [2i64, 3] {
+        let s = shard_of(key, 2);
+        assert_eq!(
+            c.shard_scalar(
+                s,
+                &format!("SELECT count(*) FROM contacts WHERE user_id = {key}")
+            )
+            .await,
+            "1"
+        );
+    }
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM contacts WHERE user_id = $1", &[&1i64])
+        .await
+        .expect("read by key")
+        .get(0);
+    assert_eq!(n, 1, "reads of key 1 go to its override shard");
+}

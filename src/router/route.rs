@@ -158,11 +158,13 @@ pub fn plan(sql: &str, map: &ShardMap) -> RoutePlan {
         // shard; do not pretend to know more.
         return RoutePlan {
             statements: vec![StmtPlan::simple(
-                Target::Any,
-                false,
-                "does not tokenize: PostgreSQL reports the error",
+                Target::Refuse(
+                    "pgproxy could not read this statement (its tokenizer rejects it), so it cannot tell which shard owns its rows: add a /* pgproxy: shard=… */ hint".into(),
+                ),
+                true,
+                "does not tokenize",
             )],
-            hint: None,
+            hint: hint::find_raw(sql),
         };
     };
     let hint = hint::find(&lexed, map);
@@ -355,12 +357,8 @@ fn resolve_one<'p>(
     match &st.target {
         Target::Any => Ok(route(Shards::Any, st.why.clone())),
         Target::Refuse(why) => Err(RouteError::Unroutable(why.clone())),
-        Target::All => {
-            if let Some(s) = session_shard()? {
-                return Ok(route(Shards::Some(vec![s]), "SET pgproxy.shard_key".into()));
-            }
-            Ok(route(Shards::Some(all(map)), st.why.clone()))
-        }
+        // DDL and shared tables change every shard, whatever the session's key.
+        Target::All => Ok(route(Shards::Some(all(map)), st.why.clone())),
         Target::Keys(sets) => match pinned(sets, map, params) {
             // Contradictory keys: no row matches; one shard gives the (empty) answer.
             Some(s) if s.is_empty() => Ok(route(
@@ -370,11 +368,13 @@ fn resolve_one<'p>(
             Some(s) if s.len() == 1 => {
                 Ok(route(Shards::Some(s.into_iter().collect()), st.why.clone()))
             }
-            Some(s) => fanout(st, map, s.into_iter().collect(), session_shard()?),
+            // The statement's own keys win over the session's.
+            Some(s) => fanout(st, map, s.into_iter().collect(), None),
             None => fanout(st, map, all(map), session_shard()?),
         },
         Target::Groups(groups) => {
             let mut one: Option<usize> = None;
+            let mut unpinned = false;
             for g in groups {
                 match pinned(g, map, params) {
                     Some(s) if s.len() == 1 => {
@@ -385,16 +385,18 @@ fn resolve_one<'p>(
                         one = Some(s);
                     }
                     Some(s) if s.is_empty() => {}
-                    _ => {
-                        if let Some(s) = session_shard()? {
-                            return Ok(route(
-                                Shards::Some(vec![s]),
-                                "SET pgproxy.shard_key".into(),
-                            ));
-                        }
-                        return Err(cross_join());
-                    }
+                    _ => unpinned = true,
                 }
+            }
+            if unpinned {
+                // The session's key stands in for the unpinned groups if it agrees with the
+                // pinned ones.
+                return match session_shard()? {
+                    Some(s) if one.is_none_or(|o| o == s) => {
+                        Ok(route(Shards::Some(vec![s]), "SET pgproxy.shard_key".into()))
+                    }
+                    _ => Err(cross_join()),
+                };
             }
             Ok(route(Shards::Some(vec![one.unwrap_or(0)]), st.why.clone()))
         }

@@ -26,6 +26,16 @@ pub struct ShardedCluster {
 /// The config text: the common users and database, `shards` shards with the given node
 /// ports, `[sharding]` with `extra` lines and the tables.
 pub fn sharded_config(shards: &[Vec<u16>], extra: &str, decision_log: &str) -> String {
+    sharded_config_with(shards, extra, "", decision_log)
+}
+
+/// Like [`sharded_config`], with more `[[sharding.…]]` sub-tables (overrides, ranges, lists).
+pub fn sharded_config_with(
+    shards: &[Vec<u16>],
+    extra: &str,
+    tables: &str,
+    decision_log: &str,
+) -> String {
     let base = ProxyConfig::with_nodes(&[])
         .pool_size(24)
         .checkout_timeout_ms(20_000);
@@ -42,13 +52,23 @@ pub fn sharded_config(shards: &[Vec<u16>], extra: &str, decision_log: &str) -> S
         "\n[replication]\ndecision_log = {}\n",
         super::toml_str(decision_log)
     );
-    out += &format!("\n[sharding]\n{extra}\n{TABLES}");
+    out += &format!("\n[sharding]\n{extra}\n{TABLES}\n{tables}");
     out
 }
 
 impl ShardedCluster {
     /// `shards` shards of `nodes` nodes each; `extra` goes into `[sharding]`.
     pub async fn start(shards: usize, nodes: usize, extra: &str) -> ShardedCluster {
+        Self::start_with_tables(shards, nodes, extra, "").await
+    }
+
+    /// Like [`ShardedCluster::start`], with more `[[sharding.…]]` sub-tables.
+    pub async fn start_with_tables(
+        shards: usize,
+        nodes: usize,
+        extra: &str,
+        tables: &str,
+    ) -> ShardedCluster {
         let mut all = start_nodes(shards * nodes).await;
         let mut per: Vec<Vec<PgNode>> = Vec::new();
         for _ in 0..shards {
@@ -61,7 +81,7 @@ impl ShardedCluster {
             .map(|s| s.iter().map(PgNode::port).collect())
             .collect();
         let log = dir.path().join("decisions.log");
-        let text = sharded_config(&ports, extra, log.to_str().expect("utf-8"));
+        let text = sharded_config_with(&ports, extra, tables, log.to_str().expect("utf-8"));
         let proxy = Proxy::start(&text).await;
         ShardedCluster {
             proxy,

@@ -52,6 +52,12 @@ pub fn find(lexed: &Lexed<'_>, _map: &ShardMap) -> Option<Hint> {
     })
 }
 
+/// A hint in text the tokenizer rejects: the first `pgproxy:` hint after a comment opener.
+pub fn find_raw(sql: &str) -> Option<Hint> {
+    let at = sql.find("/*").or_else(|| sql.find("--"))?;
+    parse(&sql[at + 2..])
+}
+
 /// `pgproxy: shard=…` / `pgproxy: shard_key=…` inside one comment.
 pub fn parse(comment: &str) -> Option<Hint> {
     let lower = comment.to_ascii_lowercase();
@@ -60,7 +66,22 @@ pub fn parse(comment: &str) -> Option<Hint> {
     let (name, value) = rest.split_once('=')?;
     let value = value.trim_start();
     let value: String = match value.strip_prefix('\'') {
-        Some(q) => q.split('\'').next()?.to_string(),
+        Some(q) => {
+            // A quoted value ends at a single quote; '' stands for one quote.
+            let mut out = String::new();
+            let mut chars = q.chars().peekable();
+            loop {
+                match chars.next()? {
+                    '\'' if chars.peek() == Some(&'\'') => {
+                        chars.next();
+                        out.push('\'');
+                    }
+                    '\'' => break,
+                    c => out.push(c),
+                }
+            }
+            out
+        }
         None => value
             .split(|c: char| c.is_whitespace() || c == '*' || c == ',')
             .next()?

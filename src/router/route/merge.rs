@@ -191,6 +191,9 @@ struct AggScan {
     aggregates: usize,
     window: bool,
     other_agg: Option<String>,
+    /// A function pgproxy does not know: it could be a user-defined aggregate.
+    unknown: Option<String>,
+    hex: bool,
     depth: usize,
 }
 
@@ -205,6 +208,10 @@ impl Visitor for AggScan {
         ControlFlow::Continue(())
     }
     fn pre_visit_expr(&mut self, e: &Expr) -> ControlFlow<()> {
+        if let Expr::Value(v) = e {
+            // sqlparser prints 0x1F back as X'1F' (a bit string in PostgreSQL).
+            self.hex |= matches!(v.value, Value::HexStringLiteral(_));
+        }
         if self.depth > 0 {
             return ControlFlow::Continue(());
         }
@@ -217,7 +224,14 @@ impl Visitor for AggScan {
                     self.aggregates += 1;
                 } else if AGGREGATES.contains(&n.as_str()) {
                     self.other_agg = Some(n);
+                } else if crate::router::classify::functions::READ_ONLY
+                    .binary_search(&n.as_str())
+                    .is_err()
+                {
+                    self.unknown = Some(n);
                 }
+            } else {
+                self.unknown = Some(f.name.to_string());
             }
         }
         ControlFlow::Continue(())
@@ -264,7 +278,7 @@ fn count_to_expr(c: Count) -> Expr {
 }
 
 /// The merge of a SELECT that may run on several shards, or why it cannot be merged.
-pub fn spec(q: &Query) -> Result<MergeSpec, String> {
+pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
     let mut q = q.clone();
     let SetExpr::Select(sel) = q.body.as_mut() else {
         return Err("UNION / INTERSECT / EXCEPT across shards is not supported".into());
@@ -302,6 +316,28 @@ pub fn spec(q: &Query) -> Result<MergeSpec, String> {
             SelectItem::Wildcard(_) | SelectItem::QualifiedWildcard(..)
         )
     });
+    // The select list as written (before avg is rewritten), for matching ORDER BY / GROUP BY.
+    let items: Vec<(Option<Expr>, Option<String>)> = sel
+        .projection
+        .iter()
+        .map(|i| match i {
+            SelectItem::UnnamedExpr(e) => (Some(e.clone()), None),
+            SelectItem::ExprWithAlias { expr, alias } => (
+                Some(expr.clone()),
+                Some(crate::router::classify::ident_key(
+                    &alias.value,
+                    alias.quote_style,
+                )),
+            ),
+            _ => (None, None),
+        })
+        .collect();
+    let mut rewritten = false;
+    let mut whole = AggScan::default();
+    let _ = sel.visit(&mut whole);
+    if whole.hex {
+        return Err("hexadecimal literals across shards are not supported".into());
+    }
     let mut aggs: Vec<(Col, Agg)> = Vec::new();
     let mut hidden: Vec<SelectItem> = Vec::new();
     let mut any_agg = false;
@@ -336,6 +372,7 @@ pub fn spec(q: &Query) -> Result<MergeSpec, String> {
                 let arg = arg.expect("avg has an argument");
                 let count = Col::Hidden(hidden.len());
                 hidden.push(SelectItem::UnnamedExpr(call("count", arg.clone())));
+                rewritten = true;
                 *item = SelectItem::ExprWithAlias {
                     expr: call("sum", arg),
                     alias: alias.unwrap_or_else(|| Ident::new("avg")),
@@ -345,7 +382,12 @@ pub fn spec(q: &Query) -> Result<MergeSpec, String> {
         };
         aggs.push((Col::Pos(i), agg));
     }
-    let grouped = any_agg || !group_exprs.is_empty();
+    // Aggregates in ORDER BY make the query an aggregate too (one row).
+    let order_aggs = q.order_by.as_ref().is_some_and(|ob| match &ob.kind {
+        OrderByKind::Expressions(v) => v.iter().any(|o| scan(&o.expr).aggregates > 0),
+        _ => false,
+    });
+    let grouped = any_agg || order_aggs || !group_exprs.is_empty();
     let distinct = matches!(sel.distinct, Some(Distinct::Distinct));
     if grouped && wildcard {
         return Err(
@@ -356,39 +398,46 @@ pub fn spec(q: &Query) -> Result<MergeSpec, String> {
     if grouped && distinct {
         return Err("SELECT DISTINCT with aggregates across shards is not supported".into());
     }
-    // The select list as (expr, alias) for matching ORDER BY / GROUP BY items.
-    let items: Vec<(Option<Expr>, Option<String>)> = sel
-        .projection
-        .iter()
-        .map(|i| match i {
-            SelectItem::UnnamedExpr(e) => (Some(e.clone()), None),
-            SelectItem::ExprWithAlias { expr, alias } => {
-                (Some(expr.clone()), Some(alias.value.to_lowercase()))
-            }
-            _ => (None, None),
-        })
-        .collect();
+    // A select-list position for an ORDER BY / GROUP BY item: a number, an output alias, or
+    // the same expression. With `*` in the list, positions of named items are unknown.
     let find = |e: &Expr| -> Option<usize> {
         if let Expr::Value(v) = e {
             if let Value::Number(n, _) = &v.value {
                 return n.parse::<usize>().ok().filter(|n| *n >= 1).map(|n| n - 1);
             }
         }
+        if wildcard {
+            return None;
+        }
         if let Expr::Identifier(id) = e {
+            let key = crate::router::classify::ident_key(&id.value, id.quote_style);
             if let Some(p) = items
                 .iter()
-                .position(|(_, a)| a.as_deref() == Some(&id.value.to_lowercase()))
+                .position(|(_, a)| a.as_deref() == Some(key.as_str()))
             {
                 return Some(p);
             }
         }
-        if wildcard {
-            return None;
-        }
         items.iter().position(|(x, _)| x.as_ref() == Some(e))
+    };
+    // With `*`, an ORDER BY alias stands for its expression.
+    let alias_expr = |e: &Expr| -> Option<Expr> {
+        let Expr::Identifier(id) = e else { return None };
+        let key = crate::router::classify::ident_key(&id.value, id.quote_style);
+        items
+            .iter()
+            .find(|(_, a)| a.as_deref() == Some(key.as_str()))
+            .and_then(|(x, _)| x.clone())
     };
     let mut keys = Vec::new();
     for g in &group_exprs {
+        // PostgreSQL reads a bare name in GROUP BY as an input column first, an output alias
+        // second: an alias standing for another expression is ambiguous here.
+        if let Some(x) = alias_expr(g) {
+            if x != *g {
+                return Err("GROUP BY an output alias across shards is not supported: group by the expression".into());
+            }
+        }
         match find(g) {
             Some(p) => keys.push(Col::Pos(p)),
             None => {
@@ -440,7 +489,8 @@ pub fn spec(q: &Query) -> Result<MergeSpec, String> {
                 }
                 None => {
                     let c = Col::Hidden(hidden.len());
-                    hidden.push(SelectItem::UnnamedExpr(o.expr.clone()));
+                    let e = alias_expr(&o.expr).unwrap_or_else(|| o.expr.clone());
+                    hidden.push(SelectItem::UnnamedExpr(e));
                     c
                 }
             };
@@ -475,6 +525,7 @@ pub fn spec(q: &Query) -> Result<MergeSpec, String> {
         }
     }
     if let Some(f) = &q.fetch {
+        rewritten = true;
         limit = f
             .quantity
             .as_ref()
@@ -493,12 +544,15 @@ pub fn spec(q: &Query) -> Result<MergeSpec, String> {
         }
     }
     let n_hidden = hidden.len();
+    rewritten |= n_hidden > 0;
     sel.projection.extend(hidden);
     // What each shard runs.
     if grouped || distinct {
+        rewritten |= q.order_by.is_some() || q.limit_clause.is_some();
         q.order_by = None;
         q.limit_clause = None;
     } else {
+        rewritten |= offset.is_some();
         let widened = match (limit, offset) {
             (Some(Count::Lit(l)), Some(Count::Lit(o))) => {
                 Some(count_to_expr(Count::Lit(l.saturating_add(o))))
@@ -530,8 +584,14 @@ pub fn spec(q: &Query) -> Result<MergeSpec, String> {
     } else {
         MergeKind::Rows
     };
+    // The original text when nothing changed (re-printing could alter details).
+    let sql = if rewritten {
+        q.to_string()
+    } else {
+        original.to_string()
+    };
     Ok(MergeSpec {
-        sql: q.to_string(),
+        sql,
         hidden: n_hidden,
         kind,
         order,

@@ -61,6 +61,12 @@ struct Frame {
     ons: Vec<(Expr, bool)>,
     /// Key equalities between refs of this block.
     links: Vec<(usize, usize)>,
+    /// Key equalities between a ref of this block and a ref of an enclosing block.
+    correlations: Vec<(usize, usize)>,
+    /// Aliases (or names) of the non-sharded relations of this block: they shadow outer ones.
+    other_aliases: Vec<String>,
+    /// The block has a LEFT / RIGHT / FULL join: constants in ON clauses do not restrict it.
+    outer_join: bool,
 }
 
 impl Scope {
@@ -81,19 +87,41 @@ impl Scope {
 
     /// Walks a query (a statement's body or a subquery).
     pub fn query(&mut self, map: &ShardMap, q: &Query) {
-        let mut names = HashSet::new();
+        self.ctes.push(HashSet::new());
         if let Some(with) = &q.with {
-            for cte in &with.cte_tables {
-                names.insert(ident_key(&cte.alias.name.value, cte.alias.name.quote_style));
+            let name =
+                |c: &sqlparser::ast::Cte| ident_key(&c.alias.name.value, c.alias.name.quote_style);
+            // A CTE is visible in its own body and in earlier ones only WITH RECURSIVE.
+            if with.recursive {
+                for cte in &with.cte_tables {
+                    self.ctes.last_mut().expect("pushed").insert(name(cte));
+                }
             }
-        }
-        self.ctes.push(names);
-        if let Some(with) = &q.with {
             for cte in &with.cte_tables {
                 self.nested_query(map, &cte.query);
+                self.ctes.last_mut().expect("pushed").insert(name(cte));
             }
         }
         self.set_expr(map, &q.body);
+        // Subqueries in ORDER BY, LIMIT, OFFSET, FETCH.
+        let mut exprs: Vec<&Expr> = Vec::new();
+        if let Some(ob) = &q.order_by {
+            if let sqlparser::ast::OrderByKind::Expressions(v) = &ob.kind {
+                exprs.extend(v.iter().map(|o| &o.expr));
+            }
+        }
+        if let Some(sqlparser::ast::LimitClause::LimitOffset { limit, offset, .. }) =
+            &q.limit_clause
+        {
+            exprs.extend(limit.iter());
+            exprs.extend(offset.iter().map(|o| &o.value));
+        }
+        if let Some(f) = &q.fetch {
+            exprs.extend(f.quantity.iter());
+        }
+        for e in exprs {
+            self.subqueries(map, e);
+        }
         self.ctes.pop();
     }
 
@@ -120,6 +148,12 @@ impl Scope {
                     }
                 }
                 exprs.extend(sel.having.iter());
+                if let sqlparser::ast::GroupByExpr::Expressions(g, _) = &sel.group_by {
+                    exprs.extend(g.iter());
+                }
+                if let Some(sqlparser::ast::Distinct::On(d)) = &sel.distinct {
+                    exprs.extend(d.iter());
+                }
                 self.close_block(map, frame, sel.selection.as_ref(), &exprs);
             }
             SetExpr::Query(q) => self.query(map, q),
@@ -189,6 +223,9 @@ impl Scope {
             others: 0,
             ons: Vec::new(),
             links: Vec::new(),
+            correlations: Vec::new(),
+            other_aliases: Vec::new(),
+            outer_join: false,
         });
         self.frames.len() - 1
     }
@@ -208,11 +245,15 @@ impl Scope {
             self.apply_conjuncts(&conj, true);
         }
         let ons = std::mem::take(&mut self.frames[frame].ons);
+        let outer_join = self.frames[frame].outer_join;
         for (on, inner) in &ons {
             let mut conj = Vec::new();
             conjuncts(on, &mut conj);
-            self.apply_conjuncts(&conj, *inner);
+            // An inner join's ON constants restrict the block only when no outer join keeps
+            // rows regardless.
+            self.apply_conjuncts(&conj, *inner && !outer_join);
         }
+        self.correlate(frame);
         // Pins spread over the block's local links (same-block equalities).
         self.spread_pins(frame);
         for e in selection.into_iter().chain(exprs.iter().copied()) {
@@ -227,16 +268,18 @@ impl Scope {
 
 impl Scope {
     fn table_with_joins(&mut self, map: &ShardMap, t: &TableWithJoins, frame: usize) {
+        let start = self.frames[frame].refs.len();
         self.factor(map, &t.relation, frame);
         for j in &t.joins {
-            self.join(map, j, frame);
+            self.join(map, j, frame, start);
         }
     }
 
-    fn join(&mut self, map: &ShardMap, j: &Join, frame: usize) {
-        let before: Vec<usize> = self.frames[frame].refs.clone();
+    /// A join; `start`: where this FROM item's refs begin (its left side).
+    fn join(&mut self, map: &ShardMap, j: &Join, frame: usize, start: usize) {
+        let before: Vec<usize> = self.frames[frame].refs[start..].to_vec();
         self.factor(map, &j.relation, frame);
-        let added: Vec<usize> = self.frames[frame].refs[before.len()..].to_vec();
+        let added: Vec<usize> = self.frames[frame].refs[start + before.len()..].to_vec();
         let (constraint, inner) = match &j.join_operator {
             JoinOperator::Join(c) | JoinOperator::Inner(c) | JoinOperator::CrossJoin(c) => {
                 (Some(c), true)
@@ -245,7 +288,10 @@ impl Scope {
             | JoinOperator::LeftOuter(c)
             | JoinOperator::Right(c)
             | JoinOperator::RightOuter(c)
-            | JoinOperator::FullOuter(c) => (Some(c), false),
+            | JoinOperator::FullOuter(c) => {
+                self.frames[frame].outer_join = true;
+                (Some(c), false)
+            }
             JoinOperator::CrossApply | JoinOperator::OuterApply => (None, false),
             _ => {
                 self.opaque = Some("an unsupported join type".into());
@@ -290,14 +336,38 @@ impl Scope {
 
     fn factor(&mut self, map: &ShardMap, f: &TableFactor, frame: usize) {
         match f {
-            TableFactor::Table { name, alias, .. } => {
+            TableFactor::Table {
+                name, alias, args, ..
+            } => {
                 let (schema, table) = split_name(name);
+                let alias_name = alias
+                    .as_ref()
+                    .map(|a| ident_key(&a.name.value, a.name.quote_style));
+                if let Some(args) = args {
+                    // A function in FROM (generate_series(…)), not a table.
+                    self.frames[frame].others += 1;
+                    self.frames[frame]
+                        .other_aliases
+                        .push(alias_name.unwrap_or(table));
+                    for a in &args.args {
+                        if let sqlparser::ast::FunctionArg::Unnamed(
+                            sqlparser::ast::FunctionArgExpr::Expr(e),
+                        ) = a
+                        {
+                            self.subqueries(map, e);
+                        }
+                    }
+                    return;
+                }
                 let is_cte = schema.is_none() && self.ctes.iter().any(|c| c.contains(&table));
                 let column = if is_cte {
                     None
                 } else {
                     map.key_column(schema.as_deref(), &table)
                 };
+                // `AS c(a, b)` renames columns: the key column is not known by name any more.
+                let renamed = alias.as_ref().is_some_and(|a| !a.columns.is_empty());
+                let column = column.map(|c| if renamed { "" } else { c });
                 match column {
                     Some(col) => {
                         let alias = alias
@@ -316,6 +386,9 @@ impl Scope {
                         self.frames[frame].refs.push(id);
                     }
                     None => {
+                        self.frames[frame]
+                            .other_aliases
+                            .push(alias_name.unwrap_or_else(|| table.clone()));
                         if !is_cte {
                             self.reference_tables.push(table);
                         }
@@ -323,8 +396,15 @@ impl Scope {
                     }
                 }
             }
-            TableFactor::Derived { subquery, .. } => {
+            TableFactor::Derived {
+                subquery, alias, ..
+            } => {
                 self.frames[frame].others += 1;
+                if let Some(a) = alias {
+                    self.frames[frame]
+                        .other_aliases
+                        .push(ident_key(&a.name.value, a.name.quote_style));
+                }
                 self.nested_query(map, subquery);
             }
             TableFactor::NestedJoin {
@@ -358,6 +438,11 @@ impl Scope {
         }
     }
 
+    /// Walks the subqueries of an expression outside any block (INSERT values).
+    pub fn expr(&mut self, map: &ShardMap, e: &Expr) {
+        self.subqueries(map, e);
+    }
+
     /// Walks the subqueries inside an expression (each its own nested block).
     fn subqueries(&mut self, map: &ShardMap, e: &Expr) {
         let mut found = Subqueries::default();
@@ -376,13 +461,22 @@ impl Scope {
                     right,
                 } => match (self.key_ref(left), self.key_ref(right)) {
                     (Some(a), Some(b)) => {
-                        self.link(a, b);
-                        if let Some(f) = self.frames.last_mut() {
-                            f.links.push((a, b));
+                        let (la, lb) = (self.is_local(a), self.is_local(b));
+                        let f = self.frames.last_mut().expect("inside a block");
+                        match (la, lb) {
+                            (true, true) => {
+                                f.links.push((a, b));
+                                self.link(a, b);
+                            }
+                            (true, false) => f.correlations.push((a, b)),
+                            (false, true) => f.correlations.push((b, a)),
+                            // Two outer tables compared inside a subquery: that does not make
+                            // their rows meet.
+                            (false, false) => {}
                         }
                     }
-                    (Some(a), None) if pins => self.pin(a, right),
-                    (None, Some(b)) if pins => self.pin(b, left),
+                    (Some(a), None) if pins && self.is_local(a) => self.pin(a, right),
+                    (None, Some(b)) if pins && self.is_local(b) => self.pin(b, left),
                     _ => {}
                 },
                 Expr::InList {
@@ -390,7 +484,7 @@ impl Scope {
                     list,
                     negated: false,
                 } if pins => {
-                    if let Some(a) = self.key_ref(expr) {
+                    if let Some(a) = self.key_ref(expr).filter(|&a| self.is_local(a)) {
                         let keys: Option<Vec<KeyExpr>> = list.iter().map(key_expr).collect();
                         if let Some(keys) = keys {
                             self.refs[a].pins.push(keys);
@@ -399,6 +493,28 @@ impl Scope {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// The ref belongs to the block being walked.
+    fn is_local(&self, r: usize) -> bool {
+        self.frames.last().is_some_and(|f| f.refs.contains(&r))
+    }
+
+    /// A subquery correlated on the key with its enclosing blocks: its tables meet the outer
+    /// rows of the same key. Correlated with two different outer groups, it would relate rows
+    /// of different keys: then nothing can be concluded.
+    fn correlate(&mut self, frame: usize) {
+        let corr = std::mem::take(&mut self.frames[frame].correlations);
+        let mut outer: Vec<usize> = corr.iter().map(|&(_, o)| self.class(o)).collect();
+        outer.sort_unstable();
+        outer.dedup();
+        if outer.len() > 1 {
+            self.opaque = Some("a subquery that relates several outer sharded tables".into());
+            return;
+        }
+        for (inner, o) in corr {
+            self.link(inner, o);
         }
     }
 
@@ -451,13 +567,18 @@ impl Scope {
             [] => return None,
         };
         match qual {
-            Some(q) => self.frames.iter().rev().find_map(|f| {
-                f.refs
-                    .iter()
-                    .copied()
-                    .find(|&r| self.refs[r].alias == *q)
-                    .filter(|&r| self.refs[r].column == *col)
-            }),
+            Some(q) => {
+                for f in self.frames.iter().rev() {
+                    if let Some(r) = f.refs.iter().copied().find(|&r| self.refs[r].alias == *q) {
+                        return (self.refs[r].column == *col).then_some(r);
+                    }
+                    if f.other_aliases.iter().any(|a| a == q) {
+                        // Shadowed by a relation of an inner block.
+                        return None;
+                    }
+                }
+                None
+            }
             None => {
                 // Unqualified: only the innermost block, and only if exactly one sharded table
                 // there has this key column (a column of the same name elsewhere in the block
@@ -549,11 +670,13 @@ pub fn key_expr(e: &Expr) -> Option<KeyExpr> {
             }
             _ => None,
         },
+        // Casts that keep the value (no length or precision: `varchar(3)` truncates).
         Expr::Cast {
             kind: CastKind::Cast | CastKind::DoubleColon,
             expr,
+            data_type,
             ..
-        } => key_expr(expr),
+        } if !data_type.to_string().contains('(') => key_expr(expr),
         _ => None,
     }
 }

@@ -24,14 +24,45 @@ pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> St
     };
     let stmt = &stmts[0];
     let kind = statement_kind(stmt);
+    let text = lexed.text(r);
+    match stmt {
+        Statement::Query(q) => {
+            let mut p = plan_query(q, map, text);
+            if kind != Kind::Read && p.merge.is_some() {
+                // pg_notify, advisory locks, unknown functions: not to be run on every shard.
+                p.merge = None;
+                p.no_merge = Some(
+                    "this query calls functions that change state, so it cannot run on several shards".into(),
+                );
+            }
+            return p;
+        }
+        Statement::Declare { stmts } => {
+            let mut out = StmtPlan::simple(Target::Any, false, "DECLARE");
+            for d in stmts {
+                if let Some(q) = &d.for_query {
+                    out = plan_query(q, map, &q.to_string());
+                    out.merge = None;
+                    out.no_merge = Some("a cursor over several shards is not supported".into());
+                }
+            }
+            return out;
+        }
+        _ => {}
+    }
     match kind {
         Kind::Session | Kind::MainOnly | Kind::Empty => {}
         k if k.is_txn_control() => {}
         Kind::Unsupported => {}
-        _ => return plan_statement(stmt, kind, map),
+        _ => return plan_statement(stmt, kind, map, text),
     }
     if let Statement::Prepare { statement, .. } = stmt {
-        let inner = plan_statement(statement, statement_kind(statement), map);
+        let inner = plan_statement(
+            statement,
+            statement_kind(statement),
+            map,
+            &statement.to_string(),
+        );
         if inner.target != Target::Any || inner.write {
             return StmtPlan::simple(
                 Target::Refuse(
@@ -58,8 +89,16 @@ fn unparsed(words: &[String], map: &ShardMap) -> StmtPlan {
             None => (None, table),
         };
         let to = words.get(2).is_some_and(|w| w == "to");
-        if map.key_column(schema, name).is_none() && to && !table.starts_with('(') {
-            return StmtPlan::simple(Target::Any, false, "COPY from a shared table: one shard");
+        if map.key_column(schema, name).is_none() && !table.starts_with('(') {
+            return if to {
+                StmtPlan::simple(Target::Any, false, "COPY from a shared table: one shard")
+            } else {
+                StmtPlan::simple(
+                    Target::All,
+                    true,
+                    "COPY into a shared table: every node of every shard",
+                )
+            };
         }
         return StmtPlan::simple(
             Target::Refuse(format!(
@@ -90,9 +129,9 @@ fn unparsed(words: &[String], map: &ShardMap) -> StmtPlan {
     }
 }
 
-fn plan_statement(stmt: &Statement, kind: Kind, map: &ShardMap) -> StmtPlan {
+fn plan_statement(stmt: &Statement, kind: Kind, map: &ShardMap, text: &str) -> StmtPlan {
     match stmt {
-        Statement::Query(q) => plan_query(q, map),
+        Statement::Query(q) => plan_query(q, map, text),
         Statement::Insert(ins) => plan_insert(ins, map),
         Statement::Update { assignments, .. } => {
             let key_set = assignments.iter().any(|a| {
@@ -126,7 +165,7 @@ fn plan_statement(stmt: &Statement, kind: Kind, map: &ShardMap) -> StmtPlan {
                 sqlparser::ast::TableFactor::Table { name, .. } => split_name(name),
                 _ => (None, String::new()),
             };
-            if map.key_column(schema.as_deref(), &name).is_some() {
+            if map.key_column(schema.as_deref(), &name).is_some() || mentions_sharded(stmt, map) {
                 StmtPlan::simple(
                     Target::Refuse(format!(
                         "MERGE into a sharded table is not supported: {HINT}"
@@ -150,7 +189,9 @@ fn plan_statement(stmt: &Statement, kind: Kind, map: &ShardMap) -> StmtPlan {
                     .iter()
                     .flatten()
                     .any(|o| o.name.value.eq_ignore_ascii_case("analyze"));
-            let inner = plan_statement(statement, statement_kind(statement), map);
+            let mut inner = plan_statement(statement, statement_kind(statement), map, &statement.to_string());
+            // EXPLAIN of a multi-row INSERT must not turn into INSERTs per shard.
+            inner.split = None;
             if analyze {
                 return StmtPlan {
                     merge: None,
@@ -161,7 +202,7 @@ fn plan_statement(stmt: &Statement, kind: Kind, map: &ShardMap) -> StmtPlan {
                 };
             }
             match inner.target {
-                Target::Fanout | Target::All | Target::Keys(_) => StmtPlan::simple(
+                Target::Fanout | Target::All | Target::Keys(_) | Target::Rows(_) => StmtPlan::simple(
                     match inner.target {
                         Target::Keys(k) => Target::Keys(k),
                         _ => Target::Any,
@@ -181,12 +222,50 @@ fn plan_statement(stmt: &Statement, kind: Kind, map: &ShardMap) -> StmtPlan {
         }
         Statement::Truncate { .. } => StmtPlan::simple(Target::All, true, "TRUNCATE: every shard"),
         _ if kind == Kind::Read => StmtPlan::simple(Target::Any, false, "reads no table"),
-        _ => StmtPlan::simple(
-            Target::All,
+        _ if reads_sharded(stmt, map) => StmtPlan::simple(
+            Target::Refuse(format!(
+                "this statement changes every shard but reads a sharded table (CREATE TABLE AS, a view, …): each shard would see only its own rows; {HINT}"
+            )),
             true,
-            "schema or shared-state change: every shard",
+            "DDL",
         ),
+        _ => StmtPlan::simple(Target::All, true, "schema or shared-state change: every shard"),
     }
+}
+
+/// True when the statement names a sharded table anywhere (MERGE's source is a table).
+fn mentions_sharded(stmt: &Statement, map: &ShardMap) -> bool {
+    let mut found = false;
+    let _ = sqlparser::ast::visit_relations(stmt, |name| {
+        let (s, t) = split_name(name);
+        found |= map.key_column(s.as_deref(), &t).is_some();
+        std::ops::ControlFlow::<()>::Continue(())
+    });
+    found
+}
+
+/// True when a query inside the statement reads a sharded table.
+fn reads_sharded(stmt: &Statement, map: &ShardMap) -> bool {
+    use sqlparser::ast::Visit;
+    struct Queries<'m> {
+        map: &'m ShardMap,
+        found: bool,
+    }
+    impl sqlparser::ast::Visitor for Queries<'_> {
+        type Break = ();
+        fn pre_visit_query(&mut self, q: &Query) -> std::ops::ControlFlow<()> {
+            let mut scope = Scope::default();
+            scope.query(self.map, q);
+            if !scope.refs.is_empty() {
+                self.found = true;
+                return std::ops::ControlFlow::Break(());
+            }
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+    let mut v = Queries { map, found: false };
+    let _ = stmt.visit(&mut v);
+    v.found
 }
 
 /// A co-location class: (depth of its shallowest members, their block if they share one,
@@ -229,7 +308,7 @@ fn target_of(scope: &Scope) -> Target {
     Target::Groups(groups.into_iter().map(|g| g.1).collect())
 }
 
-fn plan_query(q: &Query, map: &ShardMap) -> StmtPlan {
+fn plan_query(q: &Query, map: &ShardMap, text: &str) -> StmtPlan {
     let mut scope = Scope::default();
     scope.query(map, q);
     if let Some(why) = &scope.opaque {
@@ -239,6 +318,19 @@ fn plan_query(q: &Query, map: &ShardMap) -> StmtPlan {
                 true,
                 "query",
             );
+        }
+    }
+    if let SetExpr::Select(sel) = q.body.as_ref() {
+        if sel.into.is_some() {
+            return if scope.refs.is_empty() {
+                StmtPlan::simple(Target::All, true, "SELECT INTO a new table: every shard")
+            } else {
+                StmtPlan::simple(
+                    Target::Refuse(format!("SELECT … INTO from a sharded table: each shard would copy only its own rows; {HINT}")),
+                    true,
+                    "SELECT INTO",
+                )
+            };
         }
     }
     let target = target_of(&scope);
@@ -251,7 +343,7 @@ fn plan_query(q: &Query, map: &ShardMap) -> StmtPlan {
         _ => "query".into(),
     };
     if matches!(plan.target, Target::Keys(_) | Target::Fanout) {
-        match merge::spec(q) {
+        match merge::spec(q, text) {
             Ok(m) => plan.merge = Some(m),
             Err(why) => plan.no_merge = Some(why),
         }
@@ -330,11 +422,21 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
         );
     };
     let (schema, table) = split_name(name);
-    let source_plan = ins.source.as_ref().map(|q| plan_query(q, map));
+    let source_plan = ins
+        .source
+        .as_ref()
+        .map(|q| plan_query(q, map, &q.to_string()));
     let Some(column) = map.key_column(schema.as_deref(), &table) else {
         if source_plan.is_some_and(|p| p.target != Target::Any) {
             return StmtPlan::simple(
                 Target::Refuse(format!("INSERT into a shared table from a sharded table: each shard holds only its own rows; {HINT}")),
+                true,
+                "INSERT",
+            );
+        }
+        if reads_sharded(&Statement::Insert(ins.clone()), map) {
+            return StmtPlan::simple(
+                Target::Refuse(format!("INSERT into a shared table that reads a sharded table: each shard holds only its own rows; {HINT}")),
                 true,
                 "INSERT",
             );
@@ -375,6 +477,46 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
             )
         }
     };
+    let mut scope = Scope::default();
+    for row in rows {
+        for e in row {
+            scope.expr(map, e);
+        }
+    }
+    if let Some(sqlparser::ast::OnInsert::OnConflict(oc)) = &ins.on {
+        if let sqlparser::ast::OnConflictAction::DoUpdate(du) = &oc.action {
+            for a in &du.assignments {
+                let names: Vec<&sqlparser::ast::ObjectName> = match &a.target {
+                    AssignmentTarget::ColumnName(n) => vec![n],
+                    AssignmentTarget::Tuple(v) => v.iter().collect(),
+                };
+                let sets_key = names.iter().any(|n| match n.0.last() {
+                    Some(ObjectNamePart::Identifier(id)) => {
+                        ident_key(&id.value, id.quote_style) == column
+                    }
+                    _ => false,
+                });
+                if sets_key {
+                    return StmtPlan::simple(
+                        Target::Refuse("ON CONFLICT DO UPDATE of the sharding key would move the row to another shard: update the other columns".into()),
+                        true,
+                        "INSERT",
+                    );
+                }
+                scope.expr(map, &a.value);
+            }
+            if let Some(w) = &du.selection {
+                scope.expr(map, w);
+            }
+        }
+    }
+    if !scope.refs.is_empty() {
+        return StmtPlan::simple(
+            Target::Refuse(format!("INSERT into sharded table {name} with a subquery over a sharded table: compute the value first, or {HINT}")),
+            true,
+            "INSERT",
+        );
+    }
     let keys: Vec<Option<KeyExpr>> = rows.iter().map(|r| r.get(pos).and_then(key_expr)).collect();
     let mut plan = StmtPlan::simple(
         Target::Rows(keys),
@@ -392,11 +534,7 @@ fn plan_copy(source: &CopySource, to: bool, map: &ShardMap) -> StmtPlan {
             let sharded = map.key_column(s.as_deref(), &t).is_some();
             match (sharded, to) {
                 (false, true) => StmtPlan::simple(Target::Any, false, "COPY from a shared table: one shard"),
-                (false, false) => StmtPlan::simple(
-                    Target::Refuse("COPY into a shared table across shards is not supported yet: use INSERT".into()),
-                    true,
-                    "COPY",
-                ),
+                (false, false) => StmtPlan::simple(Target::All, true, "COPY into a shared table: every node of every shard"),
                 (true, _) => StmtPlan::simple(
                     Target::Refuse(format!(
                         "COPY of sharded table {table_name} is not supported yet: use INSERT / SELECT with the key, or COPY (SELECT … WHERE key = …)"
@@ -407,7 +545,7 @@ fn plan_copy(source: &CopySource, to: bool, map: &ShardMap) -> StmtPlan {
             }
         }
         CopySource::Query(q) => {
-            let p = plan_query(q, map);
+            let p = plan_query(q, map, &q.to_string());
             StmtPlan {
                 merge: None,
                 no_merge: Some("COPY (SELECT …) TO needs a single shard".into()),
