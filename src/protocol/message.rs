@@ -400,6 +400,16 @@ pub fn describe_portal(name: &str) -> Frame {
     finish(b)
 }
 
+/// Builds a Describe of a prepared statement.
+pub fn describe_statement(name: &str) -> Frame {
+    let mut b = BytesMut::with_capacity(name.len() + 7);
+    b.put_u8(fe::DESCRIBE);
+    b.put_i32(0);
+    b.put_u8(b'S');
+    put_cstr(&mut b, name);
+    finish(b)
+}
+
 /// Builds an Execute of a portal (`max_rows` 0: all rows).
 pub fn execute(portal: &str, max_rows: i32) -> Frame {
     let mut b = BytesMut::with_capacity(portal.len() + 10);

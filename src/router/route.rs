@@ -49,6 +49,8 @@ pub enum Target {
     Any,
     /// Every shard: DDL, writes to reference tables.
     All,
+    /// The first shard, always: LISTEN / NOTIFY / pg_notify, so listeners and notifiers meet.
+    Home,
     /// The shards of these keys: pin sets, ANDed; each set's keys ORed.
     Keys(Vec<Vec<KeyExpr>>),
     /// Several groups of sharded tables that are not joined on the key: allowed only when
@@ -356,6 +358,7 @@ fn resolve_one<'p>(
     };
     match &st.target {
         Target::Any => Ok(route(Shards::Any, st.why.clone())),
+        Target::Home => Ok(route(Shards::Some(vec![0]), st.why.clone())),
         Target::Refuse(why) => Err(RouteError::Unroutable(why.clone())),
         // DDL and shared tables change every shard, whatever the session's key.
         Target::All => Ok(route(Shards::Some(all(map)), st.why.clone())),

@@ -76,17 +76,22 @@ impl CancelRegistry {
             debug!(pid, "cancel request for no running query");
             return;
         };
-        let mut b = BytesMut::with_capacity(16);
-        b.put_i32(16);
-        b.put_i32(crate::protocol::startup::CANCEL_REQUEST);
-        b.put_i32(t.pid);
-        b.put_i32(t.secret);
-        match tokio::net::TcpStream::connect(&*t.addr).await {
-            Ok(mut s) => {
-                let _ = s.write_all(&b).await;
-                let _ = s.shutdown().await;
-            }
-            Err(e) => debug!(error = %e, "could not forward cancel request"),
+        send_cancel(&t).await;
+    }
+}
+
+/// Sends a CancelRequest for the query running on a server connection.
+pub async fn send_cancel(t: &CancelTarget) {
+    let mut b = BytesMut::with_capacity(16);
+    b.put_i32(16);
+    b.put_i32(crate::protocol::startup::CANCEL_REQUEST);
+    b.put_i32(t.pid);
+    b.put_i32(t.secret);
+    match tokio::net::TcpStream::connect(&*t.addr).await {
+        Ok(mut s) => {
+            let _ = s.write_all(&b).await;
+            let _ = s.shutdown().await;
         }
+        Err(e) => debug!(error = %e, "could not forward cancel request"),
     }
 }

@@ -33,6 +33,8 @@ struct Participant {
 #[derive(Default)]
 struct Answer {
     error: Option<Frame>,
+    /// ParseComplete (1) and BindComplete (2) were read.
+    progress: u8,
     desc: Option<Frame>,
     rows: Vec<Frame>,
     tag: Option<String>,
@@ -51,7 +53,9 @@ async fn run(conn: &mut Pooled, request: &[u8]) -> Result<Answer, BackendError> 
                 }
                 a.error.get_or_insert(f);
             }
-            be::ROW_DESCRIPTION => a.desc = Some(f),
+            be::PARSE_COMPLETE => a.progress = 1,
+            be::BIND_COMPLETE => a.progress = 2,
+            be::ROW_DESCRIPTION | be::NO_DATA => a.desc = Some(f),
             be::DATA_ROW => a.rows.push(f),
             be::COMMAND_COMPLETE => {
                 let mut b = f.body();
@@ -143,7 +147,7 @@ impl Session {
                 sql,
             });
         }
-        if executes != 1 || route.split.is_some() {
+        if executes != 1 {
             return Err("several executions in one request".into());
         }
         let (stmt, rest) = bind.ok_or("no Bind")?;
@@ -167,8 +171,24 @@ impl Session {
         out.put_slice(message::execute("", 0).raw());
         out.put_slice(message::sync().raw());
         let bytes = out.to_vec();
+        // A multi-row INSERT split per shard (literal rows, no parameters): each shard its part.
+        let split_request = |text: &str| {
+            let mut out = BytesMut::new();
+            out.put_slice(Parse::encode("", text, &[0, 0]).raw());
+            out.put_slice(Bind::encode("", "", &rest).raw());
+            if describe {
+                out.put_slice(message::describe_portal("").raw());
+            }
+            out.put_slice(message::execute("", 0).raw());
+            out.put_slice(message::sync().raw());
+            out.to_vec()
+        };
+        let per_shard = match &route.split {
+            Some(parts) => parts.iter().map(|(s, t)| (*s, split_request(t))).collect(),
+            None => shards.iter().map(|&s| (s, bytes.clone())).collect(),
+        };
         Ok(Request {
-            per_shard: shards.iter().map(|&s| (s, bytes.clone())).collect(),
+            per_shard,
             extended: true,
             parse: parse.is_some(),
             describe,
@@ -200,12 +220,17 @@ impl Session {
             .iter()
             .any(|&s| cfg.shards.get(s).is_some_and(|x| x.nodes.len() > 1));
         if replicated {
-            let lower = req.sql.to_ascii_lowercase();
+            let uses_default = crate::router::classify::lex::Lexed::new(&req.sql).is_none_or(|l| {
+                l.tokens.iter().any(|t| {
+                    matches!(&t.token, sqlparser::tokenizer::Token::Word(w)
+                        if w.quote_style.is_none() && w.value.eq_ignore_ascii_case("default"))
+                })
+            });
             let unchanged = matches!(
                 crate::router::determinism::plan(&req.sql, &std::collections::HashMap::new()),
                 crate::router::determinism::Planned::Unchanged
             );
-            if route.split.is_some() || !unchanged || lower.contains("default") {
+            if route.split.is_some() || !unchanged || uses_default {
                 return self.refuse_keyless(simple, "this write spans shards and pgproxy cannot make it identical on every node of a replicated shard (values computed per node, column defaults): write per key");
             }
         }
@@ -298,21 +323,36 @@ impl Session {
             }
         }
         let mut out = BytesMut::new();
+        // What the client hears before the rows or the error, as PostgreSQL answers: for an
+        // error, as far as the failing main got.
+        let failed = mains
+            .iter()
+            .find(|(_, a)| a.error.is_some())
+            .map(|(_, a)| a);
+        let progress = failed.map_or(2, |a| a.progress);
         if req.extended {
-            if req.parse {
+            if req.parse && progress >= 1 {
                 out.put_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
             }
-            out.put_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
+            if progress >= 2 {
+                out.put_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
+            }
+        }
+        let desc = match failed {
+            Some(a) => a.desc.clone(),
+            None => mains.iter().find_map(|(_, a)| a.desc.clone()),
+        };
+        match desc {
+            Some(d) if d.tag() == be::NO_DATA && req.describe => out.put_slice(d.raw()),
+            Some(d) if d.tag() != be::NO_DATA && (!req.extended || req.describe) => {
+                out.put_slice(d.raw())
+            }
+            None if req.describe && error.is_none() => {
+                out.put_slice(Frame::new(be::NO_DATA, &[]).raw())
+            }
+            _ => {}
         }
         if error.is_none() {
-            let desc = mains.iter().find_map(|(_, a)| a.desc.clone());
-            if let Some(d) = desc {
-                if !req.extended || req.describe {
-                    out.put_slice(d.raw());
-                }
-            } else if req.describe {
-                out.put_slice(Frame::new(be::NO_DATA, &[]).raw());
-            }
             let mut tag: Option<String> = None;
             for (_, a) in &mains {
                 for r in &a.rows {
@@ -329,10 +369,10 @@ impl Session {
         }
         if in_txn {
             self.keyless_keep(kept, error.is_some(), &mains);
-            match error {
+            self.to_client.put_slice(&out);
+            if let Some(e) = error {
                 // The transaction is aborted on that shard, which becomes the current one.
-                Some(e) => self.to_client.put_slice(e.raw()),
-                None => self.to_client.put_slice(&out),
+                self.to_client.put_slice(e.raw());
             }
             self.to_client
                 .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
@@ -349,8 +389,9 @@ impl Session {
         for p in kept {
             p.conn.release();
         }
+        self.to_client.put_slice(&out);
         match result {
-            Ok(()) => self.to_client.put_slice(&out),
+            Ok(()) => {}
             Err(e) => self.to_client.put_slice(e.raw()),
         }
         self.to_client

@@ -16,6 +16,8 @@ use bytes::Bytes;
 #[derive(Default)]
 pub struct LostBatch {
     rollback: bool,
+    /// The statement ending the transaction is a COMMIT.
+    commit: bool,
     failed: bool,
 }
 
@@ -26,6 +28,12 @@ fn ends_transaction(sql: &str) -> bool {
     matches!(first, "rollback" | "abort" | "commit" | "end")
         && !s.contains(" to ")
         && !s.contains("prepared")
+}
+
+/// COMMIT or END (not ROLLBACK / ABORT).
+fn is_commit(sql: &str) -> bool {
+    let s = sql.trim_start().to_ascii_lowercase();
+    s.starts_with("commit") || s.starts_with("end")
 }
 
 fn retry_error() -> Frame {
@@ -65,8 +73,14 @@ impl Session {
             fe::QUERY => {
                 let sql = message::query_text(body).unwrap_or("");
                 if ends_transaction(sql) {
-                    self.to_client
-                        .put_slice(message::command_complete("ROLLBACK").raw());
+                    // A COMMIT the client believes could still succeed: tell it the
+                    // transaction is gone (a plain ROLLBACK tag reads as success to drivers).
+                    let answer = if is_commit(sql) && std::mem::take(&mut self.lost_untold) {
+                        retry_error()
+                    } else {
+                        message::command_complete("ROLLBACK")
+                    };
+                    self.to_client.put_slice(answer.raw());
                     self.lost_txn = false;
                     self.to_client
                         .put_slice(message::ready_for_query(b'I').raw());
@@ -103,6 +117,10 @@ impl Session {
                     .is_some_and(|s| ends_transaction(s.query()));
                 if ends {
                     self.lost_batch.rollback = true;
+                    self.lost_batch.commit |= self
+                        .statements
+                        .get(b.statement)
+                        .is_some_and(|s| is_commit(s.query()));
                     self.lost_reply(Frame::new(be::BIND_COMPLETE, &[]));
                 } else {
                     self.lost_fail();
@@ -116,7 +134,13 @@ impl Session {
             }
             fe::EXECUTE => {
                 if self.lost_batch.rollback {
-                    self.lost_reply(message::command_complete("ROLLBACK"));
+                    let answer = if self.lost_batch.commit && std::mem::take(&mut self.lost_untold)
+                    {
+                        retry_error()
+                    } else {
+                        message::command_complete("ROLLBACK")
+                    };
+                    self.lost_reply(answer);
                 } else {
                     self.lost_fail();
                 }

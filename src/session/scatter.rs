@@ -26,9 +26,14 @@ type Row = Vec<Option<Vec<u8>>>;
 pub(super) struct Request {
     /// The frames each shard gets (ending with Sync or being a Query).
     pub frames: Vec<u8>,
-    /// Sent to the client before the rows (ParseComplete, BindComplete).
-    pub answers: Vec<u8>,
-    /// The client asked for the RowDescription.
+    /// The client's request had a Parse (it gets ParseComplete).
+    pub parse: bool,
+    /// The client's request had a Describe of the statement (ParameterDescription and the
+    /// statement's RowDescription).
+    pub describe_statement: bool,
+    /// Extended protocol: the client gets BindComplete.
+    pub bind: bool,
+    /// The client asked for the RowDescription of the portal (a simple Query always gets it).
     pub describe: bool,
     /// OFFSET / LIMIT values from bind parameters (Some(None): NULL = none).
     pub offset: Option<Option<u64>>,
@@ -43,6 +48,10 @@ struct Part {
     conn: Option<Pooled>,
     /// CommandComplete (or an error) was read: only ReadyForQuery remains.
     finished: bool,
+    /// ParseComplete (1) and BindComplete (2) were read.
+    progress: u8,
+    /// The statement's ParameterDescription.
+    param_desc: Option<Frame>,
 }
 
 /// Why a merge stops.
@@ -125,6 +134,11 @@ impl Part {
         loop {
             let f = self.conn().read_frame().await?;
             match f.tag() {
+                be::PARSE_COMPLETE => self.progress = 1,
+                be::BIND_COMPLETE => self.progress = 2,
+                be::PARAMETER_DESCRIPTION => self.param_desc = Some(f),
+                // The statement's description, before the Bind: the portal's comes next.
+                be::ROW_DESCRIPTION if self.progress == 1 => {}
                 be::ROW_DESCRIPTION => {
                     return rows::row_description_fields(f.body()).ok_or_else(|| {
                         Stop::Own(
@@ -218,7 +232,9 @@ impl Session {
     ) -> Result<Plan, SessionError> {
         let request = Request {
             frames: message::query(&spec.sql).raw().to_vec(),
-            answers: Vec::new(),
+            parse: false,
+            describe_statement: false,
+            bind: false,
             describe: true,
             offset: None,
             limit: None,
@@ -246,9 +262,21 @@ impl Session {
                 return Ok(Plan::Done);
             }
         };
+        // A CancelRequest reaches the first shard: its query fails with 57014, which ends the
+        // merged read with that error (the others are read to their end and released).
+        if let Some(c) = parts.first().and_then(|p| p.conn.as_ref()) {
+            self.cancel.set(Some(super::cancel::CancelTarget {
+                addr: c.addr.clone(),
+                pid: c.pid,
+                secret: c.secret,
+            }));
+        }
         let result = self.scatter_run(spec, &mut parts, &request).await;
-        let futures = parts.into_iter().map(Part::finish);
-        futures_util::future::join_all(futures).await;
+        self.cancel.set(None);
+        // The shards' connections are read to their end (rows past a LIMIT, the rest of a
+        // cancelled query) and released in the background: the client need not wait.
+        let futures: Vec<_> = parts.into_iter().map(Part::finish).collect();
+        tokio::spawn(futures_util::future::join_all(futures));
         match result {
             Ok(n) => {
                 self.to_client
@@ -267,6 +295,7 @@ impl Session {
         }
         self.to_client
             .put_slice(message::ready_for_query(b'I').raw());
+        self.flush_client().await?;
         Ok(Plan::Done)
     }
 
@@ -296,6 +325,8 @@ impl Session {
             parts.push(Part {
                 conn: Some(conn),
                 finished: false,
+                progress: 0,
+                param_desc: None,
             });
         }
         Ok(parts)
@@ -317,11 +348,22 @@ impl Session {
             match p.header().await {
                 Ok(f) => fields = fields.or(Some(f)),
                 Err(e) => {
-                    first_err.get_or_insert(e);
+                    // Stop here: the others are cancelled, not waited for.
+                    first_err = Some((p.progress, e));
+                    break;
                 }
             }
         }
-        if let Some(e) = first_err {
+        if let Some((progress, e)) = first_err {
+            // What PostgreSQL answered before the error (ParseComplete, BindComplete).
+            if request.parse && progress >= 1 {
+                self.to_client
+                    .put_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
+            }
+            if request.bind && progress >= 2 {
+                self.to_client
+                    .put_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
+            }
             return Err(e);
         }
         let fields = fields.unwrap_or_default();
@@ -332,17 +374,37 @@ impl Session {
             )
         })?;
         let out_fields = self.check_merge(spec, &fields, visible, parts).await?;
-        self.to_client.put_slice(&request.answers);
+        if request.parse {
+            self.to_client
+                .put_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
+        }
+        if request.describe_statement {
+            let pd = parts.iter().find_map(|p| p.param_desc.clone());
+            let pd = pd.unwrap_or_else(|| Frame::new(be::PARAMETER_DESCRIPTION, &[0, 0]));
+            self.to_client.put_slice(pd.raw());
+            let mut stmt_fields = out_fields.clone();
+            for f in &mut stmt_fields {
+                f.format = 0;
+            }
+            self.to_client
+                .put_slice(rows::row_description(&stmt_fields).raw());
+        }
+        if request.bind {
+            self.to_client
+                .put_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
+        }
         if request.describe {
             self.to_client
                 .put_slice(rows::row_description(&out_fields).raw());
         }
+        // Sort by the types the client sees (an avg column is numeric after the merge).
         let order: Vec<(usize, u32, SortKey)> = spec
             .order
             .iter()
             .map(|k| {
                 let i = col(k.col, visible);
-                (i, fields[i].type_oid, *k)
+                let t = out_fields.get(i).unwrap_or(&fields[i]).type_oid;
+                (i, t, *k)
             })
             .collect();
         let count = |c: Option<Count>, given: Option<Option<u64>>| match (c, given) {
@@ -637,20 +699,20 @@ impl Session {
                 };
                 let acc = &mut groups[g];
                 for &(i, t, a) in aggs {
+                    if let Agg::Avg { count } = a {
+                        // The counts add up even where a shard's sum is NULL.
+                        let c = col(count, visible);
+                        acc[c] = match (acc[c].take(), row[c].clone()) {
+                            (Some(p), Some(q)) => Some(value::add(oid::INT8, &p, &q).map_err(bad)?),
+                            (p, q) => p.or(q),
+                        };
+                    }
                     let merged = match (a, acc[i].take(), row[i].clone()) {
                         (_, None, x) | (_, x, None) => x,
                         (Agg::Count | Agg::Sum, Some(x), Some(y)) => {
                             Some(value::add(t, &x, &y).map_err(bad)?)
                         }
-                        (Agg::Avg { count }, Some(x), Some(y)) => {
-                            let c = col(count, visible);
-                            let (cx, cy) = (acc[c].take(), row[c].clone());
-                            acc[c] = match (cx, cy) {
-                                (Some(p), Some(q)) => {
-                                    Some(value::add(oid::INT8, &p, &q).map_err(bad)?)
-                                }
-                                (p, q) => p.or(q),
-                            };
+                        (Agg::Avg { .. }, Some(x), Some(y)) => {
                             Some(value::add(t, &x, &y).map_err(bad)?)
                         }
                         (Agg::Min, Some(x), Some(y)) => {

@@ -8,8 +8,8 @@ use super::relay::Session;
 use super::replica::Plan;
 use super::scatter::Request;
 use super::SessionError;
-use crate::protocol::frame::{self, Frame, FrameRef};
-use crate::protocol::message::{self, be, fe, Bind, Parse};
+use crate::protocol::frame::{self, FrameRef};
+use crate::protocol::message::{self, fe, Bind, Parse};
 use crate::protocol::rows::bind_values;
 use crate::router::route::merge::Count;
 use crate::router::route::MergeSpec;
@@ -21,6 +21,7 @@ struct Shape {
     bind: Vec<u8>,
     statement: String,
     describe: bool,
+    describe_statement: bool,
 }
 
 fn shape(frames: &[u8]) -> Result<Shape, String> {
@@ -29,6 +30,7 @@ fn shape(frames: &[u8]) -> Result<Shape, String> {
         bind: Vec::new(),
         statement: String::new(),
         describe: false,
+        describe_statement: false,
     };
     let (mut binds, mut executes) = (0, 0);
     let mut pos = 0;
@@ -54,6 +56,10 @@ fn shape(frames: &[u8]) -> Result<Shape, String> {
                 out.bind = b.rest.to_vec();
             }
             fe::DESCRIBE if f.body().first() == Some(&b'P') => out.describe = true,
+            // pgjdbc describes the statement before binding it (parameter types unknown).
+            fe::DESCRIBE if f.body().first() == Some(&b'S') && binds == 0 => {
+                out.describe_statement = true
+            }
             fe::EXECUTE => {
                 executes += 1;
                 let mut b = f.body();
@@ -165,7 +171,7 @@ impl Session {
             for _ in 0..np.max(0) {
                 let len = frame::read_i32(&mut b).unwrap_or(-1);
                 if len > 0 {
-                    b = &b[len as usize..];
+                    b = b.get(len as usize..).unwrap_or(&[]);
                 }
             }
             shape.bind.len() - b.len()
@@ -174,22 +180,24 @@ impl Session {
         rest.put_i16(0);
         let mut out = BytesMut::new();
         out.put_slice(Parse::encode("", &spec.sql, &param_types).raw());
+        if shape.describe_statement {
+            out.put_slice(message::describe_statement("").raw());
+        }
         out.put_slice(Bind::encode("", "", &rest).raw());
         out.put_slice(message::describe_portal("").raw());
         out.put_slice(message::execute("", 0).raw());
         out.put_slice(message::sync().raw());
-        let mut answers = Vec::new();
         if let Some((name, query, types)) = &shape.parse {
-            answers.extend_from_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
             if !name.is_empty() {
                 let stmt = self.shared.statements.intern(query, types);
                 self.statements.define(name, stmt);
             }
         }
-        answers.extend_from_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
         let request = Request {
             frames: out.to_vec(),
-            answers,
+            parse: shape.parse.is_some(),
+            describe_statement: shape.describe_statement,
+            bind: true,
             describe: shape.describe,
             offset,
             limit,

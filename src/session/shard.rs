@@ -33,6 +33,8 @@ pub struct ShardState {
     plans: HashMap<String, Arc<RoutePlan>>,
     /// The database sorts text bytewise (C collation): text ORDER BY / min / max can merge.
     pub bytewise_text: Option<bool>,
+    /// The key before the open transaction first changed it (restored by ROLLBACK).
+    key_before_txn: Option<Option<String>>,
 }
 
 impl ShardState {
@@ -44,6 +46,7 @@ impl ShardState {
             portals: HashMap::new(),
             plans: HashMap::new(),
             bytewise_text: None,
+            key_before_txn: None,
         }
     }
 
@@ -109,6 +112,13 @@ impl Session {
             return Ok(None);
         }
         let in_txn = self.tx_status != b'I';
+        if self.tx_status == b'E' {
+            // An aborted transaction: its shard answers everything but ROLLBACK with 25P02.
+            if let Some(text) = first_query_text(frames) {
+                self.note_txn_end(&text);
+            }
+            return Ok(None);
+        }
         if !in_txn {
             let current = self.shared.cluster.shard_map();
             let st = self.shard_state().expect("sharded");
@@ -153,6 +163,9 @@ impl Session {
             return self.scatter_read(spec, &shards).await.map(Some);
         }
         if r.split.is_some() || r.keyless {
+            if unit.executes != 1 {
+                return self.refuse_msg(simple, "a write on several shards must be sent on its own (not with BEGIN/COMMIT or other statements in the same request)").map(Some);
+            }
             return self
                 .keyless_write(&r, &shards, frames, simple)
                 .await
@@ -175,6 +188,19 @@ impl Session {
     ) -> Result<Option<Plan>, SessionError> {
         if self.repl_mut().shard == to {
             return Ok(None);
+        }
+        if self.since_sync && self.server.is_some() {
+            // A pipeline (Flush, no Sync yet) is open here: its implicit transaction cannot
+            // move. It is aborted, as an error in a pipeline aborts it in PostgreSQL.
+            self.abort_pipeline().await;
+            return self
+                .refuse_msg(simple, "a pipeline (requests ended by Flush, not Sync) cannot continue on another shard; the pipeline was rolled back: send Sync before a statement for another key")
+                .map(Some);
+        }
+        if self.mode == crate::config::PoolMode::Session && self.repl_mut().temp_objects {
+            return self
+                .refuse_msg(simple, "this session created temporary objects on its shard, which another shard would not have: use them in a session of their own")
+                .map(Some);
         }
         let cluster = self.shared.cluster.clone();
         let (from_name, to_name) = {
@@ -217,6 +243,36 @@ impl Session {
         repl.shard = to;
         repl.node = cluster.topology.main(to).unwrap_or(0);
         Ok(None)
+    }
+
+    /// Aborts the implicit transaction of an unfinished pipeline on the attached server: an
+    /// Execute of a portal that does not exist fails it, the Sync rolls it back.
+    async fn abort_pipeline(&mut self) {
+        let Some(server) = self.server.as_mut() else {
+            return;
+        };
+        let mut req = bytes::BytesMut::new();
+        req.put_slice(message::execute("pgproxy_abort_pipeline", 0).raw());
+        req.put_slice(message::sync().raw());
+        let mut status = b'I';
+        let ok = async {
+            server.write_all(&req).await?;
+            loop {
+                let f = server.read_frame().await?;
+                if f.tag() == crate::protocol::message::be::READY_FOR_QUERY {
+                    status = f.body().first().copied().unwrap_or(b'I');
+                    return Ok::<(), crate::backend::BackendError>(());
+                }
+            }
+        }
+        .await;
+        if ok.is_err() {
+            // The connection is unusable: drop it.
+            self.server.take();
+            self.cancel.set(None);
+        }
+        self.since_sync = false;
+        self.tx_status = status;
     }
 
     /// Why the open transaction cannot take in another shard, if it cannot.
@@ -280,6 +336,71 @@ impl Session {
         Ok(None)
     }
 
+    /// Applies `SET pgproxy.shard_key` / `RESET pgproxy.shard_key` (and RESET ALL, DISCARD
+    /// ALL) found among the statements of `text`.
+    fn note_shard_key(&mut self, text: &str) -> Result<(), RouteError> {
+        let lower = text.to_ascii_lowercase();
+        if !lower.contains("pgproxy.shard_key") && !lower.contains("all") {
+            return Ok(());
+        }
+        let Some(lexed) = crate::router::classify::lex::Lexed::new(text) else {
+            return Ok(());
+        };
+        for r in lexed.statements() {
+            let one = lexed.text(r);
+            let words: Vec<String> = one
+                .split_whitespace()
+                .take(2)
+                .map(|w| w.trim_end_matches(';').to_ascii_lowercase())
+                .collect();
+            let clears_all = words.len() == 2
+                && (words[0] == "reset" || words[0] == "discard")
+                && words[1] == "all";
+            let new = if clears_all {
+                Some(None)
+            } else {
+                shard_key_setting(one)
+            };
+            if let Some(k) = new {
+                if let Some(k) = &k {
+                    let map = self.shard_state().expect("sharded").map.clone();
+                    map.shard_of_text(k).map_err(RouteError::from)?;
+                }
+                let in_txn = self.tx_status != b'I';
+                let st = self.shard_state().expect("sharded");
+                if in_txn && st.key_before_txn.is_none() {
+                    st.key_before_txn = Some(st.key.clone());
+                }
+                st.key = k;
+            }
+        }
+        Ok(())
+    }
+
+    /// A transaction that changed the shard key ends: ROLLBACK (or COMMIT of an aborted
+    /// transaction) restores the key it began with, COMMIT keeps the new one.
+    fn note_txn_end(&mut self, text: &str) {
+        let first = text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .trim_end_matches(';')
+            .to_ascii_lowercase();
+        let aborted = self.tx_status == b'E';
+        let Some(st) = self.shard_state() else { return };
+        let Some(saved) = st.key_before_txn.take() else {
+            return;
+        };
+        let rolls_back = matches!(first.as_str(), "rollback" | "abort")
+            || (aborted && matches!(first.as_str(), "commit" | "end"));
+        let ends = rolls_back || matches!(first.as_str(), "commit" | "end");
+        if rolls_back {
+            st.key = saved;
+        } else if !ends {
+            st.key_before_txn = Some(saved);
+        }
+    }
+
     /// The route of everything a unit executes.
     fn unit_route(&mut self, frames: &[u8]) -> Result<UnitRoute, RouteError> {
         let mut acc: Option<Route> = None;
@@ -295,13 +416,8 @@ impl Session {
             match f.tag() {
                 fe::QUERY => {
                     let text = message::query_text(f.body()).unwrap_or("");
-                    if let Some(k) = shard_key_setting(text) {
-                        if let Some(k) = &k {
-                            let map = self.shard_state().expect("sharded").map.clone();
-                            map.shard_of_text(k).map_err(RouteError::from)?;
-                        }
-                        self.shard_state().expect("sharded").key = k;
-                    }
+                    self.note_txn_end(text);
+                    self.note_shard_key(text)?;
                     let st = self.shard_state().expect("sharded");
                     let p = st.plan(text);
                     let r = p.resolve(&st.map, &|_| None, st.key.as_deref())?;
@@ -325,6 +441,7 @@ impl Session {
                             None => continue,
                         },
                     };
+                    self.note_shard_key(&sql)?;
                     let values = bind_values(b.rest);
                     let st = self.shard_state().expect("sharded");
                     let p = st.plan(&sql);
@@ -391,6 +508,17 @@ impl Session {
             self.skip_until_sync = true;
         }
     }
+}
+
+/// The text of a unit's first message when it is a Query.
+fn first_query_text(frames: &[u8]) -> Option<String> {
+    if frames.first() != Some(&fe::QUERY) {
+        return None;
+    }
+    let Ok(Some(n)) = frame::peek_frame_len(frames, usize::MAX) else {
+        return None;
+    };
+    message::query_text(FrameRef::new(&frames[..n]).body()).map(str::to_string)
 }
 
 /// `EXPLAIN ROUTE <sql>`: the SQL to explain.

@@ -26,6 +26,8 @@ impl ShardError {
     /// The SQLSTATE a client gets.
     pub fn sqlstate(&self) -> &'static str {
         match self {
+            // numeric_value_out_of_range, as PostgreSQL for 99999999999999999999::bigint.
+            ShardError::BadKey { why, .. } if why.contains("out of range") => "22003",
             // invalid_text_representation, as PostgreSQL for a bad literal of the type.
             ShardError::BadKey { .. } => "22P02",
             // check_violation, as PostgreSQL for a row no partition accepts.

@@ -549,8 +549,21 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
     // What each shard runs.
     if grouped || distinct {
         rewritten |= q.order_by.is_some() || q.limit_clause.is_some();
+        if q.order_by
+            .as_ref()
+            .is_some_and(|ob| ob.to_string().contains('$'))
+        {
+            return Err(
+                "a parameter in ORDER BY of a grouped read across shards is not supported".into(),
+            );
+        }
         q.order_by = None;
-        q.limit_clause = None;
+        // Parameters of the LIMIT / OFFSET pgproxy applies itself stay referenced (the client
+        // binds them), in a form that limits nothing.
+        q.limit_clause = unused_counts(limit, offset);
+    } else if limit.is_none() && matches!(offset, Some(Count::Param(_))) {
+        rewritten = true;
+        q.limit_clause = unused_counts(None, offset);
     } else {
         rewritten |= offset.is_some();
         let widened = match (limit, offset) {
@@ -597,6 +610,34 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
         order,
         limit,
         offset,
+    })
+}
+
+/// `LIMIT NULLIF($l, $l) OFFSET NULLIF($o, $o)` for the parameters among `limit` / `offset`:
+/// NULL is no limit and no offset, and the statement still uses every parameter.
+fn unused_counts(limit: Option<Count>, offset: Option<Count>) -> Option<LimitClause> {
+    let nullif = |c: Option<Count>| match c {
+        Some(Count::Param(n)) => {
+            let p = count_to_expr(Count::Param(n));
+            let text = format!("NULLIF({p}, {p})");
+            sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
+                .try_with_sql(&text)
+                .and_then(|mut parser| parser.parse_expr())
+                .ok()
+        }
+        _ => None,
+    };
+    let (l, o) = (nullif(limit), nullif(offset));
+    if l.is_none() && o.is_none() {
+        return None;
+    }
+    Some(LimitClause::LimitOffset {
+        limit: l,
+        offset: o.map(|value| sqlparser::ast::Offset {
+            value,
+            rows: sqlparser::ast::OffsetRows::None,
+        }),
+        limit_by: vec![],
     })
 }
 

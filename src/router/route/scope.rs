@@ -652,6 +652,8 @@ fn strip(e: &Expr) -> &Expr {
 pub fn key_expr(e: &Expr) -> Option<KeyExpr> {
     match strip(e) {
         Expr::Value(v) => match &v.value {
+            // 2.5 is numeric: PostgreSQL rounds it into an integer key, pgproxy does not guess.
+            Value::Number(n, _) if n.contains(['.', 'e', 'E']) => None,
             Value::Number(n, _) => Some(KeyExpr::Lit(n.clone())),
             Value::SingleQuotedString(s) => Some(KeyExpr::Lit(s.clone())),
             Value::Placeholder(p) => p

@@ -28,6 +28,13 @@ pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> St
     match stmt {
         Statement::Query(q) => {
             let mut p = plan_query(q, map, text);
+            if kind == Kind::MainOnly && p.target == Target::Any {
+                return StmtPlan::simple(
+                    Target::Home,
+                    false,
+                    "pg_notify: the first shard, where listeners are",
+                );
+            }
             if kind != Kind::Read && p.merge.is_some() {
                 // pg_notify, advisory locks, unknown functions: not to be run on every shard.
                 p.merge = None;
@@ -50,8 +57,15 @@ pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> St
         }
         _ => {}
     }
+    if kind == Kind::MainOnly {
+        return StmtPlan::simple(
+            Target::Home,
+            false,
+            "LISTEN / NOTIFY: the first shard, where listeners and notifiers meet",
+        );
+    }
     match kind {
-        Kind::Session | Kind::MainOnly | Kind::Empty => {}
+        Kind::Session | Kind::Empty => {}
         k if k.is_txn_control() => {}
         Kind::Unsupported => {}
         _ => return plan_statement(stmt, kind, map, text),
@@ -604,7 +618,9 @@ pub(super) fn split_rows<'p>(
             "rows of this INSERT belong to different shards".into(),
         ));
     };
-    if ins.returning.is_some() || rows.iter().any(|k| matches!(k, Some(KeyExpr::Param(_)))) {
+    // Parameters: each shard's part would bind only some of them (PostgreSQL then cannot type
+    // the others); a `$` in a literal is refused too, which is only cautious.
+    if ins.returning.is_some() || ins.to_string().contains('$') {
         return Err(RouteError::Unroutable(
             "the rows of this INSERT belong to different shards and it uses RETURNING or parameters: send one INSERT per shard"
                 .into(),

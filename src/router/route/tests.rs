@@ -221,7 +221,9 @@ const CASES: &[(&str, &str)] = &[
     ("ROLLBACK", "any"),
     ("SAVEPOINT a", "any"),
     ("DISCARD ALL", "any"),
-    ("LISTEN chan", "any"),
+    ("LISTEN chan", "shard:0"),
+    ("NOTIFY chan, 'x'", "shard:0"),
+    ("SELECT pg_notify('chan', 'x')", "shard:0"),
     ("", "any"),
     ("-- just a comment", "any"),
     // --- writes: INSERT
