@@ -1955,9 +1955,6 @@ async fn shard_key_cleared_like_a_setting() {
 // ---------------------------------------------------------------------------------------------
 
 /// A CancelRequest stops a merged read running on every shard, as PostgreSQL stops a query.
-/// Known gap (docs/DEVELOPMENT.md): the merged read is answered with 57014 only once every
-/// shard's query ended, so a cancel does not shorten it yet.
-#[ignore = "known gap: cancelling a merged read waits for the slowest shard"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_request_during_a_merged_read() {
     within(120, "test", async {

@@ -273,6 +273,22 @@ impl Session {
         }
         let result = self.scatter_run(spec, &mut parts, &request).await;
         self.cancel.set(None);
+        if result.is_err() {
+            // The answer is an error: the shards still running are cancelled, and their
+            // connections closed rather than reused (a cancel that arrives late must not hit
+            // another query).
+            for p in parts.iter_mut().filter(|p| !p.finished) {
+                if let Some(c) = p.conn.take() {
+                    let t = super::cancel::CancelTarget {
+                        addr: c.addr.clone(),
+                        pid: c.pid,
+                        secret: c.secret,
+                    };
+                    super::cancel::send_cancel(&t).await;
+                    drop(c);
+                }
+            }
+        }
         // The shards' connections are read to their end (rows past a LIMIT, the rest of a
         // cancelled query) and released in the background: the client need not wait.
         let futures: Vec<_> = parts.into_iter().map(Part::finish).collect();
@@ -342,18 +358,23 @@ impl Session {
         for p in parts.iter_mut() {
             p.conn().write_all(&request.frames).await?;
         }
+        // The first shard to describe its rows (or to fail) decides: the others' headers are
+        // skipped by `next_row`, and a failure ends the wait instead of queueing behind a
+        // slower shard.
         let mut fields = None;
         let mut first_err = None;
-        for p in parts.iter_mut() {
-            match p.header().await {
-                Ok(f) => fields = fields.or(Some(f)),
-                Err(e) => {
-                    // Stop here: the others are cancelled, not waited for.
-                    first_err = Some((p.progress, e));
-                    break;
-                }
+        {
+            let futs = parts
+                .iter_mut()
+                .enumerate()
+                .map(|(i, p)| Box::pin(async move { (i, p.header().await) }));
+            let ((i, r), _, _rest) = futures_util::future::select_all(futs).await;
+            match r {
+                Ok(f) => fields = Some(f),
+                Err(e) => first_err = Some((i, e)),
             }
         }
+        let first_err = first_err.map(|(i, e)| (parts[i].progress, e));
         if let Some((progress, e)) = first_err {
             // What PostgreSQL answered before the error (ParseComplete, BindComplete).
             if request.parse && progress >= 1 {
@@ -644,10 +665,8 @@ impl Session {
             }
             return Ok(n);
         }
-        let mut heads: Vec<Option<Row>> = Vec::with_capacity(parts.len());
-        for p in parts.iter_mut() {
-            heads.push(p.next_row().await?);
-        }
+        let mut heads: Vec<Option<Row>> =
+            futures_util::future::try_join_all(parts.iter_mut().map(|p| p.next_row())).await?;
         loop {
             if limit.is_some_and(|l| n >= l) {
                 return Ok(n);
