@@ -19,6 +19,17 @@ pub struct CancelTarget {
     pub secret: i32,
 }
 
+impl CancelTarget {
+    /// The query running on a server connection.
+    pub fn of(conn: &crate::backend::ServerConn) -> CancelTarget {
+        CancelTarget {
+            addr: conn.addr.clone(),
+            pid: conn.pid,
+            secret: conn.secret,
+        }
+    }
+}
+
 /// One client's slot: its secret and its current target.
 pub struct CancelSlot {
     secret: i32,

@@ -20,7 +20,8 @@ use crate::protocol::sqlstate;
 use bytes::{BufMut, Bytes};
 use tracing::{error, warn};
 
-fn quote(gid: &str) -> String {
+/// A gid as a SQL string literal.
+pub(super) fn quote(gid: &str) -> String {
     format!("'{}'", gid.replace('\'', "''"))
 }
 

@@ -6,6 +6,7 @@
 //! with two-phase commit; inside one, the nodes join the transaction as parked participants and
 //! the client's COMMIT commits them with the rest.
 
+use super::commit::quote;
 use super::relay::Session;
 use super::replica::Plan;
 use super::SessionError;
@@ -89,10 +90,6 @@ struct Request {
     parse: bool,
     describe: bool,
     sql: String,
-}
-
-fn quote(gid: &str) -> String {
-    format!("'{}'", gid.replace('\'', "''"))
 }
 
 impl Session {
@@ -208,7 +205,7 @@ impl Session {
         let req = match self.keyless_request(route, frames, simple, shards) {
             Ok(r) => r,
             Err(what) => {
-                return self.refuse_keyless(
+                return self.refuse_msg(
                     simple,
                     &format!(
                         "a write on several shards is not supported with {what}: write per key"
@@ -231,13 +228,13 @@ impl Session {
                 crate::router::determinism::Planned::Unchanged
             );
             if route.split.is_some() || !unchanged || uses_default {
-                return self.refuse_keyless(simple, "this write spans shards and pgproxy cannot make it identical on every node of a replicated shard (values computed per node, column defaults): write per key");
+                return self.refuse_msg(simple, "this write spans shards and pgproxy cannot make it identical on every node of a replicated shard (values computed per node, column defaults): write per key");
             }
         }
         let in_txn = self.tx_status != b'I';
         if in_txn {
             if let Some(why) = self.cross_shard_obstacle(&cfg) {
-                return self.refuse_keyless(simple, &format!("this write spans shards, but the transaction cannot continue on other shards: {why}"));
+                return self.refuse_msg(simple, &format!("this write spans shards, but the transaction cannot continue on other shards: {why}"));
             }
         }
         // The participants: every up node of every target shard.
@@ -632,22 +629,5 @@ impl Session {
             let _ = log.record_done(&gid);
         }
         Ok(())
-    }
-
-    fn refuse_keyless(&mut self, simple: bool, msg: &str) -> Result<Plan, SessionError> {
-        let e = message::error_response(
-            message::Severity::Error,
-            sqlstate::FEATURE_NOT_SUPPORTED,
-            msg,
-            Some("see `pgproxy route --config FILE \"SQL\"` for how pgproxy routes a statement"),
-        );
-        self.to_client.put_slice(e.raw());
-        if simple {
-            self.to_client
-                .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
-        } else {
-            self.skip_until_sync = true;
-        }
-        Ok(Plan::Done)
     }
 }

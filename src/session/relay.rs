@@ -425,11 +425,7 @@ impl Session {
 
     /// Attaches a server connection (cancel requests now reach it).
     pub(super) fn attach(&mut self, server: Pooled) {
-        self.cancel.set(Some(CancelTarget {
-            addr: server.addr.clone(),
-            pid: server.pid,
-            secret: server.secret,
-        }));
+        self.cancel.set(Some(CancelTarget::of(&server)));
         self.server = Some(server);
     }
 

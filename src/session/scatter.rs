@@ -265,11 +265,7 @@ impl Session {
         // A CancelRequest reaches the first shard: its query fails with 57014, which ends the
         // merged read with that error (the others are read to their end and released).
         if let Some(c) = parts.first().and_then(|p| p.conn.as_ref()) {
-            self.cancel.set(Some(super::cancel::CancelTarget {
-                addr: c.addr.clone(),
-                pid: c.pid,
-                secret: c.secret,
-            }));
+            self.cancel.set(Some(super::cancel::CancelTarget::of(c)));
         }
         let result = self.scatter_run(spec, &mut parts, &request).await;
         self.cancel.set(None);
@@ -279,12 +275,7 @@ impl Session {
             // another query).
             for p in parts.iter_mut().filter(|p| !p.finished) {
                 if let Some(c) = p.conn.take() {
-                    let t = super::cancel::CancelTarget {
-                        addr: c.addr.clone(),
-                        pid: c.pid,
-                        secret: c.secret,
-                    };
-                    super::cancel::send_cancel(&t).await;
+                    super::cancel::send_cancel(&super::cancel::CancelTarget::of(&c)).await;
                     drop(c);
                 }
             }

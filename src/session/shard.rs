@@ -496,7 +496,7 @@ impl Session {
         Ok(Plan::Done)
     }
 
-    fn refuse_msg(&mut self, simple: bool, msg: &str) -> Result<Plan, SessionError> {
+    pub(super) fn refuse_msg(&mut self, simple: bool, msg: &str) -> Result<Plan, SessionError> {
         self.refuse_route(simple, &RouteError::Unroutable(msg.to_string()))
     }
 

@@ -12,37 +12,9 @@
 //! `A`, `B`, `C` in a case are replaced by them (as in `tests.rs`).
 
 use super::merge::Col;
+use super::tests::{keys, map, map_with};
 use super::*;
-use crate::config::Config;
 use std::collections::BTreeSet;
-
-fn map_with(extra: &str) -> ShardMap {
-    let text = format!(
-        "[[users]]\nname = \"u\"\npassword = \"p\"\n\
-         [[shards]]\nname = \"s0\"\n[[shards.nodes]]\nhost = \"h\"\n\
-         [[shards]]\nname = \"s1\"\n[[shards.nodes]]\nhost = \"h\"\n\
-         [[shards]]\nname = \"s2\"\n[[shards.nodes]]\nhost = \"h\"\n\
-         [sharding]\n{extra}\n\
-         [[sharding.tables]]\nname = \"contacts\"\ncolumn = \"user_id\"\n\
-         [[sharding.tables]]\nname = \"users\"\ncolumn = \"id\"\n\
-         [[sharding.tables]]\nname = \"notes\"\ncolumn = \"user_id\"\n\
-         [[sharding.tables]]\nname = \"app.events\"\ncolumn = \"owner\"\n"
-    );
-    ShardMap::from_config(&Config::from_toml(&text).expect("config")).expect("map")
-}
-
-fn map() -> ShardMap {
-    map_with("")
-}
-
-/// Two keys on different shards, and a third on the first one's shard.
-fn keys(m: &ShardMap) -> (i64, i64, i64) {
-    let s = |k: i64| m.shard_of_text(&k.to_string()).expect("shard");
-    let a = 1;
-    let b = (2..).find(|&k| s(k) != s(a)).expect("b");
-    let c = (b + 1..).find(|&k| s(k) == s(a)).expect("c");
-    (a, b, c)
-}
 
 fn run(
     m: &ShardMap,

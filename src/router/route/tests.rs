@@ -6,7 +6,7 @@ use super::*;
 use crate::config::Config;
 use std::collections::BTreeSet;
 
-fn map_with(extra: &str) -> ShardMap {
+pub(super) fn map_with(extra: &str) -> ShardMap {
     let text = format!(
         "[[users]]\nname = \"u\"\npassword = \"p\"\n\
          [[shards]]\nname = \"s0\"\n[[shards.nodes]]\nhost = \"h\"\n\
@@ -21,13 +21,13 @@ fn map_with(extra: &str) -> ShardMap {
     ShardMap::from_config(&Config::from_toml(&text).expect("config")).expect("map")
 }
 
-fn map() -> ShardMap {
+pub(super) fn map() -> ShardMap {
     map_with("")
 }
 
 /// Two keys on different shards, and a third on the first one's shard (found by search so the
 /// cases do not depend on hash values).
-fn keys(m: &ShardMap) -> (i64, i64, i64) {
+pub(super) fn keys(m: &ShardMap) -> (i64, i64, i64) {
     let s = |k: i64| m.shard_of_text(&k.to_string()).expect("shard");
     let a = 1;
     let b = (2..).find(|&k| s(k) != s(a)).expect("b");
