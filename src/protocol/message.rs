@@ -332,6 +332,28 @@ pub fn error_response(severity: Severity, code: &str, message: &str, hint: Optio
     finish(b)
 }
 
+/// The error PostgreSQL raises when a prepared statement's result columns changed under it
+/// (an ALTER of its table): drivers recognise it by SQLSTATE 0A000 and this message, pgjdbc by
+/// the routine, and prepare the statement again.
+pub fn stale_plan_error() -> Frame {
+    let mut b = BytesMut::with_capacity(128);
+    b.put_u8(be::ERROR_RESPONSE);
+    b.put_i32(0);
+    for (k, v) in [
+        (b'S', "ERROR"),
+        (b'V', "ERROR"),
+        (b'C', super::sqlstate::FEATURE_NOT_SUPPORTED),
+        (b'M', "cached plan must not change result type"),
+        (b'F', "plancache.c"),
+        (b'R', "RevalidateCachedQuery"),
+    ] {
+        b.put_u8(k);
+        put_cstr(&mut b, v);
+    }
+    b.put_u8(0);
+    finish(b)
+}
+
 /// Builds a NoticeResponse (severity WARNING or NOTICE).
 pub fn notice_response(severity: &str, code: &str, message: &str) -> Frame {
     let mut b = BytesMut::with_capacity(64 + message.len());
@@ -423,6 +445,11 @@ pub fn execute(portal: &str, max_rows: i32) -> Frame {
 /// Builds a Sync.
 pub fn sync() -> Frame {
     Frame::new(fe::SYNC, &[])
+}
+
+/// Builds a Flush.
+pub fn flush() -> Frame {
+    Frame::new(fe::FLUSH, &[])
 }
 
 /// Builds a CommandComplete with the given tag.

@@ -69,6 +69,39 @@ pub fn row_description(fields: &[Field]) -> Frame {
     finish(b)
 }
 
+/// What a prepared statement returns, as PostgreSQL compares it when it revalidates a cached
+/// plan ("cached plan must not change result type"): the column names, types and type
+/// modifiers, or no rows at all. Table OIDs, column numbers and formats are left out, and so
+/// are the OIDs of user-defined types: each node of a shard numbers its own objects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResultShape(Option<Vec<(String, u32, i16, i32)>>);
+
+/// OIDs below this are PostgreSQL's own (built-in types), equal on every server.
+const FIRST_NORMAL_OID: u32 = 16384;
+
+impl ResultShape {
+    /// The shape in a RowDescription or NoData message (None for anything else or a
+    /// malformed one).
+    pub fn of(tag: u8, body: &[u8]) -> Option<ResultShape> {
+        match tag {
+            be::NO_DATA => Some(ResultShape(None)),
+            be::ROW_DESCRIPTION => {
+                let fields = row_description_fields(body)?;
+                let cols = fields.into_iter().map(|f| {
+                    let oid = if f.type_oid < FIRST_NORMAL_OID {
+                        f.type_oid
+                    } else {
+                        0
+                    };
+                    (f.name, oid, f.type_len, f.type_mod)
+                });
+                Some(ResultShape(Some(cols.collect())))
+            }
+            _ => None,
+        }
+    }
+}
+
 /// The values of a DataRow body (None = NULL).
 pub fn data_row_values(body: &[u8]) -> Option<Vec<Option<Vec<u8>>>> {
     let mut b = body;

@@ -36,8 +36,20 @@ pub enum Expect {
         /// The client's statement (None if pgproxy does not know the name).
         stmt: Option<Arc<Statement>>,
     },
-    /// Describe: ends at RowDescription or NoData.
-    Describe,
+    /// Describe: ends at RowDescription or NoData. Carries the statement described (directly or
+    /// through its portal), whose result shape is recorded from the answer.
+    Describe {
+        /// The statement, when pgproxy knows it.
+        stmt: Option<Arc<Statement>>,
+    },
+    /// A Describe pgproxy sent after preparing a statement on a server connection that lacked
+    /// it: ParameterDescription dropped, RowDescription/NoData compared with the shape the
+    /// client was told, then dropped.
+    ShapeCheck,
+    /// A message pgproxy sent in place of the client's Bind or Describe of a statement whose
+    /// result shape changed, only to make the server fail the batch as PostgreSQL would: its
+    /// ErrorResponse becomes "cached plan must not change result type".
+    StalePlan,
     /// Execute: ends at CommandComplete, EmptyQueryResponse or PortalSuspended.
     Execute {
         /// Sequence number (see `Query`).
@@ -68,6 +80,11 @@ pub enum Expect {
 }
 
 impl Expect {
+    /// True for a shape check (see `shape.rs`).
+    pub fn is_shape_check(&self) -> bool {
+        matches!(self, Expect::ShapeCheck)
+    }
+
     /// True for the entries that end at ReadyForQuery.
     pub fn ends_at_ready(&self) -> bool {
         matches!(

@@ -13,6 +13,18 @@ use crate::protocol::Frame;
 use bytes::{BufMut, Bytes};
 use std::sync::atomic::Ordering;
 
+/// Where a client's statement stands on the attached server connection.
+enum Prepared {
+    /// pgproxy does not know the client's name: the message goes on as it is, and the server
+    /// answers as PostgreSQL would.
+    Unknown,
+    /// Prepared there under this name.
+    As(String),
+    /// The client's message must not be sent: the statement's result changed (the client gets
+    /// PostgreSQL's error), or the batch failed or the server was lost meanwhile.
+    Withheld,
+}
+
 impl Session {
     /// Messages that need no server connection when none is attached: Sync and Flush with
     /// nothing pending, Close of a statement, and Parse of a statement a server already
@@ -99,22 +111,25 @@ impl Session {
         Ok(())
     }
 
-    /// Makes sure the attached server holds the statement behind a client name; returns the
-    /// name to use on the server, or `None` if the client name is unknown to pgproxy (then it
-    /// is passed through, and the server answers as PostgreSQL would).
-    fn prepare_on_server(&mut self, client_name: &str) -> Option<String> {
-        let stmt = self.statements.get(client_name)?.clone();
+    /// Makes sure the attached server holds the statement behind a client name, and that it
+    /// still returns what the client was told (see `shape.rs`).
+    async fn prepare_on_server(&mut self, client_name: &str) -> Result<Prepared, SessionError> {
+        let Some(stmt) = self.statements.get(client_name).cloned() else {
+            return Ok(Prepared::Unknown);
+        };
         if let Some(e) = &stmt.effects {
             let e = e.as_ref().clone();
             self.note_effects(&e);
         }
         let server = self.server.as_mut().expect("attached");
-        if client_name.is_empty() {
-            if server.unnamed != Some(stmt.id) {
+        let injected = if client_name.is_empty() {
+            let fresh = server.unnamed != Some(stmt.id);
+            if fresh {
                 server.unnamed = Some(stmt.id);
                 self.queue.push_back(Expect::InjectedParse { stmt: None });
                 self.to_server.put_slice(stmt.parse.raw());
             }
+            fresh
         } else if !server.prepared.contains(stmt.id) {
             server.prepared.insert(stmt.id);
             self.to_server.put_slice(stmt.parse.raw());
@@ -122,8 +137,14 @@ impl Session {
                 stmt: Some(stmt.clone()),
             });
             self.enforce_prepared_cap(stmt.id);
+            true
+        } else {
+            false
+        };
+        if injected && !self.check_shape(&stmt).await? {
+            return Ok(Prepared::Withheld);
         }
-        Some(stmt.server_name.clone())
+        Ok(Prepared::As(stmt.server_name.clone()))
     }
 
     /// Keeps a server connection under `max_prepared_statements`: closes the least recently used
@@ -142,37 +163,42 @@ impl Session {
         }
     }
 
-    pub(super) fn on_bind(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
+    pub(super) async fn on_bind(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
         let b = Bind::parse(f.body())
             .ok_or_else(|| SessionError::Protocol("malformed Bind message".into()))?;
         self.since_sync = true;
-        match self.prepare_on_server(b.statement) {
-            Some(name) if name != b.statement => {
+        match self.prepare_on_server(b.statement).await? {
+            Prepared::Withheld => return Ok(()),
+            Prepared::As(name) if name != b.statement => {
                 let g = Bind::encode(b.portal, &name, b.rest);
                 self.to_server.put_slice(g.raw());
             }
             _ => self.to_server.put_slice(f.raw()),
         }
         let stmt = self.statements.get(b.statement).cloned();
+        self.statements.bind_portal(b.portal, stmt.clone());
         self.queue.push_back(Expect::Bind { stmt });
         Ok(())
     }
 
-    pub(super) fn on_describe(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
+    pub(super) async fn on_describe(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
         let t = Target::parse(f.body())
             .ok_or_else(|| SessionError::Protocol("malformed Describe message".into()))?;
         self.since_sync = true;
-        if t.kind == b'S' {
-            match self.prepare_on_server(t.name) {
-                Some(name) if name != t.name => self
+        let stmt = if t.kind == b'S' {
+            match self.prepare_on_server(t.name).await? {
+                Prepared::Withheld => return Ok(()),
+                Prepared::As(name) if name != t.name => self
                     .to_server
                     .put_slice(Target::encode(fe::DESCRIBE, b'S', &name).raw()),
                 _ => self.to_server.put_slice(f.raw()),
             }
+            self.statements.get(t.name).cloned()
         } else {
             self.to_server.put_slice(f.raw());
-        }
-        self.queue.push_back(Expect::Describe);
+            self.statements.portal(t.name).cloned()
+        };
+        self.queue.push_back(Expect::Describe { stmt });
         Ok(())
     }
 
@@ -189,6 +215,9 @@ impl Session {
         if t.kind == b'S' && t.name.is_empty() {
             self.statements.close("");
             self.server().unnamed = None;
+        }
+        if t.kind == b'P' {
+            self.statements.close_portal(t.name);
         }
         self.queue.push_back(Expect::Close);
         self.to_server.put_slice(f.raw());

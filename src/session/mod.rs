@@ -19,6 +19,7 @@ mod response;
 mod scatter;
 mod scatter_ext;
 mod settings;
+mod shape;
 mod shard;
 mod startup;
 mod statements;

@@ -76,6 +76,9 @@ pub struct Session {
     pub(super) to_client: BytesMut,
     /// Replication state, on a shard with several nodes.
     pub(super) repl: Option<Box<super::replica::Repl>>,
+    /// The answer to the last shape check (see `shape.rs`): the new plan's result columns
+    /// (None inside if unreadable).
+    pub(super) shape_verdict: Option<Option<crate::protocol::rows::ResultShape>>,
     /// Resolves when a drain starts; kept across loop turns so it registers once.
     drain: Pin<Box<WaitForCancellationFutureOwned>>,
 }
@@ -129,6 +132,7 @@ impl Session {
             to_server: BytesMut::new(),
             to_client: BytesMut::new(),
             repl,
+            shape_verdict: None,
             drain: Box::pin(shared.draining.clone().cancelled_owned()),
             shared,
         };
@@ -365,8 +369,8 @@ impl Session {
                 self.to_server.put_slice(f.raw());
             }
             fe::PARSE => self.on_parse(f)?,
-            fe::BIND => self.on_bind(f)?,
-            fe::DESCRIBE => self.on_describe(f)?,
+            fe::BIND => self.on_bind(f).await?,
+            fe::DESCRIBE => self.on_describe(f).await?,
             fe::EXECUTE => {
                 self.since_sync = true;
                 let seq = self.next_seq();

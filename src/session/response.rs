@@ -25,13 +25,34 @@ const PIN_CHECK_SQL: &str = "SELECT (SELECT count(*) FROM pg_catalog.pg_cursors 
 impl Session {
     /// Handles every complete message the server sent, then the idle point if reached.
     pub(super) async fn process_server(&mut self) -> Result<(), SessionError> {
+        self.consume_server()?;
+        if self.server_fatal && self.server.is_some() {
+            // The server closes after a FATAL error: let go of it now, so that nothing more is
+            // sent to it and what is pending gets its answer at once.
+            return self.server_lost("the server terminated the connection".into());
+        }
+        if self.server.is_some()
+            && self.queue.is_empty()
+            && self.repl.as_ref().is_some_and(|r| r.unit.is_some())
+        {
+            self.finish_unit().await?;
+        }
+        if self.server.is_some() && self.is_idle() {
+            self.flush_client().await?;
+            self.idle_point().await?;
+        }
+        Ok(())
+    }
+
+    /// Handles every complete message in the server's read buffer.
+    pub(super) fn consume_server(&mut self) -> Result<(), SessionError> {
         // Frames are handled in place: no split, no refcount; forwarded ones are copied once
         // into the client's output buffer.
         let mut rbuf = std::mem::take(
             &mut self
                 .server
                 .as_mut()
-                .expect("process_server runs with a server attached")
+                .expect("consume_server runs with a server attached")
                 .rbuf,
         );
         let mut pos = 0;
@@ -52,23 +73,7 @@ impl Session {
             rbuf.advance(pos);
             server.rbuf = rbuf;
         }
-        result?;
-        if self.server_fatal && self.server.is_some() {
-            // The server closes after a FATAL error: let go of it now, so that nothing more is
-            // sent to it and what is pending gets its answer at once.
-            return self.server_lost("the server terminated the connection".into());
-        }
-        if self.server.is_some()
-            && self.queue.is_empty()
-            && self.repl.as_ref().is_some_and(|r| r.unit.is_some())
-        {
-            self.finish_unit().await?;
-        }
-        if self.server.is_some() && self.is_idle() {
-            self.flush_client().await?;
-            self.idle_point().await?;
-        }
-        Ok(())
+        result
     }
 
     /// Answers to a query pgproxy sent itself are dropped up to its ReadyForQuery.
@@ -115,7 +120,14 @@ impl Session {
             self.on_injected_reply(f);
             return Ok(());
         }
+        if matches!(self.queue.front(), Some(Expect::ShapeCheck)) && self.on_shape_reply(f) {
+            return Ok(());
+        }
         match f.tag() {
+            be::ERROR_RESPONSE if matches!(self.queue.front(), Some(Expect::StalePlan)) => {
+                self.to_client.put_slice(message::stale_plan_error().raw());
+                self.on_error(f.body());
+            }
             be::ERROR_RESPONSE => {
                 self.note_outcome(f);
                 if message::is_fatal_error(f.body()) {
@@ -143,6 +155,7 @@ impl Session {
                 self.server_copy = None;
                 self.tx_status = f.body().first().copied().unwrap_or(b'I');
                 if self.tx_status == b'I' {
+                    self.statements.end_portals();
                     self.shared
                         .stats
                         .transactions
@@ -196,7 +209,8 @@ impl Session {
                 self.emit_synthetic();
             }
             be::ROW_DESCRIPTION | be::NO_DATA => {
-                if matches!(self.queue.front(), Some(Expect::Describe)) {
+                if matches!(self.queue.front(), Some(Expect::Describe { .. })) {
+                    self.record_shape(f);
                     self.forward_terminal(f, |_| true, "RowDescription")?;
                 } else {
                     self.to_client.put_slice(f.raw());
@@ -301,14 +315,15 @@ impl Session {
     /// After an ErrorResponse: the server skips the rest of an extended-protocol batch up to
     /// Sync, so those entries will get no answer. A simple Query still ends at ReadyForQuery.
     fn on_error(&mut self, body: &[u8]) {
-        if let Some(Expect::Bind { stmt: Some(stmt) }) = self.queue.front() {
+        if let Some(Expect::Bind { stmt: Some(stmt) } | Expect::Describe { stmt: Some(stmt) }) =
+            self.queue.front()
+        {
             // "cached plan must not change result type": the shared statement is stale (its
             // table changed). Forget it, so that the client's next Parse makes a fresh one.
+            // It stays prepared on this server connection, where it keeps failing for the
+            // clients that still use it, as on PostgreSQL.
             if message::error_code(body) == Some(sqlstate::FEATURE_NOT_SUPPORTED) {
                 self.shared.statements.evict(stmt);
-                if let Some(server) = self.server.as_mut() {
-                    server.prepared.remove(stmt.id);
-                }
             }
         }
         match self.queue.front() {
@@ -345,7 +360,7 @@ impl Session {
         }
     }
 
-    fn emit_synthetic(&mut self) {
+    pub(super) fn emit_synthetic(&mut self) {
         while let Some(Expect::Synthetic(_)) = self.queue.front() {
             if let Some(Expect::Synthetic(f)) = self.queue.pop_front() {
                 self.to_client.put_slice(f.raw());

@@ -7,6 +7,7 @@
 
 use crate::protocol::frame::Frame;
 use crate::protocol::message::Parse;
+use crate::protocol::rows::ResultShape;
 use crate::router::determinism::Planned;
 use crate::router::{classify, session_effects, Classified, Effects};
 use bytes::Bytes;
@@ -33,6 +34,10 @@ pub struct Statement {
     pub class: OnceLock<Classified>,
     /// Replication: its determinism plan, with the schema epoch it was made under.
     pub det_plan: Mutex<Option<(u64, Arc<Planned>)>>,
+    /// The result columns a client was first told (Describe): when pgproxy prepares the
+    /// statement on another server connection, the new plan must return the same, as
+    /// PostgreSQL requires of a prepared statement.
+    pub shape: OnceLock<ResultShape>,
 }
 
 impl Statement {
@@ -53,6 +58,7 @@ impl Statement {
             validated: AtomicBool::new(false),
             class: OnceLock::new(),
             det_plan: Mutex::new(None),
+            shape: OnceLock::new(),
         }
     }
 
@@ -132,6 +138,9 @@ pub struct ClientStatements {
     named: HashMap<String, Arc<Statement>>,
     /// The client's current unnamed statement.
     pub unnamed: Option<Arc<Statement>>,
+    /// The statement behind each portal the client bound in the current transaction (to know
+    /// what a Describe of a portal describes).
+    portals: HashMap<String, Arc<Statement>>,
 }
 
 impl ClientStatements {
@@ -166,6 +175,35 @@ impl ClientStatements {
     pub fn clear(&mut self) {
         self.named.clear();
         self.unnamed = None;
+    }
+
+    /// A Bind made `portal` a portal of `stmt`.
+    pub fn bind_portal(&mut self, portal: &str, stmt: Option<Arc<Statement>>) {
+        match stmt {
+            Some(s) => {
+                self.portals.insert(portal.to_string(), s);
+            }
+            None => {
+                self.portals.remove(portal);
+            }
+        }
+    }
+
+    /// The statement behind a portal.
+    pub fn portal(&self, portal: &str) -> Option<&Arc<Statement>> {
+        self.portals.get(portal)
+    }
+
+    /// A portal was closed.
+    pub fn close_portal(&mut self, portal: &str) {
+        self.portals.remove(portal);
+    }
+
+    /// The transaction ended: PostgreSQL dropped its portals.
+    pub fn end_portals(&mut self) {
+        if !self.portals.is_empty() {
+            self.portals.clear();
+        }
     }
 }
 

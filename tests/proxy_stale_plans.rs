@@ -1,0 +1,134 @@
+//! A prepared statement whose table changed (ALTER … TYPE) must fail with PostgreSQL's 0A000
+//! "cached plan must not change result type" wherever pgproxy runs it next, including a server
+//! connection or a replica on which pgproxy has to prepare it afresh: drivers decode rows with
+//! the column types they were told once, and a silently new row type reads as garbage (pgjdbc
+//! read a bigint 1 as the int 0). After the error, preparing again works.
+
+mod common;
+
+use common::cluster::*;
+use common::*;
+use tokio_postgres::GenericClient;
+
+const SELECT: &str = "SELECT a FROM t";
+
+/// The backend pid of a client's server connection, inside its open transaction.
+async fn pid(c: &impl GenericClient) -> String {
+    let row = c.query_one("SELECT pg_backend_pid()::text", &[]).await;
+    row.expect("pg_backend_pid").get(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_prepared_afresh_on_another_server_connection_reports_the_changed_row_type() {
+    within(90, "test", async {
+        let (_node, proxy) = node_and_proxy(|c| c.pool_mode("transaction").pool_size(2)).await;
+        let port = proxy.port();
+        let mut x = connect_app(port).await;
+        x.batch_execute("CREATE TABLE t(a int); INSERT INTO t VALUES (1)")
+            .await
+            .expect("ddl");
+        // Prepared, described and run on one server connection (all in one transaction).
+        let t = x.transaction().await.expect("begin");
+        let old = t.prepare(SELECT).await.expect("prepare");
+        let rows = t.query(&old, &[]).await.expect("run");
+        assert_eq!(rows[0].get::<_, i32>(0), 1);
+        let xpid = pid(&t).await;
+        t.commit().await.expect("commit");
+        // Hold that connection in another client's transaction, so that x's next statement
+        // goes to the other one, which has never seen the statement.
+        let y1 = connect_app(port).await;
+        let y2 = connect_app(port).await;
+        y1.batch_execute("BEGIN").await.expect("begin y1");
+        let holder = if pid(&y1).await == xpid {
+            &y1
+        } else {
+            y2.batch_execute("BEGIN").await.expect("begin y2");
+            assert_eq!(pid(&y2).await, xpid, "two server connections");
+            y1.batch_execute("COMMIT").await.expect("commit y1");
+            &y2
+        };
+        let alter = connect_app(port).await;
+        alter
+            .batch_execute("ALTER TABLE t ALTER a TYPE bigint")
+            .await
+            .expect("alter");
+        drop(alter);
+        // As PostgreSQL would answer on the connection that prepared it.
+        let e = expect_sqlstate(x.query(&old, &[]).await, "0A000");
+        let msg = describe(&e);
+        assert!(
+            msg.contains("cached plan must not change result type"),
+            "{msg}"
+        );
+        // The session goes on: the error ended only that statement.
+        assert_eq!(scalar(&x, "SELECT 'still here'").await, "still here");
+        // Prepared again (a new name, as drivers do): the new row type.
+        for round in 0..3 {
+            let new = x.prepare(SELECT).await.expect("prepare again");
+            let rows = x.query(&new, &[]).await;
+            let rows = rows.unwrap_or_else(|e| panic!("round {round}: {}", describe(&e)));
+            assert_eq!(rows[0].get::<_, i64>(0), 1, "round {round}");
+        }
+        // Back on the connection that cached the old plan: PostgreSQL's own error, again.
+        holder.batch_execute("COMMIT").await.expect("commit holder");
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let c = connect_app(port).await;
+            c.batch_execute("BEGIN").await.expect("begin");
+            held.push((pid(&c).await, c));
+        }
+        let (_, first) = held
+            .iter()
+            .find(|(p, _)| *p == xpid)
+            .expect("both connections held");
+        first
+            .batch_execute("COMMIT")
+            .await
+            .expect("free x's first connection");
+        let t = x.transaction().await.expect("begin");
+        assert_eq!(pid(&t).await, xpid, "x is back on its first connection");
+        expect_sqlstate(t.query(&old, &[]).await, "0A000");
+        t.rollback().await.expect("rollback");
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_statement_read_from_either_replica_after_alter_reports_the_changed_row_type() {
+    within(120, "test", async {
+        let cl = ReplCluster::start(2, |c| c.health("interval_ms", "0")).await;
+        let c = cl.client().await;
+        c.batch_execute("CREATE TABLE t(a int); INSERT INTO t VALUES (1)")
+            .await
+            .expect("ddl");
+        let old = c.prepare(SELECT).await.expect("prepare");
+        // Reads are spread over both nodes: the statement gets prepared on each.
+        for _ in 0..10 {
+            let rows = c.query(&old, &[]).await.expect("run");
+            assert_eq!(rows[0].get::<_, i32>(0), 1);
+        }
+        let other = cl.client().await;
+        other
+            .batch_execute("ALTER TABLE t ALTER a TYPE bigint")
+            .await
+            .expect("alter");
+        // Whichever node serves it, and whether pgproxy prepares it there afresh or not.
+        for i in 0..10 {
+            let e = expect_sqlstate(c.query(&old, &[]).await, "0A000");
+            let msg = describe(&e);
+            assert!(msg.contains("cached plan"), "execution {i}: {msg}");
+        }
+        // Other clients with a fresh statement, and this one prepared again: the new type on
+        // every node.
+        for client in [&c, &other] {
+            let new = client.prepare(SELECT).await.expect("prepare again");
+            for i in 0..10 {
+                let rows = client.query(&new, &[]).await;
+                let rows = rows.unwrap_or_else(|e| panic!("execution {i}: {}", describe(&e)));
+                assert_eq!(rows[0].get::<_, i64>(0), 1, "execution {i}");
+            }
+        }
+        cl.assert_verify_ok().await;
+    })
+    .await
+}
