@@ -7,8 +7,9 @@
 mod common;
 
 use common::cluster::*;
+use common::wire::{self, RawConn};
 use common::*;
-use tokio_postgres::GenericClient;
+use tokio_postgres::{Client, GenericClient};
 
 const SELECT: &str = "SELECT a FROM t";
 
@@ -16,6 +17,101 @@ const SELECT: &str = "SELECT a FROM t";
 async fn pid(c: &impl GenericClient) -> String {
     let row = c.query_one("SELECT pg_backend_pid()::text", &[]).await;
     row.expect("pg_backend_pid").get(0)
+}
+
+/// Of a pool of two server connections, holds the one with backend `pid` in a transaction of
+/// another client (returned first; the second client keeps nothing or the other connection's
+/// place free).
+async fn hold(port: u16, pid_of: &str) -> (Client, Client) {
+    let y1 = connect_app(port).await;
+    let y2 = connect_app(port).await;
+    y1.batch_execute("BEGIN").await.expect("begin y1");
+    if pid(&y1).await == pid_of {
+        return (y1, y2);
+    }
+    y2.batch_execute("BEGIN").await.expect("begin y2");
+    assert_eq!(pid(&y2).await, pid_of, "two server connections");
+    y1.batch_execute("COMMIT").await.expect("commit y1");
+    (y2, y1)
+}
+
+/// One pipeline: an INSERT, then the stale statement, then Sync. The tags the client gets
+/// and the rows left in `log`.
+async fn stale_in_pipeline(x: &mut RawConn) -> (String, String) {
+    let batch = [
+        wire::parse("", "INSERT INTO log VALUES (1)"),
+        wire::bind("", "", &[]),
+        wire::execute("", 0),
+        wire::bind("", "s", &[]),
+        wire::execute("", 0),
+        wire::sync(),
+    ];
+    x.send(&batch.concat()).await.expect("send pipeline");
+    let msgs = x.until_ready_any().await;
+    let mut tags: String = msgs.iter().map(|m| m.tag as char).collect();
+    if let Some(e) = msgs.iter().find(|m| m.tag == b'E') {
+        let f = wire::error_fields(&e.body);
+        tags += &format!(" {} {}", f[&b'C'], f[&b'M']);
+    }
+    let count = x.simple_query("SELECT count(*) FROM log").await;
+    (tags, count[0][0].clone().unwrap_or_default())
+}
+
+/// Prepares `s` (SELECT a FROM t) with a Describe, inside a transaction; returns the backend pid.
+async fn prepare_described(x: &mut RawConn) -> String {
+    x.simple_query("BEGIN").await;
+    let prep = [
+        wire::parse("s", SELECT),
+        wire::describe(b'S', "s"),
+        wire::sync(),
+    ];
+    x.send(&prep.concat()).await.expect("send prepare");
+    x.until_ready().await;
+    let pid = x.simple_query("SELECT pg_backend_pid()").await;
+    x.simple_query("COMMIT").await;
+    pid[0][0].clone().expect("pid")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_statement_in_a_pipeline_fails_it_as_postgresql_does() {
+    within(90, "test", async {
+        let (node, proxy) = node_and_proxy(|c| c.pool_mode("transaction").pool_size(2)).await;
+        let setup = "CREATE TABLE t(a int); INSERT INTO t VALUES (1); CREATE TABLE log(a int)";
+        connect_app(proxy.port())
+            .await
+            .batch_execute(setup)
+            .await
+            .expect("setup");
+        let alter = "ALTER TABLE t ALTER a TYPE bigint";
+        // PostgreSQL itself.
+        let mut x = RawConn::login_password(node.port(), "app", "secret", "app").await;
+        prepare_described(&mut x).await;
+        connect_app(node.port())
+            .await
+            .batch_execute(alter)
+            .await
+            .expect("alter");
+        let want = stale_in_pipeline(&mut x).await;
+        assert!(want.0.contains("0A000"), "PostgreSQL: {want:?}");
+        assert_eq!(want.1, "0", "PostgreSQL rolled the INSERT back");
+        // pgproxy, on a server connection that never had the statement.
+        connect_app(proxy.port())
+            .await
+            .batch_execute("ALTER TABLE t ALTER a TYPE int")
+            .await
+            .expect("alter back");
+        let mut x = RawConn::login_password(proxy.port(), "app", "secret", "app").await;
+        let xpid = prepare_described(&mut x).await;
+        let (_holder, _y) = hold(proxy.port(), &xpid).await;
+        connect_app(proxy.port())
+            .await
+            .batch_execute(alter)
+            .await
+            .expect("alter");
+        let got = stale_in_pipeline(&mut x).await;
+        assert_eq!(got, want, "pgproxy vs PostgreSQL");
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -36,17 +132,7 @@ async fn a_statement_prepared_afresh_on_another_server_connection_reports_the_ch
         t.commit().await.expect("commit");
         // Hold that connection in another client's transaction, so that x's next statement
         // goes to the other one, which has never seen the statement.
-        let y1 = connect_app(port).await;
-        let y2 = connect_app(port).await;
-        y1.batch_execute("BEGIN").await.expect("begin y1");
-        let holder = if pid(&y1).await == xpid {
-            &y1
-        } else {
-            y2.batch_execute("BEGIN").await.expect("begin y2");
-            assert_eq!(pid(&y2).await, xpid, "two server connections");
-            y1.batch_execute("COMMIT").await.expect("commit y1");
-            &y2
-        };
+        let (holder, _y) = hold(port, &xpid).await;
         let alter = connect_app(port).await;
         alter
             .batch_execute("ALTER TABLE t ALTER a TYPE bigint")
@@ -71,6 +157,7 @@ async fn a_statement_prepared_afresh_on_another_server_connection_reports_the_ch
         }
         // Back on the connection that cached the old plan: PostgreSQL's own error, again.
         holder.batch_execute("COMMIT").await.expect("commit holder");
+        drop(holder);
         let mut held = Vec::new();
         for _ in 0..2 {
             let c = connect_app(port).await;

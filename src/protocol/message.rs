@@ -442,6 +442,12 @@ pub fn execute(portal: &str, max_rows: i32) -> Frame {
     finish(b)
 }
 
+/// The portal an Execute body names.
+pub fn execute_portal(body: &[u8]) -> Option<&str> {
+    let mut b = body;
+    read_cstr(&mut b)
+}
+
 /// Builds a Sync.
 pub fn sync() -> Frame {
     Frame::new(fe::SYNC, &[])

@@ -203,6 +203,43 @@ pub fn bind_values(rest: &[u8]) -> Option<BindValues<'_>> {
 mod tests {
     use super::*;
 
+    fn field(name: &str, table: u32, type_oid: u32, type_len: i16, type_mod: i32) -> Field {
+        Field {
+            name: name.into(),
+            table,
+            column: 1,
+            type_oid,
+            type_len,
+            type_mod,
+            format: 0,
+        }
+    }
+
+    fn shape(fields: &[Field]) -> ResultShape {
+        let f = row_description(fields);
+        ResultShape::of(f.tag(), f.body()).expect("a RowDescription")
+    }
+
+    #[test]
+    fn result_shapes_compare_what_postgresql_compares() {
+        let int4 = shape(&[field("a", 16400, 23, 4, -1)]);
+        // Another node: other table OID, same columns.
+        assert_eq!(int4, shape(&[field("a", 17000, 23, 4, -1)]));
+        // ALTER … TYPE bigint, a renamed column, another typmod, another column count.
+        assert_ne!(int4, shape(&[field("a", 16400, 20, 8, -1)]));
+        assert_ne!(int4, shape(&[field("b", 16400, 23, 4, -1)]));
+        let v10 = shape(&[field("v", 0, 1043, -1, 14)]);
+        assert_ne!(v10, shape(&[field("v", 0, 1043, -1, 24)]));
+        assert_ne!(int4, shape(&[]));
+        // A user-defined type (an enum) has its own OID on each node.
+        let e = shape(&[field("mood", 16400, 16390, 4, -1)]);
+        assert_eq!(e, shape(&[field("mood", 16400, 24001, 4, -1)]));
+        let none = ResultShape::of(be::NO_DATA, &[]).expect("NoData");
+        assert_ne!(none, shape(&[]));
+        assert!(ResultShape::of(b'C', b"SELECT 1\0").is_none());
+        assert!(ResultShape::of(be::ROW_DESCRIPTION, &[0, 1, b'a']).is_none());
+    }
+
     #[test]
     fn rows_round_trip() {
         let fields = vec![Field {

@@ -58,6 +58,17 @@ pub fn is_copy_from_stdin(sql: &str) -> bool {
     t.starts_with("copy") && t.contains("from stdin")
 }
 
+/// Might start a COPY FROM STDIN anywhere in the text (conservative: mentions both `copy` and
+/// `stdin` in any case). No allocation: it runs on every Execute.
+pub fn may_copy_in(sql: &str) -> bool {
+    contains_ignore_case(sql.as_bytes(), b"copy") && contains_ignore_case(sql.as_bytes(), b"stdin")
+}
+
+fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len())
+        .any(|w| w.eq_ignore_ascii_case(needle))
+}
+
 /// Might change a table's definition (then cached defaults are dropped): any statement of the
 /// text starting with CREATE, ALTER, DROP, COMMENT or TRUNCATE. (A `;` inside a literal can
 /// only cause a needless reload, never a missed one.)
@@ -73,6 +84,17 @@ pub fn is_ddl(sql: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_in_is_seen_anywhere_in_the_text() {
+        assert!(may_copy_in("COPY t FROM STDIN"));
+        assert!(may_copy_in(
+            "/* load */ copy t (a) from stdin with (format csv)"
+        ));
+        assert!(may_copy_in("select 1; Copy t From Stdin"));
+        assert!(!may_copy_in("COPY t TO STDOUT"));
+        assert!(!may_copy_in("SELECT a FROM t"));
+    }
 
     #[test]
     fn only_schema_changes_drop_the_cached_defaults() {

@@ -76,6 +76,8 @@ pub struct Session {
     pub(super) to_client: BytesMut,
     /// Replication state, on a shard with several nodes.
     pub(super) repl: Option<Box<super::replica::Repl>>,
+    /// The last Query/Execute whose text might start a COPY FROM STDIN.
+    pub(super) copy_risk: Option<u64>,
     /// The answer to the last shape check (see `shape.rs`): the new plan's result columns
     /// (None inside if unreadable).
     pub(super) shape_verdict: Option<Option<crate::protocol::rows::ResultShape>>,
@@ -133,6 +135,7 @@ impl Session {
             to_client: BytesMut::new(),
             repl,
             shape_verdict: None,
+            copy_risk: None,
             drain: Box::pin(shared.draining.clone().cancelled_owned()),
             shared,
         };
@@ -365,6 +368,12 @@ impl Session {
         match tag {
             fe::QUERY | fe::FUNCTION_CALL => {
                 let seq = self.next_seq();
+                if tag == fe::QUERY
+                    && message::query_text(f.body())
+                        .is_some_and(crate::router::keywords::may_copy_in)
+                {
+                    self.copy_risk = Some(seq);
+                }
                 self.queue.push_back(Expect::Query { seq });
                 self.to_server.put_slice(f.raw());
             }
@@ -374,6 +383,11 @@ impl Session {
             fe::EXECUTE => {
                 self.since_sync = true;
                 let seq = self.next_seq();
+                let portal = message::execute_portal(f.body());
+                let stmt = portal.and_then(|p| self.statements.portal(p));
+                if stmt.is_none_or(|s| s.may_copy_in) {
+                    self.copy_risk = Some(seq);
+                }
                 self.queue.push_back(Expect::Execute { seq });
                 self.to_server.put_slice(f.raw());
             }

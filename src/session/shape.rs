@@ -95,7 +95,7 @@ impl Session {
         if self.server_copy.is_some() {
             return true;
         }
-        let Some(w) = self.copy_window else {
+        let Some(w) = self.copy_risk else {
             return false;
         };
         self.queue

@@ -38,6 +38,8 @@ pub struct Statement {
     /// statement on another server connection, the new plan must return the same, as
     /// PostgreSQL requires of a prepared statement.
     pub shape: OnceLock<ResultShape>,
+    /// Its text might start a COPY FROM STDIN.
+    pub may_copy_in: bool,
 }
 
 impl Statement {
@@ -59,6 +61,7 @@ impl Statement {
             class: OnceLock::new(),
             det_plan: Mutex::new(None),
             shape: OnceLock::new(),
+            may_copy_in: crate::router::keywords::may_copy_in(query),
         }
     }
 
@@ -141,6 +144,8 @@ pub struct ClientStatements {
     /// The statement behind each portal the client bound in the current transaction (to know
     /// what a Describe of a portal describes).
     portals: HashMap<String, Arc<Statement>>,
+    /// The statement behind the unnamed portal.
+    unnamed_portal: Option<Arc<Statement>>,
 }
 
 impl ClientStatements {
@@ -179,28 +184,33 @@ impl ClientStatements {
 
     /// A Bind made `portal` a portal of `stmt`.
     pub fn bind_portal(&mut self, portal: &str, stmt: Option<Arc<Statement>>) {
-        match stmt {
-            Some(s) => {
-                self.portals.insert(portal.to_string(), s);
-            }
-            None => {
-                self.portals.remove(portal);
-            }
+        if portal.is_empty() {
+            // The common case: no allocation.
+            self.unnamed_portal = stmt;
+        } else if let Some(s) = stmt {
+            self.portals.insert(portal.to_string(), s);
+        } else {
+            self.portals.remove(portal);
         }
     }
 
     /// The statement behind a portal.
     pub fn portal(&self, portal: &str) -> Option<&Arc<Statement>> {
-        self.portals.get(portal)
+        if portal.is_empty() {
+            self.unnamed_portal.as_ref()
+        } else {
+            self.portals.get(portal)
+        }
     }
 
     /// A portal was closed.
     pub fn close_portal(&mut self, portal: &str) {
-        self.portals.remove(portal);
+        self.bind_portal(portal, None);
     }
 
     /// The transaction ended: PostgreSQL dropped its portals.
     pub fn end_portals(&mut self) {
+        self.unnamed_portal = None;
         if !self.portals.is_empty() {
             self.portals.clear();
         }
