@@ -188,6 +188,61 @@ async fn health_checks_detach_a_dead_replica_for_good() {
     .await
 }
 
+/// A machine so busy that health checks time out (here: a 1 ms timeout, set by a reload while
+/// clients run) while the nodes keep answering the clients' statements: slow is not dead, no
+/// node is detached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_health_checks_on_nodes_that_answer_traffic_detach_nothing() {
+    within(90, "test", async {
+        let cl = ReplCluster::start(2, |c| {
+            c.health("interval_ms", "50")
+                .health("timeout_ms", "2000")
+                .health("failures", "2")
+        })
+        .await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+        let clients = join_all((0..4).map(|_| cl.client())).await;
+        let start = std::time::Instant::now();
+        let work = clients.iter().enumerate().map(|(k, c)| async move {
+            let mut i = 0;
+            while start.elapsed() < Duration::from_secs(4) {
+                i += 1;
+                let id = k * 1_000_000 + i;
+                exec(c, &format!("INSERT INTO t VALUES ({id}, 'v')")).await;
+                scalar(c, "SELECT count(*) FROM t").await;
+            }
+            i
+        });
+        let config = std::fs::read_to_string(cl.proxy.config_path()).expect("config");
+        let set_timeout = |ms: &str| {
+            let text = config.replace("timeout_ms = 2000", &format!("timeout_ms = {ms}"));
+            cl.proxy.rewrite_config_raw(&text);
+            cl.proxy.signal(libc::SIGHUP);
+        };
+        let reloads = async {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            set_timeout("1");
+            tokio::time::sleep(Duration::from_millis(2500)).await;
+            set_timeout("2000");
+        };
+        let (done, ()) = tokio::join!(join_all(work), reloads);
+        let done: usize = done.into_iter().sum();
+        let log = cl.proxy.log();
+        assert!(
+            log.contains("health check slow"),
+            "the checks did time out:\n{log}"
+        );
+        assert!(
+            !log.contains("node state changed"),
+            "a node answering traffic was detached:\n{log}"
+        );
+        assert_eq!(scalar(&c, "SELECT count(*) FROM t").await, done.to_string());
+        cl.assert_identical(&["t"]).await;
+    })
+    .await
+}
+
 /// 3 nodes holding t(id, v) ids 1..10; node 1 loses row 5 behind pgproxy's back, then
 /// `UPDATE t SET v = v + 1` through pgproxy (10 rows on the main, 9 on node 1) detaches it.
 async fn diverged() -> (ReplCluster, tokio_postgres::Client) {

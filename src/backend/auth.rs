@@ -1,15 +1,16 @@
-//! Logging in to a node: cleartext, md5 and SCRAM-SHA-256 (client side, via postgres-protocol).
+//! Logging in to a node: cleartext, md5 and SCRAM-SHA-256 (client side in protocol::scram).
 
 use super::conn::{ConnectParams, ServerConn};
 use super::BackendError;
 use crate::protocol::frame::Frame;
 use crate::protocol::message::{self, be, fe};
+use crate::protocol::scram::client::ScramClient;
+use crate::protocol::scram::MECHANISM as SCRAM_SHA_256;
 use bytes::{BufMut, BytesMut};
-use postgres_protocol::authentication::sasl::{ChannelBinding, ScramSha256, SCRAM_SHA_256};
 
 /// Runs the authentication exchange up to AuthenticationOk.
 pub(super) async fn login(conn: &mut ServerConn, p: &ConnectParams) -> Result<(), BackendError> {
-    let mut scram: Option<ScramSha256> = None;
+    let mut scram: Option<ScramClient> = None;
     loop {
         let f = conn.read_frame().await?;
         match f.tag() {
@@ -61,8 +62,8 @@ pub(super) async fn login(conn: &mut ServerConn, p: &ConnectParams) -> Result<()
                     ));
                 }
                 let pw = password(p)?;
-                let s = ScramSha256::new(pw.as_bytes(), ChannelBinding::unsupported());
-                let msg = s.message().to_vec();
+                let (s, first) = ScramClient::new(pw);
+                let msg = first.into_bytes();
                 scram = Some(s);
                 let mut b = BytesMut::new();
                 b.put_slice(SCRAM_SHA_256.as_bytes());
@@ -75,16 +76,17 @@ pub(super) async fn login(conn: &mut ServerConn, p: &ConnectParams) -> Result<()
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| BackendError::Io("SASLContinue before SASL".into()))?;
-                s.update(data)
+                let fin = s
+                    .server_first(data, p.scram.as_deref())
                     .map_err(|e| BackendError::Io(format!("SCRAM: {e}")))?;
-                conn.write_all(Frame::new(fe::PASSWORD, s.message()).raw())
+                conn.write_all(Frame::new(fe::PASSWORD, fin.as_bytes()).raw())
                     .await?;
             }
             12 => {
                 let s = scram
                     .as_mut()
                     .ok_or_else(|| BackendError::Io("SASLFinal before SASL".into()))?;
-                s.finish(data).map_err(|e| BackendError::Auth {
+                s.server_final(data).map_err(|e| BackendError::Auth {
                     addr: p.addr(),
                     message: format!("server SCRAM signature invalid: {e}"),
                     code: "28000".into(),

@@ -9,6 +9,7 @@ use crate::protocol::message::{self, be};
 use crate::protocol::startup::PROTOCOL_3_0;
 use bytes::{BufMut, BytesMut};
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -118,6 +119,10 @@ pub struct ConnectParams {
     pub tls_connector: Option<TlsConnector>,
     /// Connect + login timeout.
     pub connect_timeout: Duration,
+    /// The node's activity counter (replicated shards), bumped on every read.
+    pub activity: Option<Arc<AtomicU64>>,
+    /// Salted passwords already computed for SCRAM logins.
+    pub scram: Option<Arc<crate::protocol::scram::client::SaltedCache>>,
 }
 
 impl ConnectParams {
@@ -150,6 +155,8 @@ pub struct ServerConn {
     pub created: Instant,
     /// When it was last returned to the pool.
     pub last_used: Instant,
+    /// The node's activity counter (see `ConnectParams::activity`).
+    activity: Option<Arc<AtomicU64>>,
 }
 
 impl ServerConn {
@@ -190,6 +197,7 @@ impl ServerConn {
             settings: BTreeMap::new(),
             created: Instant::now(),
             last_used: Instant::now(),
+            activity: p.activity.clone(),
         };
         conn.send_startup(p).await?;
         auth::login(&mut conn, p).await?;
@@ -263,7 +271,12 @@ impl ServerConn {
         }
         match self.stream.read_buf(&mut self.rbuf).await {
             Ok(0) => Err(BackendError::Io("server closed the connection".into())),
-            Ok(n) => Ok(n),
+            Ok(n) => {
+                if let Some(a) = &self.activity {
+                    a.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(n)
+            }
             Err(e) => Err(BackendError::Io(e.to_string())),
         }
     }

@@ -6,6 +6,7 @@
 
 use super::{Cluster, NodeState};
 use crate::backend::{ConnectParams, ServerConn};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -50,12 +51,21 @@ impl Cluster {
             None => cfg.database("postgres")?,
         };
         let mut s = self.settings(&cfg, user, &db, shard, node);
-        s.connect.connect_timeout = Duration::from_millis(cfg.health.timeout_ms.max(1));
+        // The check's own timeout (below) bounds the connect too; this one only must not fire
+        // first, so that a slow login is judged like a slow check.
+        s.connect.connect_timeout = Duration::from_millis(cfg.health.timeout_ms.max(1) + 10_000);
+        // Its own reads say nothing about the node's other connections.
+        s.connect.activity = None;
         Some(s.connect)
     }
 
     async fn check_loop(&self, shard: usize, node: usize) {
         let mut conn: Option<ServerConn> = None;
+        // The node's activity counter when the previous check began: a check that times out
+        // while other connections kept reading from the node since then is slow, not failed.
+        let activity = self.topology.activity(shard, node);
+        let count = || activity.as_ref().map(|a| a.load(Ordering::Relaxed));
+        let mut mark = count();
         loop {
             let cfg = self.config();
             let h = cfg.health.clone();
@@ -67,6 +77,7 @@ impl Cluster {
                 return;
             };
             let timeout = Duration::from_millis(h.timeout_ms.max(1));
+            let started = count();
             let result = tokio::time::timeout(timeout, async {
                 let mut c = match conn.take() {
                     Some(c) => c,
@@ -76,12 +87,24 @@ impl Cluster {
                 Ok::<_, crate::backend::BackendError>(c)
             })
             .await;
+            let since = std::mem::replace(&mut mark, started);
             let (ok, detail) = match result {
                 Ok(Ok(c)) => {
                     conn = Some(c);
                     (true, String::new())
                 }
                 Ok(Err(e)) => (false, e.to_string()),
+                Err(_) if count() != since => {
+                    // Slow (a saturated machine), not dead: it answered other connections
+                    // meanwhile. Neither a failure nor a success.
+                    warn!(
+                        shard,
+                        node,
+                        timeout_ms = h.timeout_ms,
+                        "health check slow, but the node answers other connections; not counted"
+                    );
+                    continue;
+                }
                 Err(_) => (false, format!("no answer within {} ms", h.timeout_ms)),
             };
             if !ok {

@@ -11,6 +11,7 @@ use crate::backend::ConnectParams;
 use crate::config::{Config, Database, User};
 use crate::net::client_connector;
 use crate::pool::{Pool, PoolSettings};
+use crate::protocol::scram::client::SaltedCache;
 use crate::shard::ShardMap;
 use arc_swap::ArcSwap;
 use parking_lot::Mutex;
@@ -52,6 +53,8 @@ pub struct Cluster {
     tls: ArcSwap<Option<TlsConnector>>,
     /// Node states per shard.
     pub topology: Topology,
+    /// Salted passwords for SCRAM logins to nodes (computed once per role and node salt).
+    scram: Arc<SaltedCache>,
 }
 
 impl Cluster {
@@ -68,6 +71,7 @@ impl Cluster {
             config: ArcSwap::from_pointee(config),
             pools: Mutex::new(HashMap::new()),
             tls: ArcSwap::from_pointee(tls),
+            scram: Arc::default(),
         })
     }
 
@@ -204,6 +208,8 @@ impl Cluster {
                 tls: g.server_tls,
                 tls_connector: (**self.tls.load()).clone(),
                 connect_timeout: Duration::from_millis(g.connect_timeout_ms),
+                activity: self.topology.activity(shard, node),
+                scram: Some(self.scram.clone()),
             },
         }
     }

@@ -9,6 +9,7 @@
 
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::Arc;
 use tracing::{error, info};
 
 /// A node's state.
@@ -61,6 +62,8 @@ struct NodeStatus {
     state: AtomicU8,
     failures: AtomicU32,
     reason: Mutex<String>,
+    /// Reads from the node by any server connection (see `activity`).
+    activity: Arc<AtomicU64>,
 }
 
 const UP: u8 = 0;
@@ -90,6 +93,7 @@ impl Topology {
                             state: AtomicU8::new(UP),
                             failures: AtomicU32::new(0),
                             reason: Mutex::new(String::new()),
+                            activity: Arc::new(AtomicU64::new(0)),
                         })
                         .collect()
                 })
@@ -112,6 +116,12 @@ impl Topology {
             Some(s) if s.state.load(Ordering::Acquire) == UP => NodeState::Up,
             _ => NodeState::Down,
         }
+    }
+
+    /// A counter every server connection to the node bumps when it reads from it: a health
+    /// check that times out while it moves is on a slow node, not a dead one.
+    pub fn activity(&self, shard: usize, node: usize) -> Option<Arc<AtomicU64>> {
+        self.status(shard, node).map(|s| s.activity.clone())
     }
 
     /// Why a node is down ("" when up).

@@ -1,4 +1,5 @@
-//! Server side of SCRAM-SHA-256 (RFC 5802, RFC 7677) exactly as PostgreSQL does it, and the
+//! Server side of SCRAM-SHA-256 (RFC 5802, RFC 7677) exactly as PostgreSQL does it (the client
+//! side, for logging in to nodes, is in `client`), and the
 //! stored verifier format (`SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>`).
 //!
 //! Pure: the caller reads the SASLInitialResponse / SASLResponse frames, hands the SCRAM payload
@@ -371,6 +372,8 @@ fn is_attribute(a: &str) -> bool {
     let b = a.as_bytes();
     b.len() >= 2 && b[0].is_ascii_alphabetic() && b[1] == b'='
 }
+
+pub mod client;
 
 #[cfg(test)]
 mod tests;

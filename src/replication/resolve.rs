@@ -259,6 +259,8 @@ pub(crate) fn connect_params(
         tls: config.general.server_tls,
         tls_connector: tls.clone(),
         connect_timeout: Duration::from_millis(config.general.connect_timeout_ms),
+        activity: None,
+        scram: None,
     }
 }
 
