@@ -218,6 +218,33 @@ async fn set_commands_follow_each_client_across_one_shared_connection() {
     .await
 }
 
+/// A startup setting the node refuses gets the node's SQLSTATE, as from PostgreSQL itself (not
+/// an authorization error: drivers treat 28000 as a wrong password).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_startup_setting_gets_the_nodes_sqlstate() {
+    within(60, "test", async {
+        let (node, proxy) = node_and_proxy(|c| c.pool_size(2)).await;
+        for (option, code) in [
+            ("-c statement_timeout=banana", "22023"),
+            ("-c no_such_setting_at_all=1", "42704"),
+        ] {
+            for port in [node.port(), proxy.port()] {
+                let mut cfg = pg_config(port, "app", "secret", "app");
+                cfg.options(option);
+                let e = expect_sqlstate(connect_with(&cfg).await, code);
+                let what = format!("{option} on port {port}: {}", describe(&e));
+                assert!(describe(&e).contains("parameter"), "{what}");
+            }
+        }
+        // The pool is fine afterwards.
+        assert_eq!(
+            scalar(&connect_app(proxy.port()).await, "SELECT 1").await,
+            "1"
+        );
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn startup_parameters_follow_each_client() {
     within(90, "test", async {

@@ -33,3 +33,25 @@ pub const INTERNAL_ERROR: &str = "XX000";
 pub const IN_FAILED_TRANSACTION: &str = "25P02";
 /// 40001 serialization_failure (retryable).
 pub const SERIALIZATION_FAILURE: &str = "40001";
+
+/// invalid_parameter_value.
+pub const INVALID_PARAMETER_VALUE: &str = "22023";
+/// undefined_object (e.g. an unrecognized configuration parameter).
+pub const UNDEFINED_OBJECT: &str = "42704";
+/// cant_change_runtime_param.
+pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
+/// insufficient_privilege.
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+/// `code` as one of the constants above when it is one of those a node gives for a bad
+/// setting; invalid_parameter_value otherwise.
+pub fn setting_error(code: &str) -> &'static str {
+    [
+        UNDEFINED_OBJECT,
+        CANT_CHANGE_RUNTIME_PARAM,
+        INSUFFICIENT_PRIVILEGE,
+    ]
+    .into_iter()
+    .find(|c| *c == code)
+    .unwrap_or(INVALID_PARAMETER_VALUE)
+}

@@ -90,8 +90,34 @@ impl Session {
         let mode = self.commit_mode();
         if mode == CommitMode::Ordered || self.repl_mut().followers.is_empty() {
             self.commit_followers_first().await;
-            if let Some(e) = self.main_exchange("COMMIT").await? {
-                self.to_client.put_slice(e.raw());
+            let server = self.server.as_mut().expect("main attached");
+            match server.exchange("COMMIT").await {
+                Ok(r) => {
+                    self.repl_mut().committed_elsewhere = false;
+                    if let Some(e) = r.error {
+                        self.to_client.put_slice(e.raw());
+                    }
+                }
+                Err(e) => {
+                    // The statement already had its answer; its commit now fails. With the
+                    // followers committed, the main is detached and the write stands on
+                    // them; with no follower left, nobody knows whether it committed.
+                    let elsewhere = self.repl_mut().committed_elsewhere;
+                    self.server_lost(e.to_string())?;
+                    self.lost_txn = false;
+                    self.lost_untold = false;
+                    if !elsewhere {
+                        self.to_client.put_slice(
+                            message::error_response(
+                                message::Severity::Error,
+                                sqlstate::CONNECTION_FAILURE,
+                                &format!("the node failed while committing this statement ({e}); it may or may not have been committed"),
+                                Some("check whether the change is there before repeating it"),
+                            )
+                            .raw(),
+                        );
+                    }
+                }
             }
             return Ok(());
         }
@@ -125,7 +151,10 @@ impl Session {
             f.queue_internal("COMMIT");
         }
         self.run_followers().await;
-        self.repl_mut().joined = false;
+        let r = self.repl_mut();
+        r.joined = false;
+        // Those still there committed (a follower that failed was detached).
+        r.committed_elsewhere = !r.followers.is_empty();
     }
 
     /// Two-phase commit across the main and the followers. Outer error: the session cannot go

@@ -55,11 +55,27 @@ fn aborted_error() -> Frame {
 }
 
 impl Session {
+    /// The first error of a transaction lost while the client was between statements: on a
+    /// replicated shard retryable (40001); on one node 08006, as when the connection breaks
+    /// under a statement.
+    fn untold_error(&self) -> Frame {
+        if self.repl.is_some() {
+            retry_error()
+        } else {
+            message::error_response(
+                message::Severity::Error,
+                sqlstate::CONNECTION_FAILURE,
+                "the server connection of this transaction was lost; the transaction was rolled back",
+                Some("issue ROLLBACK, then retry the transaction"),
+            )
+        }
+    }
+
     /// The error for a statement of a lost transaction: on a replicated shard, the first one
     /// is retryable (40001), as the client has not been told yet.
     fn lost_error(&mut self) -> Frame {
         if std::mem::take(&mut self.lost_untold) {
-            retry_error()
+            self.untold_error()
         } else {
             aborted_error()
         }
@@ -76,7 +92,7 @@ impl Session {
                     // A COMMIT the client believes could still succeed: tell it the
                     // transaction is gone (a plain ROLLBACK tag reads as success to drivers).
                     let answer = if is_commit(sql) && std::mem::take(&mut self.lost_untold) {
-                        retry_error()
+                        self.untold_error()
                     } else {
                         message::command_complete("ROLLBACK")
                     };
@@ -136,7 +152,7 @@ impl Session {
                 if self.lost_batch.rollback {
                     let answer = if self.lost_batch.commit && std::mem::take(&mut self.lost_untold)
                     {
-                        retry_error()
+                        self.untold_error()
                     } else {
                         message::command_complete("ROLLBACK")
                     };

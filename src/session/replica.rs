@@ -55,6 +55,9 @@ pub struct Repl {
     pub outcomes: Vec<Outcome>,
     /// The main's last ReadyForQuery status of the unit, held back.
     pub held_ready: Option<u8>,
+    /// Ordered commit: the followers committed and the main's COMMIT is pending. If the main
+    /// is lost now, the transaction exists on the followers only: the main must be detached.
+    pub committed_elsewhere: bool,
     /// The main's outcomes of units sent to the followers whose answers are not read yet
     /// (followers run one unit behind the main inside a transaction; settled before the next
     /// unit's answer, and always before a commit).
@@ -128,6 +131,7 @@ impl Repl {
             unit: None,
             outcomes: Vec::new(),
             held_ready: None,
+            committed_elsewhere: false,
             expect: Vec::new(),
             savepoints: false,
             temp_objects: false,

@@ -137,6 +137,9 @@ impl Session {
                     self.server_fatal = true;
                     if self.repl.is_some() {
                         // Replaced by a retryable error in server_lost.
+                    } else if self.queue.is_empty() && !self.since_sync {
+                        // Nothing asked (e.g. pg_terminate_backend of a connection idle in
+                        // a transaction): the client hears of it at its next statement.
                     } else if self.mode == PoolMode::Transaction && self.pin.is_none() {
                         self.to_client
                             .put_slice(message::downgrade_to_error(f.body()).raw());
@@ -153,6 +156,10 @@ impl Session {
             be::READY_FOR_QUERY => {
                 self.pop_expected(|e| e.ends_at_ready(), "ReadyForQuery")?;
                 self.server_copy = None;
+                if let Some(r) = self.repl.as_mut() {
+                    // An ordered commit's COMMIT got its answer.
+                    r.committed_elsewhere = false;
+                }
                 self.tx_status = f.body().first().copied().unwrap_or(b'I');
                 if self.tx_status == b'I' {
                     self.statements.end_portals();
@@ -455,8 +462,24 @@ impl Session {
     pub(super) fn server_lost(&mut self, why: String) -> Result<(), SessionError> {
         warn!(reason = %why, "server connection lost");
         let replicated = self.repl.is_some();
+        let committed_elsewhere = self
+            .repl
+            .as_mut()
+            .is_some_and(|r| std::mem::take(&mut r.committed_elsewhere));
+        if committed_elsewhere {
+            // Ordered commit: the followers have the transaction, the main may not.
+            let r = self.repl.as_ref().expect("replicated");
+            let (shard, node) = (r.shard, r.node);
+            self.shared.cluster.detach(
+                shard,
+                node,
+                crate::cluster::DetachCause::CommitFailed,
+                &format!("its COMMIT failed after the other nodes committed: {why}"),
+            );
+        }
         // The server's own FATAL error went to the client already (not when replicated).
-        let answered = self.server_fatal && !replicated;
+        let answered =
+            self.server_fatal && !replicated && (self.since_sync || !self.queue.is_empty());
         // A transaction pgproxy opened around an autocommit write is not the client's.
         let implicit = self.repl.as_ref().is_some_and(|r| r.implicit);
         // A ReadyForQuery held back for the followers still owes the client an answer.
@@ -483,11 +506,18 @@ impl Session {
         self.server_copy = None;
         self.tx_status = b'I';
         self.lost_txn = in_txn;
-        self.lost_untold = replicated && in_txn && readies == 0 && !self.since_sync;
+        self.lost_untold = in_txn && readies == 0 && !self.since_sync;
         // Every request that was in flight fails: one error per ReadyForQuery the client
         // waits for (the server's own FATAL error already answered the first one), so no
         // pipelined query can look like an empty success.
-        let error = if replicated {
+        let error = if committed_elsewhere {
+            message::error_response(
+                message::Severity::Error,
+                sqlstate::CONNECTION_FAILURE,
+                &format!("the main node failed during COMMIT ({why}) after the shard's other nodes had committed: the transaction is committed there, and the main node was detached"),
+                Some("do not repeat the transaction; check it is there if in doubt"),
+            )
+        } else if replicated {
             // Retryable: drivers and pgbench --max-tries retry 40001; the next transaction
             // runs on the shard's next main if this node is down.
             message::error_response(

@@ -65,7 +65,12 @@ impl Session {
             }
         }
         self.flush_client().await?;
-        match self.shape_verdict.take() {
+        let verdict = self.shape_verdict.take();
+        if self.server.is_none() || self.server_skipping || self.skip_until_sync {
+            // The server was lost or the batch failed meanwhile: the client has its error.
+            return Ok(false);
+        }
+        match verdict {
             // Unreadable (never seen): let the server decide.
             Some(None) => Ok(true),
             Some(Some(got)) if got == expected => Ok(true),

@@ -257,24 +257,32 @@ async fn login(
     let mut reported: Vec<(String, String)> = server.startup_params.clone();
     let replay = settings::replay_sql(&client_settings, &server.settings);
     if let Some(sql) = replay {
-        match server.run_internal(&sql).await {
-            Ok(r) => {
+        match server.exchange(&sql).await {
+            Ok(r) if r.error.is_none() && r.status == b'I' => {
                 server.settings = client_settings.clone();
-                for (k, v) in r.params {
+                for (k, v) in r.result.params {
                     match reported.iter_mut().find(|(n, _)| *n == k) {
                         Some(slot) => slot.1 = v,
                         None => reported.push((k, v)),
                     }
                 }
             }
-            Err(e) => {
-                let e = refuse(
-                    sqlstate::INVALID_AUTHORIZATION,
-                    format!("invalid startup parameter: {e}"),
-                    None,
-                );
+            Ok(r) => {
+                // The node refused a setting: its SQLSTATE (22023, 42704, ...) and message.
+                let fields = r.error.as_ref().map(|e| message::error_fields(e.body()));
+                let field = |k: u8| {
+                    fields
+                        .iter()
+                        .flatten()
+                        .find(|(c, _)| *c == k)
+                        .map(|(_, v)| v.to_string())
+                };
+                let code = sqlstate::setting_error(&field(b'C').unwrap_or_default());
+                let msg = field(b'M').unwrap_or_else(|| "the node did not accept it".into());
+                let e = refuse(code, format!("invalid startup parameter: {msg}"), None);
                 return Err((client, Box::new(e)));
             }
+            Err(e) => return Err((client, Box::new(e))),
         }
     }
     let (pid, secret, slot) = shared.cancels.register();
