@@ -911,7 +911,7 @@ async fn terminated_server_connections_on_a_replicated_shard() {
 /// checks' limit (2 failures of 1 s), then SIGCONT: it is detached, the workload goes on while
 /// it is frozen, nothing acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgproxy bug: writes stay blocked on a frozen follower after health checks detached it (see repro_write_hangs_on_a_frozen_detached_replica)"]
+
 async fn a_frozen_replica_is_detached_and_the_workload_goes_on() {
     within(120, "test", async {
         let cl = ReplCluster::start(2, |c| {
@@ -1129,7 +1129,7 @@ async fn repro_unsolicited_error_after_idle_in_transaction_termination() {
 /// blocked on the frozen follower until it is resumed. Expected: answered soon after the
 /// detach (the write completes on the main alone, or fails with 40001).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgproxy bug: a write waiting on a frozen follower is not released when health checks detach it"]
+
 async fn repro_write_hangs_on_a_frozen_detached_replica() {
     within(60, "test", async {
         let cl = ReplCluster::start(2, |c| {
@@ -1194,6 +1194,45 @@ async fn autocommit_insert_dying_at_commit(
         }
     }
     (res, next, rows)
+}
+
+/// The main frozen (SIGSTOP) under a write: once health checks detach it, the write fails
+/// with 40001 (not a hang) and its retry runs on the new main.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_on_a_frozen_main_fails_over_once_it_is_detached() {
+    within(60, "test", async {
+        let cl = ReplCluster::start(2, |c| {
+            c.health("interval_ms", "200")
+                .health("timeout_ms", "1000")
+                .health("failures", "2")
+        })
+        .await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE t (id int PRIMARY KEY)").await;
+        exec(&c, "INSERT INTO t VALUES (1)").await;
+        let mut frozen = Frozen::freeze(&cl.nodes[0].data_dir());
+        let insert = tokio::spawn(async move {
+            let r = c.batch_execute("INSERT INTO t VALUES (2)").await;
+            (c, r)
+        });
+        cl.wait_log(10, "node state changed").await;
+        let answered = tokio::time::timeout(Duration::from_secs(8), insert).await;
+        let log = cl.proxy.log();
+        let Ok(joined) = answered else {
+            frozen.resume();
+            panic!("the INSERT still waits on the frozen, detached main:\n{log}");
+        };
+        let (c, first) = joined.expect("task");
+        if let Err(e) = &first {
+            assert_eq!(sqlstate(e).as_deref(), Some("40001"), "{}", describe(e));
+            exec(&c, "INSERT INTO t VALUES (2)").await;
+        }
+        assert_eq!(scalar(&c, "SELECT count(*) FROM t").await, "2");
+        frozen.resume();
+        assert_no_panic(&log);
+        assert_eq!(cl.nodes[1].scalar("SELECT count(*) FROM t").await, "2");
+    })
+    .await
 }
 
 /// Bug found by (b), minimized: the main's connection dies during the COMMIT of pgproxy's

@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_util::sync::CancellationToken;
 
 /// Largest message accepted from a node (PostgreSQL's own limit for a field is 1 GB).
 pub const MAX_SERVER_MESSAGE: usize = 1 << 30;
@@ -123,6 +124,9 @@ pub struct ConnectParams {
     pub activity: Option<Arc<AtomicU64>>,
     /// Salted passwords already computed for SCRAM logins.
     pub scram: Option<Arc<crate::protocol::scram::client::SaltedCache>>,
+    /// Replicated shards: cancelled when the node is detached; a read waiting on the node
+    /// then fails at once (a frozen node keeps its sockets open and would never answer).
+    pub detached: Option<CancellationToken>,
 }
 
 impl ConnectParams {
@@ -157,6 +161,8 @@ pub struct ServerConn {
     pub last_used: Instant,
     /// The node's activity counter (see `ConnectParams::activity`).
     activity: Option<Arc<AtomicU64>>,
+    /// See `ConnectParams::detached`.
+    detached: Option<CancellationToken>,
 }
 
 impl ServerConn {
@@ -198,6 +204,7 @@ impl ServerConn {
             created: Instant::now(),
             last_used: Instant::now(),
             activity: p.activity.clone(),
+            detached: p.detached.clone(),
         };
         conn.send_startup(p).await?;
         auth::login(&mut conn, p).await?;
@@ -269,7 +276,17 @@ impl ServerConn {
         if self.rbuf.capacity() - self.rbuf.len() < 4096 {
             self.rbuf.reserve(16 * 1024);
         }
-        match self.stream.read_buf(&mut self.rbuf).await {
+        let read = match &self.detached {
+            None => self.stream.read_buf(&mut self.rbuf).await,
+            Some(t) => tokio::select! {
+                biased;
+                r = self.stream.read_buf(&mut self.rbuf) => r,
+                _ = t.cancelled() => {
+                    return Err(BackendError::Io("the node was detached".into()))
+                }
+            },
+        };
+        match read {
             Ok(0) => Err(BackendError::Io("server closed the connection".into())),
             Ok(n) => {
                 if let Some(a) = &self.activity {

@@ -210,6 +210,8 @@ impl Cluster {
                 connect_timeout: Duration::from_millis(g.connect_timeout_ms),
                 activity: self.topology.activity(shard, node),
                 scram: Some(self.scram.clone()),
+                detached: (cfg.shards.get(shard).map_or(0, |s| s.nodes.len()) > 1)
+                    .then(|| self.topology.detached_signal(shard, node)),
             },
         }
     }

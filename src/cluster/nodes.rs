@@ -10,6 +10,7 @@
 use parking_lot::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
 use tracing::{error, info};
 
 /// A node's state.
@@ -64,6 +65,8 @@ struct NodeStatus {
     reason: Mutex<String>,
     /// Reads from the node by any server connection (see `activity`).
     activity: Arc<AtomicU64>,
+    /// Cancelled when the node is detached: work waiting on it gives up.
+    detached: CancellationToken,
 }
 
 const UP: u8 = 0;
@@ -94,6 +97,7 @@ impl Topology {
                             failures: AtomicU32::new(0),
                             reason: Mutex::new(String::new()),
                             activity: Arc::new(AtomicU64::new(0)),
+                            detached: CancellationToken::new(),
                         })
                         .collect()
                 })
@@ -122,6 +126,20 @@ impl Topology {
     /// check that times out while it moves is on a slow node, not a dead one.
     pub fn activity(&self, shard: usize, node: usize) -> Option<Arc<AtomicU64>> {
         self.status(shard, node).map(|s| s.activity.clone())
+    }
+
+    /// Cancelled when the node is detached (at once for an unknown node): a session waiting
+    /// for a node's answer also waits on this, so a node that hangs (frozen, not closed) and
+    /// is detached by health checks releases its waiters.
+    pub fn detached_signal(&self, shard: usize, node: usize) -> CancellationToken {
+        match self.status(shard, node) {
+            Some(s) => s.detached.clone(),
+            None => {
+                let t = CancellationToken::new();
+                t.cancel();
+                t
+            }
+        }
     }
 
     /// Why a node is down ("" when up).
@@ -176,6 +194,7 @@ impl Topology {
         }
         let was_main = self.main(shard) == Some(node);
         status.state.store(DOWN, Ordering::Release);
+        status.detached.cancel();
         *status.reason.lock() = format!("{}: {detail}", cause.as_str());
         self.detached_total.fetch_add(1, Ordering::Relaxed);
         if cause == DetachCause::Divergence {

@@ -261,6 +261,7 @@ pub(crate) fn connect_params(
         connect_timeout: Duration::from_millis(config.general.connect_timeout_ms),
         activity: None,
         scram: None,
+        detached: None,
     }
 }
 

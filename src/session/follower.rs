@@ -11,6 +11,7 @@ use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, be, fe, Bind, Parse, Target};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
+use tokio_util::sync::CancellationToken;
 
 /// What one statement did, as far as replication compares it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +76,8 @@ pub struct Follower {
     /// ReadyForQuery answers still to come, each with whether its outcomes are compared
     /// (client units) or must merely succeed (pgproxy's own statements).
     pending: VecDeque<bool>,
+    /// Cancelled when the node is detached: waiting for its answers stops.
+    detached: CancellationToken,
 }
 
 /// What a follower answered to its queued work.
@@ -88,10 +91,15 @@ pub struct FollowerResult {
     pub status: u8,
 }
 
+fn detached_error() -> BackendError {
+    BackendError::Io("the node was detached while pgproxy waited for its answer".into())
+}
+
 impl Follower {
     /// Wraps a checked-out connection.
-    pub fn new(shard: usize, node: usize, conn: Pooled) -> Follower {
+    pub fn new(shard: usize, node: usize, conn: Pooled, detached: CancellationToken) -> Follower {
         Follower {
+            detached,
             shard,
             node,
             conn,
@@ -266,7 +274,10 @@ impl Follower {
         }
         let out = std::mem::take(&mut self.out);
         self.sent_bytes += out.len();
-        let r = self.conn.write_all(&out).await;
+        let r = tokio::select! {
+            r = self.conn.write_all(&out) => r,
+            _ = self.detached.cancelled() => Err(detached_error()),
+        };
         self.out = out;
         self.out.clear();
         r
@@ -314,7 +325,12 @@ impl Follower {
             }
             self.conn.rbuf.advance(pos);
             if !self.pending.is_empty() {
-                self.conn.fill().await?;
+                tokio::select! {
+                    r = self.conn.fill() => {
+                        r?;
+                    }
+                    _ = self.detached.cancelled() => return Err(detached_error()),
+                }
             }
         }
         // Outcomes of a unit cut short by Flush come with a later ReadyForQuery.

@@ -524,7 +524,8 @@ impl Session {
                 f.conn.release();
             }
         }
-        let mut main = super::follower::Follower::new(shard, node, server);
+        let down = self.shared.cluster.topology.detached_signal(shard, node);
+        let mut main = super::follower::Follower::new(shard, node, server, down);
         main.parked = true;
         main.was_main = true;
         kept.push(main);
@@ -540,9 +541,11 @@ impl Session {
             .iter()
             .find(|(_, a)| a.error.is_some())
             .map(|(s, _)| *s);
+        let cluster = self.shared.cluster.clone();
         let repl = self.repl.as_mut().expect("sharded");
         for p in parts {
-            let mut f = super::follower::Follower::new(p.shard, p.node, p.conn);
+            let down = cluster.topology.detached_signal(p.shard, p.node);
+            let mut f = super::follower::Follower::new(p.shard, p.node, p.conn, down);
             f.parked = true;
             f.was_main = p.main;
             repl.followers.push(f);

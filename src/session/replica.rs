@@ -736,7 +736,8 @@ impl Session {
                             }
                             conn.settings = settings.clone();
                         }
-                        repl.followers.push(Follower::new(s, node, conn));
+                        let down = cluster.topology.detached_signal(s, node);
+                        repl.followers.push(Follower::new(s, node, conn, down));
                     }
                     Err(PoolError::Backend(e)) if e.is_connect() => {
                         cluster.detach(s, node, DetachCause::ConnectionFailed, &e.to_string());
