@@ -56,7 +56,10 @@ impl Session {
                 if p.name.is_empty() {
                     return Ok(false);
                 }
-                let stmt = self.shared.statements.intern(p.query, p.param_types);
+                let stmt =
+                    self.shared
+                        .statements
+                        .intern(p.query, p.param_types, self.search_path());
                 if !stmt.validated.load(Ordering::Relaxed) {
                     return Ok(false);
                 }
@@ -68,6 +71,12 @@ impl Session {
             }
             _ => Ok(false),
         }
+    }
+
+    /// The client's search_path as pgproxy last read it ("" before any), part of a shared
+    /// statement's identity.
+    pub(super) fn search_path(&self) -> &str {
+        self.settings.get("search_path").map_or("", String::as_str)
     }
 
     pub(super) fn next_seq(&mut self) -> u64 {
@@ -96,9 +105,22 @@ impl Session {
             self.to_server.put_slice(f.raw());
             return Ok(());
         }
-        let stmt = self.shared.statements.intern(p.query, p.param_types);
+        let stmt = self
+            .shared
+            .statements
+            .intern(p.query, p.param_types, self.search_path());
         let name = p.name.to_string();
         self.statements.define(&name, stmt.clone());
+        if self.tx_status == b'E' {
+            // A failed transaction: PostgreSQL refuses the Parse (25P02) unless the text ends
+            // the transaction. Let the server judge, on its unnamed statement (pgproxy's shared
+            // one, maybe prepared there already, stays as it is).
+            self.server().unnamed = None;
+            self.queue.push_back(Expect::Parse { stmt: None });
+            self.to_server
+                .put_slice(Parse::encode("", p.query, p.param_types).raw());
+            return Ok(());
+        }
         if self.server().prepared.contains(stmt.id) {
             self.push_synthetic(Frame::new(be::PARSE_COMPLETE, &[]));
         } else {
@@ -121,18 +143,19 @@ impl Session {
             let e = e.as_ref().clone();
             self.note_effects(&e);
         }
+        let keep_types = self.statements.is_described(client_name);
         let server = self.server.as_mut().expect("attached");
         let injected = if client_name.is_empty() {
             let fresh = server.unnamed != Some(stmt.id);
             if fresh {
                 server.unnamed = Some(stmt.id);
                 self.queue.push_back(Expect::InjectedParse { stmt: None });
-                self.to_server.put_slice(stmt.parse.raw());
+                self.to_server.put_slice(stmt.parse_again(keep_types).raw());
             }
             fresh
         } else if !server.prepared.contains(stmt.id) {
             server.prepared.insert(stmt.id);
-            self.to_server.put_slice(stmt.parse.raw());
+            self.to_server.put_slice(stmt.parse_again(keep_types).raw());
             self.queue.push_back(Expect::InjectedParse {
                 stmt: Some(stmt.clone()),
             });
@@ -193,6 +216,7 @@ impl Session {
                     .put_slice(Target::encode(fe::DESCRIBE, b'S', &name).raw()),
                 _ => self.to_server.put_slice(f.raw()),
             }
+            self.statements.mark_described(t.name);
             self.statements.get(t.name).cloned()
         } else {
             self.to_server.put_slice(f.raw());

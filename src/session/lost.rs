@@ -116,7 +116,9 @@ impl Session {
                             .statements
                             .unnamed(Frame::from_raw(Bytes::copy_from_slice(f.raw())), p.query)
                     } else {
-                        self.shared.statements.intern(p.query, p.param_types)
+                        self.shared
+                            .statements
+                            .intern(p.query, p.param_types, self.search_path())
                     };
                     self.statements.define(p.name, stmt);
                     self.lost_reply(Frame::new(be::PARSE_COMPLETE, &[]));

@@ -235,6 +235,12 @@ impl Session {
                     self.to_client.put_slice(f.raw());
                 }
             }
+            be::PARAMETER_DESCRIPTION => {
+                if let Some(Expect::Describe { stmt: Some(s) }) = self.queue.front() {
+                    s.record_param_types(f.body());
+                }
+                self.to_client.put_slice(f.raw());
+            }
             be::COPY_IN_RESPONSE => {
                 self.on_copy_in_response();
                 self.to_client.put_slice(f.raw());
@@ -258,6 +264,15 @@ impl Session {
     /// transaction prepares again, and a failed DEALLOCATE ALL changes nothing.
     fn on_command_complete(&mut self, body: &[u8]) {
         let tag = body.strip_suffix(&[0]).unwrap_or(body);
+        // (Not on replicated shards: the main answers before the followers ran the change, and
+        // a statement made afresh in between would be prepared on a follower before it.)
+        if self.repl.is_none()
+            && (tag.starts_with(b"ALTER ")
+                || tag.starts_with(b"CREATE ")
+                || tag.starts_with(b"DROP "))
+        {
+            self.shared.statements.schema_changed();
+        }
         if tag == b"DEALLOCATE ALL" || tag == b"DISCARD ALL" {
             self.statements.clear();
             if let Some(s) = self.server.as_mut() {

@@ -189,7 +189,10 @@ impl Session {
         out.put_slice(message::sync().raw());
         if let Some((name, query, types)) = &shape.parse {
             if !name.is_empty() {
-                let stmt = self.shared.statements.intern(query, types);
+                let stmt = self
+                    .shared
+                    .statements
+                    .intern(query, types, self.search_path());
                 self.statements.define(name, stmt);
             }
         }

@@ -40,6 +40,15 @@ pub struct Statement {
     pub shape: OnceLock<ResultShape>,
     /// Its text might start a COPY FROM STDIN.
     pub may_copy_in: bool,
+    /// The search_path it was prepared under (part of its identity).
+    pub search_path: Arc<str>,
+    /// The schema epoch it was made in (see `StatementCache::schema_changed`).
+    pub epoch: u64,
+    /// The parameter types a client was told (ParameterDescription body), when the client's
+    /// Parse left some unspecified: prepared again elsewhere, the statement keeps them, as
+    /// PostgreSQL's does (after an ALTER, the node would infer others, and the client's
+    /// binary parameters would no longer fit).
+    pub param_types: OnceLock<Bytes>,
 }
 
 impl Statement {
@@ -62,6 +71,38 @@ impl Statement {
             det_plan: Mutex::new(None),
             shape: OnceLock::new(),
             may_copy_in: crate::router::keywords::may_copy_in(query),
+            search_path: Arc::from(""),
+            epoch: 0,
+            param_types: OnceLock::new(),
+        }
+    }
+
+    /// The Parse to prepare it on another server connection: with the parameter types the
+    /// client was told, when recorded and `keep_types` (the client holds them).
+    pub fn parse_again(&self, keep_types: bool) -> Frame {
+        match self.param_types.get() {
+            Some(types) if keep_types => Parse::encode(&self.server_name, self.query(), types),
+            _ => self.parse.clone(),
+        }
+    }
+
+    /// Records the parameter types of a ParameterDescription, if the client's Parse left some
+    /// unspecified and every type is built in (user-defined type OIDs differ between nodes).
+    pub fn record_param_types(&self, description: &[u8]) {
+        if self.param_types.get().is_some() {
+            return;
+        }
+        let Some(p) = Parse::parse(self.parse.body()) else {
+            return;
+        };
+        let given = p.param_types.get(2..).unwrap_or(&[]);
+        let unspecified = given.chunks(4).any(|c| c == [0, 0, 0, 0]) || p.param_types.len() <= 2;
+        let oids = description.get(2..).unwrap_or(&[]);
+        let built_in = oids
+            .chunks(4)
+            .all(|c| c.len() == 4 && u32::from_be_bytes([c[0], c[1], c[2], c[3]]) < 16384);
+        if unspecified && built_in && oids.len() >= given.len() {
+            let _ = self.param_types.set(Bytes::copy_from_slice(description));
         }
     }
 
@@ -71,8 +112,10 @@ impl Statement {
     }
 }
 
-/// Query text and parameter type bytes.
-type StatementKey = (Arc<str>, Bytes);
+/// Query text, parameter type bytes and the search_path it was prepared under (PostgreSQL
+/// resolves the text's names with it: the same text under another search_path is another
+/// statement).
+type StatementKey = (Arc<str>, Bytes, Arc<str>);
 
 /// All statements known to this process. Entries are few compared to executions; they stay
 /// until restart (bounded by `MAX_ENTRIES`, beyond which new statements get fresh ids and are
@@ -81,22 +124,34 @@ type StatementKey = (Arc<str>, Bytes);
 pub struct StatementCache {
     map: Mutex<HashMap<StatementKey, Arc<Statement>>>,
     next: std::sync::atomic::AtomicU64,
+    /// Bumped when a schema change ran through pgproxy: a Parse after it makes a new shared
+    /// statement, so that the node infers its types afresh (as PostgreSQL does for a new
+    /// prepared statement), while the clients of the old one keep theirs.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 const MAX_ENTRIES: usize = 100_000;
 
 impl StatementCache {
-    /// The shared statement for this text and parameter types.
-    pub fn intern(&self, query: &str, param_types: &[u8]) -> Arc<Statement> {
+    /// The shared statement for this text and parameter types under this search_path.
+    pub fn intern(&self, query: &str, param_types: &[u8], search_path: &str) -> Arc<Statement> {
         let mut map = self.map.lock();
-        let key: (Arc<str>, Bytes) = (Arc::from(query), Bytes::copy_from_slice(param_types));
-        if let Some(s) = map.get(&key) {
+        let key: StatementKey = (
+            Arc::from(query),
+            Bytes::copy_from_slice(param_types),
+            Arc::from(search_path),
+        );
+        let epoch = self.epoch.load(std::sync::atomic::Ordering::Acquire);
+        if let Some(s) = map.get(&key).filter(|s| s.epoch == epoch) {
             return s.clone();
         }
         let id = self.next_id();
         let server_name = format!("pgproxy_{id}");
         let parse = Parse::encode(&server_name, query, param_types);
-        let stmt = Arc::new(Statement::new(id, server_name, parse, query));
+        let mut stmt = Statement::new(id, server_name, parse, query);
+        stmt.search_path = key.2.clone();
+        stmt.epoch = epoch;
+        let stmt = Arc::new(stmt);
         if map.len() < MAX_ENTRIES {
             map.insert(key, stmt.clone());
         }
@@ -112,12 +167,21 @@ impl StatementCache {
         self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
 
+    /// A schema change ran (a CREATE, ALTER or DROP completed).
+    pub fn schema_changed(&self) {
+        self.epoch.fetch_add(1, std::sync::atomic::Ordering::AcqRel);
+    }
+
     /// Forgets a statement (its plan went stale), so the next Parse of its text makes a new one.
     pub fn evict(&self, stmt: &Statement) {
         let Some(p) = Parse::parse(stmt.parse.body()) else {
             return;
         };
-        let key: StatementKey = (Arc::from(p.query), Bytes::copy_from_slice(p.param_types));
+        let key: StatementKey = (
+            Arc::from(p.query),
+            Bytes::copy_from_slice(p.param_types),
+            stmt.search_path.clone(),
+        );
         let mut map = self.map.lock();
         if map.get(&key).is_some_and(|s| s.id == stmt.id) {
             map.remove(&key);
@@ -146,11 +210,16 @@ pub struct ClientStatements {
     portals: HashMap<String, Arc<Statement>>,
     /// The statement behind the unnamed portal.
     unnamed_portal: Option<Arc<Statement>>,
+    /// Names the client described since it (re)defined them: it holds their parameter types.
+    described: std::collections::HashSet<String>,
 }
 
 impl ClientStatements {
     /// Binds a client name to a statement (the unnamed one for "").
     pub fn define(&mut self, name: &str, stmt: Arc<Statement>) {
+        if !self.described.is_empty() {
+            self.described.remove(name);
+        }
         if name.is_empty() {
             self.unnamed = Some(stmt);
         } else {
@@ -167,8 +236,22 @@ impl ClientStatements {
         }
     }
 
+    /// The client described the statement behind `name`.
+    pub fn mark_described(&mut self, name: &str) {
+        if !self.described.contains(name) {
+            self.described.insert(name.to_string());
+        }
+    }
+
+    /// The client was told the parameter types of the statement behind `name`: prepared again
+    /// elsewhere, it must keep them.
+    pub fn is_described(&self, name: &str) -> bool {
+        self.described.contains(name)
+    }
+
     /// Forgets a client name.
     pub fn close(&mut self, name: &str) {
+        self.described.remove(name);
         if name.is_empty() {
             self.unnamed = None;
         } else {
@@ -178,6 +261,7 @@ impl ClientStatements {
 
     /// Forgets every name (DISCARD ALL / DEALLOCATE ALL).
     pub fn clear(&mut self) {
+        self.described.clear();
         self.named.clear();
         self.unnamed = None;
     }
@@ -224,9 +308,15 @@ mod tests {
     #[test]
     fn same_text_and_types_share_one_statement() {
         let c = StatementCache::default();
-        let a = c.intern("select $1", &[0, 1, 0, 0, 0, 23]);
-        let b = c.intern("select $1", &[0, 1, 0, 0, 0, 23]);
-        let d = c.intern("select $1", &[0, 0]);
+        let a = c.intern("select $1", &[0, 1, 0, 0, 0, 23], "");
+        let b = c.intern("select $1", &[0, 1, 0, 0, 0, 23], "");
+        let d = c.intern("select $1", &[0, 0], "");
+        let e = c.intern("select $1", &[0, 1, 0, 0, 0, 23], "s2, public");
+        assert_ne!(a.id, e.id, "another search_path: another statement");
+        c.schema_changed();
+        let f = c.intern("select $1", &[0, 1, 0, 0, 0, 23], "");
+        assert_ne!(a.id, f.id, "after a schema change: a new statement");
+        assert_eq!(f.id, c.intern("select $1", &[0, 1, 0, 0, 0, 23], "").id);
         assert_eq!(a.id, b.id);
         assert_ne!(a.id, d.id);
         assert_eq!(
@@ -240,12 +330,12 @@ mod tests {
         let c = StatementCache::default();
         let mut x = ClientStatements::default();
         let mut y = ClientStatements::default();
-        x.define("s", c.intern("select 1", &[0, 0]));
-        y.define("s", c.intern("select 2", &[0, 0]));
+        x.define("s", c.intern("select 1", &[0, 0], ""));
+        y.define("s", c.intern("select 2", &[0, 0], ""));
         assert_eq!(x.get("s").expect("defined").query(), "select 1");
         assert_eq!(y.get("s").expect("defined").query(), "select 2");
-        assert!(c.intern("set x = 1", &[0, 0]).effects.is_some());
-        assert!(c.intern("select 1", &[0, 0]).effects.is_none());
+        assert!(c.intern("set x = 1", &[0, 0], "").effects.is_some());
+        assert!(c.intern("select 1", &[0, 0], "").effects.is_none());
         x.close("s");
         assert!(x.get("s").is_none());
     }
