@@ -39,6 +39,10 @@ pub struct Session {
     /// A RESET ALL / DISCARD ALL ran: settings are back to the node's defaults, and the
     /// client's startup settings must be applied again (PostgreSQL keeps them as session defaults).
     pub(super) reset_pending: bool,
+    /// A RESET ALL / DISCARD ALL was sent; `reset_ran`: the server ran it, in a transaction
+    /// not yet over.
+    pub(super) reset_sent: bool,
+    pub(super) reset_ran: bool,
     pub(super) pid: i32,
     pub(super) cancel: Arc<CancelSlot>,
     pub(super) statements: ClientStatements,
@@ -114,6 +118,8 @@ impl Session {
             settings,
             dirty: BTreeSet::new(),
             reset_pending: false,
+            reset_sent: false,
+            reset_ran: false,
             pid,
             cancel,
             statements: ClientStatements::default(),
@@ -430,7 +436,9 @@ impl Session {
             self.check_unpin = true;
         }
         if e.restores_startup {
-            self.reset_pending = true;
+            // Applied once the server confirms it and its transaction ends well (a RESET ALL
+            // rolled back changes nothing): see `track_reset`.
+            self.reset_sent = true;
         }
         if self.mode == PoolMode::Transaction || self.repl.is_some() {
             self.dirty

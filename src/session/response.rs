@@ -151,6 +151,10 @@ impl Session {
                 }
                 // An error ends copy-in mode too.
                 self.server_copy = None;
+                if self.tx_status == b'I' {
+                    // An implicit transaction: everything it ran is undone.
+                    self.reset_ran = false;
+                }
                 self.on_error(f.body());
             }
             be::READY_FOR_QUERY => {
@@ -162,6 +166,10 @@ impl Session {
                 }
                 self.tx_status = f.body().first().copied().unwrap_or(b'I');
                 if self.tx_status == b'I' {
+                    if std::mem::take(&mut self.reset_ran) {
+                        self.reset_pending = true;
+                    }
+                    self.reset_sent = false;
                     self.statements.end_portals();
                     self.shared
                         .stats
@@ -264,6 +272,12 @@ impl Session {
     /// transaction prepares again, and a failed DEALLOCATE ALL changes nothing.
     fn on_command_complete(&mut self, body: &[u8]) {
         let tag = body.strip_suffix(&[0]).unwrap_or(body);
+        if self.reset_sent && (tag == b"RESET" || tag == b"DISCARD ALL") {
+            self.reset_ran = true;
+        } else if tag == b"ROLLBACK" {
+            // (Also ROLLBACK TO SAVEPOINT, and COMMIT of a failed transaction.)
+            self.reset_ran = false;
+        }
         // (Not on replicated shards: the main answers before the followers ran the change, and
         // a statement made afresh in between would be prepared on a follower before it.)
         if self.repl.is_none()
