@@ -74,9 +74,10 @@ const AVOID_REPLICATED_SETVAL_IN_MULTI: bool = true;
 /// Known pgproxy bug (`replicated_repeatable_read_snapshot_starts_at_the_first_statement`): no
 /// REPEATABLE READ on the replicated shard.
 const AVOID_REPLICATED_REPEATABLE_READ: bool = true;
-/// Known pgproxy bug (`replicated_deallocate_all_with_followers_attached`): on the replicated
-/// shard, no DISCARD ALL / DEALLOCATE ALL by a client pinned by a temp table.
-const AVOID_REPLICATED_DEALLOCATE_WITH_FOLLOWERS: bool = true;
+/// Was a pgproxy bug (`replicated_deallocate_all_with_followers_attached`), fixed: set to true
+/// to leave out DISCARD ALL / DEALLOCATE ALL by a client pinned by a temp table on the
+/// replicated shard.
+const AVOID_REPLICATED_DEALLOCATE_WITH_FOLLOWERS: bool = false;
 /// RESET ALL only as a Query of its own, outside transactions. `rolled_back_reset_all_keeps_the
 /// _settings` is fixed; still a gap (seed 4, 500 steps): statements after a RESET ALL in the
 /// same Query or transaction see the node's defaults, not the client's startup settings, until
@@ -1902,7 +1903,7 @@ async fn replicated_insert_into_a_table_created_in_the_same_query() {
 /// \"pgproxy_N\" does not exist" from the follower, which pgproxy takes for a disagreement and
 /// quarantines the node (a load-balanced read landing there fails with that 26000 instead).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgproxy bug: DEALLOCATE/DISCARD ALL on a follower leaves stale statement bookkeeping (26000, node quarantined)"]
+
 async fn replicated_deallocate_all_with_followers_attached() {
     let (reference, cluster) = tokio::join!(
         PgNode::start(),

@@ -292,6 +292,12 @@ impl Session {
             if let Some(s) = self.server.as_mut() {
                 s.forget_statements();
             }
+            // The followers in the transaction run it too (after the main).
+            if let Some(r) = self.repl.as_mut() {
+                for f in r.followers.iter_mut().filter(|f| !f.parked) {
+                    f.conn.forget_statements();
+                }
+            }
         }
     }
 
