@@ -64,9 +64,9 @@ const AVOID_PARSE_IN_FAILED_TX: bool = false;
 /// shared between clients or preparations (always kept apart on the replicated shard, where
 /// seed 23 quarantined a follower; not minimized yet).
 const AVOID_SHARING_ACROSS_SEARCH_PATHS: bool = false;
-/// Known pgproxy bug (`replicated_unnamed_insert_after_another_unnamed_statement`): on the
-/// replicated shard, no unnamed INSERT that needs a serial value.
-const AVOID_REPLICATED_UNNAMED_WITH_VALUES: bool = true;
+/// Was a pgproxy bug (`replicated_unnamed_insert_after_another_unnamed_statement`), fixed: set
+/// to true to leave out unnamed INSERTs that need a serial value on the replicated shard.
+const AVOID_REPLICATED_UNNAMED_WITH_VALUES: bool = false;
 /// Known pgproxy bug (`replicated_nextval_after_setval_in_one_query`): on the replicated shard,
 /// setval only as a Query of its own, nextval (or an INSERT filling a serial) only as the first
 /// statement of a Query.
@@ -1762,7 +1762,7 @@ async fn same_text_under_another_search_path_is_another_statement() {
 /// type text"): the parameters are typed as the previous unnamed statement's were. Without the
 /// earlier unnamed statement, or without a column default to fill in, it works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgproxy bug: replicated unnamed INSERT needing a serial value takes the previous unnamed statement's parameter types (42804)"]
+
 async fn replicated_unnamed_insert_after_another_unnamed_statement() {
     let (reference, cluster) = tokio::join!(PgNode::start(), ReplCluster::start(2, |c| c));
     for (side, port) in [

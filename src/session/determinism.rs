@@ -61,6 +61,22 @@ pub(super) enum Made {
     Lost,
 }
 
+/// The parameter types of the last Parse of statement `name` among `frames`, if any.
+fn parse_in_unit(frames: &[u8], name: &str) -> Option<Bytes> {
+    let mut found = None;
+    let mut pos = 0;
+    while let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) {
+        let f = FrameRef::new(&frames[pos..pos + n]);
+        if f.tag() == fe::PARSE {
+            if let Some(p) = Parse::parse(f.body()).filter(|p| p.name == name) {
+                found = Some(Bytes::copy_from_slice(p.param_types));
+            }
+        }
+        pos += n;
+    }
+    found
+}
+
 /// Runs a query on the main inside whatever transaction is open and returns its text rows,
 /// or the error message PostgreSQL gave (`Ok(Err)`); `Err` when the connection failed.
 async fn rows(
@@ -211,11 +227,14 @@ impl Session {
             if f.tag() == fe::QUERY {
                 out.put_slice(message::query(&text).raw());
             } else if let Some(b) = Bind::parse(f.body()) {
-                let types = self
-                    .statements
-                    .get(b.statement)
-                    .and_then(|s| {
-                        Parse::parse(s.parse.body()).map(|p| Bytes::copy_from_slice(p.param_types))
+                // The statement's parameter types: from its Parse earlier in this unit (not
+                // processed yet, so not in the client's statements), else as known.
+                let types = parse_in_unit(&frames[..*at], b.statement)
+                    .or_else(|| {
+                        self.statements.get(b.statement).and_then(|s| {
+                            Parse::parse(s.parse.body())
+                                .map(|p| Bytes::copy_from_slice(p.param_types))
+                        })
                     })
                     .unwrap_or_else(|| Bytes::from_static(&[0, 0]));
                 own.push(out.len());
