@@ -220,10 +220,19 @@ async fn slow_health_checks_on_nodes_that_answer_traffic_detach_nothing() {
             cl.proxy.rewrite_config_raw(&text);
             cl.proxy.signal(libc::SIGHUP);
         };
+        // A check on an open connection can answer within 1 ms on an idle machine: end the
+        // health checks' connections (their last query is `SELECT 1`), so that every check
+        // has to log in again, which takes longer than 1 ms.
+        let kill_checks = "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                           WHERE query = 'SELECT 1' AND pid <> pg_backend_pid()";
         let reloads = async {
             tokio::time::sleep(Duration::from_millis(500)).await;
             set_timeout("1");
-            tokio::time::sleep(Duration::from_millis(2500)).await;
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            for node in &cl.nodes {
+                node.scalar(kill_checks).await;
+            }
+            tokio::time::sleep(Duration::from_millis(2300)).await;
             set_timeout("2000");
         };
         let (done, ()) = tokio::join!(join_all(work), reloads);
