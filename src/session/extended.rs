@@ -111,10 +111,14 @@ impl Session {
             .intern(p.query, p.param_types, self.search_path());
         let name = p.name.to_string();
         self.statements.define(&name, stmt.clone());
-        if self.tx_status == b'E' {
-            // A failed transaction: PostgreSQL refuses the Parse (25P02) unless the text ends
-            // the transaction. Let the server judge, on its unnamed statement (pgproxy's shared
-            // one, maybe prepared there already, stays as it is).
+        // In a failed transaction PostgreSQL refuses the Parse (25P02) unless the text ends the
+        // transaction; inside a transaction with requests still in flight, one of them may be
+        // failing it right now (a client may send the next request as soon as it reads an
+        // ErrorResponse, before its ReadyForQuery). Let the server judge, on its unnamed
+        // statement (pgproxy's shared one, maybe prepared there already, stays as it is).
+        let may_be_failed =
+            self.tx_status == b'E' || (self.tx_status == b'T' && !self.queue.is_empty());
+        if may_be_failed {
             self.server().unnamed = None;
             self.queue.push_back(Expect::Parse { stmt: None });
             self.to_server
