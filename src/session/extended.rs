@@ -179,15 +179,20 @@ impl Session {
     /// closed here is prepared again when next needed.
     fn enforce_prepared_cap(&mut self, just_added: u64) {
         let cap = self.pool.settings_ref().max_prepared;
-        let server = self.server.as_mut().expect("attached");
-        while cap > 0 && server.prepared.len() > cap {
-            let Some(id) = server.prepared.pop_least_recent(just_added) else {
+        while cap > 0 && self.server().prepared.len() > cap {
+            let Some(id) = self.server().prepared.pop_least_recent(just_added) else {
                 break;
             };
-            let close = Target::encode(fe::CLOSE, b'S', &format!("pgproxy_{id}"));
-            self.to_server.put_slice(close.raw());
-            self.queue.push_back(Expect::InjectedClose { id });
+            self.queue_close(id);
         }
+    }
+
+    /// Closes shared statement `id` on the attached server (already out of its prepared set);
+    /// its CloseComplete is dropped.
+    pub(super) fn queue_close(&mut self, id: u64) {
+        let close = Target::encode(fe::CLOSE, b'S', &format!("pgproxy_{id}"));
+        self.to_server.put_slice(close.raw());
+        self.queue.push_back(Expect::InjectedClose { id });
     }
 
     pub(super) async fn on_bind(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {

@@ -374,12 +374,9 @@ impl Session {
         match tag {
             fe::QUERY | fe::FUNCTION_CALL => {
                 let seq = self.next_seq();
-                if tag == fe::QUERY
-                    && message::query_text(f.body())
-                        .is_some_and(crate::router::keywords::may_copy_in)
-                {
-                    self.copy_risk = Some(seq);
-                }
+                // Any simple Query may hold a COPY FROM STDIN (not worth scanning its text on
+                // this path: it only keeps a later shape check from running in the same batch).
+                self.copy_risk = Some(seq);
                 self.queue.push_back(Expect::Query { seq });
                 self.to_server.put_slice(f.raw());
             }

@@ -76,6 +76,11 @@ impl Session {
         result
     }
 
+    /// The client is waiting for no answer: nothing in flight, no batch begun.
+    fn nothing_asked(&self) -> bool {
+        self.queue.is_empty() && !self.since_sync
+    }
+
     /// Answers to a query pgproxy sent itself are dropped up to its ReadyForQuery.
     fn on_injected_reply(&mut self, f: FrameRef<'_>) {
         match f.tag() {
@@ -137,7 +142,7 @@ impl Session {
                     self.server_fatal = true;
                     if self.repl.is_some() {
                         // Replaced by a retryable error in server_lost.
-                    } else if self.queue.is_empty() && !self.since_sync {
+                    } else if self.nothing_asked() {
                         // Nothing asked (e.g. pg_terminate_backend of a connection idle in
                         // a transaction): the client hears of it at its next statement.
                     } else if self.mode == PoolMode::Transaction && self.pin.is_none() {
@@ -513,8 +518,7 @@ impl Session {
             );
         }
         // The server's own FATAL error went to the client already (not when replicated).
-        let answered =
-            self.server_fatal && !replicated && (self.since_sync || !self.queue.is_empty());
+        let answered = self.server_fatal && !replicated && !self.nothing_asked();
         // A transaction pgproxy opened around an autocommit write is not the client's.
         let implicit = self.repl.as_ref().is_some_and(|r| r.implicit);
         // A ReadyForQuery held back for the followers still owes the client an answer.

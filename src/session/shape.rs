@@ -83,7 +83,9 @@ impl Session {
                 );
                 self.shared.statements.evict(stmt);
                 if !stmt.server_name.is_empty() {
-                    self.close_on_server(stmt.id);
+                    // The new plan must not serve the statement's other clients either.
+                    self.server().prepared.remove(stmt.id);
+                    self.queue_close(stmt.id);
                 }
                 self.since_sync = true;
                 self.to_server
@@ -106,17 +108,6 @@ impl Session {
         self.queue
             .iter()
             .any(|e| matches!(e, Expect::Execute { seq } | Expect::Query { seq } if *seq == w))
-    }
-
-    /// Closes a shared statement on the attached server (its CloseComplete is dropped).
-    fn close_on_server(&mut self, id: u64) {
-        let Some(server) = self.server.as_mut() else {
-            return;
-        };
-        server.prepared.remove(id);
-        let close = Target::encode(fe::CLOSE, b'S', &format!("pgproxy_{id}"));
-        self.to_server.put_slice(close.raw());
-        self.queue.push_back(Expect::InjectedClose { id });
     }
 
     /// A server message while a shape check heads the queue. Returns false if it is not part

@@ -8,6 +8,7 @@
 //! a test, not hang it).
 #![allow(dead_code)]
 
+pub mod binary;
 mod client;
 pub mod cluster;
 mod config;
