@@ -11,6 +11,8 @@
 #   pgproxy-1       pgproxy, shard of node1                      127.0.0.1:7441
 #   pgproxy-2       pgproxy, shard of node1+node2 (2PC commit)   127.0.0.1:7442
 #   pgproxy-3       pgproxy, shard of node1..node3               127.0.0.1:7443
+#   pgproxy-2o      pgproxy, node1+node2, commit = "ordered"     127.0.0.1:7444
+#                   (the same commit guarantee as pgpool-II's native replication)
 #   pgpool-repl     pgpool-II native_replication on node1+node2  127.0.0.1:9998 (if pgpool2 is installed)
 # Every node gets max_prepared_transactions = 100 (two-phase commit needs it; restarts a node
 # once if it was 0). peers.sh initialises pgbench data on every node directly and, before every
@@ -53,7 +55,7 @@ BIN=$(cargo_target_dir)/release/pgproxy
 
 cleanup() {
   if [ "$KEEP" = 1 ]; then log "KEEP=1: leaving everything running"; return 0; fi
-  for n in 1 2 3; do pgproxy_stop "$DIR/p$n" >/dev/null 2>&1 || true; done
+  for n in 1 2 3 2o; do pgproxy_stop "$DIR/p$n" >/dev/null 2>&1 || true; done
   bash "$SHARED/proxies.sh" stop >/dev/null 2>&1 || true
   bash "$SHARED/pgcluster.sh" stop 3 >/dev/null 2>&1 || true
 }
@@ -75,9 +77,11 @@ bash "$SHARED/proxies.sh" start pgbouncer
 bench_pgproxy_up "$BIN" "$DIR/p1" 7441 55433
 bench_pgproxy_up "$BIN" "$DIR/p2" 7442 55433,55434
 bench_pgproxy_up "$BIN" "$DIR/p3" 7443 55433,55434,55435
+bench_pgproxy_up "$BIN" "$DIR/p2o" 7444 55433,55434 20000 ordered
 
 TARGETS=("direct=127.0.0.1:55433/bench" "pgbouncer-tx=127.0.0.1:6432/bench_tx:noprepared"
-  "pgproxy-1=127.0.0.1:7441/bench" "pgproxy-2=127.0.0.1:7442/bench" "pgproxy-3=127.0.0.1:7443/bench")
+  "pgproxy-1=127.0.0.1:7441/bench" "pgproxy-2=127.0.0.1:7442/bench" "pgproxy-3=127.0.0.1:7443/bench"
+  "pgproxy-2o=127.0.0.1:7444/bench")
 [ "$USE_PGPOOL" = 1 ] && TARGETS+=("pgpool-repl=127.0.0.1:9998/bench")
 TARGETS+=("$@")
 
@@ -118,6 +122,8 @@ def ratio(a, b):
 print()
 print(f"pgproxy-2 / pgpool-repl TPS: {ratio('pgproxy-2', 'pgpool-repl')}  (target >= 1.5)")
 print(f"pgproxy-2 / pgproxy-1 TPS:   {ratio('pgproxy-2', 'pgproxy-1')}  (target >= 0.6)")
+print(f"pgproxy-2o / pgpool-repl TPS: {ratio('pgproxy-2o', 'pgpool-repl')}  (ordered commit, as pgpool-II)")
+print(f"pgproxy-2o / pgproxy-1 TPS:  {ratio('pgproxy-2o', 'pgproxy-1')}")
 print(f"pgproxy-3 / pgproxy-1 TPS:   {ratio('pgproxy-3', 'pgproxy-1')}")
 print(f"pgproxy-1 / direct TPS:      {ratio('pgproxy-1', 'direct')}")
 PY

@@ -241,13 +241,14 @@ pgproxy_stop() {
 
 # ------------------------------------------------------------------ benchmarks
 
-# bench_pgproxy_up BIN DIR PORT NODE_PORT[,NODE_PORT...] [MAX_CLIENT_CONN] : (re)starts pgproxy
+# bench_pgproxy_up BIN DIR PORT NODE_PORT[,NODE_PORT...] [MAX_CLIENT_CONN] [COMMIT] : (re)starts pgproxy
 # for the benchmarks in front of ../shared/bench's node(s) (db bench, OS/db user postgres with
 # trust auth there; several ports = one replicated shard), listening on 127.0.0.1:PORT,
 # transaction pooling with a pool of 20 like PgBouncer's bench_tx; config DIR/pgproxy.toml,
-# log DIR/pgproxy.log, decision log DIR/decisions.log. Logs at RUST_LOG (warn).
+# log DIR/pgproxy.log, decision log DIR/decisions.log, replication.commit COMMIT (2pc). Logs at
+# RUST_LOG (warn).
 bench_pgproxy_up() {
-  local bin=$1 dir=$2 port=$3 node_ports=$4 max_clients=${5:-20000}
+  local bin=$1 dir=$2 port=$3 node_ports=$4 max_clients=${5:-20000} commit=${6:-2pc}
   local node_port=${node_ports%%,*}
   mkdir -p "$dir"
   pgproxy_stop "$dir" >/dev/null      # a leftover from an earlier run
@@ -275,6 +276,7 @@ name = "s0"
 
 [replication]
 decision_log = "$dir/decisions.log"
+commit = "$commit"
 EOT
   local np
   for np in ${node_ports//,/ }; do

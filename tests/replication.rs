@@ -467,3 +467,82 @@ async fn ordered_commit_lands_identically() {
     })
     .await
 }
+
+/// Simple-protocol writes that differ only in their numbers share one plan (a template):
+/// each still stores its own numbers, numbers that are not values (a precision, a type
+/// modifier) keep their meaning, and a plan made before DDL is not used after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_sharing_a_plan_keep_their_own_numbers_and_follow_ddl() {
+    within(90, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(
+            &c,
+            "CREATE TABLE tp (id int PRIMARY KEY, v numeric, at timestamptz DEFAULT now(), \
+             p timestamptz, r float8)",
+        )
+        .await;
+        for i in 1..=20 {
+            let v = if i % 2 == 0 { format!("{i}.5") } else { format!("-{i}e1") };
+            let sql = format!(
+                "INSERT INTO tp (id, v, p) VALUES ({i}, {v} * 2, CURRENT_TIMESTAMP(0) + {i} * interval '1 s')"
+            );
+            exec(&c, &sql).await;
+        }
+        exec(&c, "UPDATE tp SET v = v + 1 WHERE id IN (3, 4)").await;
+        exec(&c, "UPDATE tp SET v = v + 100 WHERE id IN (5, 6)").await;
+        // The same template after a default became random(): the plan must include it.
+        exec(&c, "ALTER TABLE tp ALTER COLUMN r SET DEFAULT random()").await;
+        for i in 21..=25 {
+            let sql = format!(
+                "INSERT INTO tp (id, v, p) VALUES ({i}, {i} * 2, CURRENT_TIMESTAMP(0) + {i} * interval '1 s')"
+            );
+            exec(&c, &sql).await;
+        }
+        let want = [
+            (1, "-20"),
+            (2, "5.0"),
+            (3, "-59"),
+            (4, "10.0"),
+            (5, "0"),
+            (6, "113.0"),
+            (21, "42"),
+        ];
+        for node in &cl.nodes {
+            for (id, v) in want {
+                let got = node
+                    .scalar(&format!("SELECT v::text FROM tp WHERE id = {id}"))
+                    .await;
+                assert_eq!(got, v, "node {} id {id}", node.port());
+            }
+            // CURRENT_TIMESTAMP(0) kept its precision: whole seconds.
+            let frac = "SELECT count(*) FROM tp WHERE p <> date_trunc('second', p)";
+            assert_eq!(node.scalar(frac).await, "0", "node {}", node.port());
+            let rs = "SELECT count(*) FROM tp WHERE r IS NOT NULL";
+            assert_eq!(node.scalar(rs).await, "5", "node {}", node.port());
+        }
+        // A template's text can be a real statement's text: their plans differ.
+        exec(&c, "CREATE TABLE tq (id int, n int, at timestamptz DEFAULT now())").await;
+        exec(&c, "INSERT INTO tq (id, n) VALUES (1, 2)").await;
+        // (An unnamed statement, as pgbench -M extended and most drivers send.)
+        let mut raw = RawConn::login_password(cl.port(), "app", "secret", "app").await;
+        let mut unit = wire::parse("", "INSERT INTO tq (id, n) VALUES ($1, $2)");
+        unit.extend(wire::bind("", "", &[Some("3"), Some("4")]));
+        unit.extend(wire::execute("", 0));
+        unit.extend(wire::sync());
+        raw.send(&unit).await.expect("send");
+        let msgs = raw.until_ready().await;
+        assert!(
+            msgs.iter().any(|m| m.tag == b'C') && !msgs.iter().any(|m| m.tag == b'E'),
+            "{msgs:?}"
+        );
+        exec(&c, "INSERT INTO tq (id, n) VALUES (5, 6)").await;
+        for node in &cl.nodes {
+            let rows = "SELECT string_agg(id || ':' || n, ',' ORDER BY id) FROM tq WHERE at IS NOT NULL";
+            assert_eq!(node.scalar(rows).await, "1:2,3:4,5:6", "node {}", node.port());
+        }
+        cl.assert_identical(&["tp", "tq"]).await;
+        cl.assert_verify_ok().await;
+    })
+    .await
+}

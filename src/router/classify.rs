@@ -150,8 +150,37 @@ fn fast_kind(sql: &str) -> Option<Kind> {
     if tricky {
         return None;
     }
-    let first = body.split_ascii_whitespace().next()?;
+    let mut words = body.split_ascii_whitespace();
+    let first = words.next()?;
     let is = |w: &str| first.eq_ignore_ascii_case(w);
+    // BEGIN, COMMIT, END, ROLLBACK, ABORT, optionally with TRANSACTION / WORK, and START
+    // TRANSACTION: transaction control without modes.
+    let control = if is("begin") {
+        Some(Kind::Begin)
+    } else if is("commit") || is("end") {
+        Some(Kind::Commit)
+    } else if is("rollback") || is("abort") {
+        Some(Kind::Rollback)
+    } else {
+        None
+    };
+    if let Some(kind) = control {
+        let rest: Vec<&str> = words.collect();
+        let noise =
+            |w: &str| w.eq_ignore_ascii_case("transaction") || w.eq_ignore_ascii_case("work");
+        return match rest.as_slice() {
+            [] => Some(kind),
+            [w] if noise(w) => Some(kind),
+            _ => None,
+        };
+    }
+    if is("start") {
+        let rest: Vec<&str> = words.collect();
+        return match rest.as_slice() {
+            [w] if w.eq_ignore_ascii_case("transaction") => Some(Kind::Begin),
+            _ => None,
+        };
+    }
     if is("insert") || is("update") || is("delete") || is("merge") || is("truncate") {
         return Some(Kind::Write);
     }

@@ -11,6 +11,7 @@ mod fallback;
 mod render;
 mod rewrite;
 mod statement;
+mod template;
 
 use std::collections::HashMap;
 use std::ops::{ControlFlow, Range};
@@ -26,6 +27,7 @@ use fallback::strip_overriding;
 use render::{Piece, Slot};
 use rewrite::Collector;
 use statement::Cx;
+pub use template::{template, Template};
 
 /// A value pgproxy must obtain once from the main node, in the same transaction.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,7 +132,12 @@ impl Plan {
     /// The SQL to send, with `values[i]` (the main node's text for `needs[i]`) as typed
     /// literals. Statements of a multi-statement string are joined by "; ".
     pub fn render(&self, values: &[String]) -> String {
-        render::render(&self.pieces, &self.slots, values)
+        render::render(&self.pieces, &self.slots, values, &[])
+    }
+
+    /// `render` for a plan of a template: `params[n - 1]` is the original text of `$n`.
+    pub fn render_with(&self, values: &[String], params: &[&str]) -> String {
+        render::render(&self.pieces, &self.slots, values, params)
     }
 }
 
@@ -182,8 +189,52 @@ pub fn write_targets(sql: &str) -> Vec<String> {
 /// Plans a write (one or more statements). Statements that do not classify as writes are left
 /// alone; so is text that does not even tokenize (the node reports the syntax error).
 pub fn plan(sql: &str, schema: &dyn Schema) -> Planned {
+    plan_inner(sql, schema, false).unwrap_or(Planned::Unchanged)
+}
+
+/// Plans the text of a `Template` (its numbers are parameters `$n`): the plan serves every
+/// statement with that template, rendered with `Plan::render_with` and the statement's own
+/// numbers. `None` when the template cannot stand for its statements, and the statement
+/// itself must be planned: sqlparser cannot parse it (the token-level fallback would read
+/// the template, not the statement), the plan is a refusal (its reason would quote the
+/// template), or a value to evaluate mentions a parameter.
+pub fn plan_template(text: &str, schema: &dyn Schema) -> Option<Planned> {
+    let planned = plan_inner(text, schema, true)?;
+    match &planned {
+        Planned::Refused(_) => None,
+        Planned::Rewrite(p) if p.needs.iter().any(|n| n.main_sql().contains('$')) => None,
+        Planned::Rewrite(p) => {
+            let mut pieces = Vec::with_capacity(p.pieces.len());
+            for piece in &p.pieces {
+                let Piece::Text(t) = piece else {
+                    pieces.push(piece.clone());
+                    continue;
+                };
+                let (parts, rest) = template::split_params(t);
+                for (before, n) in parts {
+                    render::push_text(&mut pieces, &before);
+                    pieces.push(Piece::Param(n));
+                }
+                render::push_text(&mut pieces, &rest);
+            }
+            Some(Planned::Rewrite(Plan {
+                needs: p.needs.clone(),
+                pieces,
+                slots: p.slots.clone(),
+            }))
+        }
+        Planned::Unchanged => Some(planned),
+    }
+}
+
+/// `plan`; `None` if `strict` and some statement needed the token-level fallback.
+fn plan_inner(sql: &str, schema: &dyn Schema, strict: bool) -> Option<Planned> {
     let Some(lexed) = Lexed::new(sql) else {
-        return Planned::Unchanged;
+        return if strict {
+            None
+        } else {
+            Some(Planned::Unchanged)
+        };
     };
     let sentinel = render::sentinel_for(sql);
     let mut c = Collector::new(sentinel.clone());
@@ -193,15 +244,16 @@ pub fn plan(sql: &str, schema: &dyn Schema) -> Planned {
         if i > 0 {
             render::push_text(&mut pieces, "; ");
         }
-        match plan_range(&lexed, r.clone(), schema, &mut c) {
-            Err(reason) => return Planned::Refused(reason),
+        match plan_range(&lexed, r.clone(), schema, &mut c, strict) {
+            Err(Failed::Fallback) => return None,
+            Err(Failed::Refused(reason)) => return Some(Planned::Refused(reason)),
             Ok(None) => render::push_text(&mut pieces, lexed.text(r)),
             Ok(Some((text, parsed))) => {
                 if parsed {
                     if let Err(e) = check_parses(&text, &sentinel, &c) {
-                        return Planned::Refused(format!(
+                        return Some(Planned::Refused(format!(
                             "pgproxy could not rewrite this statement to make it deterministic (the rewritten SQL does not parse: {e}); compute the values in the application"
-                        ));
+                        )));
                     }
                 }
                 changed = true;
@@ -211,13 +263,27 @@ pub fn plan(sql: &str, schema: &dyn Schema) -> Planned {
         }
     }
     if !changed {
-        return Planned::Unchanged;
+        return Some(Planned::Unchanged);
     }
-    Planned::Rewrite(Plan {
+    Some(Planned::Rewrite(Plan {
         needs: c.needs,
         pieces,
         slots: c.slots,
-    })
+    }))
+}
+
+/// Why a statement range has no plan.
+enum Failed {
+    /// The write cannot be made deterministic: why.
+    Refused(String),
+    /// sqlparser cannot parse it and the caller asked for no token-level fallback.
+    Fallback,
+}
+
+impl From<String> for Failed {
+    fn from(reason: String) -> Self {
+        Failed::Refused(reason)
+    }
 }
 
 /// Plans the statement(s) of one token range: `None` to send its text unchanged, else the
@@ -227,9 +293,13 @@ fn plan_range(
     r: Range<usize>,
     schema: &dyn Schema,
     c: &mut Collector,
-) -> Result<Option<(String, bool)>, String> {
+    strict: bool,
+) -> Result<Option<(String, bool)>, Failed> {
     let (tokens, user) = strip_overriding(&lexed.tokens[r.clone()]);
     let Ok(mut stmts) = parse_tokens(tokens) else {
+        if strict {
+            return Err(Failed::Fallback);
+        }
         return Ok(fallback::unparsable(lexed, r, schema, c)?.map(|t| (t, false)));
     };
     let mut texts = Vec::new();
@@ -358,7 +428,7 @@ fn check_parses(text: &str, sentinel: &str, c: &Collector) -> Result<(), ParserE
         .iter()
         .map(|n| render::sample_value(n).to_string())
         .collect();
-    let sql = render::render(&pieces, &c.slots, &values);
+    let sql = render::render(&pieces, &c.slots, &values, &[]);
     let lexed = Lexed::new(&sql).ok_or_else(|| ParserError::TokenizerError(sql.clone()))?;
     let (tokens, _) = strip_overriding(&lexed.tokens);
     parse_tokens(tokens).map(|_| ())

@@ -5,28 +5,37 @@
 /// Statements PostgreSQL refuses inside a transaction block: they run on each node on
 /// their own (main first), not in a transaction pgproxy opens.
 pub fn cannot_run_in_block(sql: &str) -> bool {
-    let words: Vec<String> = sql
-        .split_whitespace()
-        .take(4)
-        .map(|w| w.trim_end_matches(';').to_ascii_lowercase())
-        .collect();
-    let w = |i: usize| words.get(i).map(String::as_str).unwrap_or("");
-    match w(0) {
-        "vacuum" | "checkpoint" => true,
-        "create" | "drop" => {
-            matches!(w(1), "database" | "tablespace" | "subscription")
-                || (matches!(w(1), "index" | "unique") && words.iter().any(|x| x == "concurrently"))
-        }
-        "alter" => matches!(w(1), "system" | "database" | "subscription"),
-        "reindex" | "refresh" => words.iter().any(|x| x == "concurrently"),
-        "cluster" => words.len() == 1,
-        _ => false,
+    let mut words = [""; 4];
+    let mut n = 0;
+    for w in sql.split_whitespace().take(4) {
+        words[n] = w.trim_end_matches(';');
+        n += 1;
+    }
+    let words = &words[..n];
+    let w = |i: usize| words.get(i).copied().unwrap_or("");
+    let is = |s: &str, k: &str| s.eq_ignore_ascii_case(k);
+    let concurrently = || words.iter().any(|x| is(x, "concurrently"));
+    let first = w(0);
+    if is(first, "vacuum") || is(first, "checkpoint") {
+        true
+    } else if is(first, "create") || is(first, "drop") {
+        ["database", "tablespace", "subscription"]
+            .iter()
+            .any(|k| is(w(1), k))
+            || ((is(w(1), "index") || is(w(1), "unique")) && concurrently())
+    } else if is(first, "alter") {
+        ["system", "database", "subscription"]
+            .iter()
+            .any(|k| is(w(1), k))
+    } else if is(first, "reindex") || is(first, "refresh") {
+        concurrently()
+    } else {
+        is(first, "cluster") && n == 1
     }
 }
 
 /// Reads the system catalogs or object ids, which differ between the nodes of a shard.
 pub fn reads_catalog(sql: &str) -> bool {
-    let l = sql.to_ascii_lowercase();
     [
         "pg_catalog",
         "pg_type",
@@ -38,24 +47,23 @@ pub fn reads_catalog(sql: &str) -> bool {
         "oid",
     ]
     .iter()
-    .any(|k| l.contains(k))
+    .any(|k| contains_ignore_case(sql.as_bytes(), k.as_bytes()))
 }
 
 /// `CREATE TEMP|TEMPORARY ...` (also `CREATE GLOBAL/LOCAL TEMPORARY`).
 pub fn creates_temp(sql: &str) -> bool {
-    let words: Vec<String> = sql
-        .split_whitespace()
-        .take(4)
-        .map(|w| w.to_ascii_lowercase())
-        .collect();
-    words.first().is_some_and(|w| w == "create")
-        && words[1..].iter().any(|w| w == "temp" || w == "temporary")
+    let mut words = sql.split_whitespace().take(4);
+    words
+        .next()
+        .is_some_and(|w| w.eq_ignore_ascii_case("create"))
+        && words.any(|w| w.eq_ignore_ascii_case("temp") || w.eq_ignore_ascii_case("temporary"))
 }
 
 /// `COPY ... FROM STDIN` (the data follows from the client).
 pub fn is_copy_from_stdin(sql: &str) -> bool {
-    let t = sql.trim_start().to_ascii_lowercase();
-    t.starts_with("copy") && t.contains("from stdin")
+    let t = sql.trim_start().as_bytes();
+    t.get(..4).is_some_and(|w| w.eq_ignore_ascii_case(b"copy"))
+        && contains_ignore_case(t, b"from stdin")
 }
 
 /// Might start a COPY FROM STDIN anywhere in the text (conservative: mentions both `copy` and
@@ -65,14 +73,26 @@ pub fn may_copy_in(sql: &str) -> bool {
 }
 
 fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len())
-        .any(|w| w.eq_ignore_ascii_case(needle))
+    let Some((&first, rest)) = needle.split_first() else {
+        return true;
+    };
+    hay.len() >= needle.len()
+        && (0..=hay.len() - needle.len()).any(|i| {
+            hay[i].eq_ignore_ascii_case(&first)
+                && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
+        })
 }
 
 /// Might change a table's definition (then cached defaults are dropped): any statement of the
 /// text starting with CREATE, ALTER, DROP, COMMENT or TRUNCATE. (A `;` inside a literal can
 /// only cause a needless reload, never a missed one.)
 pub fn is_ddl(sql: &str) -> bool {
+    if !sql.contains(';') {
+        let first = sql.split_whitespace().next().unwrap_or("");
+        return ["create", "alter", "drop", "comment", "truncate"]
+            .iter()
+            .any(|k| first.eq_ignore_ascii_case(k));
+    }
     sql.split(';').any(|part| {
         let first = part.split_whitespace().next().unwrap_or("");
         ["create", "alter", "drop", "comment", "truncate"]

@@ -27,17 +27,72 @@ use tracing::warn;
 #[derive(Default)]
 pub struct SchemaCache {
     tables: Mutex<HashMap<(String, String), Arc<TableDefaults>>>,
+    /// Plans per (database, text): texts of unnamed statements and templates of simple
+    /// queries (`det::template`), so a write is not parsed again on every execution.
+    plans: Mutex<HashMap<String, DbPlans>>,
     /// Bumped on every invalidation: plans cached on statements carry the epoch they saw.
     epoch: AtomicU64,
     /// Writes run on every node although pgproxy could not make them deterministic.
     pub nondeterministic_total: AtomicU64,
 }
 
+/// The plans of one database: of texts as they are, and of templates (whose plans render
+/// with the statement's numbers: a template's text may equal a text with real parameters).
+#[derive(Default)]
+struct DbPlans {
+    texts: HashMap<String, Arc<Planned>>,
+    templates: HashMap<String, Arc<Planned>>,
+}
+
+impl DbPlans {
+    fn map(&mut self, template: bool) -> &mut HashMap<String, Arc<Planned>> {
+        if template {
+            &mut self.templates
+        } else {
+            &mut self.texts
+        }
+    }
+}
+
+/// Texts longer than this are planned every time rather than kept.
+const MAX_CACHED_TEXT: usize = 8192;
+/// Plans kept at most (the cache starts over when full).
+const MAX_CACHED_PLANS: usize = 4096;
+
 impl SchemaCache {
+    /// The plan kept for `text` (a template's text if `template`).
+    fn cached_plan(&self, db: &str, text: &str, template: bool) -> Option<Arc<Planned>> {
+        self.plans
+            .lock()
+            .get_mut(db)?
+            .map(template)
+            .get(text)
+            .cloned()
+    }
+
+    /// Keeps a plan made with the schema of `epoch` (not if DDL ran since).
+    fn keep_plan(&self, db: &str, text: &str, template: bool, plan: Arc<Planned>, epoch: u64) {
+        if text.len() > MAX_CACHED_TEXT {
+            return;
+        }
+        let mut plans = self.plans.lock();
+        if self.epoch.load(Ordering::Acquire) != epoch {
+            return;
+        }
+        let db_plans = plans.entry(db.to_string()).or_default().map(template);
+        if db_plans.len() >= MAX_CACHED_PLANS {
+            db_plans.clear();
+        }
+        db_plans.insert(text.to_string(), plan);
+    }
+
     /// Forgets everything (after DDL).
     pub fn invalidate(&self) {
         self.tables.lock().clear();
+        // Under the plans' lock: a plan made before is either cleared or refused by epoch.
+        let mut plans = self.plans.lock();
         self.epoch.fetch_add(1, Ordering::AcqRel);
+        plans.clear();
     }
 }
 
@@ -112,17 +167,44 @@ const DEFAULTS_SQL: &str = "SELECT a.attname, \
      WHERE c.oid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
      ORDER BY a.attnum";
 
+/// One Query or Bind of a write unit and its plan.
+struct Work {
+    /// Where its frame is in the unit, and its length.
+    at: usize,
+    len: usize,
+    /// The SQL it runs.
+    sql: String,
+    /// The client's named statement it executes (its plan is kept on it).
+    stmt: Option<Arc<super::statements::Statement>>,
+    /// The plan, once known; `templated` when it is the plan of the text's template.
+    planned: Option<Arc<Planned>>,
+    templated: bool,
+}
+
+impl Work {
+    fn new(
+        at: usize,
+        len: usize,
+        sql: String,
+        stmt: Option<Arc<super::statements::Statement>>,
+    ) -> Work {
+        Work {
+            at,
+            len,
+            sql,
+            stmt,
+            planned: None,
+            templated: false,
+        }
+    }
+}
+
 impl Session {
     /// Makes a write unit deterministic (see the module doc). The main is attached.
     pub(super) async fn make_deterministic(&mut self, frames: &[u8]) -> Result<Made, SessionError> {
         // First pass: the SQL each Query / Bind runs, and whether anything needs the schema.
         let mut pos = 0;
-        let mut work: Vec<(
-            usize,
-            usize,
-            String,
-            Option<Arc<super::statements::Statement>>,
-        )> = Vec::new();
+        let mut work: Vec<Work> = Vec::new();
         let mut unnamed_in_unit: Option<String> = None;
         while pos < frames.len() {
             let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
@@ -132,7 +214,7 @@ impl Session {
             match f.tag() {
                 fe::QUERY => {
                     if let Some(q) = message::query_text(f.body()) {
-                        work.push((pos, n, q.to_string(), None));
+                        work.push(Work::new(pos, n, q.to_string(), None));
                     }
                 }
                 fe::PARSE => {
@@ -145,10 +227,11 @@ impl Session {
                 fe::BIND => {
                     if let Some(b) = Bind::parse(f.body()) {
                         if b.statement.is_empty() && unnamed_in_unit.is_some() {
-                            work.push((pos, n, unnamed_in_unit.clone().unwrap_or_default(), None));
+                            let sql = unnamed_in_unit.clone().unwrap_or_default();
+                            work.push(Work::new(pos, n, sql, None));
                         } else if let Some(st) = self.statements.get(b.statement) {
                             let cache = (!b.statement.is_empty()).then(|| st.clone());
-                            work.push((pos, n, st.query().to_string(), cache));
+                            work.push(Work::new(pos, n, st.query().to_string(), cache));
                         }
                     }
                 }
@@ -156,8 +239,8 @@ impl Session {
             }
             pos += n;
         }
-        if work.is_empty() || !work.iter().any(|(_, _, q, _)| may_need(q)) {
-            if work.iter().any(|(_, _, q, _)| is_ddl(q)) {
+        if work.is_empty() || !work.iter().any(|w| may_need(&w.sql)) {
+            if work.iter().any(|w| is_ddl(&w.sql)) {
                 self.shared.schema.invalidate();
             }
             return Ok(Made::Frames(
@@ -166,33 +249,69 @@ impl Session {
                 Vec::new(),
             ));
         }
+        let db = self.repl_mut().db.name.clone();
+        let epoch = self.shared.schema.epoch.load(Ordering::Acquire);
+        let mut templates = Vec::with_capacity(work.len());
+        for w in &mut work {
+            let template = det::template(&w.sql);
+            if let Some(st) = &w.stmt {
+                w.planned = st
+                    .det_plan
+                    .lock()
+                    .as_ref()
+                    .filter(|(e, _)| *e == epoch)
+                    .map(|(_, p)| p.clone());
+            } else {
+                let key = template
+                    .as_ref()
+                    .map_or(w.sql.as_str(), |t| t.text.as_str());
+                w.planned = self.shared.schema.cached_plan(&db, key, template.is_some());
+                w.templated = w.planned.is_some() && template.is_some();
+            }
+            templates.push(template);
+        }
         let schema = match self.load_schema(&work).await? {
             Got::Value(s) => s,
             Got::Refused(why) => return Ok(Made::Refused(why)),
             Got::Lost => return Ok(Made::Lost),
         };
+        for (w, template) in work.iter_mut().zip(&templates) {
+            if w.planned.is_some() {
+                continue;
+            }
+            if let Some(st) = &w.stmt {
+                let p = Arc::new(det::plan(&w.sql, &schema));
+                *st.det_plan.lock() = Some((epoch, p.clone()));
+                w.planned = Some(p);
+                continue;
+            }
+            if let Some(t) = template {
+                if let Some(p) = det::plan_template(&t.text, &schema) {
+                    let p = Arc::new(p);
+                    self.shared
+                        .schema
+                        .keep_plan(&db, &t.text, true, p.clone(), epoch);
+                    w.planned = Some(p);
+                    w.templated = true;
+                    continue;
+                }
+                // The template cannot stand for the text: plan the text each time.
+                w.planned = Some(Arc::new(det::plan(&w.sql, &schema)));
+                continue;
+            }
+            let p = Arc::new(det::plan(&w.sql, &schema));
+            self.shared
+                .schema
+                .keep_plan(&db, &w.sql, false, p.clone(), epoch);
+            w.planned = Some(p);
+        }
         let mut out = BytesMut::with_capacity(frames.len() + 64);
         let mut follower_sql = Vec::new();
         let mut own = Vec::new();
         let mut last = 0;
-        let epoch = self.shared.schema.epoch.load(Ordering::Acquire);
-        for (at, n, sql, stmt) in &work {
-            let cached = stmt.as_ref().and_then(|st| {
-                st.det_plan
-                    .lock()
-                    .as_ref()
-                    .filter(|(e, _)| *e == epoch)
-                    .map(|(_, p)| p.clone())
-            });
-            let planned = match cached {
-                Some(p) => p,
-                None => {
-                    let p = Arc::new(det::plan(sql, &schema));
-                    if let Some(st) = stmt {
-                        *st.det_plan.lock() = Some((epoch, p.clone()));
-                    }
-                    p
-                }
+        for (w, template) in work.iter().zip(&templates) {
+            let Some(planned) = &w.planned else {
+                continue;
             };
             let plan = match planned.as_ref() {
                 Planned::Unchanged => continue,
@@ -221,15 +340,19 @@ impl Session {
                     follower_sql.push(sql);
                 }
             }
-            let text = plan.render(&values);
-            out.put_slice(&frames[last..*at]);
-            let f = FrameRef::new(&frames[*at..*at + *n]);
+            let text = match template {
+                Some(t) if w.templated => plan.render_with(&values, &t.params(&w.sql)),
+                _ => plan.render(&values),
+            };
+            let (at, n) = (w.at, w.len);
+            out.put_slice(&frames[last..at]);
+            let f = FrameRef::new(&frames[at..at + n]);
             if f.tag() == fe::QUERY {
                 out.put_slice(message::query(&text).raw());
             } else if let Some(b) = Bind::parse(f.body()) {
                 // The statement's parameter types: from its Parse earlier in this unit (not
                 // processed yet, so not in the client's statements), else as known.
-                let types = parse_in_unit(&frames[..*at], b.statement)
+                let types = parse_in_unit(&frames[..at], b.statement)
                     .or_else(|| {
                         self.statements.get(b.statement).and_then(|s| {
                             Parse::parse(s.parse.body())
@@ -245,7 +368,7 @@ impl Session {
             last = at + n;
         }
         out.put_slice(&frames[last..]);
-        if work.iter().any(|(_, _, q, _)| is_ddl(q)) {
+        if work.iter().any(|w| is_ddl(&w.sql)) {
             self.shared.schema.invalidate();
         }
         Ok(Made::Frames(out.freeze(), follower_sql, own))
@@ -302,29 +425,16 @@ impl Session {
     }
 
     /// Column defaults of every table the unit writes to, from the cache or the main.
-    async fn load_schema(
-        &mut self,
-        work: &[(
-            usize,
-            usize,
-            String,
-            Option<Arc<super::statements::Statement>>,
-        )],
-    ) -> Result<Got<Loaded>, SessionError> {
+    /// Column defaults of every table the unit's unplanned writes write to, from the cache or
+    /// the main.
+    async fn load_schema(&mut self, work: &[Work]) -> Result<Got<Loaded>, SessionError> {
         let db = self.repl_mut().db.name.clone();
         let mut loaded = HashMap::new();
-        let epoch = self.shared.schema.epoch.load(Ordering::Acquire);
-        for (_, _, sql, stmt) in work {
-            let planned = stmt.as_ref().is_some_and(|st| {
-                st.det_plan
-                    .lock()
-                    .as_ref()
-                    .is_some_and(|(e, _)| *e == epoch)
-            });
-            if planned || !may_need(sql) {
+        for w in work {
+            if w.planned.is_some() || !may_need(&w.sql) {
                 continue;
             }
-            for table in det::write_targets(sql) {
+            for table in det::write_targets(&w.sql) {
                 if loaded.contains_key(&table) {
                     continue;
                 }

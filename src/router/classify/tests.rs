@@ -134,6 +134,14 @@ const CASES: &[(&str, &[Kind])] = &[
     ("ROLLBACK AND CHAIN", &[Unsupported]),
     ("ROLLBACK", &[Rollback]),
     ("ABORT", &[Rollback]),
+    ("begin;", &[Begin]),
+    ("  Start Transaction ;", &[Begin]),
+    ("COMMIT WORK", &[Commit]),
+    ("end transaction;", &[Commit]),
+    ("ROLLBACK WORK", &[Rollback]),
+    ("abort transaction", &[Rollback]),
+    ("COMMIT PREPARED 'x'", &[TwoPhase]),
+    ("ROLLBACK PREPARED 'x'", &[TwoPhase]),
     ("ROLLBACK TO SAVEPOINT a", &[RollbackTo]),
     ("ROLLBACK TO a", &[RollbackTo]),
     ("SAVEPOINT a", &[Savepoint]),
@@ -178,7 +186,7 @@ fn parse_failed_flag() {
     for (sql, failed) in [
         ("SELECT 1", false),
         ("RESET ALL", true),
-        ("ABORT", true),
+        ("ABORT", false), // transaction control is known without parsing
         ("COMMIT PREPARED 'x'", true),
         ("this is not sql", true),
         ("SELECT 'unterminated", true),

@@ -69,6 +69,8 @@ pub(super) struct Slot {
 pub(super) enum Piece {
     Text(String),
     Slot(usize),
+    /// Parameter `$n` of a template (see `template`): the original text of its number.
+    Param(usize),
 }
 
 /// The marker text for slot `i` (the sentinel never occurs in the client's SQL).
@@ -118,13 +120,25 @@ pub(super) fn push_text(out: &mut Vec<Piece>, s: &str) {
     }
 }
 
-/// Renders pieces with `values[i]` for `needs[i]`. A missing value renders as NULL (a caller
-/// bug, caught by a debug assertion).
-pub(super) fn render(pieces: &[Piece], slots: &[Slot], values: &[String]) -> String {
+/// Renders pieces with `values[i]` for `needs[i]` and `params[n - 1]` for a template's `$n`.
+/// A missing value renders as NULL (a caller bug, caught by a debug assertion).
+pub(super) fn render(
+    pieces: &[Piece],
+    slots: &[Slot],
+    values: &[String],
+    params: &[&str],
+) -> String {
     let mut out = String::new();
     for p in pieces {
         match p {
             Piece::Text(t) => out.push_str(t),
+            Piece::Param(n) => match params.get(n.wrapping_sub(1)) {
+                Some(v) => out.push_str(v),
+                None => {
+                    debug_assert!(false, "no value for parameter ${n}");
+                    out.push_str("NULL");
+                }
+            },
             Piece::Slot(i) => match slots.get(*i).and_then(|s| Some((s, values.get(s.need)?))) {
                 Some((slot, v)) => out.push_str(&slot.form.literal(v)),
                 None => {

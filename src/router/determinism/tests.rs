@@ -227,3 +227,38 @@ fn reads_and_session_statements_are_not_planned() {
         assert_eq!(plan(sql, &s), Planned::Unchanged, "{sql}");
     }
 }
+
+/// A template's plan, rendered with the statement's own numbers, is the statement's plan.
+#[test]
+fn template_plans_render_as_the_statement_plans() {
+    let s = schema();
+    let mut extra: Vec<&str> = vec![
+        "INSERT INTO pgbench_history (tid, bid, aid, delta, mtime) VALUES (56, 6, 41589, -3876, CURRENT_TIMESTAMP)",
+        "INSERT INTO t (name) VALUES ('a'), ('b') RETURNING id, 7 * 6",
+        "UPDATE t SET created = now() + 3 * interval '1 s' WHERE id = 4",
+        "INSERT INTO t (id, name) VALUES (1, 'x') ON CONFLICT (id) DO UPDATE SET created = now(), name = 'y' || 2",
+        "INSERT INTO u (note) VALUES ('n') ; UPDATE plain SET m = 5 WHERE n = 6",
+        "INSERT INTO ts (a) VALUES (1.5e3), (-2)",
+        "INSERT INTO x VALUES (CURRENT_TIMESTAMP(3), 1)",
+        "DELETE FROM t WHERE id IN (1, 2, 3) AND created < now() - interval '1 day'",
+    ];
+    extra.extend(CASES.iter().map(|(sql, _)| *sql));
+    let mut templated = 0;
+    for sql in extra {
+        let Some(t) = template(sql) else { continue };
+        let Some(tp) = plan_template(&t.text, &s) else {
+            continue;
+        };
+        templated += 1;
+        match (plan(sql, &s), tp) {
+            (Planned::Unchanged, Planned::Unchanged) => {}
+            (Planned::Rewrite(p), Planned::Rewrite(q)) => {
+                assert_eq!(p.needs, q.needs, "{sql}");
+                let v = values(&p.needs);
+                assert_eq!(p.render(&v), q.render_with(&v, &t.params(sql)), "{sql}");
+            }
+            (a, b) => panic!("{sql}: statement {a:?}, template {b:?}"),
+        }
+    }
+    assert!(templated >= 8, "only {templated} statements templated");
+}
