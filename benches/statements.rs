@@ -73,6 +73,21 @@ fn bench_plan(c: &mut Criterion) {
     g.bench_function("write_targets", |b| {
         b.iter(|| black_box(determinism::write_targets(black_box(serial))))
     });
+    // What a simple query whose template was planned before costs: the template scan (also
+    // the cache key) and rendering with its own numbers.
+    let tpl = determinism::template(insert).expect("numbers to template");
+    let Some(Planned::Rewrite(tplan)) = determinism::plan_template(&tpl.text, &s) else {
+        panic!("the history insert's template needs the transaction timestamp");
+    };
+    g.bench_function("template_scan_insert_now", |b| {
+        b.iter(|| black_box(determinism::template(black_box(insert))))
+    });
+    g.bench_function("render_template_insert_now", |b| {
+        b.iter(|| {
+            let t = determinism::template(black_box(insert)).expect("template");
+            black_box(tplan.render_with(&values, &t.params(insert)))
+        })
+    });
     g.finish();
 }
 
