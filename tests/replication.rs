@@ -546,3 +546,37 @@ async fn writes_sharing_a_plan_keep_their_own_numbers_and_follow_ddl() {
     })
     .await
 }
+
+/// The same table name under two search_paths is two tables: column defaults and plans read
+/// for one are not used for the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn defaults_follow_the_search_path() {
+    within(90, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let setup = cl.client().await;
+        exec(
+            &setup,
+            "CREATE SCHEMA sa; CREATE SCHEMA sb; \
+             CREATE TABLE sa.t (id int, r float8 DEFAULT random()); \
+             CREATE TABLE sb.t (id int, r float8)",
+        )
+        .await;
+        let b = cl.client().await;
+        exec(&b, "SET search_path = sb").await;
+        exec(&b, "INSERT INTO t (id) VALUES (1)").await;
+        let a = cl.client().await;
+        exec(&a, "SET search_path = sa").await;
+        for i in 2..6 {
+            exec(&a, &format!("INSERT INTO t (id) VALUES ({i})")).await;
+        }
+        exec(&b, "INSERT INTO t (id) VALUES (6)").await;
+        for node in &cl.nodes {
+            let n = "SELECT count(*) FROM sa.t WHERE r IS NOT NULL";
+            assert_eq!(node.scalar(n).await, "4", "node {}", node.port());
+            let n = "SELECT count(*) FROM sb.t WHERE r IS NULL";
+            assert_eq!(node.scalar(n).await, "2", "node {}", node.port());
+        }
+        cl.assert_identical(&["sa.t", "sb.t"]).await;
+    })
+    .await
+}

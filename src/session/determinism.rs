@@ -22,13 +22,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tracing::warn;
 
-/// Column defaults per (database, table as written), loaded from main nodes on first use and
-/// dropped whenever a unit that may change a schema runs.
+/// Column defaults per (database and search_path, table as written), loaded from main nodes on
+/// first use and dropped whenever a unit that may change a schema runs.
 #[derive(Default)]
 pub struct SchemaCache {
     tables: Mutex<HashMap<(String, String), Arc<TableDefaults>>>,
-    /// Plans per (database, text): texts of unnamed statements and templates of simple
-    /// queries (`det::template`), so a write is not parsed again on every execution.
+    /// Plans per database and search_path: of unnamed statements' texts and of simple
+    /// queries' templates (`det::template`), so a write is not parsed on every execution.
     plans: Mutex<HashMap<String, DbPlans>>,
     /// Bumped on every invalidation: plans cached on statements carry the epoch they saw.
     epoch: AtomicU64,
@@ -249,7 +249,7 @@ impl Session {
                 Vec::new(),
             ));
         }
-        let db = self.repl_mut().db.name.clone();
+        let db = self.cache_scope();
         let epoch = self.shared.schema.epoch.load(Ordering::Acquire);
         let mut templates = Vec::with_capacity(work.len());
         for w in &mut work {
@@ -374,6 +374,13 @@ impl Session {
         Ok(Made::Frames(out.freeze(), follower_sql, own))
     }
 
+    /// What the schema cache is kept per: the database and the client's search_path (which
+    /// decides what an unqualified table name means).
+    fn cache_scope(&mut self) -> String {
+        let path = self.search_path().to_string();
+        format!("{}\0{path}", self.repl_mut().db.name)
+    }
+
     /// Evaluates needs on the main; the transaction timestamp once per transaction.
     async fn evaluate(&mut self, needs: &[Need]) -> Result<Got<Vec<String>>, SessionError> {
         if let Some(ts) = self.repl_mut().txn_ts.clone() {
@@ -428,7 +435,7 @@ impl Session {
     /// Column defaults of every table the unit's unplanned writes write to, from the cache or
     /// the main.
     async fn load_schema(&mut self, work: &[Work]) -> Result<Got<Loaded>, SessionError> {
-        let db = self.repl_mut().db.name.clone();
+        let db = self.cache_scope();
         let mut loaded = HashMap::new();
         for w in work {
             if w.planned.is_some() || !may_need(&w.sql) {
