@@ -74,9 +74,9 @@ const AVOID_REPLICATED_UNNAMED_WITH_VALUES: bool = false;
 /// setval only as a Query of its own, nextval (or an INSERT filling a serial) only as the first
 /// statement of a Query.
 const AVOID_REPLICATED_SETVAL_IN_MULTI: bool = true;
-/// Known pgproxy bug (`replicated_repeatable_read_snapshot_starts_at_the_first_statement`): no
-/// REPEATABLE READ on the replicated shard.
-const AVOID_REPLICATED_REPEATABLE_READ: bool = true;
+/// Was a pgproxy bug (`replicated_repeatable_read_snapshot_starts_at_the_first_statement`,
+/// fixed): REPEATABLE READ on the replicated shard.
+const AVOID_REPLICATED_REPEATABLE_READ: bool = false;
 /// `replicated_deallocate_all_with_followers_attached` is fixed, but DISCARD ALL by a client
 /// pinned by a temp table on the replicated shard is still left out: its next statement
 /// sometimes sees the node's default settings instead of the client's startup ones (seed
@@ -1771,7 +1771,6 @@ async fn replicated_nextval_after_setval_in_one_query() {
 /// another client committed between the BEGIN and that first statement is visible to it in
 /// PostgreSQL, but not through pgproxy.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgproxy bug: replicated REPEATABLE READ snapshot taken at BEGIN, not at the first statement"]
 async fn replicated_repeatable_read_snapshot_starts_at_the_first_statement() {
     let (reference, cluster) = tokio::join!(PgNode::start(), ReplCluster::start(2, |c| c));
     for (side, port) in [

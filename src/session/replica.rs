@@ -70,6 +70,8 @@ pub struct Repl {
     pub own_frames: Vec<usize>,
     /// The transaction's timestamp as the main gave it (now() for every node).
     pub txn_ts: Option<String>,
+    /// pgproxy asked the main for the transaction's timestamp in this transaction.
+    pub ts_asked: bool,
     /// Sharding state, when there are several shards.
     pub sharding: Option<Box<super::shard::ShardState>>,
     /// The unit (or transaction) writes on every node of every shard: DDL, shared tables.
@@ -138,6 +140,7 @@ impl Repl {
             portals: HashMap::new(),
             own_frames: Vec::new(),
             txn_ts: None,
+            ts_asked: false,
             sharding: None,
             span_all: false,
             txn_begin: None,
@@ -261,10 +264,17 @@ impl Session {
                         return Ok(Step::Terminate);
                     }
                 }
-                if begins_txn && self.server.is_some() && !self.skip_until_sync && self.replicates()
+                if self.server.is_some()
+                    && !self.skip_until_sync
+                    && self.replicates()
+                    && self.read_txn_ts_after(unit, begins_txn)
                 {
-                    // Read the transaction's timestamp with the BEGIN (same write, no extra
-                    // round trip): now() in a later write becomes this literal on every node.
+                    // Read the transaction's timestamp right after the transaction's first
+                    // statement (same write, no extra round trip): now() in a later write
+                    // becomes this literal on every node. Not with the BEGIN itself: the
+                    // query would take a REPEATABLE READ transaction's snapshot before the
+                    // client's first statement does.
+                    self.repl_mut().ts_asked = true;
                     self.queue
                         .push_back(super::expect::Expect::CaptureTxnTimestamp);
                     self.to_server
@@ -284,6 +294,22 @@ impl Session {
             }
         }
         Ok(Step::Continue)
+    }
+
+    /// Whether to read the transaction timestamp after this unit: it runs the transaction's
+    /// first statement (after a BEGIN answered before, or with its BEGIN), no COPY follows,
+    /// and the timestamp is neither known nor asked for.
+    fn read_txn_ts_after(&mut self, unit: &[u8], begins_txn: bool) -> bool {
+        let in_txn = self.tx_status == b'T';
+        let r = self.repl_mut();
+        if r.txn_ts.is_some() || r.ts_asked || r.unit.as_ref().is_some_and(|u| u.copy) {
+            return false;
+        }
+        if begins_txn {
+            more_than_begin(unit)
+        } else {
+            in_txn
+        }
     }
 
     /// Sends one of pgproxy's own frames of a rewritten unit to the main: the Parse of the
@@ -948,6 +974,7 @@ impl Session {
         repl.savepoints = false;
         repl.portals.clear();
         repl.txn_ts = None;
+        repl.ts_asked = false;
     }
 
     /// ROLLBACK on every follower that joined the transaction.
@@ -1035,6 +1062,26 @@ fn starts_with_begin(unit: &[u8]) -> bool {
         _ => None,
     };
     sql.is_some_and(|q| classify(q).kinds.first() == Some(&Kind::Begin))
+}
+
+/// A unit that starts with BEGIN also runs something else: a Query of several statements, or
+/// several Executes.
+fn more_than_begin(unit: &[u8]) -> bool {
+    let mut pos = 0;
+    let mut executes = 0;
+    while let Ok(Some(n)) = frame::peek_frame_len(&unit[pos..], usize::MAX) {
+        let f = FrameRef::new(&unit[pos..pos + n]);
+        match f.tag() {
+            fe::QUERY => {
+                let text = message::query_text(f.body()).unwrap_or("");
+                return classify(text).kinds.len() > 1;
+            }
+            fe::EXECUTE => executes += 1,
+            _ => {}
+        }
+        pos += n;
+    }
+    executes > 1
 }
 
 fn last_tag(unit: &[u8]) -> Option<u8> {

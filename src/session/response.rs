@@ -13,7 +13,7 @@ use crate::protocol::sqlstate;
 use bytes::Buf;
 use bytes::BufMut;
 use std::sync::atomic::Ordering;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 /// Counts state that keeps a client pinned; zero means it may go back to the pool.
 const PIN_CHECK_SQL: &str = "SELECT (SELECT count(*) FROM pg_catalog.pg_cursors WHERE is_holdable) \
@@ -89,6 +89,12 @@ impl Session {
                 self.tx_status = f.body().first().copied().unwrap_or(b'I');
                 // Answers pgproxy makes itself may wait behind its own query.
                 self.emit_synthetic();
+            }
+            be::ERROR_RESPONSE
+                if matches!(self.queue.front(), Some(Expect::CaptureTxnTimestamp)) =>
+            {
+                // The client's statement before it failed the transaction (25P02).
+                debug!(error = ?message::error_fields(f.body()), "transaction timestamp not read");
             }
             be::ERROR_RESPONSE => {
                 warn!(error = ?message::error_fields(f.body()), "pgproxy's own statement failed");
