@@ -580,3 +580,42 @@ async fn defaults_follow_the_search_path() {
     })
     .await
 }
+
+/// A setting changed by a function call (set_config) runs on every node; the other nodes'
+/// connections must not carry it to the next client that reads from them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_config_does_not_leak_to_other_clients_through_a_follower() {
+    within(90, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let a = cl.client().await;
+        let b = cl.client().await;
+        let before = scalar(&b, "SELECT current_setting('statement_timeout')").await;
+        let set = "SELECT set_config('statement_timeout', '31s', false)";
+        assert_eq!(scalar(&a, set).await, "31s");
+        exec(&a, "SET lock_timeout = '7s'").await;
+        for i in 0..20 {
+            // Reads spread over both nodes: each reuses whatever connection is idle there.
+            assert_eq!(
+                scalar(&b, "SELECT current_setting('statement_timeout')").await,
+                before,
+                "read {i}"
+            );
+            assert_eq!(
+                scalar(&b, "SELECT current_setting('lock_timeout')").await,
+                "0",
+                "read {i}"
+            );
+            assert_eq!(
+                scalar(&a, "SELECT current_setting('statement_timeout')").await,
+                "31s",
+                "read {i}"
+            );
+            assert_eq!(
+                scalar(&a, "SELECT current_setting('lock_timeout')").await,
+                "7s",
+                "read {i}"
+            );
+        }
+    })
+    .await
+}

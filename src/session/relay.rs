@@ -444,6 +444,23 @@ impl Session {
                 self.dirty.extend(self.settings.keys().cloned());
             }
         }
+        if let Some(repl) = self.repl.as_mut() {
+            // The followers run it too; what their connections then hold is not read back
+            // (only the main's is), so those settings count as unknown there: whoever uses
+            // such a connection next sets them again (or RESETs them).
+            for f in &mut repl.followers {
+                let mut names: Vec<String> =
+                    e.set_names.iter().map(|n| n.to_ascii_lowercase()).collect();
+                if e.reset_all {
+                    names.extend(f.conn.settings.keys().cloned());
+                    names.extend(self.settings.keys().cloned());
+                    names.extend(self.startup_settings.keys().cloned());
+                }
+                for n in names {
+                    f.conn.settings.insert(n, settings::UNKNOWN.to_string());
+                }
+            }
+        }
     }
 
     /// Attaches a server connection (cancel requests now reach it).

@@ -42,6 +42,10 @@ pub fn literal(v: &str) -> String {
     }
 }
 
+/// The value recorded for a setting whose value on a server connection is not known: it
+/// differs from any value a client wants, so the next user sets it again (or RESETs it).
+pub const UNKNOWN: &str = "\u{0}unknown";
+
 /// SQL that turns a server connection's settings (`have`) into the client's (`want`), or
 /// `None` if they already match.
 pub fn replay_sql(
