@@ -595,26 +595,15 @@ async fn set_config_does_not_leak_to_other_clients_through_a_follower() {
         exec(&a, "SET lock_timeout = '7s'").await;
         for i in 0..20 {
             // Reads spread over both nodes: each reuses whatever connection is idle there.
-            assert_eq!(
-                scalar(&b, "SELECT current_setting('statement_timeout')").await,
-                before,
-                "read {i}"
-            );
-            assert_eq!(
-                scalar(&b, "SELECT current_setting('lock_timeout')").await,
-                "0",
-                "read {i}"
-            );
-            assert_eq!(
-                scalar(&a, "SELECT current_setting('statement_timeout')").await,
-                "31s",
-                "read {i}"
-            );
-            assert_eq!(
-                scalar(&a, "SELECT current_setting('lock_timeout')").await,
-                "7s",
-                "read {i}"
-            );
+            for (client, setting, want) in [
+                (&b, "statement_timeout", before.as_str()),
+                (&b, "lock_timeout", "0"),
+                (&a, "statement_timeout", "31s"),
+                (&a, "lock_timeout", "7s"),
+            ] {
+                let sql = format!("SELECT current_setting('{setting}')");
+                assert_eq!(scalar(client, &sql).await, want, "read {i}: {setting}");
+            }
         }
     })
     .await

@@ -165,19 +165,17 @@ fn fast_kind(sql: &str) -> Option<Kind> {
         None
     };
     if let Some(kind) = control {
-        let rest: Vec<&str> = words.collect();
         let noise =
             |w: &str| w.eq_ignore_ascii_case("transaction") || w.eq_ignore_ascii_case("work");
-        return match rest.as_slice() {
-            [] => Some(kind),
-            [w] if noise(w) => Some(kind),
+        return match (words.next(), words.next()) {
+            (None, _) => Some(kind),
+            (Some(w), None) if noise(w) => Some(kind),
             _ => None,
         };
     }
     if is("start") {
-        let rest: Vec<&str> = words.collect();
-        return match rest.as_slice() {
-            [w] if w.eq_ignore_ascii_case("transaction") => Some(Kind::Begin),
+        return match (words.next(), words.next()) {
+            (Some(w), None) if w.eq_ignore_ascii_case("transaction") => Some(Kind::Begin),
             _ => None,
         };
     }

@@ -87,12 +87,6 @@ fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
 /// text starting with CREATE, ALTER, DROP, COMMENT or TRUNCATE. (A `;` inside a literal can
 /// only cause a needless reload, never a missed one.)
 pub fn is_ddl(sql: &str) -> bool {
-    if !sql.contains(';') {
-        let first = sql.split_whitespace().next().unwrap_or("");
-        return ["create", "alter", "drop", "comment", "truncate"]
-            .iter()
-            .any(|k| first.eq_ignore_ascii_case(k));
-    }
     sql.split(';').any(|part| {
         let first = part.split_whitespace().next().unwrap_or("");
         ["create", "alter", "drop", "comment", "truncate"]

@@ -176,9 +176,11 @@ struct Work {
     sql: String,
     /// The client's named statement it executes (its plan is kept on it).
     stmt: Option<Arc<super::statements::Statement>>,
-    /// The plan, once known; `templated` when it is the plan of the text's template.
+    /// A simple query's template, while its plan is (or will be) the template's: the plan
+    /// renders with the query's own numbers.
+    template: Option<det::Template>,
+    /// The plan, once known.
     planned: Option<Arc<Planned>>,
-    templated: bool,
 }
 
 impl Work {
@@ -193,8 +195,8 @@ impl Work {
             len,
             sql,
             stmt,
+            template: None,
             planned: None,
-            templated: false,
         }
     }
 }
@@ -251,9 +253,7 @@ impl Session {
         }
         let db = self.cache_scope();
         let epoch = self.shared.schema.epoch.load(Ordering::Acquire);
-        let mut templates = Vec::with_capacity(work.len());
         for w in &mut work {
-            let template = det::template(&w.sql);
             if let Some(st) = &w.stmt {
                 w.planned = st
                     .det_plan
@@ -262,20 +262,23 @@ impl Session {
                     .filter(|(e, _)| *e == epoch)
                     .map(|(_, p)| p.clone());
             } else {
-                let key = template
+                w.template = det::template(&w.sql);
+                let key = w
+                    .template
                     .as_ref()
                     .map_or(w.sql.as_str(), |t| t.text.as_str());
-                w.planned = self.shared.schema.cached_plan(&db, key, template.is_some());
-                w.templated = w.planned.is_some() && template.is_some();
+                w.planned = self
+                    .shared
+                    .schema
+                    .cached_plan(&db, key, w.template.is_some());
             }
-            templates.push(template);
         }
         let schema = match self.load_schema(&work).await? {
             Got::Value(s) => s,
             Got::Refused(why) => return Ok(Made::Refused(why)),
             Got::Lost => return Ok(Made::Lost),
         };
-        for (w, template) in work.iter_mut().zip(&templates) {
+        for w in &mut work {
             if w.planned.is_some() {
                 continue;
             }
@@ -285,17 +288,17 @@ impl Session {
                 w.planned = Some(p);
                 continue;
             }
-            if let Some(t) = template {
+            if let Some(t) = &w.template {
                 if let Some(p) = det::plan_template(&t.text, &schema) {
                     let p = Arc::new(p);
                     self.shared
                         .schema
                         .keep_plan(&db, &t.text, true, p.clone(), epoch);
                     w.planned = Some(p);
-                    w.templated = true;
                     continue;
                 }
                 // The template cannot stand for the text: plan the text each time.
+                w.template = None;
                 w.planned = Some(Arc::new(det::plan(&w.sql, &schema)));
                 continue;
             }
@@ -309,7 +312,7 @@ impl Session {
         let mut follower_sql = Vec::new();
         let mut own = Vec::new();
         let mut last = 0;
-        for (w, template) in work.iter().zip(&templates) {
+        for w in &work {
             let Some(planned) = &w.planned else {
                 continue;
             };
@@ -340,9 +343,9 @@ impl Session {
                     follower_sql.push(sql);
                 }
             }
-            let text = match template {
-                Some(t) if w.templated => plan.render_with(&values, &t.params(&w.sql)),
-                _ => plan.render(&values),
+            let text = match &w.template {
+                Some(t) => plan.render_with(&values, &t.params(&w.sql)),
+                None => plan.render(&values),
             };
             let (at, n) = (w.at, w.len);
             out.put_slice(&frames[last..at]);

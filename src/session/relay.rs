@@ -448,15 +448,19 @@ impl Session {
             // The followers run it too; what their connections then hold is not read back
             // (only the main's is), so those settings count as unknown there: whoever uses
             // such a connection next sets them again (or RESETs them).
+            let mut names: Vec<String> =
+                e.set_names.iter().map(|n| n.to_ascii_lowercase()).collect();
+            if e.reset_all {
+                names.extend(self.settings.keys().cloned());
+                names.extend(self.startup_settings.keys().cloned());
+            }
             for f in &mut repl.followers {
-                let mut names: Vec<String> =
-                    e.set_names.iter().map(|n| n.to_ascii_lowercase()).collect();
-                if e.reset_all {
-                    names.extend(f.conn.settings.keys().cloned());
-                    names.extend(self.settings.keys().cloned());
-                    names.extend(self.startup_settings.keys().cloned());
-                }
-                for n in names {
+                let held: Vec<String> = if e.reset_all {
+                    f.conn.settings.keys().cloned().collect()
+                } else {
+                    Vec::new()
+                };
+                for n in names.iter().cloned().chain(held) {
                     f.conn.settings.insert(n, settings::UNKNOWN.to_string());
                 }
             }
