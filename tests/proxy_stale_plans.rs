@@ -219,3 +219,57 @@ async fn a_statement_read_from_either_replica_after_alter_reports_the_changed_ro
     })
     .await
 }
+
+/// A prepared write on a replicated shard whose result columns changed: the client gets
+/// 0A000 wherever it runs next, and no node runs it (a follower that executed it, with an old
+/// plan or a fresh one, would disagree with the main's refusal and be quarantined).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_prepared_write_on_a_replicated_shard_runs_on_no_node() {
+    within(120, "test", async {
+        let cl = ReplCluster::start(2, |c| c.health("interval_ms", "0")).await;
+        let c = cl.client().await;
+        c.batch_execute("CREATE TABLE t(a int); INSERT INTO t VALUES (1)")
+            .await
+            .expect("ddl");
+        let write = "UPDATE t SET a = a + 1 RETURNING a";
+        let old = c.prepare(write).await.expect("prepare");
+        // Other clients hold server connections meanwhile, so the statement gets prepared on
+        // several of them (main and follower sides).
+        for i in 0..6 {
+            let busy = cl.client().await;
+            busy.batch_execute("BEGIN; SELECT 1").await.expect("hold");
+            let rows = c.query(&old, &[]).await.expect("run");
+            assert_eq!(rows[0].get::<_, i32>(0), 2 + i);
+            drop(busy);
+        }
+        let other = cl.client().await;
+        other
+            .batch_execute("ALTER TABLE t ALTER a TYPE bigint")
+            .await
+            .expect("alter");
+        // With every existing server connection held, pgproxy prepares it afresh on a new one.
+        let mut held = Vec::new();
+        for _ in 0..8 {
+            let busy = cl.client().await;
+            busy.batch_execute("BEGIN; SELECT 1").await.expect("hold");
+            held.push(busy);
+        }
+        for i in 0..6 {
+            let e = expect_sqlstate(c.query(&old, &[]).await, "0A000");
+            assert!(describe(&e).contains("cached plan"), "execution {i}");
+            // Inside a transaction too: it fails the transaction on every node.
+            c.batch_execute("BEGIN").await.expect("begin");
+            expect_sqlstate(c.query(&old, &[]).await, "0A000");
+            c.batch_execute("ROLLBACK").await.expect("rollback");
+        }
+        drop(held);
+        let new = c.prepare(write).await.expect("prepare again");
+        let rows = c.query(&new, &[]).await.expect("run again");
+        assert_eq!(rows[0].get::<_, i64>(0), 8);
+        let log = cl.proxy.log();
+        assert!(!log.contains("follower detached"), "{log}");
+        cl.assert_identical(&["t"]).await;
+        cl.assert_verify_ok().await;
+    })
+    .await
+}

@@ -608,3 +608,39 @@ async fn set_config_does_not_leak_to_other_clients_through_a_follower() {
     })
     .await
 }
+
+/// RESET ALL returns a client to its startup settings on every node: a write after it, naming
+/// a table by its startup search_path, lands in the same schema on the followers as on the main.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reset_all_keeps_startup_settings_on_every_node() {
+    within(90, "test", async {
+        let cl = ReplCluster::start(2, |c| c.health("interval_ms", "0")).await;
+        let setup = cl.client().await;
+        exec(
+            &setup,
+            "CREATE TABLE items (id int PRIMARY KEY, v text); CREATE SCHEMA alt; \
+             CREATE TABLE alt.items (id int PRIMARY KEY, v text)",
+        )
+        .await;
+        let mut cfg = pg_config(cl.port(), "app", "secret", "app");
+        cfg.options("-c search_path=alt,public");
+        let c = connect_with(&cfg).await.expect("connect with startup options");
+        for i in 0..6 {
+            if i % 2 == 1 {
+                // Pinned to its server connections by a temporary table.
+                exec(&c, "CREATE TEMP TABLE tmp (x int)").await;
+            }
+            exec(&c, "SET search_path = public").await;
+            exec(&c, "RESET ALL").await;
+            exec(&c, &format!("INSERT INTO items VALUES ({i}, 'alt')")).await;
+            exec(&c, &format!("INSERT INTO items VALUES ({i}, 'alt') ON CONFLICT (id) DO UPDATE SET v = 'again'")).await;
+            if i % 2 == 1 {
+                exec(&c, "DROP TABLE tmp").await;
+            }
+        }
+        assert_eq!(scalar(&setup, "SELECT count(*) FROM public.items").await, "0");
+        cl.assert_identical(&["public.items", "alt.items"]).await;
+        assert!(!cl.proxy.log().contains("follower detached"));
+    })
+    .await
+}

@@ -95,9 +95,91 @@ pub fn is_ddl(sql: &str) -> bool {
     })
 }
 
+/// Might take a transaction snapshot: some statement of the text is not one PostgreSQL runs
+/// without a snapshot (transaction control, SET/RESET/SHOW, LOCK, LISTEN/UNLISTEN/NOTIFY,
+/// FETCH/MOVE, CHECKPOINT; `PlannedStmtRequiresSnapshot`). In a REPEATABLE READ transaction
+/// the first statement that takes one fixes what the transaction sees. Leading comments are
+/// skipped; a `;` inside a literal can only make this true, never hide a statement.
+pub fn takes_snapshot(sql: &str) -> bool {
+    const WITHOUT: &[&str] = &[
+        "begin",
+        "start",
+        "commit",
+        "end",
+        "rollback",
+        "abort",
+        "savepoint",
+        "release",
+        "set",
+        "reset",
+        "show",
+        "lock",
+        "listen",
+        "unlisten",
+        "notify",
+        "fetch",
+        "move",
+        "checkpoint",
+    ];
+    sql.split(';').any(|part| {
+        let first = first_word(part);
+        !first.is_empty() && !WITHOUT.iter().any(|k| first.eq_ignore_ascii_case(k))
+    })
+}
+
+/// The first word of a statement, after whitespace and comments (`--` and `/* */`).
+fn first_word(mut s: &str) -> &str {
+    loop {
+        s = s.trim_start();
+        if let Some(rest) = s.strip_prefix("--") {
+            s = rest.split_once('\n').map_or("", |(_, r)| r);
+        } else if let Some(rest) = s.strip_prefix("/*") {
+            s = rest.split_once("*/").map_or("", |(_, r)| r);
+        } else {
+            break;
+        }
+    }
+    // Not a word (`(SELECT …)`): its first character, which is no keyword.
+    let end = match s.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        Some(0) => s.chars().next().map_or(0, char::len_utf8),
+        Some(n) => n,
+        None => s.len(),
+    };
+    &s[..end]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn statements_without_a_snapshot_are_told_apart() {
+        for sql in [
+            "SAVEPOINT sp1",
+            "release savepoint sp1",
+            "ROLLBACK TO SAVEPOINT sp1",
+            "SET statement_timeout = '1s'",
+            "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE",
+            "/* app */ SHOW search_path",
+            "-- lock first\nLOCK TABLE t IN SHARE MODE",
+            "BEGIN; SET LOCAL work_mem = '8MB';",
+            "",
+            ";",
+        ] {
+            assert!(!takes_snapshot(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT 1",
+            "SAVEPOINT a; SELECT count(*) FROM t",
+            "/* c */ UPDATE t SET a = 1",
+            "WITH x AS (SELECT 1) SELECT * FROM x",
+            "SET x = 'a;b'",
+            "PREPARE p AS SELECT 1",
+            "(SELECT 1)",
+        ] {
+            assert!(takes_snapshot(sql), "{sql}");
+        }
+    }
 
     #[test]
     fn copy_in_is_seen_anywhere_in_the_text() {

@@ -23,7 +23,7 @@ use crate::pool::PoolError;
 use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, fe, Bind, Parse};
 use crate::router::keywords::{
-    cannot_run_in_block, creates_temp, is_copy_from_stdin, reads_catalog,
+    cannot_run_in_block, creates_temp, is_copy_from_stdin, reads_catalog, takes_snapshot,
 };
 use crate::router::{classify, Classified, Kind};
 use bytes::{BufMut, Bytes};
@@ -305,11 +305,50 @@ impl Session {
         if r.txn_ts.is_some() || r.ts_asked || r.unit.as_ref().is_some_and(|u| u.copy) {
             return false;
         }
-        if begins_txn {
+        let after = if begins_txn {
             more_than_begin(unit)
         } else {
             in_txn
+        };
+        // Not before the transaction took its snapshot: a REPEATABLE READ transaction that
+        // starts with SAVEPOINT, SET or LOCK takes it at its next statement.
+        after && self.unit_takes_snapshot(unit)
+    }
+
+    /// Some statement the unit runs may take a snapshot (`keywords::takes_snapshot`); a
+    /// statement whose text is not known counts as taking one.
+    fn unit_takes_snapshot(&self, unit: &[u8]) -> bool {
+        let mut parsed: HashMap<&str, &str> = HashMap::new();
+        let mut pos = 0;
+        while let Ok(Some(n)) = frame::peek_frame_len(&unit[pos..], usize::MAX) {
+            let f = FrameRef::new(&unit[pos..pos + n]);
+            pos += n;
+            let snapshot = match f.tag() {
+                fe::QUERY => takes_snapshot(message::query_text(f.body()).unwrap_or("")),
+                fe::PARSE => {
+                    if let Some(p) = Parse::parse(f.body()) {
+                        parsed.insert(p.name, p.query);
+                    }
+                    false
+                }
+                fe::BIND => match Bind::parse(f.body()) {
+                    Some(b) => match parsed.get(b.statement) {
+                        Some(q) => takes_snapshot(q),
+                        None => self
+                            .statements
+                            .get(b.statement)
+                            .is_none_or(|s| takes_snapshot(s.query())),
+                    },
+                    None => true,
+                },
+                fe::FUNCTION_CALL => true,
+                _ => false,
+            };
+            if snapshot {
+                return true;
+            }
         }
+        false
     }
 
     /// Sends one of pgproxy's own frames of a rewritten unit to the main: the Parse of the
@@ -728,6 +767,32 @@ impl Session {
                     && (span_all || f.shard == shard)
                     && cluster.topology.state(f.shard, f.node) == crate::cluster::NodeState::Up
         });
+        // Connections held since an earlier transaction (a pinned client keeps them): a SET,
+        // RESET ALL or DISCARD ALL since then left settings there that the main has put back
+        // to the client's (read back from the main only).
+        let mut failed = Vec::new();
+        for (i, f) in repl.followers.iter_mut().enumerate() {
+            if f.parked || !f.is_idle() {
+                continue;
+            }
+            if let Some(sql) = super::settings::replay_sql(&settings, &f.conn.settings) {
+                match f.conn.run_internal(&sql).await {
+                    Ok(_) => f.conn.settings = settings.clone(),
+                    Err(e @ crate::backend::BackendError::Io(_)) => {
+                        failed.push((i, e.to_string(), DetachCause::ConnectionFailed))
+                    }
+                    Err(e) => failed.push((
+                        i,
+                        format!("the session's settings failed there: {e}"),
+                        DetachCause::Divergence,
+                    )),
+                }
+            }
+        }
+        if !failed.is_empty() {
+            self.detach_followers(failed);
+        }
+        let repl = self.repl.as_mut().expect("replicated");
         let shards: Vec<usize> = if span_all {
             (0..cluster.config().shards.len()).collect()
         } else {

@@ -136,7 +136,10 @@ impl Session {
         }
         match f.tag() {
             be::ERROR_RESPONSE if matches!(self.queue.front(), Some(Expect::StalePlan)) => {
-                self.to_client.put_slice(message::stale_plan_error().raw());
+                let stale = message::stale_plan_error();
+                // On a replicated shard the main failed the unit: the followers never run it.
+                self.note_outcome(FrameRef::new(stale.raw()));
+                self.to_client.put_slice(stale.raw());
                 self.on_error(f.body());
             }
             be::ERROR_RESPONSE => {
