@@ -644,3 +644,49 @@ async fn reset_all_keeps_startup_settings_on_every_node() {
     })
     .await
 }
+
+/// The same statement text under two search_paths names two tables: each client's write lands
+/// in its own schema on every node, whichever server connections its statement was prepared on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_text_under_two_search_paths_writes_each_schema_on_every_node() {
+    within(120, "test", async {
+        let cl = ReplCluster::start(2, |c| c.health("interval_ms", "0")).await;
+        let setup = cl.client().await;
+        exec(
+            &setup,
+            "CREATE TABLE items (id int PRIMARY KEY, qty numeric); CREATE SCHEMA alt; \
+             CREATE TABLE alt.items (id int PRIMARY KEY, qty int)",
+        )
+        .await;
+        let mut cfg = pg_config(cl.port(), "app", "secret", "app");
+        cfg.options("-c search_path=alt,public");
+        let alt = connect_with(&cfg)
+            .await
+            .expect("connect with startup options");
+        let public = cl.client().await;
+        let sql = "INSERT INTO items (id, qty) VALUES ($1, $2::text::int) RETURNING id";
+        for i in 0..20 {
+            let (c, who) = if i % 3 == 0 {
+                (&public, "public")
+            } else {
+                (&alt, "alt")
+            };
+            let st = c.prepare(sql).await.expect("prepare");
+            c.query(&st, &[&i, &i.to_string()])
+                .await
+                .unwrap_or_else(|e| panic!("insert {i} by {who}: {}", describe(&e)));
+            if i % 4 == 0 {
+                exec(c, "RESET ALL").await;
+            }
+        }
+        assert_eq!(
+            scalar(&setup, "SELECT count(*) FROM public.items").await,
+            "7"
+        );
+        assert_eq!(scalar(&setup, "SELECT count(*) FROM alt.items").await, "13");
+        let log = cl.proxy.log();
+        assert!(!log.contains("follower detached"), "{log}");
+        cl.assert_identical(&["public.items", "alt.items"]).await;
+    })
+    .await
+}
