@@ -50,6 +50,11 @@ async fn cancel_through_the_proxy_stops_the_query() {
                     "{mode}: cancel took {:?}",
                     sent_at.elapsed()
                 );
+                // PostgreSQL's postmaster signals a cancelled backend twice (its pid, then its
+                // process group): the second SIGINT, if it lands after the error was sent, can
+                // cancel the backend's next statement (seen under CI load: round 1's query
+                // cancelled 2 ms after round 0's). Let it land while the backend is idle.
+                tokio::time::sleep(Duration::from_millis(300)).await;
                 assert_eq!(
                     scalar(&client, "select 'usable after cancel'").await,
                     "usable after cancel",
@@ -119,4 +124,34 @@ async fn listen_notify_in_session_mode() {
         );
     })
     .await
+}
+
+/// A server connection a cancel was forwarded to is closed, not handed to the next client:
+/// PostgreSQL signals a cancelled backend twice, and a late second signal would cancel the
+/// next client's statement there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_server_connection_is_not_reused() {
+    within(60, "test", async {
+        let (node, proxy) = node_and_proxy(|c| c.pool_mode("transaction").pool_size(1)).await;
+        let client = connect_app(proxy.port()).await;
+        let pid = wait_pid(&client).await;
+        let token = client.cancel_token();
+        let sleeper = client.simple_query("select pg_sleep(30) /* cancelled_once */");
+        let canceller = async {
+            wait_active(&node, "cancelled_once").await;
+            token.cancel_query(NoTls).await.expect("send cancel");
+        };
+        let (res, ()) = tokio::join!(sleeper, canceller);
+        expect_sqlstate(res, "57014");
+        let next = connect_app(proxy.port()).await;
+        let after = wait_pid(&next).await;
+        assert_ne!(after, pid, "the cancelled backend served the next client");
+        // Without a cancel the connection is reused as usual.
+        assert_eq!(wait_pid(&client).await, after);
+    })
+    .await
+}
+
+async fn wait_pid(c: &tokio_postgres::Client) -> String {
+    scalar(c, "select pg_backend_pid()::text").await
 }

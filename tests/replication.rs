@@ -12,6 +12,7 @@ use common::workloads::*;
 use common::*;
 use futures_util::future::join_all;
 use std::collections::HashMap;
+use tokio_postgres::types::Type;
 
 /// The ids of `table` on a node, comma-separated in order.
 async fn ids(node: &PgNode, table: &str) -> String {
@@ -687,6 +688,110 @@ async fn one_text_under_two_search_paths_writes_each_schema_on_every_node() {
         let log = cl.proxy.log();
         assert!(!log.contains("follower detached"), "{log}");
         cl.assert_identical(&["public.items", "alt.items"]).await;
+    })
+    .await
+}
+
+/// After `ALTER … TYPE` a client preparing a statement is told the new parameter types (as by
+/// PostgreSQL), while a client that prepared it before keeps the old ones; each one's binary
+/// values fit on every node, whichever server connections the statement gets prepared on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parameter_types_after_alter_fit_on_every_node() {
+    within(120, "test", async {
+        let cl = ReplCluster::start(2, |c| c.health("interval_ms", "0")).await;
+        let setup = cl.client().await;
+        exec(&setup, "CREATE TABLE p (id int PRIMARY KEY, a int)").await;
+        let sql = "INSERT INTO p VALUES ($1, $2)";
+        let old = cl.client().await;
+        let before = old.prepare(sql).await.expect("prepare before");
+        assert_eq!(before.params(), &[Type::INT4, Type::INT4]);
+        // Prepared on several server connections of both nodes.
+        let mut held = Vec::new();
+        for i in 0..4 {
+            old.execute(&before, &[&i, &i])
+                .await
+                .expect("insert before");
+            let busy = cl.client().await;
+            exec(&busy, "BEGIN; SELECT 1").await;
+            held.push(busy);
+        }
+        drop(held);
+        exec(&setup, "ALTER TABLE p ALTER a TYPE bigint").await;
+        for i in 0..6 {
+            let new = cl.client().await;
+            let after = new.prepare(sql).await.expect("prepare after");
+            assert_eq!(after.params(), &[Type::INT4, Type::INT8], "client {i}");
+            let id = 100 + i;
+            new.execute(&after, &[&id, &(i64::from(id) << 33)])
+                .await
+                .unwrap_or_else(|e| panic!("insert {i} with the new types: {}", describe(&e)));
+            old.execute(&before, &[&(200 + i), &i])
+                .await
+                .unwrap_or_else(|e| panic!("insert {i} with the old types: {}", describe(&e)));
+        }
+        let log = cl.proxy.log();
+        assert!(!log.contains("follower detached"), "{log}");
+        assert_eq!(scalar(&setup, "SELECT count(*) FROM p").await, "16");
+        cl.assert_identical(&["p"]).await;
+    })
+    .await
+}
+
+/// `SET LOCAL search_path` inside a transaction: a write naming a table by it takes that
+/// table's column defaults (its own sequence), not those pgproxy keeps for the session's
+/// search_path, and a statement prepared meanwhile is not shared with other clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn set_local_search_path_writes_with_that_tables_defaults() {
+    within(120, "test", async {
+        let cl = ReplCluster::start(2, |c| c.health("interval_ms", "0")).await;
+        let c = cl.client().await;
+        exec(
+            &c,
+            "CREATE TABLE t (id serial PRIMARY KEY, v text, ts timestamptz DEFAULT now()); \
+             CREATE SCHEMA alt; CREATE TABLE alt.t (id serial PRIMARY KEY, v int, ts timestamptz); \
+             ALTER SEQUENCE alt.t_id_seq RESTART WITH 1000",
+        )
+        .await;
+        // The defaults of public.t are known to pgproxy now.
+        exec(&c, "INSERT INTO t (v) VALUES ('public')").await;
+        for i in 0..3 {
+            exec(&c, "BEGIN").await;
+            exec(&c, "SET LOCAL search_path = alt, public").await;
+            exec(&c, &format!("INSERT INTO t (v) VALUES ({i})")).await;
+            let st = c
+                .prepare("INSERT INTO t (v) VALUES ($1)")
+                .await
+                .expect("prepare");
+            assert_eq!(st.params(), &[Type::INT4]);
+            c.execute(&st, &[&(10 + i)]).await.expect("prepared insert");
+            exec(&c, "COMMIT").await;
+            // The same text outside: public.t, with a text parameter.
+            let other = cl.client().await;
+            let st = other
+                .prepare("INSERT INTO t (v) VALUES ($1)")
+                .await
+                .expect("prepare outside");
+            assert_eq!(st.params(), &[Type::TEXT]);
+            other
+                .execute(&st, &[&"outside"])
+                .await
+                .expect("insert outside");
+        }
+        assert_eq!(
+            scalar(
+                &c,
+                "SELECT string_agg(id::text, ',' ORDER BY id) FROM alt.t"
+            )
+            .await,
+            "1000,1001,1002,1003,1004,1005"
+        );
+        // alt.t.ts has no default: nothing may fill it in.
+        assert_eq!(scalar(&c, "SELECT count(ts) FROM alt.t").await, "0");
+        assert_eq!(scalar(&c, "SELECT count(*) FROM public.t").await, "4");
+        assert_eq!(scalar(&c, "SELECT max(id) FROM public.t").await, "4");
+        let log = cl.proxy.log();
+        assert!(!log.contains("follower detached"), "{log}");
+        cl.assert_identical(&["public.t", "alt.t"]).await;
     })
     .await
 }

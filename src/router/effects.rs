@@ -199,11 +199,17 @@ fn classify_one(stmt: &str, e: &mut Effects) {
 
 fn set_statement(words: &[String], e: &mut Effects) {
     let mut i = 0;
-    if words.first().map(String::as_str) == Some("session") {
+    // SET LOCAL counts too: until the transaction ends the setting differs from what pgproxy
+    // last read (a statement prepared meanwhile may resolve names under another search_path);
+    // read back afterwards, it has its session value again.
+    if matches!(
+        words.first().map(String::as_str),
+        Some("session") | Some("local")
+    ) {
         i = 1;
     }
     match words.get(i).map(String::as_str) {
-        Some("local") | Some("transaction") | Some("constraints") | None => {}
+        Some("transaction") | Some("constraints") | None => {}
         Some("time") if words.get(i + 1).map(String::as_str) == Some("zone") => {
             push_name(e, "timezone".into())
         }

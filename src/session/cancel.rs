@@ -4,6 +4,7 @@
 use bytes::{BufMut, BytesMut};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use tokio::io::AsyncWriteExt;
 use tracing::debug;
@@ -34,12 +35,22 @@ impl CancelTarget {
 pub struct CancelSlot {
     secret: i32,
     target: Mutex<Option<CancelTarget>>,
+    /// A cancel was forwarded to the current target since the last `take_sent`.
+    sent: AtomicBool,
 }
 
 impl CancelSlot {
     /// Sets (or clears) the server connection a cancel should reach.
     pub fn set(&self, t: Option<CancelTarget>) {
         *self.target.lock() = t;
+    }
+
+    /// Whether a cancel was forwarded to the attached server connection (and forget it). Such
+    /// a connection is closed rather than given to another client: PostgreSQL's postmaster
+    /// signals the backend twice (its pid, then its process group), and a late second signal
+    /// cancels whatever statement that backend runs next.
+    pub fn take_sent(&self) -> bool {
+        self.sent.swap(false, Ordering::AcqRel)
     }
 }
 
@@ -62,6 +73,7 @@ impl CancelRegistry {
             let slot = Arc::new(CancelSlot {
                 secret,
                 target: Mutex::new(None),
+                sent: AtomicBool::new(false),
             });
             slots.insert(pid, slot.clone());
             return (pid, secret, slot);
@@ -79,7 +91,15 @@ impl CancelRegistry {
         let target = {
             let slots = self.slots.lock();
             match slots.get(&pid) {
-                Some(s) if s.secret == secret => s.target.lock().clone(),
+                Some(s) if s.secret == secret => {
+                    // Marked under the target's lock: a session clearing the target (`set`)
+                    // and then asking `take_sent` sees either no target here or the mark.
+                    let t = s.target.lock();
+                    if t.is_some() {
+                        s.sent.store(true, Ordering::Release);
+                    }
+                    t.clone()
+                }
                 _ => None,
             }
         };

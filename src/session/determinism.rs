@@ -267,10 +267,11 @@ impl Session {
                     .template
                     .as_ref()
                     .map_or(w.sql.as_str(), |t| t.text.as_str());
-                w.planned = self
-                    .shared
-                    .schema
-                    .cached_plan(&db, key, w.template.is_some());
+                w.planned = db.as_ref().and_then(|db| {
+                    self.shared
+                        .schema
+                        .cached_plan(db, key, w.template.is_some())
+                });
             }
         }
         let schema = match self.load_schema(&work).await? {
@@ -291,9 +292,11 @@ impl Session {
             if let Some(t) = &w.template {
                 if let Some(p) = det::plan_template(&t.text, &schema) {
                     let p = Arc::new(p);
-                    self.shared
-                        .schema
-                        .keep_plan(&db, &t.text, true, p.clone(), epoch);
+                    if let Some(db) = &db {
+                        self.shared
+                            .schema
+                            .keep_plan(db, &t.text, true, p.clone(), epoch);
+                    }
                     w.planned = Some(p);
                     continue;
                 }
@@ -303,9 +306,11 @@ impl Session {
                 continue;
             }
             let p = Arc::new(det::plan(&w.sql, &schema));
-            self.shared
-                .schema
-                .keep_plan(&db, &w.sql, false, p.clone(), epoch);
+            if let Some(db) = &db {
+                self.shared
+                    .schema
+                    .keep_plan(db, &w.sql, false, p.clone(), epoch);
+            }
             w.planned = Some(p);
         }
         let mut out = BytesMut::with_capacity(frames.len() + 64);
@@ -378,10 +383,15 @@ impl Session {
     }
 
     /// What the schema cache is kept per: the database and the client's search_path (which
-    /// decides what an unqualified table name means).
-    fn cache_scope(&mut self) -> String {
+    /// decides what an unqualified table name means). None while the search_path may differ
+    /// from what pgproxy last read (`SET [LOCAL] search_path` in this transaction): then
+    /// nothing is taken from the cache or kept in it.
+    fn cache_scope(&mut self) -> Option<String> {
+        if self.dirty.contains("search_path") {
+            return None;
+        }
         let path = self.search_path().to_string();
-        format!("{}\0{path}", self.repl_mut().db.name)
+        Some(format!("{}\0{path}", self.repl_mut().db.name))
     }
 
     /// Evaluates needs on the main; the transaction timestamp once per transaction.
@@ -448,8 +458,11 @@ impl Session {
                 if loaded.contains_key(&table) {
                     continue;
                 }
-                let key = (db.clone(), table.clone());
-                if let Some(t) = self.shared.schema.tables.lock().get(&key).cloned() {
+                let key = db.as_ref().map(|db| (db.clone(), table.clone()));
+                let cached = key
+                    .as_ref()
+                    .and_then(|k| self.shared.schema.tables.lock().get(k).cloned());
+                if let Some(t) = cached {
                     loaded.insert(table, t);
                     continue;
                 }
@@ -480,7 +493,9 @@ impl Session {
                     }
                 }
                 let t = Arc::new(t);
-                self.shared.schema.tables.lock().insert(key, t.clone());
+                if let Some(key) = key {
+                    self.shared.schema.tables.lock().insert(key, t.clone());
+                }
                 loaded.insert(table, t);
             }
         }

@@ -56,10 +56,7 @@ impl Session {
                 if p.name.is_empty() {
                     return Ok(false);
                 }
-                let stmt =
-                    self.shared
-                        .statements
-                        .intern(p.query, p.param_types, self.search_path());
+                let stmt = self.intern_statement(p.query, p.param_types);
                 if !stmt.validated.load(Ordering::Relaxed) {
                     return Ok(false);
                 }
@@ -77,6 +74,22 @@ impl Session {
     /// statement's identity.
     pub(super) fn search_path(&self) -> &str {
         self.settings.get("search_path").map_or("", String::as_str)
+    }
+
+    /// The shared statement for a client's named Parse; a statement of its own while its
+    /// search_path may have changed since pgproxy last read it (`SET [LOCAL] search_path` in
+    /// the current transaction): the text may name other tables then.
+    pub(super) fn intern_statement(
+        &self,
+        query: &str,
+        param_types: &[u8],
+    ) -> std::sync::Arc<super::statements::Statement> {
+        let statements = &self.shared.statements;
+        if self.dirty.contains("search_path") {
+            statements.private(query, param_types)
+        } else {
+            statements.intern(query, param_types, self.search_path())
+        }
     }
 
     pub(super) fn next_seq(&mut self) -> u64 {
@@ -105,10 +118,7 @@ impl Session {
             self.to_server.put_slice(f.raw());
             return Ok(());
         }
-        let stmt = self
-            .shared
-            .statements
-            .intern(p.query, p.param_types, self.search_path());
+        let stmt = self.intern_statement(p.query, p.param_types);
         let name = p.name.to_string();
         self.statements.define(&name, stmt.clone());
         // In a failed transaction PostgreSQL refuses the Parse (25P02) unless the text ends the
@@ -129,7 +139,7 @@ impl Session {
             self.push_synthetic(Frame::new(be::PARSE_COMPLETE, &[]));
         } else {
             self.server().prepared.insert(stmt.id);
-            self.to_server.put_slice(stmt.parse.raw());
+            self.to_server.put_slice(stmt.parse_again().raw());
             let id = stmt.id;
             self.queue.push_back(Expect::Parse { stmt: Some(stmt) });
             self.enforce_prepared_cap(id);
@@ -147,19 +157,18 @@ impl Session {
             let e = e.as_ref().clone();
             self.note_effects(&e);
         }
-        let keep_types = self.statements.is_described(client_name);
         let server = self.server.as_mut().expect("attached");
         let injected = if client_name.is_empty() {
             let fresh = server.unnamed != Some(stmt.id);
             if fresh {
                 server.unnamed = Some(stmt.id);
                 self.queue.push_back(Expect::InjectedParse { stmt: None });
-                self.to_server.put_slice(stmt.parse_again(keep_types).raw());
+                self.to_server.put_slice(stmt.parse_again().raw());
             }
             fresh
         } else if !server.prepared.contains(stmt.id) {
             server.prepared.insert(stmt.id);
-            self.to_server.put_slice(stmt.parse_again(keep_types).raw());
+            self.to_server.put_slice(stmt.parse_again().raw());
             self.queue.push_back(Expect::InjectedParse {
                 stmt: Some(stmt.clone()),
             });
@@ -225,7 +234,6 @@ impl Session {
                     .put_slice(Target::encode(fe::DESCRIBE, b'S', &name).raw()),
                 _ => self.to_server.put_slice(f.raw()),
             }
-            self.statements.mark_described(t.name);
             self.statements.get(t.name).cloned()
         } else {
             self.to_server.put_slice(f.raw());

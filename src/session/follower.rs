@@ -184,7 +184,7 @@ impl Follower {
                 } else if let Some(stmt) = statements.get(p.name) {
                     if !self.conn.prepared.contains(stmt.id) {
                         self.conn.prepared.insert(stmt.id);
-                        self.out.put_slice(stmt.parse.raw());
+                        self.out.put_slice(stmt.parse_again().raw());
                     }
                 }
             }
@@ -255,15 +255,14 @@ impl Follower {
 
     fn ensure_prepared(&mut self, name: &str, statements: &ClientStatements) -> Option<String> {
         let stmt = statements.get(name)?;
-        let keep_types = statements.is_described(name);
         if name.is_empty() {
             if self.conn.unnamed != Some(stmt.id) {
                 self.conn.unnamed = Some(stmt.id);
-                self.out.put_slice(stmt.parse_again(keep_types).raw());
+                self.out.put_slice(stmt.parse_again().raw());
             }
         } else if !self.conn.prepared.contains(stmt.id) {
             self.conn.prepared.insert(stmt.id);
-            self.out.put_slice(stmt.parse_again(keep_types).raw());
+            self.out.put_slice(stmt.parse_again().raw());
         }
         Some(stmt.server_name.clone())
     }

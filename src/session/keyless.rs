@@ -155,7 +155,8 @@ impl Session {
                     .statements
                     .get(&stmt)
                     .ok_or("unknown prepared statement")?;
-                let p = Parse::parse(s.parse.body()).ok_or("unknown prepared statement")?;
+                let parse = s.parse_again();
+                let p = Parse::parse(parse.body()).ok_or("unknown prepared statement")?;
                 (p.query.to_string(), p.param_types.to_vec())
             }
         };

@@ -116,9 +116,7 @@ impl Session {
                             .statements
                             .unnamed(Frame::from_raw(Bytes::copy_from_slice(f.raw())), p.query)
                     } else {
-                        self.shared
-                            .statements
-                            .intern(p.query, p.param_types, self.search_path())
+                        self.intern_statement(p.query, p.param_types)
                     };
                     self.statements.define(p.name, stmt);
                     self.lost_reply(Frame::new(be::PARSE_COMPLETE, &[]));

@@ -161,7 +161,7 @@ impl Session {
         }
         let idle = self.is_idle();
         if let Some(server) = self.server.take() {
-            if idle {
+            if idle && !self.cancel.take_sent() {
                 server.reset_and_release();
             }
             // else: dropped, which closes it: never hand a mid-transaction connection on.
@@ -437,7 +437,8 @@ impl Session {
             // rolled back changes nothing): see `track_reset`.
             self.reset_sent = true;
         }
-        if self.mode == PoolMode::Transaction || self.repl.is_some() {
+        // In session mode too: a shared statement's identity includes the search_path.
+        {
             self.dirty
                 .extend(e.set_names.iter().map(|n| n.to_ascii_lowercase()));
             if e.reset_all {

@@ -80,6 +80,9 @@ pub struct Repl {
     pub txn_begin: Option<String>,
     /// BEGIN to send to the main before the next unit (the transaction moved to this shard).
     pub pending_begin: Option<String>,
+    /// A CREATE, ALTER or DROP ran in this transaction: once it is over (on every node), a
+    /// Parse makes a new shared statement (`StatementCache::schema_changed`).
+    pub schema_changed: bool,
 }
 
 /// One unit in flight.
@@ -145,6 +148,7 @@ impl Repl {
             span_all: false,
             txn_begin: None,
             pending_begin: None,
+            schema_changed: false,
         }
     }
 }
@@ -1040,6 +1044,9 @@ impl Session {
         repl.portals.clear();
         repl.txn_ts = None;
         repl.ts_asked = false;
+        if std::mem::take(&mut repl.schema_changed) {
+            self.shared.statements.schema_changed();
+        }
     }
 
     /// ROLLBACK on every follower that joined the transaction.

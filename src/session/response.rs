@@ -292,14 +292,14 @@ impl Session {
             // (Also ROLLBACK TO SAVEPOINT, and COMMIT of a failed transaction.)
             self.reset_ran = false;
         }
-        // (Not on replicated shards: the main answers before the followers ran the change, and
-        // a statement made afresh in between would be prepared on a follower before it.)
-        if self.repl.is_none()
-            && (tag.starts_with(b"ALTER ")
-                || tag.starts_with(b"CREATE ")
-                || tag.starts_with(b"DROP "))
-        {
-            self.shared.statements.schema_changed();
+        if tag.starts_with(b"ALTER ") || tag.starts_with(b"CREATE ") || tag.starts_with(b"DROP ") {
+            match self.repl.as_mut() {
+                // Once the transaction is over: the main answers before the followers ran
+                // the change, and a statement made afresh in between could be prepared on a
+                // follower before it.
+                Some(r) => r.schema_changed = true,
+                None => self.shared.statements.schema_changed(),
+            }
         }
         if tag == b"DEALLOCATE ALL" || tag == b"DISCARD ALL" {
             self.statements.clear();
@@ -492,7 +492,11 @@ impl Session {
         if self.mode == PoolMode::Transaction && self.pin.is_none() {
             if let Some(server) = self.server.take() {
                 self.cancel.set(None);
-                server.release();
+                if self.cancel.take_sent() {
+                    debug!("server connection closed: a cancel was forwarded to it");
+                } else {
+                    server.release();
+                }
             }
             if let Some(repl) = self.repl.as_mut() {
                 for f in repl.followers.drain(..) {

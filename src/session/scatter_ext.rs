@@ -141,7 +141,7 @@ impl Session {
         let param_types = match &shape.parse {
             Some((_, _, types)) => types.clone(),
             None => match self.statements.get(&shape.statement) {
-                Some(s) => Parse::parse(s.parse.body())
+                Some(s) => Parse::parse(s.parse_again().body())
                     .map(|p| p.param_types.to_vec())
                     .unwrap_or_else(|| vec![0, 0]),
                 None => return self.refuse_scatter("unknown prepared statement"),
@@ -189,10 +189,7 @@ impl Session {
         out.put_slice(message::sync().raw());
         if let Some((name, query, types)) = &shape.parse {
             if !name.is_empty() {
-                let stmt = self
-                    .shared
-                    .statements
-                    .intern(query, types, self.search_path());
+                let stmt = self.intern_statement(query, types);
                 self.statements.define(name, stmt);
             }
         }

@@ -232,7 +232,9 @@ impl Session {
         if let Some(server) = self.server.take() {
             // Session mode: the session moves; its settings are replayed on the next server.
             self.cancel.set(None);
-            server.reset_and_release();
+            if !self.cancel.take_sent() {
+                server.reset_and_release();
+            }
         }
         let repl = self.repl.as_mut().expect("sharded");
         for f in repl.followers.drain(..) {

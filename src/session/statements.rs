@@ -77,12 +77,15 @@ impl Statement {
         }
     }
 
-    /// The Parse to prepare it on another server connection: with the parameter types the
-    /// client was told, when recorded and `keep_types` (the client holds them).
-    pub fn parse_again(&self, keep_types: bool) -> Frame {
+    /// The Parse to prepare it on another server connection: with the parameter types its
+    /// clients were told, once recorded. Every client of a shared statement is told the same
+    /// types and every server connection prepares it with them (after a schema change pgproxy
+    /// did not see, a node would infer others: a client told `int4` by one connection would
+    /// send `int4` binary values to another that expects `numeric`).
+    pub fn parse_again(&self) -> Frame {
         match self.param_types.get() {
-            Some(types) if keep_types => Parse::encode(&self.server_name, self.query(), types),
-            _ => self.parse.clone(),
+            Some(types) => Parse::encode(&self.server_name, self.query(), types),
+            None => self.parse.clone(),
         }
     }
 
@@ -158,6 +161,18 @@ impl StatementCache {
         stmt
     }
 
+    /// A statement of one client only, not kept in the cache: prepared while the client's
+    /// search_path may differ from what pgproxy last read (a SET in the current transaction),
+    /// its names may resolve to other tables than the same text does for anyone else.
+    pub fn private(&self, query: &str, param_types: &[u8]) -> Arc<Statement> {
+        let id = self.next_id();
+        let server_name = format!("pgproxy_{id}");
+        let parse = Parse::encode(&server_name, query, param_types);
+        let mut stmt = Statement::new(id, server_name, parse, query);
+        stmt.search_path = Arc::from("\u{0}private");
+        Arc::new(stmt)
+    }
+
     /// A client's unnamed statement: not shared, kept as the client's own Parse frame.
     pub fn unnamed(&self, parse: Frame, query: &str) -> Arc<Statement> {
         Arc::new(Statement::new(self.next_id(), String::new(), parse, query))
@@ -210,16 +225,11 @@ pub struct ClientStatements {
     portals: HashMap<String, Arc<Statement>>,
     /// The statement behind the unnamed portal.
     unnamed_portal: Option<Arc<Statement>>,
-    /// Names the client described since it (re)defined them: it holds their parameter types.
-    described: std::collections::HashSet<String>,
 }
 
 impl ClientStatements {
     /// Binds a client name to a statement (the unnamed one for "").
     pub fn define(&mut self, name: &str, stmt: Arc<Statement>) {
-        if !self.described.is_empty() {
-            self.described.remove(name);
-        }
         if name.is_empty() {
             self.unnamed = Some(stmt);
         } else {
@@ -236,22 +246,8 @@ impl ClientStatements {
         }
     }
 
-    /// The client described the statement behind `name`.
-    pub fn mark_described(&mut self, name: &str) {
-        if !self.described.contains(name) {
-            self.described.insert(name.to_string());
-        }
-    }
-
-    /// The client was told the parameter types of the statement behind `name`: prepared again
-    /// elsewhere, it must keep them.
-    pub fn is_described(&self, name: &str) -> bool {
-        self.described.contains(name)
-    }
-
     /// Forgets a client name.
     pub fn close(&mut self, name: &str) {
-        self.described.remove(name);
         if name.is_empty() {
             self.unnamed = None;
         } else {
@@ -261,7 +257,6 @@ impl ClientStatements {
 
     /// Forgets every name (DISCARD ALL / DEALLOCATE ALL).
     pub fn clear(&mut self) {
-        self.described.clear();
         self.named.clear();
         self.unnamed = None;
     }
