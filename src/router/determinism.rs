@@ -227,6 +227,14 @@ pub fn plan_template(text: &str, schema: &dyn Schema) -> Option<Planned> {
     }
 }
 
+/// Calls setval, currval or lastval (conservative: any mention).
+fn reads_sequence_state(sql: &str) -> bool {
+    let lower = sql.to_ascii_lowercase();
+    ["setval", "currval", "lastval"]
+        .iter()
+        .any(|f| lower.contains(f))
+}
+
 /// `plan`; `None` if `strict` and some statement needed the token-level fallback.
 fn plan_inner(sql: &str, schema: &dyn Schema, strict: bool) -> Option<Planned> {
     let Some(lexed) = Lexed::new(sql) else {
@@ -240,11 +248,31 @@ fn plan_inner(sql: &str, schema: &dyn Schema, strict: bool) -> Option<Planned> {
     let mut c = Collector::new(sentinel.clone());
     let mut pieces = Vec::new();
     let mut changed = false;
+    // An earlier statement of the text reads or sets a sequence's state (setval, currval,
+    // lastval): a nextval evaluated before the text runs would come out of order with it.
+    let mut sequence_state_before = false;
+    let nextvals = |c: &Collector| {
+        c.needs
+            .iter()
+            .filter(|n| matches!(n, Need::Nextval(_)))
+            .count()
+    };
     for (i, r) in lexed.statements().into_iter().enumerate() {
         if i > 0 {
             render::push_text(&mut pieces, "; ");
         }
-        match plan_range(&lexed, r.clone(), schema, &mut c, strict) {
+        let before = nextvals(&c);
+        let planned = plan_range(&lexed, r.clone(), schema, &mut c, strict);
+        if sequence_state_before && nextvals(&c) > before {
+            return Some(Planned::Refused(
+                "on a replicated shard pgproxy evaluates nextval() (also a serial or identity \
+                 default) before a multi-statement query runs, so it cannot follow setval(), \
+                 currval() or lastval() in the same query; send them as separate queries"
+                    .to_string(),
+            ));
+        }
+        sequence_state_before |= reads_sequence_state(lexed.text(r.clone()));
+        match planned {
             Err(Failed::Fallback) => return None,
             Err(Failed::Refused(reason)) => return Some(Planned::Refused(reason)),
             Ok(None) => render::push_text(&mut pieces, lexed.text(r)),

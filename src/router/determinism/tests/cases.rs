@@ -85,6 +85,10 @@ pub(super) const CASES: &[(&str, Want)] = &[
         Rewrite(&["nextval('s')", "nextval('public.s'::regclass)", "gen_random_uuid()"], "INSERT INTO x (a) VALUES ('100'::int8), ('101'::int8), ('21111111-1111-1111-1111-111111111111'::uuid)"),
     ),
     (
+        "SELECT nextval('s'); SELECT currval('s') * 10",
+        Rewrite(&["nextval('s')"], "SELECT '100'::int8 AS \"nextval\"; SELECT currval('s') * 10"),
+    ),
+    (
         "SELECT nextval('s'), now()::date",
         Rewrite(&["nextval('s')", "now()"], "SELECT '100'::int8 AS \"nextval\", '2024-05-06 07:08:09.123456+00'::timestamptz::DATE AS \"now\""),
     ),
@@ -172,6 +176,9 @@ pub(super) const CASES: &[(&str, Want)] = &[
         Rewrite(&["now()", "clock_timestamp()"], "SELECT * FROM x WHERE ts < '2024-05-06 07:08:09.123456+00'::timestamptz AND d = '2024-05-06 07:08:09.123456+00'::timestamptz::date AND t > '2024-05-06 07:08:09.123456+00'::timestamptz::timestamp(3) AND '2024-05-06 07:08:11+00'::timestamptz > a.now FOR NO KEY UPDATE"),
     ),
     // refused
+    ("SELECT setval('s', 100); SELECT nextval('s')", Refused("cannot follow setval(), currval() or lastval()")),
+    ("SELECT nextval('s'); SELECT currval('s'); SELECT nextval('s')", Refused("send them as separate queries")),
+    ("SELECT lastval(); INSERT INTO t (name) VALUES ('a')", Refused("cannot follow setval()")),
     ("UPDATE x SET a = random() WHERE id = 1", Refused("random() in an UPDATE that may touch several rows")),
     ("DELETE FROM x WHERE r < random()", Refused("random() in a DELETE")),
     ("UPDATE t SET id = DEFAULT WHERE id = 1", Refused("SET id = DEFAULT")),
