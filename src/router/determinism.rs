@@ -229,10 +229,9 @@ pub fn plan_template(text: &str, schema: &dyn Schema) -> Option<Planned> {
 
 /// Calls setval, currval or lastval (conservative: any mention).
 fn reads_sequence_state(sql: &str) -> bool {
-    let lower = sql.to_ascii_lowercase();
     ["setval", "currval", "lastval"]
         .iter()
-        .any(|f| lower.contains(f))
+        .any(|f| super::keywords::contains_ignore_case(sql.as_bytes(), f.as_bytes()))
 }
 
 /// `plan`; `None` if `strict` and some statement needed the token-level fallback.

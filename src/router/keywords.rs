@@ -72,7 +72,8 @@ pub fn may_copy_in(sql: &str) -> bool {
     contains_ignore_case(sql.as_bytes(), b"copy") && contains_ignore_case(sql.as_bytes(), b"stdin")
 }
 
-fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
+/// `needle` (ASCII) occurs in `hay`, ignoring ASCII case; no allocation.
+pub(crate) fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, rest)) = needle.split_first() else {
         return true;
     };

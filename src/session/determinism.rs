@@ -387,7 +387,7 @@ impl Session {
     /// from what pgproxy last read (`SET [LOCAL] search_path` in this transaction): then
     /// nothing is taken from the cache or kept in it.
     fn cache_scope(&mut self) -> Option<String> {
-        if self.dirty.contains("search_path") {
+        if self.search_path_unread() {
             return None;
         }
         let path = self.search_path().to_string();

@@ -76,6 +76,12 @@ impl Session {
         self.settings.get("search_path").map_or("", String::as_str)
     }
 
+    /// A SET of search_path (also SET LOCAL, set_config, RESET ALL) ran since pgproxy last
+    /// read the client's settings: `search_path()` may not be what the server uses now.
+    pub(super) fn search_path_unread(&self) -> bool {
+        self.dirty.contains("search_path")
+    }
+
     /// The shared statement for a client's named Parse; a statement of its own while its
     /// search_path may have changed since pgproxy last read it (`SET [LOCAL] search_path` in
     /// the current transaction): the text may name other tables then.
@@ -85,7 +91,7 @@ impl Session {
         param_types: &[u8],
     ) -> std::sync::Arc<super::statements::Statement> {
         let statements = &self.shared.statements;
-        if self.dirty.contains("search_path") {
+        if self.search_path_unread() {
             statements.private(query, param_types)
         } else {
             statements.intern(query, param_types, self.search_path())

@@ -161,8 +161,8 @@ impl Session {
         }
         let idle = self.is_idle();
         if let Some(server) = self.server.take() {
-            if idle && !self.cancel.take_sent() {
-                server.reset_and_release();
+            if idle {
+                self.hand_back(server, true);
             }
             // else: dropped, which closes it: never hand a mid-transaction connection on.
         }
@@ -437,20 +437,16 @@ impl Session {
             // rolled back changes nothing): see `track_reset`.
             self.reset_sent = true;
         }
-        // In session mode too: a shared statement's identity includes the search_path.
-        {
-            self.dirty
-                .extend(e.set_names.iter().map(|n| n.to_ascii_lowercase()));
-            if e.reset_all {
-                self.dirty.extend(self.settings.keys().cloned());
-            }
+        // In every pool mode: a shared statement's identity includes the search_path.
+        let mut names: Vec<String> = e.set_names.iter().map(|n| n.to_ascii_lowercase()).collect();
+        self.dirty.extend(names.iter().cloned());
+        if e.reset_all {
+            self.dirty.extend(self.settings.keys().cloned());
         }
         if let Some(repl) = self.repl.as_mut() {
             // The followers run it too; what their connections then hold is not read back
             // (only the main's is), so those settings count as unknown there: whoever uses
             // such a connection next sets them again (or RESETs them).
-            let mut names: Vec<String> =
-                e.set_names.iter().map(|n| n.to_ascii_lowercase()).collect();
             if e.reset_all {
                 names.extend(self.settings.keys().cloned());
                 names.extend(self.startup_settings.keys().cloned());
@@ -465,6 +461,19 @@ impl Session {
                     f.conn.settings.insert(n, settings::UNKNOWN.to_string());
                 }
             }
+        }
+    }
+
+    /// Gives the attached server connection back to its pool (reset first when `reset`),
+    /// unless a cancel was forwarded to it: then it is closed (`CancelSlot::take_sent`).
+    pub(super) fn hand_back(&self, server: Pooled, reset: bool) {
+        self.cancel.set(None);
+        if self.cancel.take_sent() {
+            debug!("server connection closed: a cancel was forwarded to it");
+        } else if reset {
+            server.reset_and_release();
+        } else {
+            server.release();
         }
     }
 

@@ -27,7 +27,7 @@ use crate::router::keywords::{
 };
 use crate::router::{classify, Classified, Kind};
 use bytes::{BufMut, Bytes};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use tracing::warn;
 
 /// Replication state of one session.
@@ -779,18 +779,8 @@ impl Session {
             if f.parked || !f.is_idle() {
                 continue;
             }
-            if let Some(sql) = super::settings::replay_sql(&settings, &f.conn.settings) {
-                match f.conn.run_internal(&sql).await {
-                    Ok(_) => f.conn.settings = settings.clone(),
-                    Err(e @ crate::backend::BackendError::Io(_)) => {
-                        failed.push((i, e.to_string(), DetachCause::ConnectionFailed))
-                    }
-                    Err(e) => failed.push((
-                        i,
-                        format!("the session's settings failed there: {e}"),
-                        DetachCause::Divergence,
-                    )),
-                }
+            if let Err((why, cause)) = apply_settings(&mut f.conn, &settings).await {
+                failed.push((i, why, cause));
             }
         }
         if !failed.is_empty() {
@@ -816,20 +806,10 @@ impl Session {
                 let pool = cluster.pool(&repl.user, &repl.db, s, node);
                 match pool.checkout().await {
                     Ok(mut conn) => {
-                        if let Some(sql) = super::settings::replay_sql(&settings, &conn.settings) {
-                            if let Err(e) = conn.run_internal(&sql).await {
-                                // The main took these settings: this node would run the
-                                // client's statements differently.
-                                warn!(shard = s, node, error = %e, "could not apply settings on a follower");
-                                cluster.detach(
-                                    s,
-                                    node,
-                                    DetachCause::Divergence,
-                                    &format!("the session's settings failed there: {e}"),
-                                );
-                                continue;
-                            }
-                            conn.settings = settings.clone();
+                        if let Err((why, cause)) = apply_settings(&mut conn, &settings).await {
+                            warn!(shard = s, node, error = %why, "could not apply settings on a follower");
+                            cluster.detach(s, node, cause, &why);
+                            continue;
                         }
                         let down = cluster.topology.detached_signal(s, node);
                         repl.followers.push(Follower::new(s, node, conn, down));
@@ -1134,6 +1114,31 @@ fn starts_with_begin(unit: &[u8]) -> bool {
         _ => None,
     };
     sql.is_some_and(|q| classify(q).kinds.first() == Some(&Kind::Begin))
+}
+
+/// Brings a follower connection's settings in line with the session's. On failure, why and
+/// the cause to detach its node with: the main took these settings, so a node that refuses
+/// them would run the client's statements differently.
+async fn apply_settings(
+    conn: &mut crate::pool::Pooled,
+    settings: &BTreeMap<String, String>,
+) -> Result<(), (String, DetachCause)> {
+    let Some(sql) = super::settings::replay_sql(settings, &conn.settings) else {
+        return Ok(());
+    };
+    match conn.run_internal(&sql).await {
+        Ok(_) => {
+            conn.settings = settings.clone();
+            Ok(())
+        }
+        Err(e @ crate::backend::BackendError::Io(_)) => {
+            Err((e.to_string(), DetachCause::ConnectionFailed))
+        }
+        Err(e) => Err((
+            format!("the session's settings failed there: {e}"),
+            DetachCause::Divergence,
+        )),
+    }
 }
 
 /// A unit that starts with BEGIN also runs something else: a Query of several statements, or

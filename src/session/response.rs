@@ -491,12 +491,7 @@ impl Session {
         }
         if self.mode == PoolMode::Transaction && self.pin.is_none() {
             if let Some(server) = self.server.take() {
-                self.cancel.set(None);
-                if self.cancel.take_sent() {
-                    debug!("server connection closed: a cancel was forwarded to it");
-                } else {
-                    server.release();
-                }
+                self.hand_back(server, false);
             }
             if let Some(repl) = self.repl.as_mut() {
                 for f in repl.followers.drain(..) {

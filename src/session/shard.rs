@@ -231,10 +231,7 @@ impl Session {
         }
         if let Some(server) = self.server.take() {
             // Session mode: the session moves; its settings are replayed on the next server.
-            self.cancel.set(None);
-            if !self.cancel.take_sent() {
-                server.reset_and_release();
-            }
+            self.hand_back(server, true);
         }
         let repl = self.repl.as_mut().expect("sharded");
         for f in repl.followers.drain(..) {

@@ -148,13 +148,7 @@ impl StatementCache {
         if let Some(s) = map.get(&key).filter(|s| s.epoch == epoch) {
             return s.clone();
         }
-        let id = self.next_id();
-        let server_name = format!("pgproxy_{id}");
-        let parse = Parse::encode(&server_name, query, param_types);
-        let mut stmt = Statement::new(id, server_name, parse, query);
-        stmt.search_path = key.2.clone();
-        stmt.epoch = epoch;
-        let stmt = Arc::new(stmt);
+        let stmt = Arc::new(self.named(query, param_types, key.2.clone(), epoch));
         if map.len() < MAX_ENTRIES {
             map.insert(key, stmt.clone());
         }
@@ -165,12 +159,24 @@ impl StatementCache {
     /// search_path may differ from what pgproxy last read (a SET in the current transaction),
     /// its names may resolve to other tables than the same text does for anyone else.
     pub fn private(&self, query: &str, param_types: &[u8]) -> Arc<Statement> {
+        Arc::new(self.named(query, param_types, Arc::from("\u{0}private"), 0))
+    }
+
+    /// A new statement under a server name of pgproxy's (`pgproxy_<id>`).
+    fn named(
+        &self,
+        query: &str,
+        param_types: &[u8],
+        search_path: Arc<str>,
+        epoch: u64,
+    ) -> Statement {
         let id = self.next_id();
         let server_name = format!("pgproxy_{id}");
         let parse = Parse::encode(&server_name, query, param_types);
         let mut stmt = Statement::new(id, server_name, parse, query);
-        stmt.search_path = Arc::from("\u{0}private");
-        Arc::new(stmt)
+        stmt.search_path = search_path;
+        stmt.epoch = epoch;
+        stmt
     }
 
     /// A client's unnamed statement: not shared, kept as the client's own Parse frame.
