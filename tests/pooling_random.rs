@@ -18,8 +18,8 @@
 //! RETURNING, upserts, serial columns and sequences (currval only where it is defined under
 //! transaction pooling: after nextval in the same transaction); DDL between transactions
 //! (CREATE/DROP INDEX, ADD/DROP COLUMN, ALTER COLUMN TYPE with prepared statements alive: 0A000);
-//! temporary tables (pin the client); DISCARD ALL / DEALLOCATE ALL; COPY TO STDOUT and (not on
-//! the replicated shard, where extended-protocol COPY FROM STDIN is refused) COPY FROM STDIN.
+//! temporary tables (pin the client); DISCARD ALL / DEALLOCATE ALL; COPY TO STDOUT and COPY FROM
+//! STDIN (tokio-postgres: extended protocol).
 //!
 //! Steps never block on locks held by another client (each client writes only its own rows; DDL
 //! runs only while no client is in a transaction), and at most `pool_size` clients hold a server
@@ -1234,7 +1234,7 @@ impl Gen {
                 effect: Effect::None,
             };
         }
-        if (88..93).contains(&r) && !self.replicated && self.on("copy") {
+        if (88..93).contains(&r) && self.on("copy") {
             let n = self.rng.range(1, 3);
             let mut data = String::new();
             for _ in 0..n {

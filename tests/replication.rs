@@ -140,31 +140,75 @@ async fn copy_from_stdin_simple_protocol_lands_on_every_node() {
     .await
 }
 
+/// Sends `rows` through tokio-postgres `copy_in` (extended protocol: Parse/Describe/Sync, then
+/// Bind/Execute/Sync, the data, CopyDone and another Sync).
+async fn copy_rows(
+    c: &tokio_postgres::Client,
+    sql: &str,
+    rows: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    use futures_util::SinkExt;
+    let sink = c.copy_in::<_, bytes::Bytes>(sql).await?;
+    let mut sink = std::pin::pin!(sink);
+    for chunk in rows.as_bytes().chunks(7) {
+        sink.send(bytes::Bytes::copy_from_slice(chunk)).await?;
+    }
+    sink.as_mut().finish().await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copy_in_extended_protocol_is_refused_clearly() {
-    // Not supported yet on a replicated shard (docs/REPLICATION.md, Limits): refused with
-    // 0A000, never half-applied, and the session goes on.
-    within(60, "test", async {
+async fn copy_in_extended_protocol_lands_on_every_node() {
+    // tokio-postgres `copy_in`: autocommit, inside a transaction, a copy the main refuses
+    // (a duplicate key) and one the client aborts: every node ends up with the same rows and
+    // the session goes on.
+    within(90, "test", async {
         let cl = ReplCluster::start(2, |c| c).await;
         let c = cl.client().await;
         exec(&c, "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
-        let err = match c
-            .copy_in::<_, bytes::Bytes>("COPY t (id, v) FROM STDIN")
-            .await
-        {
-            Ok(_) => panic!("extended-protocol COPY FROM STDIN was accepted"),
-            Err(e) => e,
-        };
+        let n = copy_rows(&c, "COPY t (id, v) FROM STDIN", "1\ta\n2\tb\n3\tc\n").await;
+        assert_eq!(n.expect("autocommit copy"), 3);
+        exec(&c, "BEGIN").await;
+        exec(&c, "INSERT INTO t (id, v) VALUES (10, 'x')").await;
+        let n = copy_rows(&c, "COPY t (id, v) FROM STDIN", "11\td\n12\te\n").await;
+        assert_eq!(n.expect("copy in a transaction"), 2);
+        exec(&c, "UPDATE t SET v = v || '!' WHERE id > 10").await;
+        exec(&c, "COMMIT").await;
+        // A duplicate key: the main refuses the copy; nothing of it stays anywhere.
+        let err = copy_rows(&c, "COPY t (id, v) FROM STDIN", "20\tf\n1\tdup\n").await;
+        let err = err.expect_err("duplicate key accepted");
         assert_eq!(
             err.code().map(|c| c.code()),
-            Some("0A000"),
+            Some("23505"),
             "{}",
             describe(&err)
         );
+        // The client gives up half-way (CopyFail when the sink is dropped unfinished).
+        {
+            use futures_util::SinkExt;
+            let sink = c
+                .copy_in::<_, bytes::Bytes>("COPY t (id, v) FROM STDIN")
+                .await
+                .expect("copy_in");
+            let mut sink = Box::pin(sink);
+            sink.send(bytes::Bytes::from_static(b"30\tg\n"))
+                .await
+                .expect("data");
+            drop(sink);
+        }
+        // The session is usable.
+        let n = copy_rows(&c, "COPY t (id, v) FROM STDIN", "40\th\n").await;
+        assert_eq!(n.expect("copy after a failed one"), 1);
+        exec(&c, "INSERT INTO t (id, v) VALUES (4, 'after')").await;
         let c2 = cl.client().await;
-        exec(&c2, "INSERT INTO t VALUES (1, 'a')").await;
+        exec(&c2, "INSERT INTO t (id, v) VALUES (50, 'other')").await;
         for node in &cl.nodes {
-            assert_eq!(node.scalar("SELECT count(*) FROM t").await, "1");
+            assert_eq!(
+                node.scalar("SELECT string_agg(id || ':' || v, ',' ORDER BY id) FROM t")
+                    .await,
+                "1:a,2:b,3:c,4:after,10:x,11:d!,12:e!,40:h,50:other",
+                "node {}",
+                node.port()
+            );
         }
         cl.assert_verify_ok().await;
     })
@@ -792,6 +836,211 @@ async fn set_local_search_path_writes_with_that_tables_defaults() {
         let log = cl.proxy.log();
         assert!(!log.contains("follower detached"), "{log}");
         cl.assert_identical(&["public.t", "alt.t"]).await;
+    })
+    .await
+}
+
+/// Drivers that describe first (pgx's describe-exec mode, libpq's `PQprepare("")`) parse the
+/// unnamed statement in one request and bind it in the next. pgproxy's own queries on the
+/// main (the BEGIN around an autocommit write, the transaction timestamp) are simple Queries,
+/// which drop PostgreSQL's unnamed statement: it must be parsed again, not bound to nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unnamed_statement_described_first_then_executed() {
+    within(60, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(
+            &c,
+            "CREATE TABLE t (id int PRIMARY KEY, v text, at timestamptz)",
+        )
+        .await;
+        let mut raw = RawConn::login_password(cl.port(), "app", "secret", "app").await;
+        let statements = [
+            "INSERT INTO t VALUES (1, 'a', now())",
+            "UPDATE t SET v = v || 'b' WHERE id = 1",
+            "SELECT v FROM t WHERE id = 1",
+            "INSERT INTO t VALUES (2, 'c', now())",
+        ];
+        for (k, sql) in statements.iter().enumerate() {
+            for in_txn in [false, true] {
+                if in_txn {
+                    raw.send(&wire::query("BEGIN")).await.unwrap();
+                    raw.until_ready().await;
+                }
+                let mut m = wire::parse("", sql);
+                m.extend(wire::describe(b'S', ""));
+                m.extend(wire::sync());
+                raw.send(&m).await.unwrap();
+                raw.until_ready().await;
+                let mut m = wire::bind("", "", &[]);
+                m.extend(wire::execute("", 0));
+                m.extend(wire::sync());
+                raw.send(&m).await.unwrap();
+                let got = raw.until_ready_any().await;
+                let errors: Vec<_> = got
+                    .iter()
+                    .filter(|m| m.tag == b'E')
+                    .map(|m| wire::error_fields(&m.body))
+                    .collect();
+                // The second INSERT of a key fails as it would on PostgreSQL; nothing else does.
+                let dup = sql.starts_with("INSERT") && in_txn;
+                if dup {
+                    assert_eq!(errors.len(), 1, "{sql}: {errors:?}");
+                    assert_eq!(errors[0].get(&b'C').map(String::as_str), Some("23505"));
+                } else {
+                    assert!(
+                        errors.is_empty(),
+                        "#{k} {sql} (in a transaction: {in_txn}): {errors:?}"
+                    );
+                }
+                if in_txn {
+                    raw.send(&wire::query("ROLLBACK")).await.unwrap();
+                    raw.until_ready().await;
+                }
+            }
+        }
+        // After a simple Query the unnamed statement is gone, through pgproxy as on PostgreSQL.
+        let mut m = wire::parse("", "SELECT 1");
+        m.extend(wire::sync());
+        raw.send(&m).await.unwrap();
+        raw.until_ready().await;
+        raw.simple_query("SELECT 2").await;
+        let mut m = wire::bind("", "", &[]);
+        m.extend(wire::execute("", 0));
+        m.extend(wire::sync());
+        raw.send(&m).await.unwrap();
+        let got = raw.until_ready_any().await;
+        let e = got
+            .iter()
+            .find(|m| m.tag == b'E')
+            .expect("Bind of a dropped unnamed statement");
+        assert_eq!(
+            wire::error_fields(&e.body).get(&b'C').map(String::as_str),
+            Some("26000")
+        );
+        for node in &cl.nodes {
+            assert_eq!(
+                node.scalar("SELECT string_agg(id || v, ',' ORDER BY id) FROM t")
+                    .await,
+                "1ab,2c",
+                "node {}",
+                node.port()
+            );
+        }
+        cl.assert_verify_ok().await;
+    })
+    .await
+}
+
+/// A client that stops after the main's error in the middle of a COPY FROM STDIN, without
+/// CopyDone or CopyFail (libpq does once it has read the error): the followers abandon their
+/// copy too, nobody is detached, and the session goes on. Simple and extended protocol.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_abandoned_after_the_mains_error() {
+    within(60, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE t (id int PRIMARY KEY, v text)").await;
+        let mut raw = RawConn::login_password(cl.port(), "app", "secret", "app").await;
+        for extended in [false, true] {
+            if extended {
+                let mut m = wire::parse("", "COPY t FROM STDIN");
+                m.extend(wire::bind("", "", &[]));
+                m.extend(wire::execute("", 0));
+                m.extend(wire::sync());
+                raw.send(&m).await.unwrap();
+                assert_eq!(raw.recv().await.map(|m| m.tag), Some(b'1'));
+                assert_eq!(raw.recv().await.map(|m| m.tag), Some(b'2'));
+            } else {
+                raw.send(&wire::query("COPY t FROM STDIN")).await.unwrap();
+            }
+            assert_eq!(raw.recv().await.map(|m| m.tag), Some(b'G'));
+            raw.send(&wire::copy_data(b"1\tfine\nnot-a-number\tbad\n"))
+                .await
+                .unwrap();
+            let e = raw.recv().await.expect("the main's error");
+            assert_eq!(e.tag, b'E');
+            assert_eq!(
+                wire::error_fields(&e.body).get(&b'C').map(String::as_str),
+                Some("22P02")
+            );
+            if extended {
+                // Out of copy mode after the error, PostgreSQL waits for a Sync.
+                raw.send(&wire::sync()).await.unwrap();
+            }
+            let rest = raw.until_ready_any().await;
+            assert!(rest.is_empty(), "extended {extended}: {:?}", rest.len());
+            let rows = raw
+                .simple_query("INSERT INTO t VALUES (7, 'after') RETURNING id")
+                .await;
+            assert_eq!(
+                rows,
+                vec![vec![Some("7".to_string())]],
+                "extended {extended}"
+            );
+            raw.simple_query("DELETE FROM t").await;
+        }
+        exec(&c, "INSERT INTO t VALUES (8, 'end')").await;
+        for node in &cl.nodes {
+            assert_eq!(ids(node, "t").await, "8", "node {}", node.port());
+        }
+        let log = cl.proxy.log();
+        assert!(!log.contains("quarantined"), "{log}");
+        cl.assert_verify_ok().await;
+    })
+    .await
+}
+
+/// COPY FROM STDIN leaving out a column whose default differs per node (serial, now(),
+/// gen_random_uuid()): pgproxy does not rewrite COPY data, so it refuses with 0A000 rather
+/// than let every node fill in its own values (it did, silently). Listing the columns works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copy_leaving_out_volatile_defaults_is_refused() {
+    within(60, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(
+            &c,
+            "CREATE TABLE d (id int PRIMARY KEY, at timestamptz DEFAULT now(), \
+             u uuid DEFAULT gen_random_uuid(), s serial, k text DEFAULT 'k')",
+        )
+        .await;
+        let mut raw = RawConn::login_password(cl.port(), "app", "secret", "app").await;
+        for sql in ["COPY d (id) FROM STDIN", "COPY d (id, at, u) FROM STDIN"] {
+            raw.send(&wire::query(sql)).await.unwrap();
+            let got = raw.until_ready_any().await;
+            let e = got.iter().find(|m| m.tag == b'E').expect("refused");
+            let f = wire::error_fields(&e.body);
+            assert_eq!(f.get(&b'C').map(String::as_str), Some("0A000"), "{f:?}");
+            assert!(f[&b'M'].contains("COPY into d without column"), "{f:?}");
+        }
+        let err = copy_rows(&c, "COPY d (id, s) FROM STDIN", "1\t1\n").await;
+        let err = err.expect_err("extended COPY leaving out now() accepted");
+        assert_eq!(
+            err.code().map(|c| c.code()),
+            Some("0A000"),
+            "{}",
+            describe(&err)
+        );
+        // Every volatile default given: the same rows everywhere (k takes its constant). A new
+        // client: after a copy_in that failed at Execute, tokio-postgres's next request reads
+        // the answer to its CopyFail + Sync (so it does against PostgreSQL directly).
+        let c = cl.client().await;
+        let n = copy_rows(
+            &c,
+            "COPY d (id, at, u, s) FROM STDIN",
+            "1\t2024-01-01 00:00:00+00\t00000000-0000-0000-0000-000000000001\t10\n",
+        )
+        .await;
+        assert_eq!(n.expect("copy with every volatile column"), 1);
+        for node in &cl.nodes {
+            assert_eq!(
+                node.scalar("SELECT count(*) FROM d WHERE k = 'k' AND s = 10")
+                    .await,
+                "1"
+            );
+        }
+        cl.assert_verify_ok().await;
     })
     .await
 }

@@ -335,6 +335,8 @@ impl ServerConn {
     /// frame, to pass on to a client) and the final transaction status. A FATAL error is an
     /// `Err` (the node is closing the connection).
     pub async fn exchange(&mut self, sql: &str) -> Result<Exchange, BackendError> {
+        // A simple Query drops the unnamed statement.
+        self.unnamed = None;
         self.write_all(message::query(sql).raw()).await?;
         let mut out = Exchange {
             result: InternalResult::default(),

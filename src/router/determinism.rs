@@ -16,10 +16,11 @@ mod template;
 use std::collections::HashMap;
 use std::ops::{ControlFlow, Range};
 
-use sqlparser::ast::{visit_statements, Insert, Statement, TableFactor, TableObject};
+use sqlparser::ast::{visit_statements, CopySource, Insert, Statement, TableFactor, TableObject};
 use sqlparser::dialect::PostgreSqlDialect;
+use sqlparser::keywords::Keyword;
 use sqlparser::parser::{Parser, ParserError};
-use sqlparser::tokenizer::{Location, TokenWithSpan};
+use sqlparser::tokenizer::{Location, Token, TokenWithSpan};
 
 use super::classify::lex::Lexed;
 use super::classify::{object_key, statement_kind, Kind};
@@ -178,6 +179,11 @@ pub fn write_targets(sql: &str) -> Vec<String> {
                     table: TableFactor::Table { name, .. },
                     ..
                 } => push(object_key(name)),
+                Statement::Copy {
+                    source: CopySource::Table { table_name, .. },
+                    to: false,
+                    ..
+                } => push(object_key(table_name)),
                 _ => {}
             }
             ControlFlow::<()>::Continue(())
@@ -462,9 +468,27 @@ fn check_parses(text: &str, sentinel: &str, c: &Collector) -> Result<(), ParserE
 }
 
 fn parse_tokens(tokens: Vec<TokenWithSpan>) -> Result<Vec<Statement>, ParserError> {
-    Parser::new(&PostgreSqlDialect {})
-        .with_tokens_with_locations(tokens)
-        .parse_statements()
+    let parse = |tokens| {
+        Parser::new(&PostgreSqlDialect {})
+            .with_tokens_with_locations(tokens)
+            .parse_statements()
+    };
+    let copy = tokens
+        .iter()
+        .find(|t| !is_trivia(&t.token))
+        .is_some_and(|t| matches!(&t.token, Token::Word(w) if w.keyword == Keyword::COPY));
+    if !copy {
+        return parse(tokens);
+    }
+    // sqlparser reads `COPY … FROM STDIN` only with its data after a semicolon (psql's
+    // script form); a COPY statement sent on the wire has none.
+    let mut with_end = tokens.clone();
+    with_end.push(TokenWithSpan::wrap(Token::SemiColon));
+    parse(with_end).or_else(|_| parse(tokens))
+}
+
+fn is_trivia(t: &Token) -> bool {
+    matches!(t, Token::Whitespace(_))
 }
 
 #[cfg(test)]

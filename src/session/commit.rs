@@ -70,8 +70,7 @@ impl Session {
             Ok(()) => {
                 // Let the main answer the client's COMMIT exactly as PostgreSQL would, on an
                 // empty transaction.
-                self.queue.push_back(super::expect::Expect::InjectedQuery);
-                self.to_server.put_slice(message::query("BEGIN").raw());
+                self.inject_query("BEGIN", super::expect::Expect::InjectedQuery);
                 Ok(Plan::Run(bytes))
             }
             Err(e) => {

@@ -520,4 +520,5 @@ fn may_need(sql: &str) -> bool {
         || l.contains("timestamp")
         || l.contains("timeofday")
         || l.contains("default")
+        || l.contains("copy")
 }

@@ -47,6 +47,17 @@ pub fn outcome_of(f: FrameRef<'_>) -> Option<Outcome> {
     }
 }
 
+/// How the outcomes up to one ReadyForQuery count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Answer {
+    /// Compared with the main's.
+    Compared,
+    /// pgproxy's own statement: must succeed.
+    Internal,
+    /// Not looked at (a copy abandoned after the main's error fails here too).
+    Ignored,
+}
+
 /// One follower connection.
 pub struct Follower {
     /// Shard index (another shard's node joins a write that spans shards).
@@ -75,7 +86,7 @@ pub struct Follower {
     unnamed_in_unit: bool,
     /// ReadyForQuery answers still to come, each with whether its outcomes are compared
     /// (client units) or must merely succeed (pgproxy's own statements).
-    pending: VecDeque<bool>,
+    pending: VecDeque<Answer>,
     /// Cancelled when the node is detached: waiting for its answers stops.
     detached: CancellationToken,
 }
@@ -117,8 +128,10 @@ impl Follower {
 
     /// Queues one of pgproxy's own statements (must succeed; outcome not compared).
     pub fn queue_internal(&mut self, sql: &str) {
+        // A simple Query drops the connection's unnamed statement.
+        self.conn.unnamed = None;
         self.out.put_slice(message::query(sql).raw());
-        self.pending.push_back(false);
+        self.pending.push_back(Answer::Internal);
     }
 
     /// Queues a unit replayed from earlier in the transaction (outcome not compared).
@@ -164,7 +177,14 @@ impl Follower {
         match f.tag() {
             fe::SYNC if self.skip_sync => {}
             fe::QUERY | fe::FUNCTION_CALL | fe::SYNC => {
-                self.pending.push_back(self.compare);
+                if f.tag() == fe::QUERY {
+                    self.conn.unnamed = None;
+                }
+                self.pending.push_back(if self.compare {
+                    Answer::Compared
+                } else {
+                    Answer::Internal
+                });
                 self.out.put_slice(f.raw());
             }
             fe::PARSE => {
@@ -239,7 +259,24 @@ impl Follower {
     pub fn end_copy(&mut self) {
         if std::mem::take(&mut self.copy_sync) {
             self.out.put_slice(&[fe::SYNC, 0, 0, 0, 4]);
-            self.pending.push_back(true);
+            self.pending.push_back(Answer::Compared);
+        }
+    }
+
+    /// The client left the copy without ending it (it stopped after the main's error): the
+    /// follower's copy is failed too, and its outcome not compared (the main's error is not
+    /// the follower's 57014).
+    pub fn abort_copy(&mut self) {
+        let msg = b"the client abandoned the COPY after the main node's error\0";
+        self.out.put_u8(fe::COPY_FAIL);
+        self.out.put_u32(4 + msg.len() as u32);
+        self.out.put_slice(msg);
+        if std::mem::take(&mut self.copy_sync) {
+            self.out.put_slice(&[fe::SYNC, 0, 0, 0, 4]);
+            self.pending.push_back(Answer::Ignored);
+        } else if let Some(last) = self.pending.back_mut() {
+            // The simple Query that holds the COPY.
+            *last = Answer::Ignored;
         }
     }
 
@@ -311,11 +348,14 @@ impl Follower {
                     cur.push(o);
                 } else if f.tag() == be::READY_FOR_QUERY {
                     res.status = f.body().first().copied().unwrap_or(b'I');
-                    let compared = self.pending.pop_front().unwrap_or(true);
-                    if compared {
-                        res.outcomes.append(&mut cur);
-                    } else if let Some(e) = cur.iter().find(|o| matches!(o, Outcome::Error(_))) {
-                        res.internal_error.get_or_insert_with(|| e.to_string());
+                    match self.pending.pop_front().unwrap_or(Answer::Compared) {
+                        Answer::Compared => res.outcomes.append(&mut cur),
+                        Answer::Internal => {
+                            if let Some(e) = cur.iter().find(|o| matches!(o, Outcome::Error(_))) {
+                                res.internal_error.get_or_insert_with(|| e.to_string());
+                            }
+                        }
+                        Answer::Ignored => {}
                     }
                     cur.clear();
                     if self.pending.is_empty() {

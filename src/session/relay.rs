@@ -377,6 +377,12 @@ impl Session {
                 // Any simple Query may hold a COPY FROM STDIN (not worth scanning its text on
                 // this path: it only keeps a later shape check from running in the same batch).
                 self.copy_risk = Some(seq);
+                if tag == fe::QUERY {
+                    // PostgreSQL drops the unnamed statement at a simple Query: so does the
+                    // client's view of it (a later Bind to it fails there as it would directly).
+                    self.server().unnamed = None;
+                    self.statements.unnamed = None;
+                }
                 self.queue.push_back(Expect::Query { seq });
                 self.to_server.put_slice(f.raw());
             }

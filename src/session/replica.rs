@@ -95,6 +95,12 @@ pub struct Unit {
     pub prefix: bool,
     /// A COPY FROM STDIN: the followers run it alongside the main.
     pub copy: bool,
+    /// The main started a COPY FROM STDIN of the extended protocol: it ignored the unit's
+    /// Sync and answers the copy only at the client's next Sync (sent after CopyDone or
+    /// CopyFail, or after the main's error), which therefore belongs to this unit too.
+    pub sync_owed: bool,
+    /// The client ended the copy (CopyDone or CopyFail sent).
+    pub copy_ended: bool,
 }
 
 /// What the client-side loop does next.
@@ -203,7 +209,9 @@ impl Session {
             let Some(&tag) = rest.first() else {
                 return Ok(Step::Wait);
             };
-            if !matches!(tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL) {
+            let sync_owed = self.repl_mut().unit.as_ref().is_some_and(|u| u.sync_owed);
+            let ends_copy_batch = sync_owed && matches!(tag, fe::SYNC | fe::FLUSH);
+            if !matches!(tag, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL) && !ends_copy_batch {
                 return Ok(Step::Wait);
             }
             let n = match frame::peek_frame_len(rest, max) {
@@ -212,6 +220,23 @@ impl Session {
                 Err(e) => return Err(super::client::frame_error(e)),
             };
             *pos += n;
+            if ends_copy_batch {
+                // The main's answer to the COPY comes at this Sync (the followers get pgproxy's
+                // own, `Follower::end_copy`); anything after it waits for the unit's end. A
+                // Sync the main ignores (still copying) leaves the next one owed.
+                self.client_message(FrameRef::new(&rest[..n])).await?;
+                if matches!(self.queue.back(), Some(super::expect::Expect::Sync { .. })) {
+                    if let Some(u) = self.repl_mut().unit.as_mut() {
+                        u.sync_owed = false;
+                    }
+                }
+                return Ok(Step::Continue);
+            }
+            if tag != fe::COPY_DATA {
+                if let Some(u) = self.repl_mut().unit.as_mut() {
+                    u.copy_ended = true;
+                }
+            }
             let copying = self.repl_mut().unit.as_ref().is_some_and(|u| u.copy);
             if copying {
                 let mut big = false;
@@ -279,10 +304,10 @@ impl Session {
                     // query would take a REPEATABLE READ transaction's snapshot before the
                     // client's first statement does.
                     self.repl_mut().ts_asked = true;
-                    self.queue
-                        .push_back(super::expect::Expect::CaptureTxnTimestamp);
-                    self.to_server
-                        .put_slice(message::query("SELECT pg_catalog.now()::text").raw());
+                    self.inject_query(
+                        "SELECT pg_catalog.now()::text",
+                        super::expect::Expect::CaptureTxnTimestamp,
+                    );
                 }
                 if self.queue.is_empty() && self.repl_mut().unit.is_some() {
                     // Answered without the server (e.g. a Sync with nothing pending).
@@ -359,6 +384,17 @@ impl Session {
     /// rewritten text into the unnamed statement (its ParseComplete is dropped; the client's own
     /// unnamed statement is prepared again when next used) or the Bind of it (answered to the
     /// client, in place of the Bind it replaced).
+    /// Queues one of pgproxy's own simple queries for the main, answered as `expect` says. A
+    /// simple Query drops the server's unnamed statement: the client's is parsed again there
+    /// when next bound.
+    pub(super) fn inject_query(&mut self, sql: &str, expect: super::expect::Expect) {
+        if let Some(server) = self.server.as_mut() {
+            server.unnamed = None;
+        }
+        self.queue.push_back(expect);
+        self.to_server.put_slice(message::query(sql).raw());
+    }
+
     fn send_own_frame(&mut self, f: FrameRef<'_>) {
         self.since_sync = true;
         if f.tag() == fe::PARSE {
@@ -525,13 +561,6 @@ impl Session {
                 "send COMMIT / ROLLBACK / SAVEPOINT as a statement of its own",
             );
         }
-        if sql.copy_in && !simple {
-            return self.refuse_unit(
-                simple,
-                "COPY FROM STDIN through the extended protocol is not supported on a replicated shard yet",
-                "send the COPY as a simple query (psql, psycopg, pgjdbc's CopyManager, node-pg-copy-streams do)",
-            );
-        }
         if sql.kinds.contains(&Kind::Unsupported) {
             return self.refuse_unit(
                 simple,
@@ -585,8 +614,7 @@ impl Session {
         }
         if let Some(begin) = self.repl_mut().pending_begin.take() {
             // The transaction moved to this shard: it begins here before the unit runs.
-            self.queue.push_back(super::expect::Expect::InjectedQuery);
-            self.to_server.put_slice(message::query(&begin).raw());
+            self.inject_query(&begin, super::expect::Expect::InjectedQuery);
         }
         let joined = self.repl_mut().joined;
         let mut bytes = bytes;
@@ -614,6 +642,8 @@ impl Session {
             mirror: false,
             prefix: false,
             copy: sql.copy_in,
+            sync_owed: false,
+            copy_ended: false,
         };
         if writes && !self.lost_txn && self.tx_status != b'E' {
             let implicit = !in_txn && !begins && !sql.no_txn_block;
@@ -626,8 +656,7 @@ impl Session {
             if implicit {
                 // Autocommit write: pgproxy opens a transaction on every node around it.
                 self.repl_mut().implicit = true;
-                self.queue.push_back(super::expect::Expect::InjectedQuery);
-                self.to_server.put_slice(message::query("BEGIN").raw());
+                self.inject_query("BEGIN", super::expect::Expect::InjectedQuery);
             }
             for f in self.repl_mut().followers.iter_mut().filter(|f| !f.parked) {
                 for sql in &follower_sql {
@@ -919,6 +948,14 @@ impl Session {
             .outcomes
             .iter()
             .any(|o| matches!(o, Outcome::Error(_)));
+        if unit.copy && !unit.copy_ended {
+            // The client gave up after the main's error without CopyDone/CopyFail: the
+            // followers abandon their copy as well; the outcomes are not compared.
+            for f in self.repl_mut().followers.iter_mut().filter(|f| !f.parked) {
+                f.abort_copy();
+            }
+            self.repl_mut().outcomes.clear();
+        }
         if unit.prefix && !self.repl_mut().joined && !main_failed {
             self.repl_mut().prefix.push(unit.frames.clone());
         }

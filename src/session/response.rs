@@ -33,7 +33,10 @@ impl Session {
         }
         if self.server.is_some()
             && self.queue.is_empty()
-            && self.repl.as_ref().is_some_and(|r| r.unit.is_some())
+            && self
+                .repl
+                .as_ref()
+                .is_some_and(|r| r.unit.as_ref().is_some_and(|u| !u.sync_owed))
         {
             self.finish_unit().await?;
         }
@@ -342,6 +345,10 @@ impl Session {
         let removed = before != self.queue.len();
         if removed && !self.queue.iter().any(|e| matches!(e, Expect::Sync { .. })) {
             self.since_sync = true;
+        }
+        if let Some(unit) = self.repl.as_mut().and_then(|r| r.unit.as_mut()) {
+            // A replicated unit ends at the client's next Sync (`Unit::sync_owed`).
+            unit.sync_owed |= removed;
         }
         if self.copy_window == Some(seq) {
             // The client has not ended this copy yet.

@@ -4,8 +4,8 @@
 //! is refused.
 
 use sqlparser::ast::{
-    AssignmentTarget, Expr, Ident, Insert, MergeAction, MergeInsertKind, Query, SelectItem,
-    SetExpr, Statement, TableFactor, TableObject, Values,
+    AssignmentTarget, Expr, Ident, Insert, MergeAction, MergeInsertKind, ObjectName, Query,
+    SelectItem, SetExpr, Statement, TableFactor, TableObject, Values,
 };
 
 use super::rewrite::{nd_defaults, NdDefault};
@@ -306,4 +306,29 @@ pub(super) fn merge_defaults(stmt: &Statement, schema: &dyn Schema) -> Result<()
         }
     }
     Ok(())
+}
+
+/// COPY … FROM STDIN with a column list: a column left out takes its default on every node,
+/// evaluated there. pgproxy does not rewrite COPY data, so a non-deterministic default
+/// (serial, now(), gen_random_uuid()) of a column left out is refused.
+pub(super) fn copy_defaults(
+    table: &ObjectName,
+    columns: &[Ident],
+    schema: &dyn Schema,
+) -> Result<(), String> {
+    if columns.is_empty() {
+        return Ok(());
+    }
+    let Some(defaults) = schema.defaults(&object_key(table)) else {
+        return Ok(());
+    };
+    let names: Vec<String> = columns.iter().map(ident_name).collect();
+    let nd = nd_defaults(&defaults.columns)?;
+    match nd.iter().find(|d| !names.iter().any(|n| n == d.name)) {
+        Some(d) => Err(format!(
+            "COPY into {table} without column {}, whose default {} every node would evaluate itself (pgproxy does not rewrite COPY data); list {} in the COPY's column list and send its values",
+            d.name, d.text, d.name
+        )),
+        None => Ok(()),
+    }
 }

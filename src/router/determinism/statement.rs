@@ -3,12 +3,14 @@
 //! output column names kept when a call becomes a literal.
 
 use sqlparser::ast::{
-    AlterTableOperation, ColumnOption, Expr, GroupByExpr, Insert, Query, Select, SelectItem,
-    SetExpr, Statement, VisitMut,
+    AlterTableOperation, ColumnOption, CopySource, Expr, GroupByExpr, Insert, Query, Select,
+    SelectItem, SetExpr, Statement, VisitMut,
 };
 use sqlparser::tokenizer::Location;
 
-use super::defaults::{ident_name, merge_defaults, plan_insert, quoted, update_defaults};
+use super::defaults::{
+    copy_defaults, ident_name, merge_defaults, plan_insert, quoted, update_defaults,
+};
 use super::rewrite::{builtin_name, has_nd_call, is_nondeterministic, Collector, Rewriter};
 use super::Schema;
 use crate::router::classify::functions::is_scalar_builtin;
@@ -72,6 +74,15 @@ pub(super) fn plan_statement(
         Statement::AlterTable {
             name, operations, ..
         } => check_add_column(&name.to_string(), operations),
+        Statement::Copy {
+            source:
+                CopySource::Table {
+                    table_name,
+                    columns,
+                },
+            to: false,
+            ..
+        } => copy_defaults(table_name, columns, cx.schema),
         Statement::Call(f) => cx.once(&mut f.args),
         Statement::Execute { parameters, .. } => cx.once(parameters),
         _ => Ok(()),

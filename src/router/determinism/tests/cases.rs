@@ -14,6 +14,11 @@ use Want::*;
 pub(super) const CASES: &[(&str, Want)] = &[
     // unchanged
     ("SELECT now(), random(), gen_random_uuid()", Unchanged),
+    ("COPY t (id, name, created) FROM STDIN", Unchanged),
+    ("COPY t FROM STDIN", Unchanged),
+    ("COPY u (id, uid, note) FROM STDIN", Unchanged),
+    ("COPY plain (a) FROM STDIN", Unchanged),
+    ("COPY t (name) TO STDOUT", Unchanged),
     ("UPDATE pgbench_accounts SET abalance = abalance + $1 WHERE aid = $2", Unchanged),
     ("INSERT INTO x (a, b) VALUES ($1, $2)", Unchanged),
     ("INSERT INTO plain (m) VALUES (1)", Unchanged),
@@ -201,4 +206,9 @@ pub(super) const CASES: &[(&str, Want)] = &[
     ("SELECT * FROM x WHERE a = random() FOR NO KEY UPDATE", Refused("random() in a statement pgproxy cannot parse")),
     ("INSERT INTO t VALUES (1) ON CONFLICT ON CONSTRAINT pk DO NOTHING garbage", Refused("cannot parse this INSERT into t")),
     ("SELECT 1; UPDATE x SET a = gen_random_uuid()", Refused("gen_random_uuid() in an UPDATE")),
+    ("COPY t (name) FROM STDIN", Refused("COPY into t without column id, whose default nextval('t_id_seq'::regclass)")),
+    ("COPY t (id, name) FROM STDIN WITH (FORMAT csv)", Refused("without column created, whose default now()")),
+    ("COPY public.t (name, created) FROM STDIN", Refused("without column id")),
+    ("COPY u (id, note) FROM STDIN", Refused("without column uid")),
+    ("COPY \"Mixed\" (v) FROM STDIN", Refused("without column Id")),
 ];
