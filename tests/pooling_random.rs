@@ -1853,20 +1853,31 @@ async fn replicated_repeatable_read_snapshot_starts_at_the_first_statement() {
 
 /// Found by the final node comparison of the replicated runs (every seed: the setup did this).
 /// A simple Query that creates a table with a `DEFAULT now()` column and then inserts into it:
-/// pgproxy looks up the column defaults to fill in before the Query runs, when the table does not
-/// exist yet, so every node evaluates now() itself and the nodes silently differ (PostgreSQL
-/// answers normally; `pgproxy verify` then fails). The same INSERT as a Query of its own is fine.
+/// pgproxy looked up the column defaults to fill in before the Query ran, when the table did not
+/// exist yet, so every node evaluated now() itself and the nodes silently differed (PostgreSQL
+/// answers normally; `pgproxy verify` then fails). Since 2026-11-27 the defaults a text's own
+/// CREATE TABLE / ALTER COLUMN … SET DEFAULT set are used for its later statements.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "pgproxy bug: replicated INSERT using defaults of a table created earlier in the same Query is not made deterministic"]
 async fn replicated_insert_into_a_table_created_in_the_same_query() {
     let cluster = ReplCluster::start(2, |c| c).await;
     let c = cluster.client().await;
     c.batch_execute(
-        "CREATE TABLE e (id serial PRIMARY KEY, created timestamptz DEFAULT now()); \
-         INSERT INTO e (id) VALUES (1)",
+        "CREATE TABLE e (id serial PRIMARY KEY, created timestamptz DEFAULT now(), \
+           u uuid DEFAULT gen_random_uuid()); \
+         INSERT INTO e (id) VALUES (100); INSERT INTO e DEFAULT VALUES",
     )
     .await
     .expect("create and insert");
+    c.batch_execute(
+        "ALTER TABLE e ADD COLUMN r float8; ALTER TABLE e ALTER COLUMN r SET DEFAULT random(); \
+         INSERT INTO e (id) VALUES (10), (11)",
+    )
+    .await
+    .expect("alter and insert");
+    assert_eq!(
+        scalar(&c, "SELECT count(*) FROM e WHERE r IS NOT NULL").await,
+        "2"
+    );
     cluster.assert_identical(&["e"]).await;
     cluster.assert_verify_ok().await;
 }

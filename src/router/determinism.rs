@@ -8,6 +8,7 @@
 
 mod defaults;
 mod fallback;
+mod overlay;
 mod render;
 mod rewrite;
 mod statement;
@@ -251,6 +252,7 @@ fn plan_inner(sql: &str, schema: &dyn Schema, strict: bool) -> Option<Planned> {
     };
     let sentinel = render::sentinel_for(sql);
     let mut c = Collector::new(sentinel.clone());
+    let mut schema = overlay::Overlay::new(schema);
     let mut pieces = Vec::new();
     let mut changed = false;
     // An earlier statement of the text reads or sets a sequence's state (setval, currval,
@@ -267,7 +269,7 @@ fn plan_inner(sql: &str, schema: &dyn Schema, strict: bool) -> Option<Planned> {
             render::push_text(&mut pieces, "; ");
         }
         let before = nextvals(&c);
-        let planned = plan_range(&lexed, r.clone(), schema, &mut c, strict);
+        let planned = plan_range(&lexed, r.clone(), &mut schema, &mut c, strict);
         if sequence_state_before && nextvals(&c) > before {
             return Some(Planned::Refused(
                 "on a replicated shard pgproxy evaluates nextval() (also a serial or identity \
@@ -324,7 +326,7 @@ impl From<String> for Failed {
 fn plan_range(
     lexed: &Lexed,
     r: Range<usize>,
-    schema: &dyn Schema,
+    schema: &mut overlay::Overlay,
     c: &mut Collector,
     strict: bool,
 ) -> Result<Option<(String, bool)>, Failed> {
@@ -338,13 +340,14 @@ fn plan_range(
     let mut texts = Vec::new();
     let mut changed = false;
     for stmt in &mut stmts {
-        match plan_one(stmt, lexed, schema, c, user)? {
+        match plan_one(stmt, lexed, &*schema, c, user)? {
             Some(text) => {
                 changed = true;
                 texts.push(text);
             }
             None => texts.push(stmt.to_string()),
         }
+        schema.learn(stmt);
     }
     Ok(changed.then(|| (texts.join("; "), true)))
 }

@@ -29,6 +29,26 @@ pub(super) const CASES: &[(&str, Want)] = &[
     ("SELECT * FROM x FOR UPDATE", Unchanged),
     ("SELECT setval('s', 5)", Unchanged),
     ("CREATE TABLE t3 (id serial, at timestamptz DEFAULT now())", Unchanged),
+    // defaults set earlier in the same text (serial and nextval defaults are left to the nodes:
+    // a sequence made by the text hands out the same values everywhere)
+    ("CREATE TABLE e (id serial, n int); INSERT INTO e (n) VALUES (1)", Unchanged),
+    ("CREATE TABLE IF NOT EXISTS plain (n int DEFAULT now()); INSERT INTO plain (m) VALUES (1)", Unchanged),
+    (
+        "CREATE TABLE e (id serial PRIMARY KEY, created timestamptz DEFAULT now()); INSERT INTO e (id) VALUES (1)",
+        Rewrite(&["now()"], "CREATE TABLE e (id serial PRIMARY KEY, created timestamptz DEFAULT now()); INSERT INTO e (id, \"created\") VALUES (1, '2024-05-06 07:08:09.123456+00'::timestamptz)"),
+    ),
+    (
+        "CREATE TABLE e (u uuid DEFAULT gen_random_uuid(), v text); INSERT INTO e (v) VALUES ('a'), ('b')",
+        Rewrite(&["gen_random_uuid()", "gen_random_uuid()"], "CREATE TABLE e (u uuid DEFAULT gen_random_uuid(), v text); INSERT INTO e (v, \"u\") VALUES ('a', '01111111-1111-1111-1111-111111111111'::uuid), ('b', '11111111-1111-1111-1111-111111111111'::uuid)"),
+    ),
+    (
+        "ALTER TABLE plain ALTER COLUMN m SET DEFAULT random(); INSERT INTO plain (n) VALUES (1)",
+        Rewrite(&["random()"], "ALTER TABLE plain ALTER COLUMN m SET DEFAULT random(); INSERT INTO plain (n, \"m\") VALUES (1, '0.05'::float8)"),
+    ),
+    (
+        "ALTER TABLE t ALTER COLUMN created DROP DEFAULT; INSERT INTO t (name) VALUES ('x')",
+        Rewrite(&["nextval('t_id_seq'::regclass)"], "ALTER TABLE t ALTER COLUMN created DROP DEFAULT; INSERT INTO t (name, \"id\") VALUES ('x', '100'::int8)"),
+    ),
     ("ALTER TABLE x ADD COLUMN c int DEFAULT 0", Unchanged),
     ("PREPARE q AS INSERT INTO x VALUES ($1)", Unchanged),
     ("BEGIN; SET x = 1; COMMIT", Unchanged),
@@ -206,6 +226,7 @@ pub(super) const CASES: &[(&str, Want)] = &[
     ("SELECT * FROM x WHERE a = random() FOR NO KEY UPDATE", Refused("random() in a statement pgproxy cannot parse")),
     ("INSERT INTO t VALUES (1) ON CONFLICT ON CONSTRAINT pk DO NOTHING garbage", Refused("cannot parse this INSERT into t")),
     ("SELECT 1; UPDATE x SET a = gen_random_uuid()", Refused("gen_random_uuid() in an UPDATE")),
+    ("CREATE TABLE e (id serial, at timestamptz DEFAULT now()); COPY e (id) FROM STDIN", Refused("COPY into e without column at")),
     ("COPY t (name) FROM STDIN", Refused("COPY into t without column id, whose default nextval('t_id_seq'::regclass)")),
     ("COPY t (id, name) FROM STDIN WITH (FORMAT csv)", Refused("without column created, whose default now()")),
     ("COPY public.t (name, created) FROM STDIN", Refused("without column id")),
