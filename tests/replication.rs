@@ -1044,3 +1044,54 @@ async fn copy_leaving_out_volatile_defaults_is_refused() {
     })
     .await
 }
+
+/// A suspended unnamed portal inside a transaction (postgres.js cursors: Execute with a row
+/// limit, then Flush or Sync, then Execute again): pgproxy read the transaction timestamp with
+/// a simple Query between the Executes, which drops the unnamed portal (34000 "portal \"\"
+/// does not exist"). The timestamp is now read ahead only when no unnamed portal may be open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_unnamed_portal_survives_in_a_transaction() {
+    within(60, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE t (id int PRIMARY KEY, at timestamptz)").await;
+        let mut raw = RawConn::login_password(cl.port(), "app", "secret", "app").await;
+        for end in [wire::flush(), wire::sync()] {
+            raw.simple_query("BEGIN").await;
+            let mut m = wire::parse("s1", "SELECT g FROM generate_series(1, 5) g");
+            m.extend(wire::bind("", "s1", &[]));
+            m.extend(wire::execute("", 2));
+            m.extend(end.clone());
+            raw.send(&m).await.unwrap();
+            let mut rows = 0;
+            loop {
+                let g = raw.recv().await.expect("answer");
+                assert_ne!(g.tag, b'E', "{:?}", wire::error_fields(&g.body));
+                rows += usize::from(g.tag == b'D');
+                if g.tag == b's' {
+                    break;
+                }
+            }
+            if end[0] == b'S' {
+                assert_eq!(raw.recv().await.map(|m| m.tag), Some(b'Z'));
+            }
+            let mut m = wire::execute("", 0);
+            m.extend(wire::sync());
+            raw.send(&m).await.unwrap();
+            let got = raw.until_ready().await;
+            rows += got.iter().filter(|m| m.tag == b'D').count();
+            assert_eq!(rows, 5);
+            // A write needing the transaction's timestamp still gets it.
+            raw.simple_query(
+                "INSERT INTO t VALUES (1, now()) ON CONFLICT (id) DO UPDATE SET at = now()",
+            )
+            .await;
+            raw.simple_query("COMMIT").await;
+        }
+        for node in &cl.nodes {
+            assert_eq!(node.scalar("SELECT count(*) FROM t").await, "1");
+        }
+        cl.assert_verify_ok().await;
+    })
+    .await
+}

@@ -72,6 +72,10 @@ pub struct Repl {
     pub txn_ts: Option<String>,
     /// pgproxy asked the main for the transaction's timestamp in this transaction.
     pub ts_asked: bool,
+    /// The unnamed portal may be suspended (an Execute with a row limit ran in this
+    /// transaction): pgproxy's own simple Query would drop it, so the timestamp is not read
+    /// ahead of need.
+    pub unnamed_portal_kept: bool,
     /// Sharding state, when there are several shards.
     pub sharding: Option<Box<super::shard::ShardState>>,
     /// The unit (or transaction) writes on every node of every shard: DDL, shared tables.
@@ -150,6 +154,7 @@ impl Repl {
             own_frames: Vec::new(),
             txn_ts: None,
             ts_asked: false,
+            unnamed_portal_kept: false,
             sharding: None,
             span_all: false,
             txn_begin: None,
@@ -331,7 +336,17 @@ impl Session {
     fn read_txn_ts_after(&mut self, unit: &[u8], begins_txn: bool) -> bool {
         let in_txn = self.tx_status == b'T';
         let r = self.repl_mut();
-        if r.txn_ts.is_some() || r.ts_asked || r.unit.as_ref().is_some_and(|u| u.copy) {
+        r.unnamed_portal_kept |= suspends_unnamed_portal(unit);
+        if r.txn_ts.is_some()
+            || r.ts_asked
+            || r.unnamed_portal_kept
+            || r.unit.as_ref().is_some_and(|u| u.copy)
+        {
+            return false;
+        }
+        // Not in the middle of an extended-protocol batch (a unit cut short by Flush): the
+        // client goes on with it, and a Query there would end it.
+        if unit.first() != Some(&fe::QUERY) && last_tag(unit) != Some(fe::SYNC) {
             return false;
         }
         let after = if begins_txn {
@@ -1061,6 +1076,7 @@ impl Session {
         repl.portals.clear();
         repl.txn_ts = None;
         repl.ts_asked = false;
+        repl.unnamed_portal_kept = false;
         if std::mem::take(&mut repl.schema_changed) {
             self.shared.statements.schema_changed();
         }
@@ -1196,6 +1212,25 @@ fn more_than_begin(unit: &[u8]) -> bool {
         pos += n;
     }
     executes > 1
+}
+
+/// An Execute of the unnamed portal with a row limit: the portal may stay open, suspended.
+fn suspends_unnamed_portal(unit: &[u8]) -> bool {
+    let mut pos = 0;
+    while let Ok(Some(n)) = frame::peek_frame_len(&unit[pos..], usize::MAX) {
+        let f = FrameRef::new(&unit[pos..pos + n]);
+        pos += n;
+        if f.tag() == fe::EXECUTE && f.body().first() == Some(&0) {
+            let limit = f
+                .body()
+                .get(1..5)
+                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
+            if limit.is_some_and(|l| l > 0) {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 fn last_tag(unit: &[u8]) -> Option<u8> {
