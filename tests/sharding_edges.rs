@@ -2379,3 +2379,39 @@ async fn keyless_write_error_answers_like_postgres() {
     })
     .await
 }
+
+/// A statement pgproxy's parser cannot read: when PostgreSQL cannot parse it either, the client
+/// gets PostgreSQL's own syntax error (42601), in and out of a transaction, exactly as from one
+/// plain node; valid SQL pgproxy cannot route stays a 0A000 refusal and runs nowhere.
+#[tokio::test]
+async fn syntax_errors_are_postgresqls_own() {
+    within(120, "test", async {
+        let (c, reference) = tokio::join!(ShardedCluster::start(2, 1, ""), PgNode::start());
+        setup_both(&c, &reference, false).await;
+        let mut p = raw_proxy(&c).await;
+        let mut r = raw_node(&reference).await;
+        for sql in [
+            "SELEKT 1",
+            "INSERT INTO contacts (id, user_id VALUES (1, 2)",
+        ] {
+            let got = same_answer(&mut p, &mut r, &wire::query(sql), sql).await;
+            assert_eq!(got, ["Error 42601", "Ready I"], "{sql}");
+        }
+        let m = with_sync(pbde("SELEKT $1", &[Some("1")]));
+        let got = same_answer(&mut p, &mut r, &m, "extended protocol").await;
+        assert_eq!(got, ["Error 42601", "Ready I"]);
+        same_answer(&mut p, &mut r, &wire::query("BEGIN"), "begin").await;
+        let got = same_answer(&mut p, &mut r, &wire::query("SELEKT 1"), "in a transaction").await;
+        assert_eq!(got, ["Error 42601", "Ready E"]);
+        same_answer(&mut p, &mut r, &wire::query("ROLLBACK"), "rollback").await;
+        let got = exchange(
+            &mut p,
+            &wire::query("SELECT xmlelement(name foo, 1) FROM contacts"),
+        )
+        .await;
+        assert_eq!(got, ["Error 0A000", "Ready I"]);
+        let got = exchange(&mut p, &wire::query("SELECT 1")).await;
+        assert_eq!(got.last().map(String::as_str), Some("Ready I"));
+    })
+    .await
+}

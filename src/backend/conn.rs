@@ -330,6 +330,31 @@ impl ServerConn {
         Ok(r.result)
     }
 
+    /// Asks the node to parse `sql` as the unnamed statement, without running it: its
+    /// ErrorResponse if it does not parse (or names what does not exist). Outside a
+    /// transaction only (a failed Parse would abort one).
+    pub async fn parse_only(&mut self, sql: &str) -> Result<Option<Frame>, BackendError> {
+        self.unnamed = None;
+        let mut out = bytes::BytesMut::new();
+        out.extend_from_slice(message::Parse::encode("", sql, &[0, 0]).raw());
+        out.extend_from_slice(message::sync().raw());
+        self.write_all(&out).await?;
+        let mut error = None;
+        loop {
+            let f = self.read_frame().await?;
+            match f.tag() {
+                be::ERROR_RESPONSE if message::is_fatal_error(f.body()) => {
+                    return Err(BackendError::Io("the node closed the connection".into()));
+                }
+                be::ERROR_RESPONSE => {
+                    error.get_or_insert(f);
+                }
+                be::READY_FOR_QUERY => return Ok(error),
+                _ => {}
+            }
+        }
+    }
+
     /// Runs one of pgproxy's own simple queries in whatever transaction state the connection
     /// is in, up to its ReadyForQuery: rows, ParameterStatus, the first ErrorResponse (as the
     /// frame, to pass on to a client) and the final transaction status. A FATAL error is an

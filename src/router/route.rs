@@ -128,6 +128,9 @@ impl Route {
     }
 }
 
+/// How the refusal of a statement sqlparser cannot parse begins.
+pub const UNPARSED: &str = "pgproxy could not parse this statement";
+
 /// Why a statement cannot be routed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RouteError {

@@ -134,6 +134,10 @@ impl Session {
         }
         let unit = match self.unit_route(frames) {
             Ok(u) => u,
+            Err(e) if self.only_a_syntax_error(frames, &e).await => {
+                // It fails the same way on every node: the current shard answers it.
+                return Ok(None);
+            }
             Err(e) => return self.refuse_route(simple, &e).map(Some),
         };
         let r = unit.route;
@@ -480,6 +484,77 @@ impl Session {
             }),
             executes,
         })
+    }
+
+    /// A single statement pgproxy cannot parse: is it a syntax error for PostgreSQL too? Then
+    /// any node reports it (42601, with its position), as PostgreSQL would, instead of
+    /// pgproxy's refusal. Asked on a connection of its own (the statement is parsed, not run).
+    async fn only_a_syntax_error(&mut self, frames: &[u8], e: &RouteError) -> bool {
+        let RouteError::Unroutable(why) = e else {
+            return false;
+        };
+        if !why.starts_with(crate::router::route::UNPARSED) {
+            return false;
+        }
+        let Some(text) = self.sole_statement(frames) else {
+            return false;
+        };
+        let cluster = self.shared.cluster.clone();
+        let (user, db, shard) = {
+            let r = self.repl_mut();
+            (r.user.clone(), r.db.clone(), r.shard)
+        };
+        let Some(node) = cluster.topology.main(shard) else {
+            return false;
+        };
+        let Ok(mut conn) = cluster.pool(&user, &db, shard, node).checkout().await else {
+            return false;
+        };
+        match conn.parse_only(&text).await {
+            Ok(error) => {
+                conn.release();
+                error.is_some_and(|f| message::error_code(f.body()) == Some("42601"))
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// The text of the one statement a unit runs: a Query of one statement, or the statement
+    /// of the unit's only Bind (no Query). None when it runs several: sending the unit to one
+    /// shard would run the others there too.
+    fn sole_statement(&self, frames: &[u8]) -> Option<String> {
+        let mut parsed: HashMap<&str, &str> = HashMap::new();
+        let mut text = None;
+        let mut pos = 0;
+        while let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) {
+            let f = FrameRef::new(&frames[pos..pos + n]);
+            pos += n;
+            let found = match f.tag() {
+                fe::QUERY => {
+                    let t = message::query_text(f.body())?;
+                    let one = crate::router::classify::lex::Lexed::new(t)
+                        .is_some_and(|l| l.statements().len() == 1);
+                    one.then(|| t.to_string())?
+                }
+                fe::PARSE => {
+                    let p = Parse::parse(f.body())?;
+                    parsed.insert(p.name, p.query);
+                    continue;
+                }
+                fe::BIND => {
+                    let b = Bind::parse(f.body())?;
+                    match parsed.get(b.statement) {
+                        Some(q) => q.to_string(),
+                        None => self.statements.get(b.statement)?.query().to_string(),
+                    }
+                }
+                _ => continue,
+            };
+            if text.replace(found).is_some() {
+                return None;
+            }
+        }
+        text
     }
 
     fn refuse_route(&mut self, simple: bool, e: &RouteError) -> Result<Plan, SessionError> {

@@ -133,7 +133,8 @@ fn unparsed(words: &[String], map: &ShardMap) -> StmtPlan {
         _ => match fallback_kind(words) {
             Kind::Write | Kind::Read => StmtPlan::simple(
                 Target::Refuse(format!(
-                    "pgproxy could not parse this statement, so it cannot tell which shard owns its rows: {HINT}"
+                    "{}, so it cannot tell which shard owns its rows: {HINT}",
+                    super::UNPARSED
                 )),
                 true,
                 "unparsed",
