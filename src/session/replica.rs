@@ -395,10 +395,6 @@ impl Session {
         false
     }
 
-    /// Sends one of pgproxy's own frames of a rewritten unit to the main: the Parse of the
-    /// rewritten text into the unnamed statement (its ParseComplete is dropped; the client's own
-    /// unnamed statement is prepared again when next used) or the Bind of it (answered to the
-    /// client, in place of the Bind it replaced).
     /// Queues one of pgproxy's own simple queries for the main, answered as `expect` says. A
     /// simple Query drops the server's unnamed statement: the client's is parsed again there
     /// when next bound.
@@ -410,6 +406,10 @@ impl Session {
         self.to_server.put_slice(message::query(sql).raw());
     }
 
+    /// Sends one of pgproxy's own frames of a rewritten unit to the main: the Parse of the
+    /// rewritten text into the unnamed statement (its ParseComplete is dropped; the client's own
+    /// unnamed statement is prepared again when next used) or the Bind of it (answered to the
+    /// client, in place of the Bind it replaced).
     fn send_own_frame(&mut self, f: FrameRef<'_>) {
         self.since_sync = true;
         if f.tag() == fe::PARSE {
