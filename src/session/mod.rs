@@ -11,6 +11,7 @@ mod error;
 mod expect;
 mod extended;
 mod follower;
+mod followers;
 mod keyless;
 mod lost;
 mod relay;
@@ -23,6 +24,7 @@ mod shape;
 mod shard;
 mod startup;
 mod statements;
+mod txn_ts;
 
 pub use cancel::CancelRegistry;
 pub use error::SessionError;

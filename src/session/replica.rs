@@ -23,12 +23,11 @@ use crate::pool::PoolError;
 use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, fe, Bind, Parse};
 use crate::router::keywords::{
-    cannot_run_in_block, creates_temp, is_copy_from_stdin, reads_catalog, takes_snapshot,
+    cannot_run_in_block, creates_temp, is_copy_from_stdin, reads_catalog,
 };
 use crate::router::{classify, Classified, Kind};
 use bytes::{BufMut, Bytes};
-use std::collections::{BTreeMap, HashMap};
-use tracing::warn;
+use std::collections::HashMap;
 
 /// Replication state of one session.
 pub struct Repl {
@@ -328,71 +327,6 @@ impl Session {
             }
         }
         Ok(Step::Continue)
-    }
-
-    /// Whether to read the transaction timestamp after this unit: it runs the transaction's
-    /// first statement (after a BEGIN answered before, or with its BEGIN), no COPY follows,
-    /// and the timestamp is neither known nor asked for.
-    fn read_txn_ts_after(&mut self, unit: &[u8], begins_txn: bool) -> bool {
-        let in_txn = self.tx_status == b'T';
-        let r = self.repl_mut();
-        r.unnamed_portal_kept |= suspends_unnamed_portal(unit);
-        if r.txn_ts.is_some()
-            || r.ts_asked
-            || r.unnamed_portal_kept
-            || r.unit.as_ref().is_some_and(|u| u.copy)
-        {
-            return false;
-        }
-        // Not in the middle of an extended-protocol batch (a unit cut short by Flush): the
-        // client goes on with it, and a Query there would end it.
-        if unit.first() != Some(&fe::QUERY) && last_tag(unit) != Some(fe::SYNC) {
-            return false;
-        }
-        let after = if begins_txn {
-            more_than_begin(unit)
-        } else {
-            in_txn
-        };
-        // Not before the transaction took its snapshot: a REPEATABLE READ transaction that
-        // starts with SAVEPOINT, SET or LOCK takes it at its next statement.
-        after && self.unit_takes_snapshot(unit)
-    }
-
-    /// Some statement the unit runs may take a snapshot (`keywords::takes_snapshot`); a
-    /// statement whose text is not known counts as taking one.
-    fn unit_takes_snapshot(&self, unit: &[u8]) -> bool {
-        let mut parsed: HashMap<&str, &str> = HashMap::new();
-        let mut pos = 0;
-        while let Ok(Some(n)) = frame::peek_frame_len(&unit[pos..], usize::MAX) {
-            let f = FrameRef::new(&unit[pos..pos + n]);
-            pos += n;
-            let snapshot = match f.tag() {
-                fe::QUERY => takes_snapshot(message::query_text(f.body()).unwrap_or("")),
-                fe::PARSE => {
-                    if let Some(p) = Parse::parse(f.body()) {
-                        parsed.insert(p.name, p.query);
-                    }
-                    false
-                }
-                fe::BIND => match Bind::parse(f.body()) {
-                    Some(b) => match parsed.get(b.statement) {
-                        Some(q) => takes_snapshot(q),
-                        None => self
-                            .statements
-                            .get(b.statement)
-                            .is_none_or(|s| takes_snapshot(s.query())),
-                    },
-                    None => true,
-                },
-                fe::FUNCTION_CALL => true,
-                _ => false,
-            };
-            if snapshot {
-                return true;
-            }
-        }
-        false
     }
 
     /// Queues one of pgproxy's own simple queries for the main, answered as `expect` says. A
@@ -796,161 +730,6 @@ impl Session {
         }
     }
 
-    /// Checks out connections to the other up nodes (if not held yet), brings their settings
-    /// in line, and queues what the transaction did so far (or BEGIN, for an implicit one).
-    ///
-    /// A follower pool with no free connection fails the join (the client's statement is
-    /// refused with 53300 before anything ran): a healthy node is never detached for being
-    /// busy.
-    pub(super) async fn join_followers(&mut self, implicit: bool) -> Result<(), PoolError> {
-        let cluster = self.shared.cluster.clone();
-        let settings = self.settings.clone();
-        let repl = self.repl.as_mut().expect("replicated");
-        // Never the main itself, never a node that went down since; a write that spans shards
-        // (DDL, shared tables) takes every node of every shard.
-        let (main, shard, span_all) = (repl.node, repl.shard, repl.span_all);
-        repl.followers.retain(|f| {
-            f.parked
-                || (f.shard != shard || f.node != main)
-                    && (span_all || f.shard == shard)
-                    && cluster.topology.state(f.shard, f.node) == crate::cluster::NodeState::Up
-        });
-        // Connections held since an earlier transaction (a pinned client keeps them): a SET,
-        // RESET ALL or DISCARD ALL since then left settings there that the main has put back
-        // to the client's (read back from the main only).
-        let mut failed = Vec::new();
-        for (i, f) in repl.followers.iter_mut().enumerate() {
-            if f.parked || !f.is_idle() {
-                continue;
-            }
-            if let Err((why, cause)) = apply_settings(&mut f.conn, &settings).await {
-                failed.push((i, why, cause));
-            }
-        }
-        if !failed.is_empty() {
-            self.detach_followers(failed);
-        }
-        let repl = self.repl.as_mut().expect("replicated");
-        let shards: Vec<usize> = if span_all {
-            (0..cluster.config().shards.len()).collect()
-        } else {
-            vec![shard]
-        };
-        for s in shards {
-            // Every up node but the main needs a connection (some may be held already).
-            for node in cluster.topology.up_nodes(s) {
-                if (s == shard && node == main)
-                    || repl
-                        .followers
-                        .iter()
-                        .any(|f| f.shard == s && f.node == node)
-                {
-                    continue;
-                }
-                let pool = cluster.pool(&repl.user, &repl.db, s, node);
-                match pool.checkout().await {
-                    Ok(mut conn) => {
-                        if let Err((why, cause)) = apply_settings(&mut conn, &settings).await {
-                            warn!(shard = s, node, error = %why, "could not apply settings on a follower");
-                            cluster.detach(s, node, cause, &why);
-                            continue;
-                        }
-                        let down = cluster.topology.detached_signal(s, node);
-                        repl.followers.push(Follower::new(s, node, conn, down));
-                    }
-                    Err(PoolError::Backend(e)) if e.is_connect() => {
-                        cluster.detach(s, node, DetachCause::ConnectionFailed, &e.to_string());
-                    }
-                    Err(e) => {
-                        warn!(shard = s, node, error = %e, "no free connection to a follower for a write");
-                        return Err(e);
-                    }
-                }
-            }
-        }
-        let prefix = std::mem::take(&mut repl.prefix);
-        for f in repl.followers.iter_mut().filter(|f| !f.parked) {
-            if implicit {
-                f.queue_internal("BEGIN");
-            }
-            for u in &prefix {
-                f.queue_unit_internal(u, &self.statements);
-            }
-        }
-        repl.joined = true;
-        Ok(())
-    }
-
-    /// Sends what is queued to every follower, detaching those that fail.
-    pub(super) async fn flush_followers(&mut self) {
-        let repl = self.repl.as_mut().expect("replicated");
-        let mut failed = Vec::new();
-        for (i, f) in repl.followers.iter_mut().enumerate() {
-            if let Err(e) = f.flush().await {
-                failed.push((i, e.to_string(), DetachCause::ConnectionFailed));
-            }
-        }
-        self.detach_followers(failed);
-    }
-
-    /// Detaches and drops followers by index, each for its cause, in one pass (removal from
-    /// the highest index down keeps the others valid).
-    pub(super) fn detach_followers(&mut self, mut gone: Vec<(usize, String, DetachCause)>) {
-        gone.sort_by_key(|g| std::cmp::Reverse(g.0));
-        let cluster = self.shared.cluster.clone();
-        let repl = self.repl.as_mut().expect("replicated");
-        for (i, why, cause) in gone {
-            let f = repl.followers.remove(i);
-            warn!(shard = f.shard, node = f.node, detail = %why, "follower detached");
-            cluster.detach(f.shard, f.node, cause, &why);
-        }
-    }
-
-    /// True when a follower was sent so much unanswered work that its answers must be read.
-    pub(super) fn followers_busy(&self) -> bool {
-        self.repl
-            .as_ref()
-            .is_some_and(|r| r.followers.iter().any(|f| f.backlogged()))
-    }
-
-    /// Runs every follower's queued work and compares its outcomes with the main's
-    /// (`Repl::expect`). Followers that fail or disagree are detached and dropped.
-    pub(super) async fn run_followers(&mut self) {
-        let repl = self.repl.as_mut().expect("replicated");
-        let expected = std::mem::take(&mut repl.expect);
-        let expected = &expected[..];
-        let results =
-            futures_util::future::join_all(repl.followers.iter_mut().map(|f| f.run())).await;
-        let mut gone = Vec::new();
-        for (i, r) in results.into_iter().enumerate() {
-            match r {
-                Err(e) => gone.push((i, e.to_string(), DetachCause::ConnectionFailed)),
-                Ok(got) => {
-                    // A parked participant runs nothing but the commit protocol.
-                    let want = if repl.followers[i].parked {
-                        &[][..]
-                    } else {
-                        expected
-                    };
-                    if got.internal_error.is_some() || got.outcomes != want {
-                        let detail = format!(
-                            "main: [{}], shard {} node {}: [{}]{}",
-                            join(want),
-                            repl.followers[i].shard,
-                            repl.followers[i].node,
-                            join(&got.outcomes),
-                            got.internal_error
-                                .map(|e| format!(" ({e})"))
-                                .unwrap_or_default()
-                        );
-                        gone.push((i, detail, DetachCause::Divergence));
-                    }
-                }
-            }
-        }
-        self.detach_followers(gone);
-    }
-
     /// The main answered the whole unit: run it on the followers, finish an implicit
     /// transaction, and release the held ReadyForQuery.
     pub(super) async fn finish_unit(&mut self) -> Result<(), SessionError> {
@@ -1082,18 +861,6 @@ impl Session {
         }
     }
 
-    /// ROLLBACK on every follower that joined the transaction.
-    pub(super) async fn rollback_followers(&mut self) {
-        if !self.repl_mut().in_shared_txn() {
-            return;
-        }
-        for f in &mut self.repl_mut().followers {
-            f.queue_internal("ROLLBACK");
-        }
-        self.run_followers().await;
-        self.repl_mut().joined = false;
-    }
-
     /// A replicated session's server connection was lost: a follower that joined the
     /// transaction is dropped (its transaction rolls back), and the node is probed.
     pub(super) fn repl_main_lost(&mut self) {
@@ -1169,71 +936,7 @@ fn starts_with_begin(unit: &[u8]) -> bool {
     sql.is_some_and(|q| classify(q).kinds.first() == Some(&Kind::Begin))
 }
 
-/// Brings a follower connection's settings in line with the session's. On failure, why and
-/// the cause to detach its node with: the main took these settings, so a node that refuses
-/// them would run the client's statements differently.
-async fn apply_settings(
-    conn: &mut crate::pool::Pooled,
-    settings: &BTreeMap<String, String>,
-) -> Result<(), (String, DetachCause)> {
-    let Some(sql) = super::settings::replay_sql(settings, &conn.settings) else {
-        return Ok(());
-    };
-    match conn.run_internal(&sql).await {
-        Ok(_) => {
-            conn.settings = settings.clone();
-            Ok(())
-        }
-        Err(e @ crate::backend::BackendError::Io(_)) => {
-            Err((e.to_string(), DetachCause::ConnectionFailed))
-        }
-        Err(e) => Err((
-            format!("the session's settings failed there: {e}"),
-            DetachCause::Divergence,
-        )),
-    }
-}
-
-/// A unit that starts with BEGIN also runs something else: a Query of several statements, or
-/// several Executes.
-fn more_than_begin(unit: &[u8]) -> bool {
-    let mut pos = 0;
-    let mut executes = 0;
-    while let Ok(Some(n)) = frame::peek_frame_len(&unit[pos..], usize::MAX) {
-        let f = FrameRef::new(&unit[pos..pos + n]);
-        match f.tag() {
-            fe::QUERY => {
-                let text = message::query_text(f.body()).unwrap_or("");
-                return classify(text).kinds.len() > 1;
-            }
-            fe::EXECUTE => executes += 1,
-            _ => {}
-        }
-        pos += n;
-    }
-    executes > 1
-}
-
-/// An Execute of the unnamed portal with a row limit: the portal may stay open, suspended.
-fn suspends_unnamed_portal(unit: &[u8]) -> bool {
-    let mut pos = 0;
-    while let Ok(Some(n)) = frame::peek_frame_len(&unit[pos..], usize::MAX) {
-        let f = FrameRef::new(&unit[pos..pos + n]);
-        pos += n;
-        if f.tag() == fe::EXECUTE && f.body().first() == Some(&0) {
-            let limit = f
-                .body()
-                .get(1..5)
-                .map(|b| i32::from_be_bytes([b[0], b[1], b[2], b[3]]));
-            if limit.is_some_and(|l| l > 0) {
-                return true;
-            }
-        }
-    }
-    false
-}
-
-fn last_tag(unit: &[u8]) -> Option<u8> {
+pub(super) fn last_tag(unit: &[u8]) -> Option<u8> {
     let mut pos = 0;
     let mut last = None;
     while let Ok(Some(n)) = frame::peek_frame_len(&unit[pos..], usize::MAX) {
