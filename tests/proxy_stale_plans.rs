@@ -273,3 +273,71 @@ async fn a_stale_prepared_write_on_a_replicated_shard_runs_on_no_node() {
     })
     .await
 }
+
+/// pgjdbc's `autosave`: a SAVEPOINT Query and the stale statement in one write, inside a
+/// transaction. The tags of both answers (and the error's SQLSTATE).
+async fn stale_after_savepoint(x: &mut RawConn) -> String {
+    x.simple_query("BEGIN").await;
+    let batch = [
+        wire::query("SAVEPOINT autosave"),
+        wire::bind("", "s", &[]),
+        wire::execute("", 0),
+        wire::sync(),
+    ];
+    x.send(&batch.concat()).await.expect("send");
+    let mut out = String::new();
+    for _ in 0..2 {
+        for m in x.until_ready_any().await {
+            out.push(m.tag as char);
+            if m.tag == b'E' {
+                out += &format!(" {} ", wire::error_fields(&m.body)[&b'C']);
+            }
+        }
+        out.push('|');
+    }
+    x.simple_query("ROLLBACK").await;
+    out
+}
+
+/// Found with pgjdbc (autosave=conservative) in transaction mode: every simple Query counted as
+/// a possible COPY, which turned off the shape check of a statement prepared afresh in the
+/// same write, so the stale statement ran with the new row type (or failed with 08P01 when
+/// the Bind gave result formats for the old columns).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_statement_after_a_savepoint_query_fails_as_postgresql_does() {
+    within(90, "test", async {
+        let (node, proxy) = node_and_proxy(|c| c.pool_mode("transaction").pool_size(2)).await;
+        let setup = "CREATE TABLE t(a int); INSERT INTO t VALUES (1)";
+        connect_app(proxy.port())
+            .await
+            .batch_execute(setup)
+            .await
+            .expect("setup");
+        let alter = "ALTER TABLE t ALTER a TYPE bigint";
+        let mut x = RawConn::login_password(node.port(), "app", "secret", "app").await;
+        prepare_described(&mut x).await;
+        connect_app(node.port())
+            .await
+            .batch_execute(alter)
+            .await
+            .expect("alter");
+        let want = stale_after_savepoint(&mut x).await;
+        assert!(want.contains("0A000"), "PostgreSQL: {want}");
+        connect_app(proxy.port())
+            .await
+            .batch_execute("ALTER TABLE t ALTER a TYPE int")
+            .await
+            .expect("alter back");
+        let mut x = RawConn::login_password(proxy.port(), "app", "secret", "app").await;
+        let xpid = prepare_described(&mut x).await;
+        let (_holder, _y) = hold(proxy.port(), &xpid).await;
+        connect_app(proxy.port())
+            .await
+            .batch_execute(alter)
+            .await
+            .expect("alter");
+        let got = stale_after_savepoint(&mut x).await;
+        assert_eq!(got, want, "pgproxy vs PostgreSQL");
+    })
+    .await
+}

@@ -374,9 +374,16 @@ impl Session {
         match tag {
             fe::QUERY | fe::FUNCTION_CALL => {
                 let seq = self.next_seq();
-                // Any simple Query may hold a COPY FROM STDIN (not worth scanning its text on
-                // this path: it only keeps a later shape check from running in the same batch).
-                self.copy_risk = Some(seq);
+                // A Query that may hold a COPY FROM STDIN keeps a later shape check of the
+                // same batch from running (its Describe would reach the server in copy-in
+                // mode). Only such a Query: pgjdbc's autosave puts a SAVEPOINT Query before
+                // every statement of a transaction, and a skipped check lets a stale plan run.
+                let copies = tag == fe::QUERY
+                    && message::query_text(f.body())
+                        .is_some_and(crate::router::keywords::may_copy_in);
+                if copies {
+                    self.copy_risk = Some(seq);
+                }
                 if tag == fe::QUERY {
                     // PostgreSQL drops the unnamed statement at a simple Query: so does the
                     // client's view of it (a later Bind to it fails there as it would directly).
