@@ -343,6 +343,178 @@ async function tPool() {
   }
 }
 
+async function tCursorTx() {
+  await withClient(async (c) => {
+    await c.query(`DROP TABLE IF EXISTS ${T}_cu; CREATE TABLE ${T}_cu (a int PRIMARY KEY, b text)`)
+    await c.query('BEGIN')
+    await c.query(`INSERT INTO ${T}_cu SELECT g, 'v' || g FROM generate_series(1, 200) g`)
+    // several cursors one after the other in one transaction, with statements between them
+    for (let k = 0; k < 3; k++) {
+      const cur = c.query(new Cursor(`SELECT a, b FROM ${T}_cu WHERE a > $1 ORDER BY a`, [k * 10]))
+      const a = await cur.read(3)
+      const b = await cur.read(4)
+      assert.deepEqual([...a, ...b].map((r) => r.a), [1, 2, 3, 4, 5, 6, 7].map((x) => x + k * 10), `cursor ${k}`)
+      await cur.close() // closed before the end
+      const r = await c.query({ name: 'cu_upd', text: `UPDATE ${T}_cu SET b = $1 WHERE a = $2`, values: [`k${k}`, k + 1] })
+      assert.equal(r.rowCount, 1)
+    }
+    // a cursor read to the end in small steps, over rows this transaction changed
+    const cur = c.query(new Cursor(`SELECT b FROM ${T}_cu WHERE a <= $1 ORDER BY a`, [5], { rowMode: 'array' }))
+    const all = []
+    for (let rows = await cur.read(2); rows.length; rows = await cur.read(2)) all.push(...rows.map((r) => r[0]))
+    assert.deepEqual(all, ['k0', 'k1', 'k2', 'v4', 'v5'])
+    await cur.close()
+    await c.query('COMMIT')
+    assert.equal((await c.query(`SELECT count(*)::int AS n FROM ${T}_cu`)).rows[0].n, 200)
+    // an error in the middle of a cursor inside a transaction: the transaction is aborted
+    await c.query('BEGIN')
+    const bad = c.query(new Cursor('SELECT 10 / (50 - g) AS v FROM generate_series(1, 100) g'))
+    assert.equal((await bad.read(20)).length, 20)
+    await expectError(bad.read(100), '22012', 'error in cursor')
+    await expectError(c.query('SELECT 1'), '25P02', 'after cursor error')
+    await c.query('ROLLBACK')
+    assert.equal((await c.query('SELECT $1::int AS v', [8])).rows[0].v, 8)
+    await c.query(`DROP TABLE ${T}_cu`)
+  })
+}
+
+async function tNamedAcrossClients() {
+  // the same statement name with different texts on different connections, and the same name
+  // and text on many pooled clients
+  await withClient(async (a) => {
+    await withClient(async (b) => {
+      for (let i = 0; i < 6; i++) {
+        const [ra, rb] = await Promise.all([
+          a.query({ name: 'same', text: 'SELECT $1::int + 1 AS v', values: [i] }),
+          b.query({ name: 'same', text: "SELECT $1::text || '-b' AS v", values: [String(i)] }),
+        ])
+        assert.equal(ra.rows[0].v, i + 1, `client a ${i}`)
+        assert.equal(rb.rows[0].v, `${i}-b`, `client b ${i}`)
+      }
+    })
+  })
+  const pool = new pg.Pool({ ...CFG, max: TARGET === 'session' ? 2 : 6 })
+  try {
+    const work = async (i) => {
+      const c = await pool.connect()
+      try {
+        await c.query('BEGIN')
+        const r = await c.query({ name: 'pooled', text: 'SELECT $1::int * 7 AS v, pg_backend_pid() AS p', values: [i] })
+        assert.equal(r.rows[0].v, i * 7)
+        await c.query('SAVEPOINT s')
+        await expectError(c.query({ name: 'pooled_err', text: 'SELECT 1 / $1::int AS v', values: [0] }), '22012', `pool error ${i}`)
+        await c.query('ROLLBACK TO SAVEPOINT s')
+        const r2 = await c.query({ name: 'pooled', text: 'SELECT $1::int * 7 AS v, pg_backend_pid() AS p', values: [i + 1] })
+        assert.equal(r2.rows[0].v, (i + 1) * 7)
+        await c.query(i % 2 ? 'COMMIT' : 'ROLLBACK')
+      } finally {
+        c.release()
+      }
+    }
+    await Promise.all([...Array(30).keys()].map(work))
+  } finally {
+    await pool.end()
+  }
+}
+
+async function tPipelineErrors() {
+  await withClient(async (c) => {
+    // queued queries (each its own Sync): the failing one does not affect the others
+    const ps = [
+      c.query('SELECT $1::int AS v', [1]),
+      c.query('SELECT 1 / $1::int AS v', [0]),
+      c.query({ name: 'pe', text: 'SELECT $1::text AS v', values: ['three'] }),
+      c.query('SELECT nope FROM no_such_table_xyz'),
+      c.query({ name: 'pe', text: 'SELECT $1::text AS v', values: ['five'] }),
+    ]
+    const rs = await Promise.allSettled(ps)
+    assert.equal(rs[0].value.rows[0].v, 1)
+    assert.equal(rs[1].reason.code, '22012')
+    assert.equal(rs[2].value.rows[0].v, 'three')
+    assert.equal(rs[3].reason.code, '42P01')
+    assert.equal(rs[4].value.rows[0].v, 'five')
+    // the same inside a transaction: everything after the error fails with 25P02
+    await c.query('BEGIN')
+    const ts = await Promise.allSettled([
+      c.query('SELECT $1::int AS v', [1]),
+      c.query('SELECT 1 / $1::int AS v', [0]),
+      c.query({ name: 'pe', text: 'SELECT $1::text AS v', values: ['x'] }),
+      c.query('SELECT 4 AS v'),
+    ])
+    assert.equal(ts[0].value.rows[0].v, 1)
+    assert.equal(ts[1].reason.code, '22012')
+    assert.equal(ts[2].reason.code, '25P02')
+    assert.equal(ts[3].reason.code, '25P02')
+    await c.query('ROLLBACK')
+    // a simple multi-statement query failing in its second statement: the first is rolled back
+    await c.query(`CREATE TABLE IF NOT EXISTS ${T}_pe (a int)`)
+    await expectError(c.query(`INSERT INTO ${T}_pe VALUES (1); SELECT 1/0; INSERT INTO ${T}_pe VALUES (2)`), '22012', 'multi-statement')
+    assert.equal((await c.query(`SELECT count(*)::int AS n FROM ${T}_pe`)).rows[0].n, 0)
+    await c.query(`DROP TABLE ${T}_pe`)
+  })
+}
+
+async function tCopyTx() {
+  await withClient(async (c) => {
+    await c.query(`DROP TABLE IF EXISTS ${T}_ct; CREATE TABLE ${T}_ct (a int PRIMARY KEY, b text)`)
+    await c.query('BEGIN')
+    await c.query(`INSERT INTO ${T}_ct VALUES ($1, $2)`, [-1, 'before'])
+    await pipeline(Readable.from([...Array(500).keys()].map((i) => `${i},"c ${i}"\n`)),
+      c.query(copyFrom(`COPY ${T}_ct FROM STDIN (FORMAT csv)`)))
+    assert.equal((await c.query(`SELECT count(*)::int AS n FROM ${T}_ct`)).rows[0].n, 501)
+    await c.query('ROLLBACK')
+    assert.equal((await c.query(`SELECT count(*)::int AS n FROM ${T}_ct`)).rows[0].n, 0)
+    await c.query('BEGIN')
+    await pipeline(Readable.from(['1,a\n', '2,b\n']), c.query(copyFrom(`COPY ${T}_ct FROM STDIN (FORMAT csv)`)))
+    await c.query('SAVEPOINT s')
+    await assert.rejects(pipeline(Readable.from(['3,c\n', '1,dup\n']), c.query(copyFrom(`COPY ${T}_ct FROM STDIN (FORMAT csv)`))),
+      (e) => e.code === '23505')
+    await c.query('ROLLBACK TO SAVEPOINT s')
+    const chunks = []
+    await pipeline(c.query(copyTo(`COPY (SELECT a FROM ${T}_ct ORDER BY a) TO STDOUT`)),
+      new Writable({ write(ch, _e, cb) { chunks.push(ch); cb() } }))
+    assert.equal(Buffer.concat(chunks).toString(), '1\n2\n')
+    await c.query('COMMIT')
+    assert.equal((await c.query(`SELECT count(*)::int AS n FROM ${T}_ct`)).rows[0].n, 2)
+    await c.query(`DROP TABLE ${T}_ct`)
+  })
+}
+
+async function tTypeParsers() {
+  const types = {
+    getTypeParser: (oid, format) => {
+      if (oid === 20) return (v) => BigInt(v) // int8
+      if (oid === 1700) return (v) => Number(v) // numeric
+      return pg.types.getTypeParser(oid, format)
+    },
+  }
+  await withClient(async (c) => {
+    for (let i = 0; i < 3; i++) {
+      const r = await c.query({ text: 'SELECT $1::bigint * 2 AS b, $2::numeric / 4 AS n, count(*) AS c FROM generate_series(1, 3)', values: ['4611686018427387903', 3], types })
+      assert.equal(r.rows[0].b, 9223372036854775806n)
+      assert.equal(r.rows[0].n, 0.75)
+      assert.equal(r.rows[0].c, 3n)
+    }
+    // a query with many parameters
+    const vals = [...Array(2000).keys()]
+    const ph = vals.map((_, i) => `$${i + 1}::int`).join(',')
+    const r = await c.query(`SELECT sum(x)::int AS s FROM unnest(ARRAY[${ph}]) x`, vals)
+    assert.equal(r.rows[0].s, (1999 * 2000) / 2)
+    // an extended-protocol query without parameters
+    const r2 = await c.query({ text: 'SELECT 42 AS v', queryMode: 'extended' })
+    assert.equal(r2.rows[0].v, 42)
+  })
+  // binary results for every column (only types whose binary parsers pg-types gets right:
+  // its float8, timestamptz, bytea and negative int2 binary parsers are off)
+  await withClient(async (c) => {
+    for (let i = 0; i < 3; i++) {
+      const r = await c.query('SELECT $1::int4 AS i, $2::text AS t, $3::bool AS b, $4::int2 AS s, $5::int4[] AS a',
+        [i, 'bin', true, 7, [1, 2, i]])
+      assert.deepEqual(r.rows[0], { i, t: 'bin', b: true, s: 7, a: [1, 2, i] })
+    }
+  }, { binary: true })
+}
+
 async function tCleanup() {
   await withClient(async (c) => c.query(`DROP TABLE IF EXISTS ${T}`))
 }
@@ -362,6 +534,11 @@ async function main() {
   await check('cursors (pg-cursor: portals with row limits)', tCursor)
   await check('query cancellation', tCancel)
   await check('pg.Pool', tPool)
+  await check('pg-cursor in a transaction: several cursors, early close, error', tCursorTx)
+  await check('named statements: same name on two clients, pooled clients, savepoints', tNamedAcrossClients, 120000)
+  await check('errors in the middle of queued queries (pipeline)', tPipelineErrors)
+  await check('COPY in a transaction: rollback, savepoint, copy out', tCopyTx)
+  await check('type parsers, 2000 parameters, binary results', tTypeParsers)
   await check('cleanup', tCleanup)
   console.log(`node-postgres ${TARGET}: ${passed} passed, ${failed} failed`)
   process.exit(failed || !passed ? 1 : 0)

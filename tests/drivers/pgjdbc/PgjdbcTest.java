@@ -600,6 +600,533 @@ public class PgjdbcTest {
     }
   }
 
+  static Properties props(String... kv) {
+    Properties p = new Properties();
+    for (int i = 0; i < kv.length; i += 2) p.setProperty(kv[i], kv[i + 1]);
+    return p;
+  }
+
+  static void exec(Connection c, String sql) throws SQLException {
+    try (Statement s = c.createStatement()) {
+      s.execute(sql);
+    }
+  }
+
+  static void tBatchKeys() throws Exception {
+    for (String rewrite : new String[] {"false", "true"}) {
+      String tb = T + "_bk" + (rewrite.equals("true") ? "r" : "");
+      try (Connection c = connect(props("reWriteBatchedInserts", rewrite))) {
+        exec(c, "DROP TABLE IF EXISTS " + tb + "; CREATE TABLE " + tb + " (id serial PRIMARY KEY, a int, b text)");
+        // a big batch (pgjdbc pipelines many Bind/Execute, or rewrites into multi-row INSERTs)
+        int n = 2000;
+        try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + tb + " (id, a, b) VALUES (?, ?, ?)")) {
+          for (int i = 0; i < n; i++) {
+            ps.setInt(1, 100000 + i);
+            ps.setInt(2, i);
+            ps.setString(3, "row " + i);
+            ps.addBatch();
+          }
+          int[] counts = ps.executeBatch();
+          eq(counts.length, n, "batch counts (rewrite " + rewrite + ")");
+        }
+        eq(one(c, "SELECT count(*) FROM " + tb), (long) n, "rows (rewrite " + rewrite + ")");
+        // generated keys of single statements and of a batch
+        try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + tb + " (a, b) VALUES (?, ?)",
+            Statement.RETURN_GENERATED_KEYS)) {
+          ps.setInt(1, -1);
+          ps.setString(2, "k");
+          eq(ps.executeUpdate(), 1, "insert count");
+          try (ResultSet rs = ps.getGeneratedKeys()) {
+            rs.next();
+            eq(rs.getInt("id"), 1, "first generated key (rewrite " + rewrite + ")");
+          }
+          for (int i = 0; i < 5; i++) {
+            ps.setInt(1, -2 - i);
+            ps.setString(2, "kb");
+            ps.addBatch();
+          }
+          ps.executeBatch();
+          List<Integer> keys = new ArrayList<>();
+          try (ResultSet rs = ps.getGeneratedKeys()) {
+            while (rs.next()) keys.add(rs.getInt("id"));
+          }
+          eq(keys, Arrays.asList(2, 3, 4, 5, 6), "batch generated keys (rewrite " + rewrite + ")");
+        }
+        try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + tb + " (a, b) VALUES (?, ?)", new String[] {"id", "b"})) {
+          c.setAutoCommit(false);
+          ps.setInt(1, -10);
+          ps.setString(2, "named");
+          ps.executeUpdate();
+          try (ResultSet rs = ps.getGeneratedKeys()) {
+            rs.next();
+            eq(rs.getInt(1) + "/" + rs.getString(2), "7/named", "named key columns in a transaction");
+          }
+          c.commit();
+          c.setAutoCommit(true);
+        }
+        // a batch in a transaction with a duplicate key: BatchUpdateException, nothing committed
+        c.setAutoCommit(false);
+        try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + tb + " (id, a) VALUES (?, ?)")) {
+          for (int id : new int[] {900001, 900002, 100005, 900003}) {
+            ps.setInt(1, id);
+            ps.setInt(2, 0);
+            ps.addBatch();
+          }
+          try {
+            ps.executeBatch();
+            throw new AssertionError("no BatchUpdateException");
+          } catch (java.sql.BatchUpdateException e) {
+            eq(e.getSQLState(), "23505", "batch duplicate key");
+          }
+        }
+        c.rollback();
+        c.setAutoCommit(true);
+        eq(one(c, "SELECT count(*) FROM " + tb + " WHERE id > 900000"), 0L, "rolled back batch");
+        exec(c, "DROP TABLE " + tb);
+      }
+    }
+  }
+
+  static void tAutosave() throws Exception {
+    // autosave=conservative rolls back to its savepoint only for cached-plan errors: not this
+    for (String mode : new String[] {"always"}) {
+      try (Connection c = connect(props("autosave", mode))) {
+        String tb = T + "_as";
+        exec(c, "DROP TABLE IF EXISTS " + tb + "; CREATE TABLE " + tb + " (a int PRIMARY KEY)");
+        c.setAutoCommit(false);
+        try (PreparedStatement ins = c.prepareStatement("INSERT INTO " + tb + " VALUES (?)")) {
+          for (int i = 0; i < 10; i++) {
+            ins.setInt(1, i % 4 == 3 ? 0 : i); // every 4th is a duplicate of row 0
+            if (i % 4 == 3) {
+              expectState(ins::executeUpdate, "23505", "duplicate " + i + " (autosave " + mode + ")");
+            } else {
+              eq(ins.executeUpdate(), 1, "insert " + i + " (autosave " + mode + ")");
+            }
+          }
+        }
+        // the transaction survived the errors (pgjdbc rolled back to its savepoint)
+        eq(one(c, "SELECT count(*) FROM " + tb), 8L, "rows in transaction (autosave " + mode + ")");
+        c.commit();
+        c.setAutoCommit(true);
+        eq(one(c, "SELECT count(*) FROM " + tb), 8L, "committed (autosave " + mode + ")");
+        exec(c, "DROP TABLE " + tb);
+      }
+    }
+  }
+
+  static void tSavepoints() throws Exception {
+    try (Connection c = connect()) {
+      String tb = T + "_sv";
+      exec(c, "DROP TABLE IF EXISTS " + tb + "; CREATE TABLE " + tb + " (a int PRIMARY KEY)");
+      c.setAutoCommit(false);
+      try (PreparedStatement ins = c.prepareStatement("INSERT INTO " + tb + " VALUES (?)")) {
+        ins.setInt(1, 1);
+        ins.executeUpdate();
+        java.sql.Savepoint sp1 = c.setSavepoint("first");
+        ins.setInt(1, 2);
+        ins.executeUpdate();
+        java.sql.Savepoint sp2 = c.setSavepoint();
+        ins.setInt(1, 1);
+        expectState(ins::executeUpdate, "23505", "duplicate");
+        expectState(() -> one(c, "SELECT 1"), "25P02", "aborted");
+        c.rollback(sp2);
+        ins.setInt(1, 3);
+        ins.executeUpdate();
+        c.releaseSavepoint(sp1);
+        java.sql.Savepoint sp3 = c.setSavepoint("third");
+        for (int i = 10; i < 20; i++) {
+          ins.setInt(1, i);
+          ins.executeUpdate(); // past prepareThreshold inside the savepoint
+        }
+        c.rollback(sp3);
+        c.commit();
+      }
+      c.setAutoCommit(true);
+      eq(one(c, "SELECT array_agg(a ORDER BY a)::text FROM " + tb), "{1,2,3}", "contents");
+      exec(c, "DROP TABLE " + tb);
+    }
+  }
+
+  static void tCallable() throws Exception {
+    try (Connection c = connect()) {
+      String f = T + "_f";
+      exec(c, "CREATE OR REPLACE FUNCTION " + f + "(x int, OUT doubled int, OUT label text) AS "
+          + "$$ SELECT x * 2, 'n' || x $$ LANGUAGE sql");
+      exec(c, "CREATE OR REPLACE FUNCTION " + f + "_s(x int) RETURNS int AS $$ SELECT x + 100 $$ LANGUAGE sql");
+      exec(c, "CREATE OR REPLACE PROCEDURE " + f + "_p(INOUT x int) AS $$ BEGIN x := x * 3; END $$ LANGUAGE plpgsql");
+      for (int i = 0; i < 7; i++) {
+        try (java.sql.CallableStatement cs = c.prepareCall("{? = call " + f + "_s(?)}")) {
+          cs.registerOutParameter(1, Types.INTEGER);
+          cs.setInt(2, i);
+          cs.execute();
+          eq(cs.getInt(1), 100 + i, "{? = call} " + i);
+        }
+        try (java.sql.CallableStatement cs = c.prepareCall("{call " + f + "(?, ?, ?)}")) {
+          cs.setInt(1, i);
+          cs.registerOutParameter(2, Types.INTEGER);
+          cs.registerOutParameter(3, Types.VARCHAR);
+          cs.execute();
+          eq(cs.getInt(2) + "/" + cs.getString(3), (2 * i) + "/n" + i, "OUT parameters " + i);
+        }
+        try (java.sql.CallableStatement cs = c.prepareCall("CALL " + f + "_p(?)")) {
+          cs.setInt(1, i);
+          cs.registerOutParameter(1, Types.INTEGER);
+          cs.execute();
+          eq(cs.getInt(1), 3 * i, "CALL procedure INOUT " + i);
+        }
+      }
+      exec(c, "DROP FUNCTION " + f + "(int); DROP FUNCTION " + f + "_s(int); DROP PROCEDURE " + f + "_p(int)");
+    }
+  }
+
+  static void tMetaData() throws Exception {
+    try (Connection c = connect()) {
+      String tb = T + "_md";
+      exec(c, "DROP TABLE IF EXISTS " + tb + "; CREATE TABLE " + tb
+          + " (id bigint PRIMARY KEY, name varchar(40) NOT NULL, price numeric(10, 2), at timestamptz)");
+      exec(c, "CREATE INDEX " + tb + "_name ON " + tb + " (name)");
+      java.sql.DatabaseMetaData md = c.getMetaData();
+      try (ResultSet rs = md.getTables(null, "public", tb, new String[] {"TABLE"})) {
+        eq(rs.next(), true, "getTables finds the table");
+        eq(rs.getString("TABLE_NAME"), tb, "TABLE_NAME");
+      }
+      List<String> cols = new ArrayList<>();
+      try (ResultSet rs = md.getColumns(null, "public", tb, "%")) {
+        while (rs.next()) {
+          cols.add(rs.getString("COLUMN_NAME") + ":" + rs.getString("TYPE_NAME") + ":" + rs.getInt("NULLABLE"));
+        }
+      }
+      eq(cols, Arrays.asList("id:int8:0", "name:varchar:0", "price:numeric:1", "at:timestamptz:1"), "getColumns");
+      try (ResultSet rs = md.getPrimaryKeys(null, "public", tb)) {
+        rs.next();
+        eq(rs.getString("COLUMN_NAME"), "id", "getPrimaryKeys");
+      }
+      int idx = 0;
+      try (ResultSet rs = md.getIndexInfo(null, "public", tb, false, false)) {
+        while (rs.next()) idx++;
+      }
+      eq(idx, 2, "getIndexInfo");
+      // ResultSetMetaData asks the server about the source columns (nullability, table name)
+      try (PreparedStatement ps = c.prepareStatement("SELECT id, name, price FROM " + tb + " WHERE id = ?")) {
+        ps.setLong(1, 1);
+        try (ResultSet rs = ps.executeQuery()) {
+          java.sql.ResultSetMetaData rmd = rs.getMetaData();
+          eq(rmd.getColumnCount(), 3, "column count");
+          eq(rmd.getTableName(2), tb, "getTableName");
+          eq(rmd.isNullable(2), java.sql.ResultSetMetaData.columnNoNulls, "isNullable");
+          eq(rmd.getPrecision(3), 10, "getPrecision");
+          eq(rmd.getScale(3), 2, "getScale");
+        }
+        java.sql.ParameterMetaData pmd = ps.getParameterMetaData();
+        eq(pmd.getParameterTypeName(1), "int8", "parameter type");
+      }
+      eq(c.isValid(5), true, "isValid");
+      exec(c, "DROP TABLE " + tb);
+    }
+  }
+
+  static void tQueryModes() throws Exception {
+    String[][] variants = {
+        {"prepareThreshold", "0"},
+        {"prepareThreshold", "-1"},
+        {"preferQueryMode", "simple"},
+        {"preferQueryMode", "extendedForPrepared"},
+        {"preferQueryMode", "extendedCacheEverything"},
+        {"binaryTransfer", "false"},
+    };
+    for (String[] v : variants) {
+      String what = v[0] + "=" + v[1];
+      try (Connection c = connect(props(v[0], v[1]))) {
+        String tb = T + "_qm";
+        exec(c, "DROP TABLE IF EXISTS " + tb + "; CREATE TABLE " + tb + " (a int, t timestamptz, b bytea)");
+        OffsetDateTime ts = OffsetDateTime.of(2023, 7, 1, 8, 9, 10, 123_456_000, ZoneOffset.ofHours(2));
+        c.setAutoCommit(false);
+        // pgjdbc 42.5 does not inline setBytes in preferQueryMode=simple (a bare ? is sent)
+        boolean simple = v[1].equals("simple");
+        try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + tb + " VALUES (?, ?, "
+            + (simple ? "decode(?, 'hex'))" : "?)"))) {
+          for (int i = 0; i < 8; i++) {
+            ps.setInt(1, i);
+            ps.setObject(2, ts.plusDays(i));
+            if (simple) ps.setString(3, String.format("%02x00c8", i));
+            else ps.setBytes(3, new byte[] {(byte) i, 0, (byte) 200});
+            ps.executeUpdate();
+          }
+        }
+        c.commit();
+        try (Statement s = c.createStatement()) {
+          s.setFetchSize(3);
+          try (ResultSet rs = s.executeQuery("SELECT a, t, b FROM " + tb + " ORDER BY a")) {
+            int n = 0;
+            while (rs.next()) {
+              eq(rs.getInt(1), n, what + " row " + n);
+              eq(rs.getObject(2, OffsetDateTime.class).toInstant(), ts.plusDays(n).toInstant(), what + " ts " + n);
+              eq(rs.getBytes(3), new byte[] {(byte) n, 0, (byte) 200}, what + " bytea " + n);
+              n++;
+            }
+            eq(n, 8, what + " rows");
+          }
+        }
+        c.commit();
+        c.setAutoCommit(true);
+        try (PreparedStatement ps = c.prepareStatement("SELECT ?::int + 1, ?::text")) {
+          for (int i = 0; i < 8; i++) {
+            ps.setInt(1, i);
+            ps.setString(2, "x'" + i);
+            try (ResultSet rs = ps.executeQuery()) {
+              rs.next();
+              eq(rs.getInt(1) + rs.getString(2), (i + 1) + "x'" + i, what + " select " + i);
+            }
+          }
+        }
+        exec(c, "DROP TABLE " + tb);
+      }
+    }
+  }
+
+  static void tFetchWithWrites() throws Exception {
+    for (String thr : new String[] {"5", "1"}) {
+      try (Connection c = connect(props("prepareThreshold", thr))) {
+        String tb = T + "_fw";
+        exec(c, "DROP TABLE IF EXISTS " + tb + "; CREATE TABLE " + tb + " (id int PRIMARY KEY, v int)");
+        exec(c, "INSERT INTO " + tb + " SELECT g, 0 FROM generate_series(1, 500) g");
+        c.setAutoCommit(false);
+        try (PreparedStatement sel = c.prepareStatement("SELECT id, v FROM " + tb + " WHERE id > ? ORDER BY id");
+            PreparedStatement upd = c.prepareStatement("UPDATE " + tb + " SET v = ? WHERE id = ?");
+            PreparedStatement cnt = c.prepareStatement("SELECT count(*) FROM " + tb + " WHERE v > 0")) {
+          sel.setFetchSize(25);
+          sel.setInt(1, 0);
+          int n = 0;
+          try (ResultSet rs = sel.executeQuery()) {
+            while (rs.next()) {
+              n++;
+              if (rs.getInt(2) != 0) throw new AssertionError("saw own update at row " + n);
+              if (n % 10 == 0) { // write while the portal is open
+                upd.setInt(1, n);
+                upd.setInt(2, rs.getInt(1));
+                eq(upd.executeUpdate(), 1, "update at " + n);
+              }
+              if (n % 100 == 0) {
+                try (ResultSet r2 = cnt.executeQuery()) {
+                  r2.next();
+                  eq(r2.getLong(1), (long) n / 10, "count at " + n + " (prepareThreshold " + thr + ")");
+                }
+                // a batch between fetches
+                for (int k = 0; k < 3; k++) {
+                  upd.setInt(1, 1);
+                  upd.setInt(2, 1000 + k); // no such row
+                  upd.addBatch();
+                }
+                upd.executeBatch();
+              }
+            }
+          }
+          eq(n, 500, "rows (prepareThreshold " + thr + ")");
+          // setMaxRows with a fetch size
+          sel.setMaxRows(60);
+          sel.setInt(1, 100);
+          n = 0;
+          try (ResultSet rs = sel.executeQuery()) {
+            while (rs.next()) n++;
+          }
+          eq(n, 60, "setMaxRows");
+        }
+        c.commit();
+        c.setAutoCommit(true);
+        eq(one(c, "SELECT count(*) FROM " + tb + " WHERE v > 0"), 50L, "committed updates");
+        exec(c, "DROP TABLE " + tb);
+      }
+    }
+  }
+
+  static void tReadOnlyTimestamps() throws Exception {
+    try (Connection c = connect()) {
+      String tb = T + "_ro";
+      exec(c, "DROP TABLE IF EXISTS " + tb + "; CREATE TABLE " + tb + " (a int, ts timestamp, tz timestamptz, d date)");
+      java.time.LocalDateTime ldt = java.time.LocalDateTime.of(2024, 3, 31, 1, 30, 0);
+      OffsetDateTime odt = OffsetDateTime.of(2024, 3, 31, 1, 30, 0, 0, ZoneOffset.ofHours(-5));
+      try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + tb + " VALUES (?, ?, ?, ?)")) {
+        for (int i = 0; i < 6; i++) {
+          ps.setInt(1, i);
+          ps.setObject(2, ldt.plusHours(i));
+          ps.setObject(3, odt.plusHours(i));
+          ps.setDate(4, java.sql.Date.valueOf(LocalDate.of(2024, 2, 28).plusDays(i)));
+          ps.executeUpdate();
+        }
+      }
+      exec(c, "SET TimeZone = 'Europe/Berlin'");
+      try (PreparedStatement ps = c.prepareStatement("SELECT ts, tz, d, tz::text FROM " + tb + " WHERE a = ?")) {
+        for (int i = 0; i < 6; i++) {
+          ps.setInt(1, i);
+          try (ResultSet rs = ps.executeQuery()) {
+            rs.next();
+            eq(rs.getObject(1, java.time.LocalDateTime.class), ldt.plusHours(i), "timestamp " + i);
+            eq(rs.getObject(2, OffsetDateTime.class).toInstant(), odt.plusHours(i).toInstant(), "timestamptz " + i);
+            eq(rs.getObject(3, LocalDate.class), LocalDate.of(2024, 2, 28).plusDays(i), "date " + i);
+            OffsetDateTime inBerlin = odt.plusHours(i).atZoneSameInstant(java.time.ZoneId.of("Europe/Berlin")).toOffsetDateTime();
+            if (!rs.getString(4).endsWith(inBerlin.getOffset().toString().replace(":00", "").replace("Z", "+00"))) {
+              throw new AssertionError("tz::text " + i + " in Europe/Berlin: " + rs.getString(4) + " vs " + inBerlin);
+            }
+          }
+        }
+      }
+      // read-only transactions: pgjdbc sends BEGIN READ ONLY
+      c.setReadOnly(true);
+      c.setAutoCommit(false);
+      eq(one(c, "SELECT count(*) FROM " + tb), 6L, "read in read-only transaction");
+      eq(one(c, "SHOW transaction_read_only"), "on", "transaction_read_only");
+      expectState(() -> exec(c, "INSERT INTO " + tb + " (a) VALUES (99)"), "25006", "write in read-only transaction");
+      c.rollback();
+      c.setAutoCommit(true);
+      c.setReadOnly(false);
+      exec(c, "INSERT INTO " + tb + " (a) VALUES (7)");
+      eq(one(c, "SELECT count(*) FROM " + tb), 7L, "write after read-only");
+      exec(c, "DROP TABLE " + tb);
+    }
+  }
+
+  static void tCopyInTx() throws Exception {
+    try (Connection c = connect()) {
+      String tb = T + "_ct";
+      exec(c, "DROP TABLE IF EXISTS " + tb + "; CREATE TABLE " + tb + " (a int PRIMARY KEY, b text)");
+      CopyManager cm = c.unwrap(PGConnection.class).getCopyAPI();
+      c.setAutoCommit(false);
+      try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + tb + " VALUES (?, ?)")) {
+        for (int i = 0; i < 6; i++) {
+          ps.setInt(1, -1 - i);
+          ps.setString(2, "before");
+          ps.executeUpdate();
+        }
+        StringBuilder sb = new StringBuilder();
+        for (int i = 0; i < 1000; i++) sb.append(i).append(",\"q ").append(i).append("\"\n");
+        eq(cm.copyIn("COPY " + tb + " FROM STDIN (FORMAT csv)", new StringReader(sb.toString())), 1000L, "copyIn in tx");
+        for (int i = 0; i < 6; i++) {
+          ps.setInt(1, 5000 + i);
+          ps.setString(2, "after");
+          ps.executeUpdate();
+        }
+      }
+      ByteArrayOutputStream out = new ByteArrayOutputStream();
+      eq(cm.copyOut("COPY (SELECT a FROM " + tb + " WHERE a < 0 OR a >= 5000 ORDER BY a) TO STDOUT", out), 12L, "copyOut in tx");
+      c.commit();
+      // a copy error inside a transaction, a savepoint around it
+      java.sql.Savepoint sp = c.setSavepoint();
+      expectState(() -> cm.copyIn("COPY " + tb + " FROM STDIN (FORMAT csv)", new StringReader("1,dup\n")), "23505", "copy duplicate");
+      c.rollback(sp);
+      eq(one(c, "SELECT count(*) FROM " + tb), 1012L, "after copy error in savepoint");
+      c.commit();
+      c.setAutoCommit(true);
+      exec(c, "DROP TABLE " + tb);
+    }
+  }
+
+  static void tConservativeAlter() throws Exception {
+    // autosave=conservative: a server-prepared statement invalidated by ALTER inside a transaction
+    // ("cached plan must not change result type") is retried by pgjdbc after rolling back to its
+    // savepoint, without aborting the application's transaction
+    try (Connection c = connect(props("autosave", "conservative")); Connection other = connect()) {
+      String tb = T + "_ca";
+      exec(c, "DROP TABLE IF EXISTS " + tb + "; CREATE TABLE " + tb + " (a int, b text); INSERT INTO " + tb + " VALUES (1, 'x')");
+      try (PreparedStatement ps = c.prepareStatement("SELECT * FROM " + tb)) {
+        for (int i = 0; i < 6; i++) {
+          try (ResultSet rs = ps.executeQuery()) {
+            rs.next();
+            eq(rs.getInt(1), 1, "before ALTER " + i);
+          }
+        }
+        exec(other, "ALTER TABLE " + tb + " ADD COLUMN c int DEFAULT 7");
+        c.setAutoCommit(false);
+        exec(c, "INSERT INTO " + tb + " (a, b) VALUES (2, 'y')");
+        try (ResultSet rs = ps.executeQuery()) {
+          int n = 0;
+          while (rs.next()) {
+            eq(rs.getInt(3), 7, "new column");
+            n++;
+          }
+          eq(n, 2, "rows after ALTER in transaction");
+        }
+        c.commit();
+        c.setAutoCommit(true);
+      }
+      eq(one(c, "SELECT count(*) FROM " + tb), 2L, "committed");
+      exec(c, "DROP TABLE " + tb);
+    }
+  }
+
+  static void tStatementBatch() throws Exception {
+    try (Connection c = connect(); Statement s = c.createStatement()) {
+      String tb = T + "_sb";
+      s.addBatch("DROP TABLE IF EXISTS " + tb);
+      s.addBatch("CREATE TABLE " + tb + " (a int PRIMARY KEY, b text)");
+      for (int i = 0; i < 300; i++) s.addBatch("INSERT INTO " + tb + " VALUES (" + i + ", 'r" + i + "')");
+      s.addBatch("UPDATE " + tb + " SET b = b || '!' WHERE a < 10");
+      s.addBatch("DELETE FROM " + tb + " WHERE a >= 290");
+      int[] counts = s.executeBatch();
+      eq(counts.length, 304, "batch results");
+      eq(counts[302], 10, "UPDATE count");
+      eq(counts[303], 10, "DELETE count");
+      eq(one(c, "SELECT count(*) FROM " + tb + " WHERE b LIKE '%!'"), 10L, "updated rows");
+      // a large result in chunks, autocommit off
+      c.setAutoCommit(false);
+      s.setFetchSize(1000);
+      long sum = 0;
+      int rows = 0;
+      try (ResultSet rs = s.executeQuery("SELECT g, repeat('y', 100) FROM generate_series(1, 200000) g")) {
+        while (rs.next()) {
+          sum += rs.getInt(1);
+          rows++;
+        }
+      }
+      eq(rows, 200000, "rows");
+      eq(sum, 200000L * 200001 / 2, "sum");
+      // an error after some fetches
+      s.setFetchSize(100);
+      final int[] seen = {0};
+      expectState(() -> {
+        try (ResultSet rs = s.executeQuery("SELECT 1 / (5000 - g) FROM generate_series(1, 10000) g")) {
+          while (rs.next()) seen[0]++;
+        }
+      }, "22012", "error in a later fetch");
+      if (seen[0] < 100) throw new AssertionError("error before the first fetch: " + seen[0]);
+      c.rollback();
+      // COPY out failing in the middle
+      CopyManager cm = c.unwrap(PGConnection.class).getCopyAPI();
+      expectState(() -> cm.copyOut("COPY (SELECT 1 / (50000 - g) FROM generate_series(1, 100000) g) TO STDOUT",
+          new ByteArrayOutputStream()), "22012", "error in COPY out");
+      c.rollback();
+      c.setAutoCommit(true);
+      eq(one(c, "SELECT 'ok'"), "ok", "usable");
+      s.execute("DROP TABLE " + tb);
+    }
+  }
+
+  static void tManualTx() throws Exception {
+    // transactions driven with SQL in autocommit mode, as some frameworks do
+    try (Connection c = connect(props("prepareThreshold", "1")); Statement s = c.createStatement()) {
+      String tb = T + "_mt";
+      s.execute("DROP TABLE IF EXISTS " + tb + "; CREATE TABLE " + tb + " (a int)");
+      try (PreparedStatement ins = c.prepareStatement("INSERT INTO " + tb + " VALUES (?)");
+          PreparedStatement sel = c.prepareStatement("SELECT count(*) FROM " + tb)) {
+        for (int round = 0; round < 4; round++) {
+          s.execute("BEGIN ISOLATION LEVEL REPEATABLE READ");
+          ins.setInt(1, round);
+          ins.executeUpdate();
+          try (ResultSet rs = sel.executeQuery()) {
+            rs.next();
+            eq(rs.getLong(1), (long) ((round + 1) / 2 + 1), "count in transaction " + round);
+          }
+          eq(one(c, "SHOW transaction_isolation"), "repeatable read", "isolation " + round);
+          s.execute("SET LOCAL statement_timeout = '5s'");
+          eq(one(c, "SHOW statement_timeout"), "5s", "SET LOCAL " + round);
+          s.execute(round % 2 == 0 ? "COMMIT" : "ROLLBACK");
+          eq(one(c, "SHOW statement_timeout"), "0", "after SET LOCAL " + round);
+        }
+      }
+      eq(one(c, "SELECT array_agg(a ORDER BY a)::text FROM " + tb), "{0,2}", "contents");
+      s.execute("DROP TABLE " + tb);
+    }
+  }
+
   static void tCleanup() throws Exception {
     try (Connection c = connect(); Statement s = c.createStatement()) {
       s.execute("DROP TABLE IF EXISTS " + T);
@@ -621,6 +1148,18 @@ public class PgjdbcTest {
     check("12 concurrent connections, prepared statements", PgjdbcTest::tConcurrency, 120);
     check("setFetchSize in a transaction (portals)", PgjdbcTest::tCursor);
     check("query cancellation (setQueryTimeout, cancel())", PgjdbcTest::tCancel);
+    check("batches (reWriteBatchedInserts off/on), getGeneratedKeys", PgjdbcTest::tBatchKeys, 120);
+    check("autosave=always/conservative: errors inside a transaction", PgjdbcTest::tAutosave);
+    check("savepoints: named, release, rollback after error", PgjdbcTest::tSavepoints);
+    check("CallableStatement: functions, OUT parameters, CALL", PgjdbcTest::tCallable);
+    check("DatabaseMetaData, ResultSetMetaData, isValid", PgjdbcTest::tMetaData);
+    check("prepareThreshold 0/-1, preferQueryMode, binaryTransfer", PgjdbcTest::tQueryModes, 120);
+    check("setFetchSize with writes and batches between fetches", PgjdbcTest::tFetchWithWrites, 120);
+    check("timestamps, TimeZone, read-only transactions", PgjdbcTest::tReadOnlyTimestamps);
+    check("COPY in a transaction, between statements, savepoint", PgjdbcTest::tCopyInTx);
+    check("autosave=conservative: statement invalidated by ALTER in a transaction", PgjdbcTest::tConservativeAlter);
+    check("Statement batch, 200000 rows by fetch size, errors mid-fetch and mid-COPY", PgjdbcTest::tStatementBatch, 120);
+    check("BEGIN/COMMIT/SET LOCAL as SQL in autocommit mode", PgjdbcTest::tManualTx);
     check("cleanup", PgjdbcTest::tCleanup);
     System.out.printf("pgjdbc %s: %d passed, %d failed%n", TARGET, passed, failed);
     System.out.flush();
