@@ -2415,3 +2415,60 @@ async fn syntax_errors_are_postgresqls_own() {
     })
     .await
 }
+
+/// Found with psycopg 3 and pgjdbc (`setInt`): a key sent as a binary int2/int4 parameter for a
+/// bigint key column was refused ("bigint needs 8 bytes, got 4") where PostgreSQL casts it;
+/// an INSERT could not be placed at all. The declared parameter type tells its width.
+#[tokio::test]
+async fn binary_int4_and_int2_keys_route_like_int8() {
+    within(120, "test", async {
+        let (c, reference) = tokio::join!(ShardedCluster::start(2, 1, ""), PgNode::start());
+        setup_both(&c, &reference, false).await;
+        let mut p = raw_proxy(&c).await;
+        let mut r = raw_node(&reference).await;
+        let (a, b) = two_keys();
+        let insert = "INSERT INTO contacts (id, user_id, name) VALUES ($1, $2, 'bin')";
+        for (id, key) in [(1i64, a), (2, b)] {
+            // id as int8, user_id as int4 (OIDs 20 and 23), both binary.
+            let key4 = (key as i32).to_be_bytes();
+            let id8 = id.to_be_bytes();
+            let m = [
+                wire::parse_typed("", insert, &[20, 23]),
+                wire::bind_binary("", "", &[&id8, &key4]),
+                wire::execute("", 0),
+                wire::sync(),
+            ]
+            .concat();
+            let got = same_answer(&mut p, &mut r, &m, "insert with an int4 key").await;
+            assert_eq!(
+                got,
+                [
+                    "ParseComplete",
+                    "BindComplete",
+                    "CommandComplete INSERT 0 1",
+                    "Ready I"
+                ]
+            );
+            assert_eq!(
+                count_on(&c, shard_of(key), &format!("user_id = {key}")).await,
+                1
+            );
+            assert_eq!(
+                count_on(&c, 1 - shard_of(key), &format!("user_id = {key}")).await,
+                0
+            );
+        }
+        // A point read with an int2 key.
+        let key2 = (b as i16).to_be_bytes();
+        let m = [
+            wire::parse_typed("", "SELECT name FROM contacts WHERE user_id = $1", &[21]),
+            wire::bind_binary("", "", &[&key2]),
+            wire::execute("", 0),
+            wire::sync(),
+        ]
+        .concat();
+        let got = same_answer(&mut p, &mut r, &m, "read with an int2 key").await;
+        assert!(got.iter().any(|m| m.contains("bin")), "{got:?}");
+    })
+    .await
+}

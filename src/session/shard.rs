@@ -408,7 +408,8 @@ impl Session {
     fn unit_route(&mut self, frames: &[u8]) -> Result<UnitRoute, RouteError> {
         let mut acc: Option<Route> = None;
         let mut executes = 0;
-        let mut parsed: HashMap<String, String> = HashMap::new();
+        // Statements parsed in this unit: text and declared parameter types (Parse's raw list).
+        let mut parsed: HashMap<String, (String, Vec<u8>)> = HashMap::new();
         let mut pos = 0;
         while pos < frames.len() {
             let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
@@ -429,27 +430,50 @@ impl Session {
                 }
                 fe::PARSE => {
                     if let Some(p) = Parse::parse(f.body()) {
-                        parsed.insert(p.name.to_string(), p.query.to_string());
+                        let types = p.param_types.to_vec();
+                        parsed.insert(p.name.to_string(), (p.query.to_string(), types));
                     }
                 }
                 fe::BIND => {
                     let Some(b) = Bind::parse(f.body()) else {
                         continue;
                     };
-                    let sql = match parsed.get(b.statement) {
+                    let (sql, types) = match parsed.get(b.statement) {
                         Some(s) => s.clone(),
                         None => match self.statements.get(b.statement) {
-                            Some(s) => s.query().to_string(),
+                            Some(s) => (
+                                s.query().to_string(),
+                                Parse::parse(s.parse.body())
+                                    .map(|p| p.param_types.to_vec())
+                                    .unwrap_or_default(),
+                            ),
                             // PostgreSQL reports the unknown statement.
                             None => continue,
                         },
                     };
                     self.note_shard_key(&sql)?;
                     let values = bind_values(b.rest);
+                    // Binary integers of a declared width other than the key type's (int4 for
+                    // a bigint key: PostgreSQL casts them), as text.
+                    let ints: Vec<Option<String>> = values
+                        .as_ref()
+                        .map(|v| {
+                            v.params
+                                .iter()
+                                .enumerate()
+                                .map(|(i, &(format, v))| {
+                                    binary_int_text(declared_type(&types, i), format, v?)
+                                })
+                                .collect()
+                        })
+                        .unwrap_or_default();
                     let st = self.shard_state().expect("sharded");
                     let p = st.plan(&sql);
                     let get = |n: usize| -> Option<Param<'_>> {
                         let (format, v) = *values.as_ref()?.params.get(n - 1)?;
+                        if let Some(Some(t)) = ints.get(n - 1) {
+                            return Some(Param::Text(t));
+                        }
                         Some(match v {
                             None => Param::Null,
                             Some(v) if format == 1 => Param::Binary(v),
@@ -581,6 +605,29 @@ impl Session {
         } else {
             self.skip_until_sync = true;
         }
+    }
+}
+
+/// The type OID a Parse declared for parameter `i` (0: unspecified).
+fn declared_type(types: &[u8], i: usize) -> u32 {
+    types
+        .get(2 + i * 4..6 + i * 4)
+        .map_or(0, |b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+}
+
+/// A binary parameter declared int2, int4 or int8 (OIDs 21, 23, 20) of that width, as
+/// decimal text.
+fn binary_int_text(oid: u32, format: i16, v: &[u8]) -> Option<String> {
+    if format != 1 {
+        return None;
+    }
+    match (oid, v.len()) {
+        (21, 2) => Some(i16::from_be_bytes([v[0], v[1]]).to_string()),
+        (23, 4) => Some(i32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string()),
+        (20, 8) => {
+            Some(i64::from_be_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]).to_string())
+        }
+        _ => None,
     }
 }
 

@@ -341,6 +341,35 @@ pub fn bind(portal: &str, statement: &str, params: &[Option<&str>]) -> Vec<u8> {
     message(b'B', &body)
 }
 
+/// Parse ('P') of `sql` as statement `name` with declared parameter type OIDs.
+pub fn parse_typed(name: &str, sql: &str, types: &[u32]) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, name);
+    put_cstr(&mut body, sql);
+    body.put_u16(types.len() as u16);
+    for t in types {
+        body.put_u32(*t);
+    }
+    message(b'P', &body)
+}
+
+/// Bind ('B') binary-format parameters (raw bytes) to `statement` into `portal`, results as
+/// text.
+pub fn bind_binary(portal: &str, statement: &str, params: &[&[u8]]) -> Vec<u8> {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, portal);
+    put_cstr(&mut body, statement);
+    body.put_u16(1);
+    body.put_u16(1);
+    body.put_u16(params.len() as u16);
+    for p in params {
+        body.put_i32(p.len() as i32);
+        body.put_slice(p);
+    }
+    body.put_u16(0);
+    message(b'B', &body)
+}
+
 /// Execute ('E') `portal`, all rows when `max_rows` is 0.
 pub fn execute(portal: &str, max_rows: i32) -> Vec<u8> {
     let mut body = BytesMut::new();
