@@ -519,6 +519,141 @@ async function tCleanup() {
   await withClient(async (c) => c.query(`DROP TABLE IF EXISTS ${T}`))
 }
 
+// ------------------------------------------------------------------ sharded table (sharded target)
+// drv_contacts is sharded by user_id (hash, two shards: scripts/test-drivers). Shared by every
+// driver run: this run uses its own key range and deletes its rows at the start and the end.
+// node-postgres sends parameters as text and asks for text results. bigint comes back as a string.
+const SH = 'drv_contacts'
+const SH_USERS = 20
+const SH_LO = 30000000000 + (process.pid % 4000000) * 100
+const SH_HI = SH_LO + SH_USERS - 1
+const SH_RANGE = `user_id BETWEEN ${SH_LO} AND ${SH_HI}`
+const shRows = new Map() // `${u}/${id}` -> [u, id, name, n]
+const shShard = new Map() // u -> shard name
+
+function shExpected() {
+  return [...shRows.values()].sort((x, y) => x[0] - y[0] || x[1] - y[1]).map((r) => r.join(','))
+}
+async function shAll(c) {
+  const r = await c.query(`SELECT user_id, id, name, n FROM ${SH} WHERE ${SH_RANGE} ORDER BY user_id, id`)
+  return r.rows.map((x) => [x.user_id, x.id, x.name, x.n].join(','))
+}
+function shTwoUsers() {
+  const a = SH_LO
+  for (let u = SH_LO; u <= SH_HI; u++) if (shShard.get(u) !== shShard.get(a)) return [a, u]
+  throw new Error('all users on one shard')
+}
+
+async function tShSetup() {
+  await withClient(async (c) => {
+    await c.query(`CREATE TABLE IF NOT EXISTS ${SH} (id bigint, user_id bigint NOT NULL, name text, n int, PRIMARY KEY (user_id, id))`)
+    await c.query(`DELETE FROM ${SH} WHERE ${SH_RANGE}`)
+    for (let k = 0; k < SH_USERS; k++) {
+      const u = SH_LO + k
+      for (const i of [1, 2, 3]) {
+        const r = await c.query({ name: 'sh_ins', text: `INSERT INTO ${SH} (id, user_id, name, n) VALUES ($1, $2, $3, $4)`, values: [i, u, `c${u}_${i}`, k * 10 + i] })
+        assert.equal(r.rowCount, 1)
+        shRows.set(`${u}/${i}`, [u, i, `c${u}_${i}`, k * 10 + i])
+      }
+    }
+    for (const shard of ['s0', 's1']) {
+      const r = await c.query(`/* pgproxy: shard=${shard} */ SELECT user_id FROM ${SH} WHERE ${SH_RANGE} AND id = 1`)
+      for (const x of r.rows) {
+        assert.ok(!shShard.has(Number(x.user_id)), `user ${x.user_id} on both shards`)
+        shShard.set(Number(x.user_id), shard)
+      }
+    }
+    assert.equal(shShard.size, SH_USERS, 'users placed')
+    assert.equal(new Set(shShard.values()).size, 2, 'both shards hold rows')
+    assert.deepEqual(await shAll(c), shExpected())
+  })
+}
+
+async function tShByKey() {
+  await withClient(async (c) => {
+    for (let u = SH_LO; u <= SH_HI; u++) {
+      const r = await c.query({ name: 'sh_sel', text: `SELECT id, name, n FROM ${SH} WHERE user_id = $1 ORDER BY id`, values: [u] })
+      assert.deepEqual(r.rows.map((x) => [Number(u), Number(x.id), x.name, x.n].join(',')),
+        [1, 2, 3].map((i) => shRows.get(`${u}/${i}`).join(',')), `user ${u}`)
+      const up = await c.query({ name: 'sh_up', text: `UPDATE ${SH} SET n = n + 100 WHERE user_id = $1 AND id = $2`, values: [u, 1] })
+      assert.equal(up.rowCount, 1)
+      shRows.get(`${u}/1`)[3] += 100
+      if ((u - SH_LO) % 2 === 0) {
+        const del = await c.query({ name: 'sh_del', text: `DELETE FROM ${SH} WHERE user_id = $1 AND id = $2`, values: [u, 3] })
+        assert.equal(del.rowCount, 1)
+        shRows.delete(`${u}/3`)
+      }
+    }
+    assert.deepEqual(await shAll(c), shExpected())
+  })
+}
+
+async function tShTx() {
+  const [a, b] = shTwoUsers()
+  await withClient(async (c) => {
+    const up = (u, name) => c.query({ name: 'sh_tx_up', text: `UPDATE ${SH} SET name = $1 WHERE user_id = $2 AND id = 1`, values: [name, u] })
+    // one user: commit, rollback
+    await c.query('BEGIN'); await up(a, 'one'); await c.query('COMMIT')
+    shRows.get(`${a}/1`)[2] = 'one'
+    await c.query('BEGIN'); await up(a, 'one-rb'); await c.query('ROLLBACK')
+    // two users on two shards (2PC): commit, rollback
+    await c.query('BEGIN'); await up(a, 'two'); await up(b, 'two')
+    const r = await c.query({ text: `SELECT name FROM ${SH} WHERE user_id = $1 AND id = 1`, values: [a] })
+    assert.equal(r.rows[0].name, 'two', 'first shard read again')
+    await c.query('COMMIT')
+    shRows.get(`${a}/1`)[2] = 'two'
+    shRows.get(`${b}/1`)[2] = 'two'
+    await c.query('BEGIN'); await up(a, 'two-rb'); await up(b, 'two-rb'); await c.query('ROLLBACK')
+    assert.deepEqual(await shAll(c), shExpected())
+  })
+}
+
+async function tShMerged() {
+  const rows = [...shRows.values()]
+  const ns = rows.map((r) => r[3])
+  await withClient(async (c) => {
+    let r = await c.query(`SELECT count(*) AS c, sum(n) AS s, min(n) AS mi, max(n) AS ma FROM ${SH} WHERE ${SH_RANGE}`)
+    assert.deepEqual(r.rows[0], { c: String(rows.length), s: String(ns.reduce((x, y) => x + y, 0)), mi: Math.min(...ns), ma: Math.max(...ns) })
+    for (let i = 0; i < 6; i++) {
+      r = await c.query({ name: 'sh_cnt', text: `SELECT count(*) AS c FROM ${SH} WHERE user_id BETWEEN $1 AND $2`, values: [SH_LO + i, SH_HI] })
+      assert.equal(r.rows[0].c, String(rows.filter((x) => x[0] >= SH_LO + i).length), `count from ${i}`)
+    }
+    const top = [...rows].sort((x, y) => y[3] - x[3] || x[0] - y[0] || x[1] - y[1])
+    r = await c.query({ name: 'sh_top', text: `SELECT user_id, id, n FROM ${SH} WHERE ${SH_RANGE} ORDER BY n DESC, user_id, id LIMIT $1`, values: [5] })
+    assert.deepEqual(r.rows.map((x) => [x.user_id, x.id, x.n].join(',')), top.slice(0, 5).map((x) => [x[0], x[1], x[3]].join(',')))
+    const g = new Map()
+    for (const [u, , , n] of rows) { const v = g.get(u) || [0, 0]; v[0]++; v[1] += n; g.set(u, v) }
+    r = await c.query(`SELECT user_id, count(*) AS c, sum(n) AS s FROM ${SH} WHERE ${SH_RANGE} GROUP BY user_id ORDER BY user_id`)
+    assert.deepEqual(r.rows.map((x) => [x.user_id, x.c, x.s].join(',')), [...g.entries()].sort((x, y) => x[0] - y[0]).map(([u, v]) => [u, ...v].join(',')))
+    // hints
+    const [a] = shTwoUsers()
+    const onA = rows.filter((x) => shShard.get(x[0]) === shShard.get(a)).length
+    r = await c.query(`/* pgproxy: shard_key=${a} */ SELECT count(*) AS c FROM ${SH} WHERE ${SH_RANGE}`)
+    assert.equal(r.rows[0].c, String(onA), 'comment hint')
+    await c.query(`SET pgproxy.shard_key = ${a}`)
+    r = await c.query(`SELECT count(*) AS c FROM ${SH} WHERE ${SH_RANGE}`)
+    assert.equal(r.rows[0].c, String(onA), 'SET pgproxy.shard_key')
+    await c.query('RESET pgproxy.shard_key')
+    r = await c.query(`SELECT count(*) AS c FROM ${SH} WHERE ${SH_RANGE}`)
+    assert.equal(r.rows[0].c, String(rows.length), 'after RESET')
+    // refused by design: a fan-out read in a transaction, INSERT without the key, window function
+    await c.query('BEGIN')
+    await c.query({ text: `SELECT 1 FROM ${SH} WHERE user_id = $1`, values: [a] })
+    await expectError(c.query(`SELECT count(*) FROM ${SH} WHERE ${SH_RANGE}`), '0A000', 'fan-out read in a transaction')
+    await c.query('ROLLBACK')
+    await expectError(c.query({ text: `INSERT INTO ${SH} (id, name, n) VALUES ($1, $2, $3)`, values: [99, 'nokey', 1] }), '0A000', 'INSERT without the key')
+    await expectError(c.query(`SELECT user_id, row_number() OVER (ORDER BY n) FROM ${SH} WHERE ${SH_RANGE}`), '0A000', 'window function')
+    assert.deepEqual(await shAll(c), shExpected(), 'usable after the refusals')
+  })
+}
+
+async function tShCleanup() {
+  await withClient(async (c) => {
+    const r = await c.query(`DELETE FROM ${SH} WHERE ${SH_RANGE}`)
+    assert.equal(r.rowCount, shRows.size)
+  })
+}
+
 async function main() {
   console.log(`node-postgres ${require('pg/package.json').version}, node ${process.version}, target ${TARGET} ${CFG.host}:${CFG.port}`)
   await check('connect (SCRAM)', tConnect)
@@ -539,6 +674,15 @@ async function main() {
   await check('errors in the middle of queued queries (pipeline)', tPipelineErrors)
   await check('COPY in a transaction: rollback, savepoint, copy out', tCopyTx)
   await check('type parsers, 2000 parameters, binary results', tTypeParsers)
+  if (TARGET === 'sharded') {
+    await check('sharded table: inserts by key (named statement), placement on both shards', tShSetup)
+    if (shShard.size === SH_USERS) {
+      await check('sharded table: reads, UPDATE, DELETE by key (named statements)', tShByKey)
+      await check('sharded table: transactions on one user and on two shards (2PC)', tShTx)
+      await check('sharded table: keyless reads merged, hints, refusals (0A000)', tShMerged)
+    }
+    await check('sharded table: cleanup', tShCleanup)
+  }
   await check('cleanup', tCleanup)
   console.log(`node-postgres ${TARGET}: ${passed} passed, ${failed} failed`)
   process.exit(failed || !passed ? 1 : 0)

@@ -1133,6 +1133,429 @@ public class PgjdbcTest {
     }
   }
 
+  // ------------------------------------------------------------------ sharded table (sharded target)
+  // drv_contacts is sharded by user_id (hash, two shards: scripts/test-drivers). The table is
+  // shared by every driver run, so this run uses its own key range [SH_LO, SH_HI] and deletes its
+  // rows at the start and the end. Expected answers are computed here from what was inserted
+  // (what one PostgreSQL holding all the rows would answer).
+  static final String SH = "drv_contacts";
+  static final int SH_USERS = 20;
+  static final long SH_LO = 20_000_000_000L + (ProcessHandle.current().pid() % 4_000_000) * 100;
+  static final long SH_HI = SH_LO + SH_USERS - 1;
+  static final long SH_SMALL = 1_500_000_000L + (ProcessHandle.current().pid() % 4_000_000) * 100;
+  static final String SH_RANGE = "user_id BETWEEN " + SH_LO + " AND " + SH_HI;
+  // model of this run's rows: "user_id/id" -> {user_id, id, n} and name
+  static final java.util.TreeMap<String, long[]> shN = new java.util.TreeMap<>();
+  static final java.util.TreeMap<String, String> shName = new java.util.TreeMap<>();
+  static final java.util.TreeMap<Long, String> shShard = new java.util.TreeMap<>();
+
+  static String shK(long u, long id) {
+    return u + "/" + id;
+  }
+
+  static void shPut(long u, long id, String name, long n) {
+    shN.put(shK(u, id), new long[] {u, id, n});
+    shName.put(shK(u, id), name);
+  }
+
+  static List<String> shExpected() {
+    List<long[]> rows = new ArrayList<>(shN.values());
+    rows.sort((x, y) -> x[0] != y[0] ? Long.compare(x[0], y[0]) : Long.compare(x[1], y[1]));
+    List<String> out = new ArrayList<>();
+    for (long[] r : rows) out.add(r[0] + "," + r[1] + "," + shName.get(shK(r[0], r[1])) + "," + r[2]);
+    return out;
+  }
+
+  static List<String> rows(ResultSet rs) throws SQLException {
+    List<String> out = new ArrayList<>();
+    int nc = rs.getMetaData().getColumnCount();
+    while (rs.next()) {
+      StringBuilder b = new StringBuilder();
+      for (int i = 1; i <= nc; i++) b.append(i > 1 ? "," : "").append(rs.getString(i));
+      out.add(b.toString());
+    }
+    return out;
+  }
+
+  static List<String> rows(Connection c, String sql) throws SQLException {
+    try (Statement s = c.createStatement(); ResultSet rs = s.executeQuery(sql)) {
+      return rows(rs);
+    }
+  }
+
+  static void shCheckAll(Connection c, String what) throws SQLException {
+    eq(rows(c, "SELECT user_id, id, name, n FROM " + SH + " WHERE " + SH_RANGE + " ORDER BY user_id, id"),
+        shExpected(), what);
+  }
+
+  static long usersRows(long u) {
+    return shN.values().stream().filter(r -> r[0] == u).count();
+  }
+
+  static long[] shTwoUsers() {
+    long a = SH_LO;
+    for (long u = SH_LO; u <= SH_HI; u++) {
+      if (!shShard.get(u).equals(shShard.get(a))) return new long[] {a, u};
+    }
+    throw new AssertionError("all users on one shard");
+  }
+
+  static void tShSetup() throws Exception {
+    try (Connection c = connect(); Statement s = c.createStatement()) {
+      s.execute("CREATE TABLE IF NOT EXISTS " + SH + " (id bigint, user_id bigint NOT NULL, name text,"
+          + " n int, PRIMARY KEY (user_id, id))");
+      s.executeUpdate("DELETE FROM " + SH + " WHERE " + SH_RANGE); // keyless: every shard, 2PC
+      // the key as a bind parameter, past prepareThreshold: a named statement routed at Bind
+      try (PreparedStatement ins = c.prepareStatement(
+          "INSERT INTO " + SH + " (id, user_id, name, n) VALUES (?, ?, ?, ?)")) {
+        for (int k = 0; k < SH_USERS; k++) {
+          long u = SH_LO + k;
+          for (int i = 1; i <= 3; i++) {
+            ins.setLong(1, i);
+            ins.setLong(2, u);
+            ins.setString(3, "c" + u + "_" + i);
+            ins.setInt(4, k * 10 + i);
+            eq(ins.executeUpdate(), 1, "insert " + u + "/" + i);
+            shPut(u, i, "c" + u + "_" + i, k * 10 + i);
+          }
+        }
+        eq(ins.unwrap(org.postgresql.PGStatement.class).isUseServerPrepare(), true, "server-prepared");
+      }
+      // where each user landed: the same read on each shard by name (comment hint)
+      for (String shard : new String[] {"s0", "s1"}) {
+        for (String u : rows(c, "/* pgproxy: shard=" + shard + " */ SELECT user_id FROM " + SH
+            + " WHERE " + SH_RANGE + " AND id = 1")) {
+          if (shShard.put(Long.parseLong(u), shard) != null) throw new AssertionError("user " + u + " on both shards");
+        }
+      }
+      eq(shShard.size(), SH_USERS, "users placed " + shShard);
+      eq(new java.util.HashSet<>(shShard.values()).size(), 2, "both shards hold rows " + shShard);
+      shCheckAll(c, "all rows");
+    }
+  }
+
+  static void tShPointReads() throws Exception {
+    try (Connection c = connect();
+        PreparedStatement sel = c.prepareStatement("SELECT id, name, n FROM " + SH + " WHERE user_id = ? ORDER BY id")) {
+      for (int rnd = 0; rnd < 2; rnd++) {
+        for (long u = SH_LO; u <= SH_HI; u++) {
+          sel.setLong(1, u);
+          List<String> exp = new ArrayList<>();
+          for (long i = 1; i <= 3; i++) exp.add(i + "," + shName.get(shK(u, i)) + "," + shN.get(shK(u, i))[2]);
+          try (ResultSet rs = sel.executeQuery()) {
+            eq(rows(rs), exp, "user " + u + " round " + rnd);
+          }
+        }
+      }
+      eq(sel.unwrap(org.postgresql.PGStatement.class).isUseServerPrepare(), true, "server-prepared");
+    }
+  }
+
+  static void tShUpdateDelete() throws Exception {
+    try (Connection c = connect();
+        PreparedStatement up = c.prepareStatement("UPDATE " + SH + " SET n = n + 100 WHERE user_id = ? AND id = ?");
+        PreparedStatement del = c.prepareStatement("DELETE FROM " + SH + " WHERE user_id = ? AND id = ?")) {
+      for (int k = 0; k < SH_USERS; k++) {
+        long u = SH_LO + k;
+        up.setLong(1, u);
+        up.setLong(2, 1);
+        eq(up.executeUpdate(), 1, "update " + u);
+        shN.get(shK(u, 1))[2] += 100;
+        if (k % 2 == 0) {
+          del.setLong(1, u);
+          del.setLong(2, 3);
+          eq(del.executeUpdate(), 1, "delete " + u);
+          shN.remove(shK(u, 3));
+          shName.remove(shK(u, 3));
+        }
+      }
+      shCheckAll(c, "after updates and deletes");
+    }
+  }
+
+  static void tShTxOneUser() throws Exception {
+    long u = SH_LO + 7;
+    try (Connection c = connect();
+        PreparedStatement up = c.prepareStatement("UPDATE " + SH + " SET n = n + 1 WHERE user_id = ? AND id = 2");
+        PreparedStatement ins = c.prepareStatement("INSERT INTO " + SH + " (id, user_id, name, n) VALUES (?, ?, ?, ?)")) {
+      c.setAutoCommit(false);
+      up.setLong(1, u);
+      eq(up.executeUpdate(), 1, "update");
+      ins.setLong(1, 10);
+      ins.setLong(2, u);
+      ins.setString(3, "tx");
+      ins.setInt(4, 7);
+      ins.executeUpdate();
+      c.commit();
+      shN.get(shK(u, 2))[2] += 1;
+      shPut(u, 10, "tx", 7);
+      try (Statement s = c.createStatement()) {
+        s.executeUpdate("UPDATE " + SH + " SET n = 0 WHERE user_id = " + u);
+      }
+      c.rollback();
+      c.setAutoCommit(true);
+      shCheckAll(c, "after commit and rollback");
+    }
+  }
+
+  static void tShTxTwoShards() throws Exception {
+    long[] ab = shTwoUsers();
+    try (Connection c = connect();
+        PreparedStatement up = c.prepareStatement("UPDATE " + SH + " SET name = ? WHERE user_id = ? AND id = 1");
+        PreparedStatement sel = c.prepareStatement("SELECT name FROM " + SH + " WHERE user_id = ? AND id = 1")) {
+      c.setAutoCommit(false);
+      for (int rnd = 0; rnd < 6; rnd++) { // past prepareThreshold; even rounds commit, odd roll back
+        for (int j = 0; j < 2; j++) {
+          up.setString(1, "two" + rnd);
+          up.setLong(2, ab[j]);
+          eq(up.executeUpdate(), 1, "update " + ab[j] + " round " + rnd);
+        }
+        sel.setLong(1, ab[0]);
+        try (ResultSet rs = sel.executeQuery()) {
+          rs.next();
+          eq(rs.getString(1), "two" + rnd, "first shard read again, round " + rnd);
+        }
+        if (rnd % 2 == 0) {
+          c.commit();
+          shName.put(shK(ab[0], 1), "two" + rnd);
+          shName.put(shK(ab[1], 1), "two" + rnd);
+        } else {
+          c.rollback();
+        }
+      }
+      // an error on the second shard aborts the whole transaction
+      try (Statement s = c.createStatement()) {
+        s.executeUpdate("UPDATE " + SH + " SET n = -2 WHERE user_id = " + ab[0]);
+        expectState(() -> s.executeUpdate("INSERT INTO " + SH + " (id, user_id, name, n) VALUES (1, " + ab[1] + ", 'dup', 1)"),
+            "23505", "duplicate key on the second shard");
+      }
+      c.rollback();
+      c.setAutoCommit(true);
+      shCheckAll(c, "after the two-shard transactions");
+    }
+  }
+
+  static void tShMergedReads() throws Exception {
+    List<long[]> all = new ArrayList<>(shN.values());
+    long cnt = all.size(), sum = 0, min = Long.MAX_VALUE, max = Long.MIN_VALUE;
+    for (long[] r : all) {
+      sum += r[2];
+      min = Math.min(min, r[2]);
+      max = Math.max(max, r[2]);
+    }
+    // binaryTransfer=false: pgjdbc asks for binary results (int8, int4, numeric...) once a
+    // statement is server-prepared, and pgproxy merges only text results (tShMergedBinary)
+    try (Connection c = connect(props("binaryTransfer", "false"))) {
+      eq(rows(c, "SELECT count(*), sum(n), min(n), max(n) FROM " + SH + " WHERE " + SH_RANGE),
+          List.of(cnt + "," + sum + "," + min + "," + max), "count, sum, min, max");
+      BigDecimal avg = (BigDecimal) one(c, "SELECT avg(n) FROM " + SH + " WHERE " + SH_RANGE);
+      BigDecimal exp = new BigDecimal(sum).divide(new BigDecimal(cnt), 16, java.math.RoundingMode.HALF_EVEN);
+      eq(avg.compareTo(exp), 0, "avg " + avg + " vs " + exp);
+      // prepared, past prepareThreshold
+      try (PreparedStatement ps = c.prepareStatement("SELECT count(*), sum(n) FROM " + SH + " WHERE user_id BETWEEN ? AND ?")) {
+        for (int i = 0; i < 8; i++) {
+          ps.setLong(1, SH_LO + i);
+          ps.setLong(2, SH_HI);
+          final long lo = SH_LO + i;
+          long ec = all.stream().filter(r -> r[0] >= lo).count();
+          long es = all.stream().filter(r -> r[0] >= lo).mapToLong(r -> r[2]).sum();
+          try (ResultSet rs = ps.executeQuery()) {
+            eq(rows(rs), List.of(ec + "," + es), "prepared count from " + lo);
+          }
+        }
+      }
+      // ORDER BY ... LIMIT: k-way merge
+      List<long[]> top = new ArrayList<>(all);
+      top.sort((x, y) -> x[2] != y[2] ? Long.compare(y[2], x[2]) : x[0] != y[0] ? Long.compare(x[0], y[0]) : Long.compare(x[1], y[1]));
+      try (PreparedStatement ps = c.prepareStatement("SELECT user_id, id, n FROM " + SH + " WHERE " + SH_RANGE
+          + " ORDER BY n DESC, user_id, id LIMIT ? OFFSET ?")) {
+        for (int i = 0; i < 7; i++) {
+          ps.setInt(1, 5);
+          ps.setInt(2, i);
+          List<String> exp5 = new ArrayList<>();
+          for (long[] r : top.subList(i, i + 5)) exp5.add(r[0] + "," + r[1] + "," + r[2]);
+          try (ResultSet rs = ps.executeQuery()) {
+            eq(rows(rs), exp5, "ORDER BY LIMIT/OFFSET " + i);
+          }
+        }
+      }
+      // GROUP BY the key with aggregates
+      java.util.TreeMap<Long, long[]> g = new java.util.TreeMap<>();
+      for (long[] r : all) {
+        long[] v = g.computeIfAbsent(r[0], k -> new long[] {0, 0, Long.MAX_VALUE, Long.MIN_VALUE});
+        v[0]++;
+        v[1] += r[2];
+        v[2] = Math.min(v[2], r[2]);
+        v[3] = Math.max(v[3], r[2]);
+      }
+      List<String> eg = new ArrayList<>();
+      for (var e : g.entrySet()) {
+        long[] v = e.getValue();
+        eg.add(e.getKey() + "," + v[0] + "," + v[1] + "," + v[2] + "," + v[3]);
+      }
+      eq(rows(c, "SELECT user_id, count(*), sum(n), min(n), max(n) FROM " + SH + " WHERE " + SH_RANGE
+          + " GROUP BY user_id ORDER BY user_id"), eg, "GROUP BY user_id");
+      try (PreparedStatement ps = c.prepareStatement("SELECT user_id, count(*), sum(n), min(n), max(n) FROM " + SH
+          + " WHERE user_id BETWEEN ? AND ? GROUP BY user_id ORDER BY user_id")) {
+        for (int i = 0; i < 7; i++) {
+          ps.setLong(1, SH_LO);
+          ps.setLong(2, SH_HI);
+          try (ResultSet rs = ps.executeQuery()) {
+            eq(rows(rs), eg, "GROUP BY user_id, prepared " + i);
+          }
+        }
+      }
+      // a keyless read inside a transaction: refused by design (0A000)
+      c.setAutoCommit(false);
+      try (Statement s = c.createStatement()) {
+        s.executeQuery("SELECT name FROM " + SH + " WHERE user_id = " + SH_LO + " AND id = 2").close();
+        expectState(() -> s.executeQuery("SELECT count(*) FROM " + SH + " WHERE " + SH_RANGE).close(),
+            "0A000", "fan-out read in a transaction");
+      }
+      c.rollback();
+      c.setAutoCommit(true);
+      eq(one(c, "SELECT count(*) FROM " + SH + " WHERE " + SH_RANGE), cnt, "after the refusal");
+    }
+  }
+
+  static void tShMergedBinary() throws Exception {
+    // pgjdbc's defaults (binaryTransfer=true): once server-prepared, the statement's int8 results
+    // are asked in binary format, which pgproxy refuses to merge across shards (SHARDING.md: "binary
+    // result format"): each execution either answers right or is refused with 0A000, and the
+    // connection stays usable
+    long cnt = shN.size();
+    int refused = 0;
+    try (Connection c = connect();
+        PreparedStatement ps = c.prepareStatement("SELECT count(*) FROM " + SH + " WHERE user_id BETWEEN ? AND ?")) {
+      for (int i = 0; i < 8; i++) {
+        ps.setLong(1, SH_LO);
+        ps.setLong(2, SH_HI);
+        try (ResultSet rs = ps.executeQuery()) {
+          rs.next();
+          eq(rs.getLong(1), cnt, "execution " + i);
+          eq(refused, 0, "an answer after a refusal, execution " + i);
+        } catch (SQLException e) {
+          eq(e.getSQLState(), "0A000", "execution " + i + " SQLSTATE (" + e.getMessage() + ")");
+          if (i < 4) throw new AssertionError("refused before prepareThreshold, execution " + i, e);
+          refused++;
+        }
+      }
+      System.out.println("NOTE pgjdbc sharded: keyless prepared count(*) with binaryTransfer=true: "
+          + refused + " of 8 executions refused (0A000, binary results)");
+      eq(one(c, "SELECT count(*) FROM " + SH + " WHERE " + SH_RANGE), cnt, "usable after");
+    }
+  }
+
+  static void tShBatch() throws Exception {
+    long[] ab = shTwoUsers();
+    try (Connection c = connect();
+        PreparedStatement ins = c.prepareStatement("INSERT INTO " + SH + " (id, user_id, name, n) VALUES (?, ?, ?, ?)")) {
+      // a batch for one user: one shard
+      for (int i = 20; i < 25; i++) {
+        ins.setLong(1, i);
+        ins.setLong(2, ab[0]);
+        ins.setString(3, "batch");
+        ins.setInt(4, i);
+        ins.addBatch();
+      }
+      int[] counts = ins.executeBatch();
+      eq(counts.length, 5, "batch counts");
+      for (int i = 20; i < 25; i++) shPut(ab[0], i, "batch", i);
+      shCheckAll(c, "after the one-user batch");
+      // a batch for users on two shards: several executions pipelined before one Sync must go
+      // to one shard (SHARDING.md): refused with 0A000, nothing stored
+      for (int j = 0; j < 2; j++) {
+        ins.setLong(1, 30);
+        ins.setLong(2, ab[j]);
+        ins.setString(3, "batch2");
+        ins.setInt(4, 30);
+        ins.addBatch();
+      }
+      try {
+        ins.executeBatch();
+        throw new AssertionError("two-shard batch not refused");
+      } catch (java.sql.BatchUpdateException e) {
+        SQLException n = e.getNextException() != null ? e.getNextException() : e;
+        eq(n.getSQLState(), "0A000", "two-shard batch SQLSTATE (" + n.getMessage() + ")");
+      }
+      shCheckAll(c, "after the refused batch");
+    }
+  }
+
+  static void tShHints() throws Exception {
+    long[] ab = shTwoUsers();
+    long onA = shN.values().stream().filter(r -> shShard.get(r[0]).equals(shShard.get(ab[0]))).count();
+    try (Connection c = connect(); Statement s = c.createStatement()) {
+      eq(one(c, "/* pgproxy: shard_key=" + ab[0] + " */ SELECT count(*) FROM " + SH + " WHERE " + SH_RANGE), onA, "comment hint");
+      s.execute("SET pgproxy.shard_key = " + ab[0]);
+      try (PreparedStatement ps = c.prepareStatement("SELECT count(*) FROM " + SH + " WHERE user_id BETWEEN ? AND ?")) {
+        for (int i = 0; i < 7; i++) {
+          ps.setLong(1, SH_LO);
+          ps.setLong(2, SH_HI);
+          try (ResultSet rs = ps.executeQuery()) {
+            rs.next();
+            eq(rs.getLong(1), onA, "SET pgproxy.shard_key " + i);
+          }
+        }
+      }
+      eq(one(c, "SELECT count(*) FROM " + SH + " WHERE user_id = " + ab[1]), usersRows(ab[1]), "own key under SET");
+      s.execute("RESET pgproxy.shard_key");
+      eq(one(c, "SELECT count(*) FROM " + SH + " WHERE " + SH_RANGE), (long) shN.size(), "after RESET");
+    }
+  }
+
+  static void tShRefused() throws Exception {
+    try (Connection c = connect(); Statement s = c.createStatement()) {
+      try (PreparedStatement ps = c.prepareStatement("INSERT INTO " + SH + " (id, name, n) VALUES (?, ?, ?)")) {
+        ps.setLong(1, 99);
+        ps.setString(2, "nokey");
+        ps.setInt(3, 1);
+        expectState(ps::executeUpdate, "0A000", "INSERT without the key");
+      }
+      expectState(() -> s.executeQuery("SELECT user_id, row_number() OVER (ORDER BY n) FROM " + SH + " WHERE " + SH_RANGE),
+          "0A000", "window function");
+      eq(one(c, "SELECT 1"), 1, "usable after the refusal");
+      try (PreparedStatement ps = c.prepareStatement("SELECT string_agg(name, ',') FROM " + SH + " WHERE user_id > ?")) {
+        for (int i = 0; i < 6; i++) {
+          ps.setLong(1, SH_LO);
+          expectState(ps::executeQuery, "0A000", "string_agg, prepared " + i);
+        }
+      }
+      eq(one(c, "SELECT count(*) FROM " + SH + " WHERE user_id = " + (SH_LO + 1)), usersRows(SH_LO + 1), "point read after");
+      shCheckAll(c, "nothing stored by refused statements");
+    }
+  }
+
+  static void tShInt4Key() throws Exception {
+    // the key bound with setInt (an int4 parameter), which PostgreSQL casts to the bigint column
+    try (Connection c = connect();
+        PreparedStatement ins = c.prepareStatement("INSERT INTO " + SH + " (id, user_id, name, n) VALUES (?, ?, ?, ?)");
+        PreparedStatement sel = c.prepareStatement("SELECT name FROM " + SH + " WHERE user_id = ?")) {
+      for (int i = 1; i <= 6; i++) {
+        ins.setInt(1, i);
+        ins.setInt(2, (int) SH_SMALL);
+        ins.setString(3, "int4");
+        ins.setInt(4, i);
+        eq(ins.executeUpdate(), 1, "insert " + i);
+        sel.setInt(1, (int) SH_SMALL);
+        try (ResultSet rs = sel.executeQuery()) {
+          eq(rows(rs).size(), i, "read back " + i);
+        }
+      }
+    } finally {
+      try (Connection c = connect(); Statement s = c.createStatement()) {
+        s.executeUpdate("DELETE FROM " + SH + " WHERE user_id = " + SH_SMALL);
+      }
+    }
+  }
+
+  static void tShCleanup() throws Exception {
+    try (Connection c = connect(); Statement s = c.createStatement()) {
+      eq(s.executeUpdate("DELETE FROM " + SH + " WHERE " + SH_RANGE), shN.size(), "rows deleted");
+      eq(one(c, "SELECT count(*) FROM " + SH + " WHERE " + SH_RANGE), 0L, "none left");
+    }
+  }
+
   public static void main(String[] args) {
     System.out.println("pgjdbc " + org.postgresql.util.DriverInfo.DRIVER_VERSION + ", java "
         + System.getProperty("java.version") + ", target " + TARGET + " " + HOST + ":" + PORT);
@@ -1160,6 +1583,22 @@ public class PgjdbcTest {
     check("autosave=conservative: statement invalidated by ALTER in a transaction", PgjdbcTest::tConservativeAlter);
     check("Statement batch, 200000 rows by fetch size, errors mid-fetch and mid-COPY", PgjdbcTest::tStatementBatch, 120);
     check("BEGIN/COMMIT/SET LOCAL as SQL in autocommit mode", PgjdbcTest::tManualTx);
+    if (TARGET.equals("sharded")) {
+      check("sharded table: inserts by key (prepared), placement on both shards", PgjdbcTest::tShSetup);
+      if (shShard.size() == SH_USERS) {
+        check("sharded table: point reads by key, server-prepared", PgjdbcTest::tShPointReads);
+        check("sharded table: UPDATE / DELETE by key", PgjdbcTest::tShUpdateDelete);
+        check("sharded table: transaction on one user, commit and rollback", PgjdbcTest::tShTxOneUser);
+        check("sharded table: transactions on two shards (2PC), commit and rollback", PgjdbcTest::tShTxTwoShards);
+        check("sharded table: batches for one user, refused across shards", PgjdbcTest::tShBatch);
+        check("sharded table: keyless reads merged (count, sum, avg, ORDER BY LIMIT, GROUP BY)", PgjdbcTest::tShMergedReads);
+        check("sharded table: keyless prepared read with binaryTransfer: 0A000 past prepareThreshold", PgjdbcTest::tShMergedBinary);
+        check("sharded table: shard_key comment hint, SET pgproxy.shard_key", PgjdbcTest::tShHints);
+        check("sharded table: refused with 0A000 (no key on INSERT, window function, string_agg)", PgjdbcTest::tShRefused);
+      }
+      check("sharded table: key bound with setInt (int4 parameter)", PgjdbcTest::tShInt4Key);
+      check("sharded table: cleanup", PgjdbcTest::tShCleanup);
+    }
     check("cleanup", PgjdbcTest::tCleanup);
     System.out.printf("pgjdbc %s: %d passed, %d failed%n", TARGET, passed, failed);
     System.out.flush();

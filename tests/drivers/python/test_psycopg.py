@@ -6,6 +6,7 @@ Environment: DRIVER_HOST, DRIVER_PORT, DRIVER_USER, DRIVER_PASSWORD, DRIVER_DB, 
 
 import datetime as dt
 import decimal
+import os
 import threading
 import time
 import uuid
@@ -431,6 +432,285 @@ def t_cleanup():
         conn.execute(f"DROP TABLE IF EXISTS {T}")
 
 
+# ------------------------------------------------------------------ sharded table (sharded target)
+# drv_contacts is sharded by user_id (hash, two shards: scripts/test-drivers). The table is shared
+# by every driver run, so this run uses its own key range [SH_LO, SH_LO + SH_USERS) and deletes its
+# rows at the start and the end. Expected answers are computed here from what was inserted (what
+# one PostgreSQL holding all the rows would answer).
+SH = "drv_contacts"
+SH_USERS = 20
+# keys above 2**31: psycopg sends them as int8 (binary); below, as int2 / int4 (t_sh_int4_key)
+SH_LO = 10_000_000_000 + (os.getpid() % 4_000_000) * 100  # psycopg's band: 1e10..; pgjdbc 2e10, node 3e10
+SH_SMALL = 1_000_000_000 + (os.getpid() % 4_000_000) * 100  # int4 keys: psycopg 1e9.., pgjdbc 1.5e9..
+SH_HI = SH_LO + SH_USERS - 1
+SH_RANGE = f"user_id BETWEEN {SH_LO} AND {SH_HI}"
+sh_rows = {}  # (user_id, id) -> (name, n): the model of this run's rows
+sh_port = {}  # user_id -> name of the shard that holds it (s0, s1)
+
+
+def sh_expect_rows():
+    return sorted((u, i, nm, n) for (u, i), (nm, n) in sh_rows.items())
+
+
+def sh_check_all(conn, what):
+    """Every row of this run, read without a key (merged across shards), equals the model."""
+    got = conn.execute(f"SELECT user_id, id, name, n FROM {SH} WHERE {SH_RANGE} ORDER BY user_id, id").fetchall()
+    eq(got, sh_expect_rows(), what)
+
+
+def sh_refused(conn, query, params=None, what=""):
+    try:
+        conn.execute(query, params)
+    except errors.FeatureNotSupported:
+        return
+    raise AssertionError(f"{what}: not refused with 0A000: {query}")
+
+
+def t_sh_setup():
+    with connect(autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE IF NOT EXISTS {SH} (id bigint, user_id bigint NOT NULL, name text,"
+                     " n int, PRIMARY KEY (user_id, id))")
+        conn.execute(f"DELETE FROM {SH} WHERE {SH_RANGE}")  # keyless write: every shard, 2PC
+        # inserts with the key as a bind parameter: past prepare_threshold, a named statement
+        # that pgproxy routes at each Bind
+        for k in range(SH_USERS):
+            u = SH_LO + k
+            for i in (1, 2, 3):
+                cur = conn.execute(f"INSERT INTO {SH} (id, user_id, name, n) VALUES (%s, %s, %s, %s)",
+                                   (i, u, f"c{u}_{i}", k * 10 + i))
+                eq(cur.rowcount, 1, f"insert rowcount {u}/{i}")
+                sh_rows[(u, i)] = (f"c{u}_{i}", k * 10 + i)
+        assert len(conn._prepared._names) > 0, "psycopg prepared nothing"
+        # where each user landed: the same read on each shard by name (comment hint)
+        for shard in ("s0", "s1"):
+            for (u,) in conn.execute(f"/* pgproxy: shard={shard} */ SELECT user_id FROM {SH}"
+                                     f" WHERE {SH_RANGE} AND id = 1").fetchall():
+                assert u not in sh_port, f"user {u} on both shards"
+                sh_port[u] = shard
+        eq(sorted(sh_port), list(range(SH_LO, SH_HI + 1)), "users")
+        eq(len(set(sh_port.values())), 2, f"both shards hold rows of this run ({sh_port})")
+        sh_check_all(conn, "all rows")
+
+
+def t_sh_point_reads():
+    with connect(autocommit=True) as conn:
+        for rnd in range(2):
+            for k in range(SH_USERS):
+                u = SH_LO + k
+                got = conn.execute(f"SELECT id, name, n FROM {SH} WHERE user_id = %s ORDER BY id",
+                                   (u,)).fetchall()
+                eq(got, [(i, *sh_rows[(u, i)]) for i in (1, 2, 3)], f"user {u} round {rnd}")
+                # the same key inside the statement's own IN list and as a literal
+                eq(conn.execute(f"SELECT count(*) FROM {SH} WHERE user_id IN (%s, %s) AND id = %s",
+                                (u, u + 1 if k + 1 < SH_USERS else u, 2)).fetchone()[0],
+                   2 if k + 1 < SH_USERS else 1, f"IN list {u}")
+        assert len(conn._prepared._names) >= 2, "point reads not prepared server-side"
+        eq(conn.execute(f"SELECT name FROM {SH} WHERE user_id = {SH_LO + 3} AND id = 2").fetchone(),
+           (sh_rows[(SH_LO + 3, 2)][0],), "literal key")
+
+
+def t_sh_update_delete():
+    with connect(autocommit=True) as conn:
+        for k in range(SH_USERS):
+            u = SH_LO + k
+            cur = conn.execute(f"UPDATE {SH} SET n = n + 100 WHERE user_id = %s AND id = %s", (u, 1))
+            eq(cur.rowcount, 1, f"update rowcount {u}")
+            nm, n = sh_rows[(u, 1)]
+            sh_rows[(u, 1)] = (nm, n + 100)
+            if k % 2 == 0:
+                cur = conn.execute(f"DELETE FROM {SH} WHERE user_id = %s AND id = %s", (u, 3))
+                eq(cur.rowcount, 1, f"delete rowcount {u}")
+                del sh_rows[(u, 3)]
+        # UPDATE ... RETURNING by key
+        u = SH_LO + 5
+        got = conn.execute(f"UPDATE {SH} SET name = name || '!' WHERE user_id = %s RETURNING id, name",
+                           (u,)).fetchall()
+        for i in (1, 2, 3):
+            if (u, i) in sh_rows:
+                sh_rows[(u, i)] = (sh_rows[(u, i)][0] + "!", sh_rows[(u, i)][1])
+        eq(sorted(got), sorted((i, sh_rows[(u, i)][0]) for (uu, i) in sh_rows if uu == u), "RETURNING")
+        sh_check_all(conn, "after updates and deletes")
+
+
+def sh_two_users():
+    """Two users of this run on different shards."""
+    a = SH_LO
+    b = next(u for u in range(SH_LO, SH_HI + 1) if sh_port[u] != sh_port[a])
+    return a, b
+
+
+def t_sh_tx_one_user():
+    u = SH_LO + 7
+    with connect() as conn:  # psycopg's default: a transaction opened by the first statement
+        conn.execute(f"UPDATE {SH} SET n = n + 1 WHERE user_id = %s AND id = 2", (u,))
+        conn.execute(f"INSERT INTO {SH} (id, user_id, name, n) VALUES (%s, %s, %s, %s)", (10, u, "tx", 7))
+        eq(conn.execute(f"SELECT count(*) FROM {SH} WHERE user_id = %s", (u,)).fetchone()[0],
+           sum(1 for (uu, _) in sh_rows if uu == u) + 1, "count inside the transaction")
+        conn.commit()
+        sh_rows[(u, 2)] = (sh_rows[(u, 2)][0], sh_rows[(u, 2)][1] + 1)
+        sh_rows[(u, 10)] = ("tx", 7)
+        conn.execute(f"UPDATE {SH} SET n = 0 WHERE user_id = %s", (u,))
+        conn.execute(f"DELETE FROM {SH} WHERE user_id = %s AND id = 10", (u,))
+        conn.rollback()
+        conn.autocommit = True
+        sh_check_all(conn, "after commit and rollback")
+
+
+def t_sh_tx_two_shards():
+    a, b = sh_two_users()
+    with connect() as conn:
+        # commit: two-phase commit across both shards
+        conn.execute(f"UPDATE {SH} SET name = 'two-a' WHERE user_id = %s AND id = 1", (a,))
+        conn.execute(f"UPDATE {SH} SET name = 'two-b' WHERE user_id = %s AND id = 1", (b,))
+        eq(conn.execute(f"SELECT name FROM {SH} WHERE user_id = %s AND id = 1", (a,)).fetchone(),
+           ("two-a",), "first shard read again in the transaction")
+        conn.commit()
+        sh_rows[(a, 1)] = ("two-a", sh_rows[(a, 1)][1])
+        sh_rows[(b, 1)] = ("two-b", sh_rows[(b, 1)][1])
+        # rollback on both shards
+        conn.execute(f"UPDATE {SH} SET n = -1 WHERE user_id = %s", (a,))
+        conn.execute(f"INSERT INTO {SH} (id, user_id, name, n) VALUES (%s, %s, %s, %s)", (11, b, "rb", 1))
+        conn.rollback()
+        # an error on the second shard aborts the whole transaction
+        conn.execute(f"UPDATE {SH} SET n = -2 WHERE user_id = %s", (a,))
+        try:
+            conn.execute(f"INSERT INTO {SH} (id, user_id, name, n) VALUES (%s, %s, %s, %s)", (1, b, "dup", 1))
+            raise AssertionError("no unique violation")
+        except errors.UniqueViolation:
+            pass
+        conn.rollback()
+        conn.autocommit = True
+        sh_check_all(conn, "after the two-shard transactions")
+
+
+def t_sh_merged_reads():
+    rows = sh_expect_rows()
+    with connect(autocommit=True) as conn:
+        eq(conn.execute(f"SELECT count(*), sum(n), min(n), max(n) FROM {SH} WHERE {SH_RANGE}").fetchone(),
+           (len(rows), sum(r[3] for r in rows), min(r[3] for r in rows), max(r[3] for r in rows)),
+           "count, sum, min, max")
+        # avg is rewritten to sum / count: same numeric as PostgreSQL's
+        avg = conn.execute(f"SELECT avg(n) FROM {SH} WHERE {SH_RANGE}").fetchone()[0]
+        exp = decimal.Decimal(sum(r[3] for r in rows)) / len(rows)
+        assert abs(avg - exp) < decimal.Decimal("1e-12"), f"avg {avg} != {exp}"
+        # the range as parameters, prepared (several executions)
+        for i in range(8):
+            eq(conn.execute(f"SELECT count(*) FROM {SH} WHERE user_id BETWEEN %s AND %s",
+                            (SH_LO + i, SH_HI)).fetchone()[0],
+               sum(1 for r in rows if r[0] >= SH_LO + i), f"count from {SH_LO + i}")
+        # ORDER BY ... LIMIT / OFFSET: k-way merge
+        top = sorted(rows, key=lambda r: (-r[3], r[0], r[1]))
+        eq(conn.execute(f"SELECT user_id, id, n FROM {SH} WHERE {SH_RANGE} ORDER BY n DESC, user_id, id"
+                        " LIMIT 5").fetchall(), [(r[0], r[1], r[3]) for r in top[:5]], "ORDER BY LIMIT")
+        for i in range(7):
+            eq(conn.execute(f"SELECT user_id, id FROM {SH} WHERE {SH_RANGE} ORDER BY n DESC, user_id, id"
+                            " LIMIT %s OFFSET %s", (3, i)).fetchall(),
+               [(r[0], r[1]) for r in top[i:i + 3]], f"LIMIT/OFFSET parameters {i}")
+        # ORDER BY a column not in the select list
+        eq(conn.execute(f"SELECT id FROM {SH} WHERE {SH_RANGE} ORDER BY user_id DESC, id DESC LIMIT 4").fetchall(),
+           [(r[1],) for r in sorted(rows, reverse=True)[:4]], "hidden ORDER BY column")
+        # GROUP BY the key with aggregates
+        groups = {}
+        for u, _, _, n in rows:
+            groups.setdefault(u, []).append(n)
+        got = conn.execute(f"SELECT user_id, count(*), sum(n), min(n), max(n) FROM {SH} WHERE {SH_RANGE}"
+                           " GROUP BY user_id ORDER BY user_id").fetchall()
+        eq(got, [(u, len(v), sum(v), min(v), max(v)) for u, v in sorted(groups.items())], "GROUP BY user_id")
+        got = conn.execute(f"SELECT user_id, avg(n) FROM {SH} WHERE {SH_RANGE} GROUP BY user_id"
+                           " ORDER BY user_id").fetchall()
+        for (u, a), (eu, v) in zip(got, sorted(groups.items())):
+            eq(u, eu, "GROUP BY avg user")
+            assert abs(a - decimal.Decimal(sum(v)) / len(v)) < decimal.Decimal("1e-12"), f"avg {u}: {a}"
+        # GROUP BY another column, DISTINCT
+        by_id = {}
+        for _, i, _, n in rows:
+            by_id[i] = by_id.get(i, 0) + n
+        eq(conn.execute(f"SELECT id, sum(n) FROM {SH} WHERE {SH_RANGE} GROUP BY id ORDER BY id").fetchall(),
+           sorted(by_id.items()), "GROUP BY id")
+        eq(conn.execute(f"SELECT DISTINCT id FROM {SH} WHERE {SH_RANGE} ORDER BY id").fetchall(),
+           [(i,) for i in sorted(by_id)], "DISTINCT")
+        # a keyless read inside a transaction: refused by design (0A000), the transaction is
+        # aborted as by any error; after the rollback, the connection works
+        conn.autocommit = False
+        conn.execute(f"SELECT name FROM {SH} WHERE user_id = %s AND id = 2", (SH_LO,))
+        sh_refused(conn, f"SELECT count(*) FROM {SH} WHERE {SH_RANGE}", what="fan-out read in a transaction")
+        conn.rollback()
+        conn.autocommit = True
+        eq(conn.execute(f"SELECT count(*) FROM {SH} WHERE {SH_RANGE}").fetchone()[0], len(rows), "after it")
+
+
+def t_sh_hints():
+    a, b = sh_two_users()
+    on_a = sum(1 for (u, _) in sh_rows if sh_port[u] == sh_port[a])
+    total = len(sh_rows)
+    with connect(autocommit=True) as conn:
+        # a comment hint: the keyless count runs on a's shard only
+        eq(conn.execute(f"/* pgproxy: shard_key={a} */ SELECT count(*) FROM {SH} WHERE {SH_RANGE}").fetchone()[0],
+           on_a, "comment hint")
+        ports = {sh_port[u]: conn.execute(f"/* pgproxy: shard_key={u} */ SELECT inet_server_port()").fetchone()[0]
+                 for u in (a, b)}
+        assert ports[sh_port[a]] != ports[sh_port[b]], f"comment hint, no table: same node {ports}"
+        eq(conn.execute(f"-- pgproxy: shard_key={b}\nSELECT inet_server_port()").fetchone()[0],
+           ports[sh_port[b]], "line comment hint")
+        # SET pgproxy.shard_key: statements that would need every shard go to a's shard
+        conn.execute(f"SET pgproxy.shard_key = {a}")
+        for i in range(6):
+            eq(conn.execute(f"SELECT count(*) FROM {SH} WHERE user_id BETWEEN %s AND %s",
+                            (SH_LO, SH_HI)).fetchone()[0], on_a, f"SET pgproxy.shard_key {i}")
+        # a statement with its own key keeps it
+        eq(conn.execute(f"SELECT count(*) FROM {SH} WHERE user_id = %s", (b,)).fetchone()[0],
+           sum(1 for (u, _) in sh_rows if u == b), "own key under SET")
+        conn.execute("RESET pgproxy.shard_key")
+        eq(conn.execute(f"SELECT count(*) FROM {SH} WHERE {SH_RANGE}").fetchone()[0], total, "after RESET")
+
+
+def t_sh_refused():
+    with connect(autocommit=True) as conn:
+        # an INSERT without the key column, without a column list
+        sh_refused(conn, f"INSERT INTO {SH} (id, name, n) VALUES (%s, %s, %s)", (99, "nokey", 1),
+                   "INSERT without the key")
+        sh_refused(conn, f"INSERT INTO {SH} VALUES (99, {SH_LO}, 'nocols', 1)", what="INSERT without columns")
+        # across shards: window function, string_agg, HAVING, count(DISTINCT)
+        sh_refused(conn, f"SELECT user_id, row_number() OVER (ORDER BY n) FROM {SH} WHERE {SH_RANGE}",
+                   what="window function")
+        eq(conn.execute("SELECT 1").fetchone(), (1,), "usable after the refusal")
+        sh_refused(conn, f"SELECT string_agg(name, ',') FROM {SH} WHERE {SH_RANGE}", what="string_agg")
+        sh_refused(conn, f"SELECT user_id, count(*) FROM {SH} WHERE {SH_RANGE} GROUP BY user_id"
+                         " HAVING count(*) > 2", what="HAVING")
+        sh_refused(conn, f"SELECT count(DISTINCT id) FROM {SH} WHERE {SH_RANGE}", what="count(DISTINCT)")
+        # prepared (extended protocol), several times: the refusal each time, then a point read
+        for i in range(6):
+            sh_refused(conn, f"SELECT user_id, rank() OVER (ORDER BY n) FROM {SH} WHERE user_id > %s",
+                       (SH_LO,), f"window function, prepared {i}")
+        eq(conn.execute(f"SELECT count(*) FROM {SH} WHERE user_id = %s", (SH_LO + 1,)).fetchone()[0],
+           sum(1 for (u, _) in sh_rows if u == SH_LO + 1), "point read after the refusals")
+        # the same with a window function over one user's rows: allowed (one shard)
+        got = conn.execute(f"SELECT id, row_number() OVER (ORDER BY id) FROM {SH} WHERE user_id = %s"
+                           " ORDER BY id", (SH_LO + 1,)).fetchall()
+        eq(got, [(i, k + 1) for k, i in enumerate(sorted(i for (u, i) in sh_rows if u == SH_LO + 1))],
+           "window function for one key")
+        sh_check_all(conn, "nothing inserted by refused statements")
+
+
+def t_sh_int4_key():
+    """The key as psycopg sends a Python int below 2**31: a binary int4 parameter (int2 below
+    2**15), which PostgreSQL casts to the bigint column."""
+    u = SH_SMALL
+    with connect(autocommit=True) as conn:
+        conn.execute(f"DELETE FROM {SH} WHERE user_id = %s", (u,))
+        cur = conn.execute(f"INSERT INTO {SH} (id, user_id, name, n) VALUES (%s, %s, %s, %s)", (1, u, "int4", 4))
+        eq(cur.rowcount, 1, "insert rowcount")
+        eq(conn.execute(f"SELECT name, n FROM {SH} WHERE user_id = %s", (u,)).fetchall(), [("int4", 4)], "read back")
+        eq(conn.execute(f"DELETE FROM {SH} WHERE user_id = %s", (u,)).rowcount, 1, "delete")
+
+
+def t_sh_cleanup():
+    with connect(autocommit=True) as conn:
+        cur = conn.execute(f"DELETE FROM {SH} WHERE {SH_RANGE}")
+        eq(cur.rowcount, len(sh_rows), "rows deleted")
+        eq(conn.execute(f"SELECT count(*) FROM {SH} WHERE {SH_RANGE}").fetchone()[0], 0, "none left")
+
+
 print(f"psycopg {psycopg.__version__}, libpq {psycopg.pq.version()}, impl {psycopg.pq.__impl__}, "
       f"target {TARGET} {HOST}:{PORT}", flush=True)
 C.run("connect (SCRAM) and parameter status", t_connect)
@@ -447,5 +727,17 @@ C.run("server-side (named) cursors", t_named_cursor)
 C.run("pipeline mode", t_pipeline)
 C.run("pipeline: error before the rest of the batch is sent", t_pipeline_error_first)
 C.run("query cancellation", t_cancel)
+if TARGET == "sharded":
+    C.run("sharded table: inserts by key (prepared), placement on both shards", t_sh_setup)
+    if sh_port:
+        C.run("sharded table: point reads by key, prepared", t_sh_point_reads)
+        C.run("sharded table: UPDATE / DELETE by key", t_sh_update_delete)
+        C.run("sharded table: transaction on one user, commit and rollback", t_sh_tx_one_user)
+        C.run("sharded table: transaction on two shards (2PC), commit and rollback", t_sh_tx_two_shards)
+        C.run("sharded table: keyless reads merged (count, sum, avg, ORDER BY LIMIT, GROUP BY)", t_sh_merged_reads)
+        C.run("sharded table: shard_key comment hint, SET pgproxy.shard_key", t_sh_hints)
+        C.run("sharded table: refused with 0A000 (no key on INSERT, window function, ...)", t_sh_refused)
+    C.run("sharded table: INSERT with the key as an int4 parameter", t_sh_int4_key)
+    C.run("sharded table: cleanup", t_sh_cleanup)
 C.run("cleanup", t_cleanup)
 C.finish()
