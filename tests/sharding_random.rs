@@ -9,7 +9,8 @@
 //! Three ways of sending: the simple protocol (tokio-postgres `simple_query`), the extended
 //! protocol with text results (raw wire messages, unnamed or named statements, text parameters)
 //! and the extended protocol with binary results (tokio-postgres `query` / `execute` with typed
-//! parameters; pgproxy refuses merged reads in binary, which is allowed).
+//! parameters; merged reads in binary are encoded by pgproxy from the shards' text, or refused
+//! for types and settings it cannot encode exactly, which is allowed).
 //! Writes run through pgproxy first (a refused write is not run on PostgreSQL); after each write
 //! the tables it touched are compared through `SELECT * … ORDER BY id` on both sides, and every
 //! so often each shard is read directly (every row on the shard that owns its key, the union equal

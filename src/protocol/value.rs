@@ -6,6 +6,7 @@
 //! text; any other text layout fails to parse (None / `Invalid`) rather than misorder.
 //! <https://www.postgresql.org/docs/15/datatype.html>
 
+mod binary;
 mod datetime;
 mod float;
 mod numeric;
@@ -51,7 +52,15 @@ pub mod oid {
     pub const NUMERIC: u32 = 1700;
     /// `uuid`.
     pub const UUID: u32 = 2950;
+    /// `bytea`.
+    pub const BYTEA: u32 = 17;
+    /// `json`.
+    pub const JSON: u32 = 114;
+    /// `jsonb`.
+    pub const JSONB: u32 = 3802;
 }
+
+pub use binary::{binary_encodable, to_binary};
 
 /// What can go wrong.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

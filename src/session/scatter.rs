@@ -41,7 +41,13 @@ pub(super) struct Request {
     pub limit: Option<Option<u64>>,
     /// A simple Query (else extended protocol).
     pub simple: bool,
+    /// The result formats of the client's Bind (none: all text); the shards always answer in
+    /// text, and columns the client wants in binary are encoded by pgproxy.
+    pub formats: Vec<i16>,
 }
+
+/// The visible columns of a merged row and, per column, the type to encode in binary.
+type Out<'a> = (usize, &'a [Option<u32>]);
 
 /// One shard's connection while it answers.
 struct Part {
@@ -239,6 +245,7 @@ impl Session {
             offset: None,
             limit: None,
             simple: true,
+            formats: Vec::new(),
         };
         self.scatter(spec, shards, request).await
     }
@@ -385,7 +392,30 @@ impl Session {
                 "unexpected columns from a shard".into(),
             )
         })?;
-        let out_fields = self.check_merge(spec, &fields, visible, parts).await?;
+        let mut out_fields = self.check_merge(spec, &fields, visible, parts).await?;
+        // Columns the client wants in binary: their types (encoded from the merged text).
+        let mut binary: Vec<Option<u32>> = vec![None; visible];
+        for (i, f) in out_fields.iter_mut().enumerate() {
+            let format = match request.formats.len() {
+                0 => 0,
+                1 => request.formats[0],
+                _ => request.formats.get(i).copied().unwrap_or(0),
+            };
+            if format == 1 {
+                if !value::binary_encodable(f.type_oid) || !self.binary_from_text_exact(f.type_oid)
+                {
+                    return Err(Stop::Own(
+                        crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,
+                        format!(
+                            "a read without a sharding key is merged across shards, but not with column \"{}\" (type oid {}) in binary format (pgproxy encodes the shards' text: it needs DateStyle ISO, extra_float_digits >= 1 and bytea_output hex for those types): ask for text results, or add the key",
+                            f.name, f.type_oid
+                        ),
+                    ));
+                }
+                f.format = 1;
+                binary[i] = Some(f.type_oid);
+            }
+        }
         if request.parse {
             self.to_client
                 .put_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
@@ -431,7 +461,10 @@ impl Session {
         let offset = count(spec.offset, request.offset)?.unwrap_or(0);
         let limit = count(spec.limit, request.limit)?;
         match &spec.kind {
-            MergeKind::Rows => self.merge_rows(parts, &order, visible, offset, limit).await,
+            MergeKind::Rows => {
+                self.merge_rows(parts, &order, (visible, &binary), offset, limit)
+                    .await
+            }
             MergeKind::Group { keys, aggs } => {
                 let keys: Vec<usize> = match keys {
                     Some(k) => k.iter().map(|c| col(*c, visible)).collect(),
@@ -453,7 +486,7 @@ impl Session {
                     if limit.is_some_and(|l| n >= l) {
                         break;
                     }
-                    self.emit(&row, visible).await?;
+                    self.emit(&row, (visible, &binary)).await?;
                     n += 1;
                 }
                 Ok(n)
@@ -524,14 +557,8 @@ impl Session {
         }
         // The value comparisons read ISO dates and sum floats as PostgreSQL prints them with
         // extra_float_digits >= 1.
-        let iso = self
-            .settings
-            .get("datestyle")
-            .is_none_or(|v| v.trim_start().to_ascii_uppercase().starts_with("ISO"));
-        let float_digits_ok = self
-            .settings
-            .get("extra_float_digits")
-            .is_none_or(|v| v.trim().parse::<i32>().map_or(true, |d| d >= 1));
+        let iso = self.datestyle_iso();
+        let float_digits_ok = self.floats_exact();
         let compared: Vec<u32> = spec
             .order
             .iter()
@@ -572,6 +599,34 @@ impl Session {
             ));
         }
         Ok(out)
+    }
+
+    /// The session prints dates in ISO style (what pgproxy reads).
+    fn datestyle_iso(&self) -> bool {
+        self.settings
+            .get("datestyle")
+            .is_none_or(|v| v.trim_start().to_ascii_uppercase().starts_with("ISO"))
+    }
+
+    /// The session prints floats exactly (shortest round-trip: `extra_float_digits >= 1`).
+    fn floats_exact(&self) -> bool {
+        self.settings
+            .get("extra_float_digits")
+            .is_none_or(|v| v.trim().parse::<i32>().map_or(true, |d| d >= 1))
+    }
+
+    /// Whether the text the shards send for a column of `type_oid` is what
+    /// `value::to_binary` reads exactly under the session's settings.
+    fn binary_from_text_exact(&self, type_oid: u32) -> bool {
+        match type_oid {
+            oid::DATE | oid::TIMESTAMP | oid::TIMESTAMPTZ => self.datestyle_iso(),
+            oid::FLOAT4 | oid::FLOAT8 => self.floats_exact(),
+            oid::BYTEA => self
+                .settings
+                .get("bytea_output")
+                .is_none_or(|v| v.trim().eq_ignore_ascii_case("hex")),
+            t => value::binary_encodable(t),
+        }
     }
 
     /// Whether the database compares text bytewise (C / POSIX collation), asked once per session.
@@ -618,10 +673,24 @@ impl Session {
         Ok(bytewise)
     }
 
-    /// Sends one row (visible columns) to the client, flushing now and then.
-    async fn emit(&mut self, row: &Row, visible: usize) -> Result<(), Stop> {
-        self.to_client
-            .put_slice(rows::data_row(&row[..visible]).raw());
+    /// Sends one row (visible columns; those with a type in `binary` encoded so) to the client,
+    /// flushing now and then.
+    async fn emit(&mut self, row: &Row, (visible, binary): Out<'_>) -> Result<(), Stop> {
+        if binary.iter().all(Option::is_none) {
+            self.to_client
+                .put_slice(rows::data_row(&row[..visible]).raw());
+        } else {
+            let mut out = Vec::with_capacity(visible);
+            for (v, t) in row[..visible].iter().zip(binary) {
+                out.push(match (v, t) {
+                    (Some(v), Some(t)) => Some(value::to_binary(*t, v).map_err(|e| {
+                        Stop::Own(e.sqlstate(), format!("merging a read across shards: {e}"))
+                    })?),
+                    (v, _) => v.clone(),
+                });
+            }
+            self.to_client.put_slice(rows::data_row(&out).raw());
+        }
         if self.to_client.len() > 64 * 1024 {
             self.flush_client().await.map_err(|e| {
                 Stop::Own(crate::protocol::sqlstate::CONNECTION_FAILURE, e.to_string())
@@ -635,7 +704,7 @@ impl Session {
         &mut self,
         parts: &mut [Part],
         order: &[(usize, u32, SortKey)],
-        visible: usize,
+        visible: Out<'_>,
         offset: u64,
         limit: Option<u64>,
     ) -> Result<u64, Stop> {

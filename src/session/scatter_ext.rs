@@ -135,9 +135,7 @@ impl Session {
         let Some(values) = bind_values(&shape.bind) else {
             return self.refuse_scatter("malformed Bind");
         };
-        if values.result_formats.iter().any(|&f| f != 0) {
-            return self.refuse_scatter("a read without a sharding key is merged across shards only with text results: ask for text format, or add the key");
-        }
+        let formats = values.result_formats.clone();
         let param_types = match &shape.parse {
             Some((_, _, types)) => types.clone(),
             None => match self.statements.get(&shape.statement) {
@@ -202,6 +200,7 @@ impl Session {
             offset,
             limit,
             simple: false,
+            formats,
         };
         self.scatter(spec, shards, request).await
     }

@@ -147,6 +147,68 @@ impl Numeric {
     }
 }
 
+impl Numeric {
+    /// The binary send format of `numeric_send`: ndigits, weight, sign, dscale, then base-10000
+    /// digits.
+    pub(super) fn to_binary(&self) -> Vec<u8> {
+        let (sign, d) = match self {
+            Numeric::NaN => (0xC000u16, None),
+            Numeric::PosInf => (0xD000, None),
+            Numeric::NegInf => (0xF000, None),
+            Numeric::Finite(d) => (if d.neg { 0x4000 } else { 0 }, Some(d)),
+        };
+        // PostgreSQL 15 sends 32 as the display scale of ±Infinity (0 for NaN).
+        let special_scale = if matches!(self, Numeric::PosInf | Numeric::NegInf) {
+            32
+        } else {
+            0
+        };
+        let (mut groups, mut weight, dscale) = (Vec::<i16>::new(), 0i64, special_scale);
+        let dscale = match d {
+            None => dscale,
+            Some(d) => {
+                let int_len = d.digits.len() as i64 - d.scale as i64;
+                let pad = (4 - int_len.rem_euclid(4)) % 4;
+                let mut all = vec![0u8; pad as usize];
+                all.extend_from_slice(&d.digits);
+                while !all.len().is_multiple_of(4) {
+                    all.push(0);
+                }
+                groups = all
+                    .chunks(4)
+                    .map(|c| c.iter().fold(0i16, |acc, &x| acc * 10 + i16::from(x)))
+                    .collect();
+                weight = (int_len + pad) / 4 - 1;
+                while groups.first() == Some(&0) {
+                    groups.remove(0);
+                    weight -= 1;
+                }
+                while groups.last() == Some(&0) {
+                    groups.pop();
+                }
+                if groups.is_empty() {
+                    weight = 0;
+                }
+                d.scale
+            }
+        };
+        let mut out = Vec::with_capacity(8 + groups.len() * 2);
+        out.extend_from_slice(&(groups.len() as i16).to_be_bytes());
+        out.extend_from_slice(&(weight as i16).to_be_bytes());
+        let sign = if groups.is_empty() && sign == 0x4000 {
+            0
+        } else {
+            sign
+        };
+        out.extend_from_slice(&sign.to_be_bytes());
+        out.extend_from_slice(&(dscale as i16).to_be_bytes());
+        for g in groups {
+            out.extend_from_slice(&g.to_be_bytes());
+        }
+        out
+    }
+}
+
 impl Decimal {
     /// Builds a normalized decimal (no leading zeros, zero is never negative).
     fn new(neg: bool, mut digits: Vec<u8>, scale: usize) -> Decimal {
