@@ -335,7 +335,7 @@ impl ServerConn {
     /// transaction only (a failed Parse would abort one).
     pub async fn parse_only(&mut self, sql: &str) -> Result<Option<Frame>, BackendError> {
         self.unnamed = None;
-        let mut out = bytes::BytesMut::new();
+        let mut out = BytesMut::new();
         out.extend_from_slice(message::Parse::encode("", sql, &[0, 0]).raw());
         out.extend_from_slice(message::sync().raw());
         self.write_all(&out).await?;

@@ -453,6 +453,13 @@ pub fn sync() -> Frame {
     Frame::new(fe::SYNC, &[])
 }
 
+/// Builds a CopyFail with `reason`.
+pub fn copy_fail(reason: &str) -> Frame {
+    let mut body = BytesMut::new();
+    put_cstr(&mut body, reason);
+    Frame::new(fe::COPY_FAIL, &body)
+}
+
 /// Builds a Flush.
 pub fn flush() -> Frame {
     Frame::new(fe::FLUSH, &[])

@@ -160,6 +160,16 @@ pub struct BindValues<'a> {
     pub result_formats: Vec<i16>,
 }
 
+/// The format of column (or parameter) `i` given a Bind's format codes: none means all text,
+/// one applies to every column, otherwise one per column (None past the end).
+pub fn column_format(formats: &[i16], i: usize) -> Option<i16> {
+    match formats.len() {
+        0 => Some(0),
+        1 => Some(formats[0]),
+        _ => formats.get(i).copied(),
+    }
+}
+
 /// Parses what follows the two names of a Bind body (`Bind::rest`).
 pub fn bind_values(rest: &[u8]) -> Option<BindValues<'_>> {
     let mut b = rest;
@@ -171,11 +181,7 @@ pub fn bind_values(rest: &[u8]) -> Option<BindValues<'_>> {
     let np = read_i16(&mut b)?;
     let mut params = Vec::new();
     for i in 0..np.max(0) as usize {
-        let format = match formats.len() {
-            0 => 0,
-            1 => formats[0],
-            _ => *formats.get(i)?,
-        };
+        let format = column_format(&formats, i)?;
         let len = read_i32(&mut b)?;
         if len < 0 {
             params.push((format, None));

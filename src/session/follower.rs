@@ -258,7 +258,7 @@ impl Follower {
     /// pgproxy's own Sync, whose ReadyForQuery carries the outcome.
     pub fn end_copy(&mut self) {
         if std::mem::take(&mut self.copy_sync) {
-            self.out.put_slice(&[fe::SYNC, 0, 0, 0, 4]);
+            self.out.put_slice(message::sync().raw());
             self.pending.push_back(Answer::Compared);
         }
     }
@@ -267,12 +267,10 @@ impl Follower {
     /// follower's copy is failed too, and its outcome not compared (the main's error is not
     /// the follower's 57014).
     pub fn abort_copy(&mut self) {
-        let msg = b"the client abandoned the COPY after the main node's error\0";
-        self.out.put_u8(fe::COPY_FAIL);
-        self.out.put_u32(4 + msg.len() as u32);
-        self.out.put_slice(msg);
+        let fail = message::copy_fail("the client abandoned the COPY after the main node's error");
+        self.out.put_slice(fail.raw());
         if std::mem::take(&mut self.copy_sync) {
-            self.out.put_slice(&[fe::SYNC, 0, 0, 0, 4]);
+            self.out.put_slice(message::sync().raw());
             self.pending.push_back(Answer::Ignored);
         } else if let Some(last) = self.pending.back_mut() {
             // The simple Query that holds the COPY.

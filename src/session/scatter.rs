@@ -394,16 +394,11 @@ impl Session {
         })?;
         let mut out_fields = self.check_merge(spec, &fields, visible, parts).await?;
         // Columns the client wants in binary: their types (encoded from the merged text).
-        let mut binary: Vec<Option<u32>> = vec![None; visible];
+        // (Empty when every column is text: rows go out as the shards sent them.)
+        let mut binary: Vec<Option<u32>> = Vec::new();
         for (i, f) in out_fields.iter_mut().enumerate() {
-            let format = match request.formats.len() {
-                0 => 0,
-                1 => request.formats[0],
-                _ => request.formats.get(i).copied().unwrap_or(0),
-            };
-            if format == 1 {
-                if !value::binary_encodable(f.type_oid) || !self.binary_from_text_exact(f.type_oid)
-                {
+            if rows::column_format(&request.formats, i) == Some(1) {
+                if !self.binary_from_text_exact(f.type_oid) {
                     return Err(Stop::Own(
                         crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,
                         format!(
@@ -413,6 +408,7 @@ impl Session {
                     ));
                 }
                 f.format = 1;
+                binary.resize(visible, None);
                 binary[i] = Some(f.type_oid);
             }
         }
@@ -615,8 +611,8 @@ impl Session {
             .is_none_or(|v| v.trim().parse::<i32>().map_or(true, |d| d >= 1))
     }
 
-    /// Whether the text the shards send for a column of `type_oid` is what
-    /// `value::to_binary` reads exactly under the session's settings.
+    /// Whether `value::to_binary` encodes `type_oid` and reads the text the shards send for it
+    /// exactly under the session's settings.
     fn binary_from_text_exact(&self, type_oid: u32) -> bool {
         match type_oid {
             oid::DATE | oid::TIMESTAMP | oid::TIMESTAMPTZ => self.datestyle_iso(),
@@ -673,10 +669,10 @@ impl Session {
         Ok(bytewise)
     }
 
-    /// Sends one row (visible columns; those with a type in `binary` encoded so) to the client,
-    /// flushing now and then.
+    /// Sends one row (visible columns; those with a type in `binary` encoded so, `binary`
+    /// empty when none is) to the client, flushing now and then.
     async fn emit(&mut self, row: &Row, (visible, binary): Out<'_>) -> Result<(), Stop> {
-        if binary.iter().all(Option::is_none) {
+        if binary.is_empty() {
             self.to_client
                 .put_slice(rows::data_row(&row[..visible]).raw());
         } else {

@@ -12,7 +12,7 @@ use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, fe, Bind, Parse};
 use crate::protocol::rows::bind_values;
 use crate::router::route::{plan, Param, Route, RouteError, RoutePlan, Shards};
-use crate::shard::ShardMap;
+use crate::shard::{KeyType, KeyValue, ShardMap};
 use bytes::BufMut;
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -618,15 +618,17 @@ fn declared_type(types: &[u8], i: usize) -> u32 {
 /// A binary parameter declared int2, int4 or int8 (OIDs 21, 23, 20) of that width, as
 /// decimal text.
 fn binary_int_text(oid: u32, format: i16, v: &[u8]) -> Option<String> {
+    let declared = match oid {
+        21 => KeyType::Smallint,
+        23 => KeyType::Integer,
+        20 => KeyType::Bigint,
+        _ => return None,
+    };
     if format != 1 {
         return None;
     }
-    match (oid, v.len()) {
-        (21, 2) => Some(i16::from_be_bytes([v[0], v[1]]).to_string()),
-        (23, 4) => Some(i32::from_be_bytes([v[0], v[1], v[2], v[3]]).to_string()),
-        (20, 8) => {
-            Some(i64::from_be_bytes([v[0], v[1], v[2], v[3], v[4], v[5], v[6], v[7]]).to_string())
-        }
+    match declared.parse_binary(v).ok()? {
+        KeyValue::Int(i) => Some(i.to_string()),
         _ => None,
     }
 }
