@@ -992,8 +992,9 @@ async fn copy_abandoned_after_the_mains_error() {
 }
 
 /// COPY FROM STDIN leaving out a column whose default differs per node (serial, now(),
-/// gen_random_uuid()): pgproxy does not rewrite COPY data, so it refuses with 0A000 rather
-/// than let every node fill in its own values (it did, silently). Listing the columns works.
+/// gen_random_uuid()) in the extended protocol: pgproxy fills such columns in only for a
+/// simple-protocol COPY (tests/replication_copy.rs), so here it refuses with 0A000 rather than
+/// let every node fill in its own values (it did, silently). Listing the columns works.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copy_leaving_out_volatile_defaults_is_refused() {
     within(60, "test", async {
@@ -1005,15 +1006,6 @@ async fn copy_leaving_out_volatile_defaults_is_refused() {
              u uuid DEFAULT gen_random_uuid(), s serial, k text DEFAULT 'k')",
         )
         .await;
-        let mut raw = RawConn::login_password(cl.port(), "app", "secret", "app").await;
-        for sql in ["COPY d (id) FROM STDIN", "COPY d (id, at, u) FROM STDIN"] {
-            raw.send(&wire::query(sql)).await.unwrap();
-            let got = raw.until_ready_any().await;
-            let e = got.iter().find(|m| m.tag == b'E').expect("refused");
-            let f = wire::error_fields(&e.body);
-            assert_eq!(f.get(&b'C').map(String::as_str), Some("0A000"), "{f:?}");
-            assert!(f[&b'M'].contains("COPY into d without column"), "{f:?}");
-        }
         let err = copy_rows(&c, "COPY d (id, s) FROM STDIN", "1\t1\n").await;
         let err = err.expect_err("extended COPY leaving out now() accepted");
         assert_eq!(

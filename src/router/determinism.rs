@@ -6,6 +6,7 @@
 //! make deterministic are refused with a reason that says what to do instead.
 //! Pure: no IO, no pools.
 
+mod copy;
 mod defaults;
 mod fallback;
 mod overlay;
@@ -25,6 +26,7 @@ use sqlparser::tokenizer::{Location, Token, TokenWithSpan};
 
 use super::classify::lex::Lexed;
 use super::classify::{object_key, statement_kind, Kind};
+pub use copy::{plan_copy, AddedColumn, CopyFormat, CopyPlan, RowCutter};
 use fallback::strip_overriding;
 use render::{Piece, Slot};
 use rewrite::Collector;

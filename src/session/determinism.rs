@@ -14,7 +14,7 @@ use crate::config::NondeterministicPolicy;
 use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, fe, Bind, Parse};
 use crate::router::determinism::{self as det, ColumnDefault, Need, Planned, TableDefaults};
-use crate::router::keywords::is_ddl;
+use crate::router::keywords::{is_copy_from_stdin, is_ddl};
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -114,6 +114,8 @@ pub(super) enum Made {
     Refused(String),
     /// The main's connection failed while values were read (the client was told).
     Lost,
+    /// A COPY pgproxy completes (`copy_fill`): the rewritten Query, and the copy's state.
+    Copy(Bytes, Box<super::copy_fill::CopyFill>),
 }
 
 /// The parameter types of the last Parse of statement `name` among `frames`, if any.
@@ -134,7 +136,7 @@ fn parse_in_unit(frames: &[u8], name: &str) -> Option<Bytes> {
 
 /// Runs a query on the main inside whatever transaction is open and returns its text rows,
 /// or the error message PostgreSQL gave (`Ok(Err)`); `Err` when the connection failed.
-async fn rows(
+pub(super) async fn rows(
     conn: &mut ServerConn,
     sql: &str,
 ) -> Result<Result<Vec<Vec<Option<String>>>, String>, BackendError> {
@@ -250,6 +252,11 @@ impl Session {
                 Vec::new(),
                 Vec::new(),
             ));
+        }
+        if let [w] = &work[..] {
+            if frames.first() == Some(&fe::QUERY) && is_copy_from_stdin(&w.sql) {
+                return self.copy_unit(frames, &work).await;
+            }
         }
         let db = self.cache_scope();
         let epoch = self.shared.schema.epoch.load(Ordering::Acquire);
@@ -382,6 +389,76 @@ impl Session {
         Ok(Made::Frames(out.freeze(), follower_sql, own))
     }
 
+    /// A simple-protocol `COPY … FROM STDIN`: completed by pgproxy (`copy_fill`) when its
+    /// column list leaves out a column with a non-deterministic default.
+    async fn copy_unit(&mut self, frames: &[u8], work: &[Work]) -> Result<Made, SessionError> {
+        let schema = match self.load_schema(work).await? {
+            Got::Value(s) => s,
+            Got::Refused(why) => return Ok(Made::Refused(why)),
+            Got::Lost => return Ok(Made::Lost),
+        };
+        let plan = match det::plan_copy(&work[0].sql, &schema) {
+            None => {
+                return Ok(Made::Frames(
+                    Bytes::copy_from_slice(frames),
+                    Vec::new(),
+                    Vec::new(),
+                ))
+            }
+            Some(Err(why)) => return Ok(Made::Refused(why)),
+            Some(Ok(p)) => p,
+        };
+        let encoding = self
+            .settings
+            .get("client_encoding")
+            .map(|e| e.to_ascii_uppercase().replace(['-', '_'], ""));
+        if let Some(e) = encoding.filter(|e| {
+            [
+                "SJIS",
+                "SHIFTJIS2004",
+                "BIG5",
+                "GBK",
+                "GB18030",
+                "UHC",
+                "JOHAB",
+            ]
+            .contains(&e.as_str())
+        }) {
+            return Ok(Made::Refused(format!(
+                "COPY leaving out column {}, whose default every node would evaluate itself: pgproxy cannot add values to data in client_encoding {e}; list the column and send its values",
+                plan.added[0].name
+            )));
+        }
+        let once_cols: Vec<usize> = (0..plan.added.len())
+            .filter(|&i| !plan.added[i].per_row)
+            .collect();
+        let mut once = vec![None; plan.added.len()];
+        if !once_cols.is_empty() {
+            // Inside the client's transaction: now() is the transaction's time, as PostgreSQL's.
+            let exprs: Vec<String> = once_cols
+                .iter()
+                .map(|&i| plan.added[i].expr.clone())
+                .collect();
+            let row = match self.main_values(&exprs).await? {
+                Got::Value(r) => r,
+                Got::Refused(m) => {
+                    return Ok(Made::Refused(format!(
+                        "computing the defaults of the columns the COPY leaves out failed: {m}"
+                    )))
+                }
+                Got::Lost => return Ok(Made::Lost),
+            };
+            for (k, &i) in once_cols.iter().enumerate() {
+                once[i] = row.get(k).cloned().flatten();
+            }
+        }
+        let query = message::query(&plan.sql).raw().clone();
+        Ok(Made::Copy(
+            query,
+            Box::new(super::copy_fill::CopyFill::new(plan, once)),
+        ))
+    }
+
     /// What the schema cache is kept per: the database and the client's search_path (which
     /// decides what an unqualified table name means). None while the search_path may differ
     /// from what pgproxy last read (`SET [LOCAL] search_path` in this transaction): then
@@ -409,27 +486,14 @@ impl Session {
                 _ => n.main_sql(),
             })
             .collect();
-        let sql = format!(
-            "SELECT {}",
-            exprs
-                .iter()
-                .map(|e| format!("({e})::text"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let server = self.server.as_mut().expect("main attached");
-        let row = match rows(server, &sql).await {
-            Ok(Ok(mut r)) if !r.is_empty() => r.swap_remove(0),
-            Ok(Ok(_)) => Vec::new(),
-            Ok(Err(m)) => {
+        let row = match self.main_values(&exprs).await? {
+            Got::Value(r) => r,
+            Got::Refused(m) => {
                 return Ok(Got::Refused(format!(
                     "computing its values on the main node failed: {m}"
                 )))
             }
-            Err(e) => {
-                self.server_lost(e.to_string())?;
-                return Ok(Got::Lost);
-            }
+            Got::Lost => return Ok(Got::Lost),
         };
         let values: Vec<String> = row.into_iter().map(|v| v.unwrap_or_default()).collect();
         if self.tx_status != b'I' {
@@ -445,6 +509,31 @@ impl Session {
     }
 
     /// Column defaults of every table the unit writes to, from the cache or the main.
+    /// `SELECT (e1)::text, …` on the main, inside whatever transaction is open: its one row.
+    async fn main_values(
+        &mut self,
+        exprs: &[String],
+    ) -> Result<Got<Vec<Option<String>>>, SessionError> {
+        let sql = format!(
+            "SELECT {}",
+            exprs
+                .iter()
+                .map(|e| format!("({e})::text"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let server = self.server.as_mut().expect("main attached");
+        match rows(server, &sql).await {
+            Ok(Ok(mut r)) if !r.is_empty() => Ok(Got::Value(r.swap_remove(0))),
+            Ok(Ok(_)) => Ok(Got::Value(Vec::new())),
+            Ok(Err(m)) => Ok(Got::Refused(m)),
+            Err(e) => {
+                self.server_lost(e.to_string())?;
+                Ok(Got::Lost)
+            }
+        }
+    }
+
     /// Column defaults of every table the unit's unplanned writes write to, from the cache or
     /// the main.
     async fn load_schema(&mut self, work: &[Work]) -> Result<Got<Loaded>, SessionError> {

@@ -182,7 +182,7 @@ impl Session {
 /// Brings a follower connection's settings in line with the session's. On failure, why and
 /// the cause to detach its node with: the main took these settings, so a node that refuses
 /// them would run the client's statements differently.
-async fn apply_settings(
+pub(super) async fn apply_settings(
     conn: &mut crate::pool::Pooled,
     settings: &BTreeMap<String, String>,
 ) -> Result<(), (String, DetachCause)> {

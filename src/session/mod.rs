@@ -6,6 +6,7 @@ pub use auth::VerifierCache;
 mod cancel;
 mod client;
 mod commit;
+mod copy_fill;
 mod determinism;
 mod error;
 mod expect;

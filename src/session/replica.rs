@@ -104,6 +104,8 @@ pub struct Unit {
     pub sync_owed: bool,
     /// The client ended the copy (CopyDone or CopyFail sent).
     pub copy_ended: bool,
+    /// A COPY pgproxy completes with the columns the client left out.
+    pub fill: Option<Box<super::copy_fill::CopyFill>>,
 }
 
 /// What the client-side loop does next.
@@ -241,21 +243,19 @@ impl Session {
                     u.copy_ended = true;
                 }
             }
-            let copying = self.repl_mut().unit.as_ref().is_some_and(|u| u.copy);
-            if copying {
-                let mut big = false;
-                for f in self.repl_mut().followers.iter_mut().filter(|f| !f.parked) {
-                    f.queue_raw(&rest[..n]);
-                    if tag != fe::COPY_DATA {
-                        f.end_copy();
-                    }
-                    big |= f.queued() > 64 * 1024;
+            let filled = self
+                .repl_mut()
+                .unit
+                .as_ref()
+                .is_some_and(|u| u.fill.is_some());
+            if filled {
+                // pgproxy completes this COPY: its rows go out in batches, with values.
+                for out in self.fill_copy(FrameRef::new(&rest[..n])).await {
+                    self.copy_message(out.raw()).await?;
                 }
-                if big || tag != fe::COPY_DATA {
-                    self.flush_followers().await;
-                }
+            } else {
+                self.copy_message(&rest[..n]).await?;
             }
-            self.client_message(FrameRef::new(&rest[..n])).await?;
             return Ok(Step::Continue);
         }
         let n = match unit_len(rest, max) {
@@ -327,6 +327,27 @@ impl Session {
             }
         }
         Ok(Step::Continue)
+    }
+
+    /// A copy message for the main and, while they copy too, the followers.
+    async fn copy_message(&mut self, raw: &[u8]) -> Result<(), SessionError> {
+        let tag = raw.first().copied().unwrap_or(0);
+        let copying = self.repl_mut().unit.as_ref().is_some_and(|u| u.copy);
+        if copying {
+            let mut big = false;
+            for f in self.repl_mut().followers.iter_mut().filter(|f| !f.parked) {
+                f.queue_raw(raw);
+                if tag != fe::COPY_DATA {
+                    f.end_copy();
+                }
+                big |= f.queued() > 64 * 1024;
+            }
+            if big || tag != fe::COPY_DATA {
+                self.flush_followers().await;
+            }
+        }
+        self.client_message(FrameRef::new(raw)).await?;
+        Ok(())
     }
 
     /// Queues one of pgproxy's own simple queries for the main, answered as `expect` says. A
@@ -569,6 +590,7 @@ impl Session {
         let mut bytes = bytes;
         let mut follower_sql: Vec<String> = Vec::new();
         let mut own_frames: Vec<usize> = Vec::new();
+        let mut fill = None;
         if writes && !self.lost_txn && self.tx_status != b'E' {
             match self.make_deterministic(&bytes).await? {
                 super::determinism::Made::Refused(reason) => {
@@ -584,6 +606,10 @@ impl Session {
                     follower_sql = sql;
                     own_frames = own;
                 }
+                super::determinism::Made::Copy(b, f) => {
+                    bytes = b;
+                    fill = Some(f);
+                }
             }
         }
         let mut unit = Unit {
@@ -593,6 +619,7 @@ impl Session {
             copy: sql.copy_in,
             sync_owed: false,
             copy_ended: false,
+            fill,
         };
         if writes && !self.lost_txn && self.tx_status != b'E' {
             let implicit = !in_txn && !begins && !sql.no_txn_block;
@@ -742,6 +769,19 @@ impl Session {
             .outcomes
             .iter()
             .any(|o| matches!(o, Outcome::Error(_)));
+        if let Some(fill) = unit.fill {
+            // The followers' sequences move past the values the COPY handed out (whether or
+            // not the transaction commits: sequences are not transactional).
+            if !main_failed && !fill.failed {
+                let sql = fill.follower_sql();
+                for f in self.repl_mut().followers.iter_mut().filter(|f| !f.parked) {
+                    for s in &sql {
+                        f.queue_internal(s);
+                    }
+                }
+            }
+            (*fill).release();
+        }
         if unit.copy && !unit.copy_ended {
             // The client gave up after the main's error without CopyDone/CopyFail: the
             // followers abandon their copy as well; the outcomes are not compared.

@@ -1,0 +1,203 @@
+use super::*;
+use crate::router::determinism::{ColumnDefault, TableDefaults};
+use std::collections::HashMap;
+
+fn schema() -> HashMap<String, TableDefaults> {
+    let col = |name: &str, expr: &str| ColumnDefault {
+        name: name.into(),
+        expr: expr.into(),
+        identity_always: false,
+    };
+    let t = TableDefaults {
+        columns: vec![
+            col("id", "nextval('t_id_seq'::regclass)"),
+            col("created", "now()"),
+            col("u", "gen_random_uuid()"),
+            col("kind", "'plain'::text"),
+        ],
+        all_columns: ["id", "name", "created", "u", "kind"]
+            .map(String::from)
+            .to_vec(),
+    };
+    let odd = TableDefaults {
+        columns: vec![
+            col("Code", "('c-'::text || nextval('odd_seq'::regclass))"),
+            col("at", "(random() * (now() - '2000-01-01'::timestamptz))"),
+        ],
+        all_columns: ["Code", "at", "name"].map(String::from).to_vec(),
+    };
+    HashMap::from([("t".into(), t), ("odd".into(), odd)])
+}
+
+#[test]
+fn plans_the_columns_left_out() {
+    let p = plan_copy("COPY t (name) FROM STDIN", &schema())
+        .expect("test")
+        .expect("test");
+    assert_eq!(p.sql, "COPY t (name, id, created, u) FROM STDIN");
+    let names: Vec<_> = p.added.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["id", "created", "u"]);
+    assert_eq!(p.added[0].sequence.as_deref(), Some("'t_id_seq'::regclass"));
+    assert!(p.added[0].per_row && !p.added[1].per_row && p.added[2].per_row);
+    assert_eq!(p.added[2].sequence, None);
+    assert!(!p.format.csv);
+    assert_eq!(p.format.delimiter, b'\t');
+    assert_eq!(p.format.null, b"\\N");
+}
+
+#[test]
+fn keeps_options_and_reads_the_format() {
+    let s = schema();
+    let p = plan_copy(
+        "copy t (name, created, u) from stdin with (format csv, header true, delimiter ';', null 'NULL')",
+        &s,
+    )
+    .expect("test")
+    .expect("test");
+    assert_eq!(
+        p.sql,
+        "COPY t (name, created, u, id) FROM STDIN (FORMAT csv, HEADER, DELIMITER ';', NULL 'NULL')"
+    );
+    assert!(p.format.csv && p.format.header);
+    assert_eq!(
+        (p.format.delimiter, p.format.quote, p.format.escape),
+        (b';', b'"', b'"')
+    );
+    let legacy = plan_copy(
+        "COPY t (name, created, u) FROM STDIN CSV HEADER QUOTE '''' ESCAPE '\\'",
+        &s,
+    )
+    .expect("test")
+    .expect("test");
+    assert!(legacy.format.csv && legacy.format.header);
+    assert_eq!((legacy.format.quote, legacy.format.escape), (b'\'', b'\\'));
+}
+
+#[test]
+fn leaves_complete_copies_alone_and_refuses_what_it_cannot_fill() {
+    let s = schema();
+    for sql in [
+        "COPY t FROM STDIN",
+        "COPY t (id, name, created, u) FROM STDIN",
+        "COPY other (a) FROM STDIN",
+        "COPY t (name) TO STDOUT",
+        "COPY t (name) FROM '/tmp/x'",
+    ] {
+        assert_eq!(plan_copy(sql, &s), None, "{sql}");
+    }
+    for (sql, word) in [
+        ("COPY t (name) FROM STDIN (FORMAT binary)", "binary"),
+        ("COPY t (name) FROM STDIN BINARY", "binary"),
+        ("COPY t (name) FROM STDIN (ENCODING 'SJIS')", "ENCODING"),
+        (
+            "COPY odd (name, at) FROM STDIN",
+            "\"Code\"".trim_matches('"'),
+        ),
+        ("COPY odd (name, \"Code\") FROM STDIN", "at"),
+    ] {
+        let e = plan_copy(sql, &s).expect("test").expect_err("refused");
+        assert!(e.contains(word), "{sql}: {e}");
+    }
+}
+
+fn fmt(csv: bool) -> CopyFormat {
+    CopyFormat {
+        csv,
+        delimiter: if csv { b',' } else { b'\t' },
+        quote: b'"',
+        escape: b'"',
+        header: false,
+        null: if csv { Vec::new() } else { b"\\N".to_vec() },
+    }
+}
+
+fn vals(n: usize) -> Vec<Vec<String>> {
+    (1..=n).map(|i| vec![i.to_string()]).collect()
+}
+
+/// Feeds `data` in chunks of `step` bytes, taking rows as they complete.
+fn run(format: CopyFormat, data: &[u8], step: usize) -> Vec<u8> {
+    let mut c = RowCutter::new(format);
+    let mut out = Vec::new();
+    let mut next = 1;
+    let mut take = |c: &mut RowCutter, out: &mut Vec<u8>| {
+        let n = c.data_rows();
+        let v: Vec<Vec<String>> = (next..next + n).map(|i| vec![i.to_string()]).collect();
+        next += n;
+        out.extend(c.take(&v, &["id".to_string()]).expect("test"));
+    };
+    for chunk in data.chunks(step) {
+        c.push(chunk);
+        take(&mut c, &mut out);
+    }
+    c.finish();
+    take(&mut c, &mut out);
+    out
+}
+
+#[test]
+fn text_rows_get_their_values_however_the_data_is_cut() {
+    let data = b"a\nb\\\nstill b\tx\\\\\r\nc\rlast";
+    let want = b"a\t1\nb\\\nstill b\tx\\\\\t2\r\nc\t3\rlast\t4".to_vec();
+    for step in 1..data.len() + 1 {
+        assert_eq!(
+            String::from_utf8_lossy(&run(fmt(false), data, step)),
+            String::from_utf8_lossy(&want),
+            "step {step}"
+        );
+    }
+}
+
+#[test]
+fn the_end_marker_and_what_follows_pass_unchanged() {
+    let data = b"a\n\\.\nignored\n";
+    assert_eq!(run(fmt(false), data, 3), b"a\t1\n\\.\nignored\n");
+    let mut c = RowCutter::new(fmt(false));
+    c.push(b"x\n\\.\n");
+    assert!(c.ended());
+    assert_eq!(c.take(&vals(1), &[]).expect("test"), b"x\t1\n\\.\n");
+}
+
+#[test]
+fn csv_rows_keep_quoted_newlines_and_get_a_header_name() {
+    let mut f = fmt(true);
+    f.header = true;
+    let data = b"name,note\n\"two\nlines\",\"a \"\"q\"\" ,\"\n\"\",plain\n";
+    let want = b"name,note,id\n\"two\nlines\",\"a \"\"q\"\" ,\",1\n\"\",plain,2\n".to_vec();
+    for step in 1..data.len() + 1 {
+        assert_eq!(run(f.clone(), data, step), want, "step {step}");
+    }
+    let mut e = fmt(true);
+    e.escape = b'\\';
+    let data = b"\"x\\\"\ny\",1\n";
+    assert_eq!(run(e, data, 2), b"\"x\\\"\ny\",1,1\n");
+}
+
+#[test]
+fn values_are_escaped_for_the_format() {
+    let mut c = RowCutter::new(CopyFormat {
+        delimiter: b' ',
+        ..fmt(false)
+    });
+    c.push(b"a\n");
+    let v = vec![vec!["2026-11-27 10:00:00+00".to_string()]];
+    assert_eq!(
+        c.take(&v, &[]).expect("test"),
+        b"a 2026-11-27\\ 10:00:00+00\n"
+    );
+    let mut c = RowCutter::new(CopyFormat {
+        null: b"7".to_vec(),
+        ..fmt(false)
+    });
+    c.push(b"a\n");
+    assert!(c.take(&[vec!["7".to_string()]], &[]).is_err());
+    let mut c = RowCutter::new(CopyFormat {
+        null: b"7".to_vec(),
+        ..fmt(true)
+    });
+    c.push(b"a\n");
+    assert_eq!(
+        c.take(&[vec!["7".to_string()]], &[]).expect("test"),
+        b"a,\"7\"\n"
+    );
+}
