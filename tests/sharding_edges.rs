@@ -2529,3 +2529,49 @@ async fn merged_reads_in_binary_format_match_postgresql() {
     })
     .await
 }
+
+/// sqlx runs every query as Parse (named) + Describe, then Bind + Execute + Close of the
+/// unnamed portal + Sync. A read merged across shards and a write on several shards sent that
+/// way were refused with 0A000 ("this combination of messages"); they answer as PostgreSQL
+/// does, CloseComplete included.
+#[tokio::test]
+async fn a_portal_closed_after_its_execute_merges_and_writes_like_postgresql() {
+    within(120, "test", async {
+        let (c, reference) = tokio::join!(ShardedCluster::start(2, 1, ""), PgNode::start());
+        setup_both(&c, &reference, true).await;
+        let mut p = raw_proxy(&c).await;
+        let mut r = raw_node(&reference).await;
+        let close_portal = wire::message(b'C', b"P\0");
+        for (name, sql, param) in [
+            (
+                "r1",
+                "SELECT count(*), max(age) FROM contacts WHERE id > $1",
+                "15",
+            ),
+            (
+                "r2",
+                "SELECT id, name FROM contacts WHERE id > $1 ORDER BY id LIMIT 4",
+                "100",
+            ),
+            (
+                "w1",
+                "UPDATE contacts SET name = name || '!' WHERE id > $1",
+                "150",
+            ),
+            ("w2", "DELETE FROM contacts WHERE id < $1", "40"),
+        ] {
+            let mut m = wire::parse(name, sql);
+            m.extend(wire::describe(b'S', name));
+            let m = with_sync(m);
+            same_answer(&mut p, &mut r, &m, &format!("prepare {sql}")).await;
+            let mut m = wire::bind("", name, &[Some(param)]);
+            m.extend(wire::execute("", 0));
+            m.extend(close_portal.clone());
+            let got = same_answer(&mut p, &mut r, &with_sync(m), sql).await;
+            assert!(got.contains(&"CloseComplete".to_string()), "{sql}: {got:?}");
+        }
+        let total = |s| count_on(&c, s, "name LIKE '%!'");
+        assert_eq!(total(0).await + total(1).await, 17);
+    })
+    .await
+}

@@ -403,6 +403,11 @@ pub fn ready_for_query(status: u8) -> Frame {
     Frame::new(be::READY_FOR_QUERY, &[status])
 }
 
+/// Builds a CloseComplete.
+pub fn close_complete() -> Frame {
+    Frame::new(be::CLOSE_COMPLETE, &[])
+}
+
 /// Builds a simple Query message.
 pub fn query(sql: &str) -> Frame {
     let mut b = BytesMut::with_capacity(sql.len() + 6);

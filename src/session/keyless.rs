@@ -89,6 +89,8 @@ struct Request {
     extended: bool,
     parse: bool,
     describe: bool,
+    /// The client closed the unnamed portal after its Execute (sqlx does).
+    close_portal: bool,
     sql: String,
 }
 
@@ -102,6 +104,7 @@ impl Session {
     ) -> Result<Request, String> {
         let mut q = None;
         let (mut parse, mut bind, mut describe, mut executes) = (None, None, false, 0);
+        let mut close_portal = false;
         let mut pos = 0;
         while pos < frames.len() {
             let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
@@ -120,6 +123,7 @@ impl Session {
                 }
                 fe::DESCRIBE => describe |= f.body().first() == Some(&b'P'),
                 fe::EXECUTE => executes += 1,
+                fe::CLOSE if executes == 1 && f.body() == b"P\0" => close_portal = true,
                 fe::SYNC if pos == frames.len() => {}
                 _ => return Err("this combination of messages".into()),
             }
@@ -141,6 +145,7 @@ impl Session {
                 extended: false,
                 parse: false,
                 describe: false,
+                close_portal: false,
                 sql,
             });
         }
@@ -190,6 +195,7 @@ impl Session {
             extended: true,
             parse: parse.is_some(),
             describe,
+            close_portal,
             sql,
         })
     }
@@ -364,6 +370,9 @@ impl Session {
                 }
             }
             out.put_slice(message::command_complete(tag.as_deref().unwrap_or("")).raw());
+            if req.close_portal {
+                out.put_slice(message::close_complete().raw());
+            }
         }
         if in_txn {
             self.keyless_keep(kept, error.is_some(), &mains);

@@ -44,6 +44,9 @@ pub(super) struct Request {
     /// The result formats of the client's Bind (none: all text); the shards always answer in
     /// text, and columns the client wants in binary are encoded by pgproxy.
     pub formats: Vec<i16>,
+    /// The client closed the unnamed portal after its Execute (sqlx does): it gets
+    /// CloseComplete after the rows.
+    pub close_portal: bool,
 }
 
 /// The visible columns of a merged row and, per column, the type to encode in binary.
@@ -246,6 +249,7 @@ impl Session {
             limit: None,
             simple: true,
             formats: Vec::new(),
+            close_portal: false,
         };
         self.scatter(spec, shards, request).await
     }
@@ -291,10 +295,14 @@ impl Session {
         // cancelled query) and released in the background: the client need not wait.
         let futures: Vec<_> = parts.into_iter().map(Part::finish).collect();
         tokio::spawn(futures_util::future::join_all(futures));
+        let close_portal = request.close_portal;
         match result {
             Ok(n) => {
                 self.to_client
                     .put_slice(message::command_complete(&format!("SELECT {n}")).raw());
+                if close_portal {
+                    self.to_client.put_slice(message::close_complete().raw());
+                }
             }
             Err(Stop::Error(f)) => self.to_client.put_slice(f.raw()),
             Err(Stop::Own(code, msg)) => {

@@ -22,6 +22,7 @@ struct Shape {
     statement: String,
     describe: bool,
     describe_statement: bool,
+    close_portal: bool,
 }
 
 fn shape(frames: &[u8]) -> Result<Shape, String> {
@@ -31,6 +32,7 @@ fn shape(frames: &[u8]) -> Result<Shape, String> {
         statement: String::new(),
         describe: false,
         describe_statement: false,
+        close_portal: false,
     };
     let (mut binds, mut executes) = (0, 0);
     let mut pos = 0;
@@ -68,6 +70,8 @@ fn shape(frames: &[u8]) -> Result<Shape, String> {
                     return Err("fetching a row count at a time (Execute with a row limit)".into());
                 }
             }
+            // sqlx closes the unnamed portal after executing it.
+            fe::CLOSE if executes == 1 && f.body() == b"P\0" => out.close_portal = true,
             fe::SYNC if pos == frames.len() => {}
             _ => return Err("this combination of messages".into()),
         }
@@ -201,6 +205,7 @@ impl Session {
             limit,
             simple: false,
             formats,
+            close_portal: shape.close_portal,
         };
         self.scatter(spec, shards, request).await
     }
