@@ -991,12 +991,12 @@ async fn copy_abandoned_after_the_mains_error() {
     .await
 }
 
-/// COPY FROM STDIN leaving out a column whose default differs per node (serial, now(),
-/// gen_random_uuid()) in the extended protocol: pgproxy fills such columns in only for a
-/// simple-protocol COPY (tests/replication_copy.rs), so here it refuses with 0A000 rather than
-/// let every node fill in its own values (it did, silently). Listing the columns works.
+/// COPY FROM STDIN in the extended protocol (tokio-postgres `copy_in`) leaving out columns
+/// whose defaults differ per node (serial, now(), gen_random_uuid()): pgproxy fills them in
+/// (every node once filled in its own values, silently; then it was refused); binary data it
+/// cannot fill in is refused with 0A000. Listing every column works as it is.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn copy_leaving_out_volatile_defaults_is_refused() {
+async fn extended_copy_leaving_out_volatile_defaults_is_filled_in() {
     within(60, "test", async {
         let cl = ReplCluster::start(2, |c| c).await;
         let c = cl.client().await;
@@ -1006,8 +1006,22 @@ async fn copy_leaving_out_volatile_defaults_is_refused() {
              u uuid DEFAULT gen_random_uuid(), s serial, k text DEFAULT 'k')",
         )
         .await;
-        let err = copy_rows(&c, "COPY d (id, s) FROM STDIN", "1\t1\n").await;
-        let err = err.expect_err("extended COPY leaving out now() accepted");
+        let rows: String = (1..=3000).map(|i| format!("{i}\n")).collect();
+        let n = copy_rows(&c, "COPY d (id) FROM STDIN", &rows).await;
+        assert_eq!(n.expect("extended COPY leaving out serial, now() and uuid"), 3000);
+        for node in &cl.nodes {
+            assert_eq!(
+                node.psql_direct("SELECT count(DISTINCT s), max(s), count(DISTINCT u), count(DISTINCT at) FROM d")
+                    .trim(),
+                "3000|3000|3000|1",
+                "node {}",
+                node.port()
+            );
+            assert_eq!(node.scalar("SELECT last_value FROM d_s_seq").await, "3000");
+        }
+        cl.assert_verify_ok().await;
+        let err = copy_rows(&c, "COPY d (id) FROM STDIN (FORMAT binary)", "x").await;
+        let err = err.expect_err("binary COPY leaving out now() accepted");
         assert_eq!(
             err.code().map(|c| c.code()),
             Some("0A000"),
@@ -1021,13 +1035,13 @@ async fn copy_leaving_out_volatile_defaults_is_refused() {
         let n = copy_rows(
             &c,
             "COPY d (id, at, u, s) FROM STDIN",
-            "1\t2024-01-01 00:00:00+00\t00000000-0000-0000-0000-000000000001\t10\n",
+            "5001\t2024-01-01 00:00:00+00\t00000000-0000-0000-0000-000000000001\t10\n",
         )
         .await;
         assert_eq!(n.expect("copy with every volatile column"), 1);
         for node in &cl.nodes {
             assert_eq!(
-                node.scalar("SELECT count(*) FROM d WHERE k = 'k' AND s = 10")
+                node.scalar("SELECT count(*) FROM d WHERE k = 'k' AND s = 10 AND id = 5001")
                     .await,
                 "1"
             );

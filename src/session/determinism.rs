@@ -114,8 +114,9 @@ pub(super) enum Made {
     Refused(String),
     /// The main's connection failed while values were read (the client was told).
     Lost,
-    /// A COPY pgproxy completes (`copy_fill`): the rewritten Query, and the copy's state.
-    Copy(Bytes, Box<super::copy_fill::CopyFill>),
+    /// A COPY pgproxy completes (`copy_fill`): the frames to send (own frames at these
+    /// offsets, as for `Frames`), and the copy's state.
+    Copy(Bytes, Vec<usize>, Box<super::copy_fill::CopyFill>),
 }
 
 /// The parameter types of the last Parse of statement `name` among `frames`, if any.
@@ -254,7 +255,7 @@ impl Session {
             ));
         }
         if let [w] = &work[..] {
-            if frames.first() == Some(&fe::QUERY) && is_copy_from_stdin(&w.sql) {
+            if is_copy_from_stdin(&w.sql) {
                 return self.copy_unit(frames, &work).await;
             }
         }
@@ -359,28 +360,9 @@ impl Session {
                 Some(t) => plan.render_with(&values, &t.params(&w.sql)),
                 None => plan.render(&values),
             };
-            let (at, n) = (w.at, w.len);
-            out.put_slice(&frames[last..at]);
-            let f = FrameRef::new(&frames[at..at + n]);
-            if f.tag() == fe::QUERY {
-                out.put_slice(message::query(&text).raw());
-            } else if let Some(b) = Bind::parse(f.body()) {
-                // The statement's parameter types: from its Parse earlier in this unit (not
-                // processed yet, so not in the client's statements), else as known.
-                let types = parse_in_unit(&frames[..at], b.statement)
-                    .or_else(|| {
-                        self.statements.get(b.statement).and_then(|s| {
-                            Parse::parse(s.parse.body())
-                                .map(|p| Bytes::copy_from_slice(p.param_types))
-                        })
-                    })
-                    .unwrap_or_else(|| Bytes::from_static(&[0, 0]));
-                own.push(out.len());
-                out.put_slice(Parse::encode("", &text, &types).raw());
-                own.push(out.len());
-                out.put_slice(Bind::encode(b.portal, "", b.rest).raw());
-            }
-            last = at + n;
+            out.put_slice(&frames[last..w.at]);
+            self.put_rewritten(frames, w, &text, &mut out, &mut own);
+            last = w.at + w.len;
         }
         out.put_slice(&frames[last..]);
         if work.iter().any(|w| is_ddl(&w.sql)) {
@@ -389,8 +371,41 @@ impl Session {
         Ok(Made::Frames(out.freeze(), follower_sql, own))
     }
 
-    /// A simple-protocol `COPY … FROM STDIN`: completed by pgproxy (`copy_fill`) when its
-    /// column list leaves out a column with a non-deterministic default.
+    /// The frame of `w` (a Query or a Bind) with `text` as its SQL: a Query of it, or a Parse
+    /// of it into the unnamed statement and a Bind of that (pgproxy's own frames, at the
+    /// offsets pushed to `own`).
+    fn put_rewritten(
+        &self,
+        frames: &[u8],
+        w: &Work,
+        text: &str,
+        out: &mut BytesMut,
+        own: &mut Vec<usize>,
+    ) {
+        let at = w.at;
+        let f = FrameRef::new(&frames[at..at + w.len]);
+        if f.tag() == fe::QUERY {
+            out.put_slice(message::query(text).raw());
+        } else if let Some(b) = Bind::parse(f.body()) {
+            // The statement's parameter types: from its Parse earlier in this unit (not
+            // processed yet, so not in the client's statements), else as known.
+            let types = parse_in_unit(&frames[..at], b.statement)
+                .or_else(|| {
+                    self.statements.get(b.statement).and_then(|s| {
+                        Parse::parse(s.parse.body()).map(|p| Bytes::copy_from_slice(p.param_types))
+                    })
+                })
+                .unwrap_or_else(|| Bytes::from_static(&[0, 0]));
+            own.push(out.len());
+            out.put_slice(Parse::encode("", text, &types).raw());
+            own.push(out.len());
+            out.put_slice(Bind::encode(b.portal, "", b.rest).raw());
+        }
+    }
+
+    /// A `COPY … FROM STDIN` alone in its unit (a simple Query, or one Bind of it): completed
+    /// by pgproxy (`copy_fill`) when its column list leaves out a column with a
+    /// non-deterministic default.
     async fn copy_unit(&mut self, frames: &[u8], work: &[Work]) -> Result<Made, SessionError> {
         let schema = match self.load_schema(work).await? {
             Got::Value(s) => s,
@@ -452,9 +467,15 @@ impl Session {
                 once[i] = row.get(k).cloned().flatten();
             }
         }
-        let query = message::query(&plan.sql).raw().clone();
+        let w = &work[0];
+        let mut out = BytesMut::with_capacity(frames.len() + plan.sql.len() + 32);
+        let mut own = Vec::new();
+        out.put_slice(&frames[..w.at]);
+        self.put_rewritten(frames, w, &plan.sql, &mut out, &mut own);
+        out.put_slice(&frames[w.at + w.len..]);
         Ok(Made::Copy(
-            query,
+            out.freeze(),
+            own,
             Box::new(super::copy_fill::CopyFill::new(plan, once)),
         ))
     }

@@ -606,8 +606,9 @@ impl Session {
                     follower_sql = sql;
                     own_frames = own;
                 }
-                super::determinism::Made::Copy(b, f) => {
+                super::determinism::Made::Copy(b, own, f) => {
                     bytes = b;
+                    own_frames = own;
                     fill = Some(f);
                 }
             }

@@ -309,7 +309,7 @@ pub(super) fn merge_defaults(stmt: &Statement, schema: &dyn Schema) -> Result<()
 }
 
 /// COPY … FROM STDIN with a column list: a column left out takes its default on every node,
-/// evaluated there. pgproxy fills such columns in only for a COPY alone in a simple query
+/// evaluated there. pgproxy fills such columns in only for a COPY alone in its request
 /// (`copy::plan_copy`, tried before this), so here a non-deterministic default (serial, now(),
 /// gen_random_uuid()) of a column left out is refused.
 pub(super) fn copy_defaults(
@@ -327,7 +327,7 @@ pub(super) fn copy_defaults(
     let nd = nd_defaults(&defaults.columns)?;
     match nd.iter().find(|d| !names.iter().any(|n| n == d.name)) {
         Some(d) => Err(format!(
-            "COPY into {table} without column {}, whose default {} every node would evaluate itself (pgproxy fills such columns in only for a COPY sent alone as a simple query); list {} in the COPY's column list and send its values",
+            "COPY into {table} without column {}, whose default {} every node would evaluate itself (pgproxy fills such columns in only for a COPY alone in its request); list {} in the COPY's column list and send its values",
             d.name, d.text, d.name
         )),
         None => Ok(()),
