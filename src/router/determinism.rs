@@ -162,7 +162,9 @@ pub fn write_targets(sql: &str) -> Vec<String> {
     for r in lexed.statements() {
         let (tokens, _) = strip_overriding(&lexed.tokens[r.clone()]);
         let Ok(stmts) = parse_tokens(tokens) else {
-            if let Some(t) = fallback::insert_target(&lexed, r) {
+            if let Some(t) = fallback::insert_target(&lexed, r.clone()) {
+                push(t);
+            } else if let Some((t, _)) = fallback::copy_target(&lexed, r) {
                 push(t);
             }
             continue;

@@ -413,12 +413,18 @@ impl Session {
             Got::Lost => return Ok(Made::Lost),
         };
         let plan = match det::plan_copy(&work[0].sql, &schema) {
+            // Nothing left out, or text sqlparser cannot parse: the general plan refuses a
+            // COPY that may leave out such a column (it reads the column list from tokens).
             None => {
-                return Ok(Made::Frames(
-                    Bytes::copy_from_slice(frames),
-                    Vec::new(),
-                    Vec::new(),
-                ))
+                return Ok(match det::plan(&work[0].sql, &schema) {
+                    Planned::Refused(why) => Made::Refused(why),
+                    Planned::Rewrite(_) => Made::Refused(
+                        "a COPY whose text calls a clock or random function".to_string(),
+                    ),
+                    Planned::Unchanged => {
+                        Made::Frames(Bytes::copy_from_slice(frames), Vec::new(), Vec::new())
+                    }
+                })
             }
             Some(Err(why)) => return Ok(Made::Refused(why)),
             Some(Ok(p)) => p,

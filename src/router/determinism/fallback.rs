@@ -62,6 +62,44 @@ pub(super) fn insert_target(lexed: &Lexed, r: Range<usize>) -> Option<String> {
     }
 }
 
+/// `COPY <name> [(<columns>)]` read from tokens, for text sqlparser cannot parse (options it
+/// does not know, a WHERE clause): the table's key and the columns listed, if any.
+pub(super) fn copy_target(lexed: &Lexed, r: Range<usize>) -> Option<(String, Option<Vec<String>>)> {
+    let mut solid = lexed.tokens[r]
+        .iter()
+        .filter(|t| !is_blank(&t.token))
+        .map(|t| &t.token);
+    if !is_word(solid.next(), "copy") {
+        return None;
+    }
+    let mut parts = Vec::new();
+    loop {
+        match solid.next() {
+            Some(Token::Word(w)) => parts.push(ident_key(&w.value, w.quote_style)),
+            _ => return None,
+        }
+        if solid.clone().next() != Some(&Token::Period) {
+            break;
+        }
+        solid.next();
+    }
+    let table = parts.join(".");
+    if solid.clone().next() != Some(&Token::LParen) {
+        return Some((table, None));
+    }
+    solid.next();
+    let mut columns = Vec::new();
+    for t in solid {
+        match t {
+            Token::Word(w) => columns.push(ident_key(&w.value, w.quote_style)),
+            Token::Comma => {}
+            Token::RParen => return Some((table, Some(columns))),
+            _ => return None,
+        }
+    }
+    None
+}
+
 /// A statement sqlparser cannot parse. DDL and non-writes pass unchanged (DDL stores its
 /// expressions, it does not evaluate them). A write gets its clock functions replaced in the
 /// text; a per-row function, or an INSERT into a table whose defaults are not deterministic,
@@ -89,6 +127,24 @@ pub(super) fn unparsable(
                 ));
             }
         }
+    }
+    if let Some((table, columns)) = copy_target(lexed, r.clone()) {
+        let nd = match schema.defaults(&table) {
+            Some(defaults) => nd_defaults(&defaults.columns)?,
+            None => Vec::new(),
+        };
+        let listed = |name: &str| {
+            columns
+                .as_ref()
+                .is_none_or(|c| c.iter().any(|k| k.trim_matches('"') == name))
+        };
+        if let Some(d) = nd.iter().find(|d| !listed(d.name)) {
+            return Err(format!(
+                "pgproxy cannot parse this COPY into {table} (an option or clause it does not know), which leaves out column {}, whose default {} every node would evaluate itself; list {} in the COPY's column list and send its values",
+                d.name, d.text, d.name
+            ));
+        }
+        return Ok(None);
     }
     rewrite_clock_tokens(lexed, r, c)
 }

@@ -201,3 +201,35 @@ fn values_are_escaped_for_the_format() {
         b"a,\"7\"\n"
     );
 }
+
+#[test]
+fn copies_sqlparser_cannot_parse_are_refused_when_they_leave_out_a_volatile_column() {
+    use crate::router::determinism::{plan, Planned};
+    let s = schema();
+    for sql in [
+        "COPY t (name) FROM STDIN WITH (HEADER MATCH)",
+        "COPY t (name) FROM STDIN WHERE name <> ''",
+        "COPY t (name, created, u) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL *)",
+    ] {
+        assert_eq!(plan_copy(sql, &s), None, "{sql}");
+        match plan(sql, &s) {
+            Planned::Refused(why) => {
+                assert!(why.contains("cannot parse this COPY into t"), "{why}")
+            }
+            other => panic!("{sql}: {other:?}"),
+        }
+    }
+    // Every such column listed (or no list at all): nothing to fill in, it runs as it is.
+    for sql in [
+        "COPY t (id, name, created, u) FROM STDIN WHERE name <> ''",
+        "COPY t FROM STDIN WITH (HEADER MATCH)",
+    ] {
+        assert_eq!(plan(sql, &s), Planned::Unchanged, "{sql}");
+    }
+    assert_eq!(
+        crate::router::determinism::write_targets(
+            "COPY public.t (name) FROM STDIN WHERE name <> ''"
+        ),
+        vec!["public.t".to_string()]
+    );
+}
