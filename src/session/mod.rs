@@ -17,6 +17,7 @@ mod keyless;
 mod lost;
 mod relay;
 mod replica;
+mod replica_copy;
 mod response;
 mod scatter;
 mod scatter_ext;
