@@ -1101,3 +1101,60 @@ async fn a_suspended_unnamed_portal_survives_in_a_transaction() {
     })
     .await
 }
+
+/// pgproxy reads a transaction's timestamp ahead only while the session's transactions use it:
+/// after transactions that did not, a write's now() is read when it is needed, and is still
+/// the transaction's own time on every node (equal to what now() shows in that transaction),
+/// also for a REPEATABLE READ transaction whose first statement needs it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn now_is_the_transactions_time_whether_read_ahead_or_when_needed() {
+    within(60, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE acc (id int PRIMARY KEY, n int)").await;
+        exec(&c, "CREATE TABLE ev (k text, at timestamptz)").await;
+        exec(&c, "INSERT INTO acc VALUES (1, 0)").await;
+        for round in 0..3 {
+            // Transactions that do not need the timestamp (the session stops reading it ahead).
+            for _ in 0..3 {
+                c.batch_execute("BEGIN; UPDATE acc SET n = n + 1 WHERE id = 1; COMMIT")
+                    .await
+                    .expect("update");
+            }
+            c.batch_execute("BEGIN").await.expect("begin");
+            c.execute("UPDATE acc SET n = n + 1 WHERE id = 1", &[])
+                .await
+                .expect("update");
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            let k = format!("lazy{round}");
+            c.execute("INSERT INTO ev VALUES ($1, now())", &[&k])
+                .await
+                .expect("insert");
+            let shown = scalar(&c, "SELECT now()::text").await;
+            c.batch_execute("COMMIT").await.expect("commit");
+            for node in &cl.nodes {
+                let at = node
+                    .scalar(&format!("SELECT at::text FROM ev WHERE k = '{k}'"))
+                    .await;
+                assert_eq!(at, shown, "node {}", node.port());
+            }
+        }
+        c.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+            .await
+            .expect("begin rr");
+        c.execute("INSERT INTO ev VALUES ('rr', now())", &[])
+            .await
+            .expect("insert rr");
+        let shown = scalar(&c, "SELECT now()::text").await;
+        c.batch_execute("COMMIT").await.expect("commit");
+        for node in &cl.nodes {
+            assert_eq!(
+                node.scalar("SELECT at::text FROM ev WHERE k = 'rr'").await,
+                shown
+            );
+            assert_eq!(node.scalar("SELECT n FROM acc").await, "12");
+        }
+        cl.assert_verify_ok().await;
+    })
+    .await
+}

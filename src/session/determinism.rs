@@ -500,6 +500,9 @@ impl Session {
 
     /// Evaluates needs on the main; the transaction timestamp once per transaction.
     async fn evaluate(&mut self, needs: &[Need]) -> Result<Got<Vec<String>>, SessionError> {
+        if self.tx_status != b'I' && needs.contains(&Need::TxnTimestamp) {
+            self.repl_mut().ts_used = true;
+        }
         if let Some(ts) = self.repl_mut().txn_ts.clone() {
             if needs.iter().all(|n| *n == Need::TxnTimestamp) {
                 // Known since BEGIN: no round trip.

@@ -71,6 +71,11 @@ pub struct Repl {
     pub txn_ts: Option<String>,
     /// pgproxy asked the main for the transaction's timestamp in this transaction.
     pub ts_asked: bool,
+    /// A write of this transaction needed the transaction's timestamp.
+    pub ts_used: bool,
+    /// Read the timestamp ahead in this transaction: the session's last transaction needed
+    /// it (a transaction that does not pays no query for it).
+    pub ts_ahead: bool,
     /// The unnamed portal may be suspended (an Execute with a row limit ran in this
     /// transaction): pgproxy's own simple Query would drop it, so the timestamp is not read
     /// ahead of need.
@@ -155,6 +160,8 @@ impl Repl {
             own_frames: Vec::new(),
             txn_ts: None,
             ts_asked: false,
+            ts_used: false,
+            ts_ahead: true,
             unnamed_portal_kept: false,
             sharding: None,
             span_all: false,
@@ -830,7 +837,13 @@ impl Session {
         repl.savepoints = false;
         repl.portals.clear();
         repl.txn_ts = None;
+        // Read ahead next time if this transaction needed it; a transaction that neither read
+        // it ahead nor needed it (an autocommit write) changes nothing.
+        if repl.ts_asked || repl.ts_used {
+            repl.ts_ahead = repl.ts_used;
+        }
         repl.ts_asked = false;
+        repl.ts_used = false;
         repl.unnamed_portal_kept = false;
         if std::mem::take(&mut repl.schema_changed) {
             self.shared.statements.schema_changed();

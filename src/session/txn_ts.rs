@@ -2,7 +2,8 @@
 //! transaction (right after the transaction's first statement, in the same write) so that
 //! now() in a later write becomes the same literal on every node. Read ahead only where a
 //! simple Query of pgproxy's own cannot disturb the client (not mid-batch, not while the
-//! unnamed portal may be suspended); otherwise read when a write needs it.
+//! unnamed portal may be suspended), and only while the session's transactions use it (its
+//! last one did); otherwise read when a write needs it.
 
 use super::relay::Session;
 use crate::protocol::frame::{self, FrameRef};
@@ -20,6 +21,7 @@ impl Session {
         let r = self.repl_mut();
         r.unnamed_portal_kept |= suspends_unnamed_portal(unit);
         if r.txn_ts.is_some()
+            || !r.ts_ahead
             || r.ts_asked
             || r.unnamed_portal_kept
             || r.unit.as_ref().is_some_and(|u| u.copy)
