@@ -240,10 +240,26 @@ impl Session {
         if self.to_server.is_empty() {
             return Ok(());
         }
-        let server = self
-            .server
-            .as_mut()
-            .expect("bytes for a server are only queued while attached");
+        let Some(server) = self.server.as_mut() else {
+            // Only copy messages are queued without an answer to wait for, and they can
+            // outlive the server connection they were meant for: a client ending a COPY the
+            // server refused (CopyFail after the error) after that connection went back to the
+            // pool. PostgreSQL ignores them outside a COPY; so does pgproxy.
+            let only_copy = frame_tags(&self.to_server)
+                .all(|t| matches!(t, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL));
+            let n = self.to_server.len();
+            self.to_server.clear();
+            if !only_copy {
+                return Err(SessionError::Protocol(
+                    "internal error: messages were queued for a server connection pgproxy no longer holds".into(),
+                ));
+            }
+            debug!(
+                bytes = n,
+                "dropping copy messages for a server connection already let go"
+            );
+            return Ok(());
+        };
         let written = server.write_all(&self.to_server).await;
         self.to_server.clear();
         if let Err(e) = written {
@@ -560,4 +576,15 @@ impl Session {
             self.skip_until_sync = true;
         }
     }
+}
+
+/// The tags of the complete frames in `buf`.
+fn frame_tags(buf: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let n = frame::peek_frame_len(&buf[pos..], usize::MAX).ok()??;
+        let tag = buf[pos];
+        pos += n;
+        Some(tag)
+    })
 }

@@ -441,14 +441,15 @@ impl Session {
     /// Decides where a unit runs and prepares the followers. Called with no unit in flight.
     pub(super) async fn plan_unit(&mut self, frames: &[u8]) -> Result<Plan, SessionError> {
         let first = frames.first().copied().unwrap_or(0);
+        // Offsets of pgproxy's own frames belong to one unit only (a stray CopyFail after a
+        // unit with a frame of pgproxy's own at offset 0 was taken for pgproxy's own).
+        self.repl_mut().own_frames.clear();
         if matches!(
             first,
             fe::TERMINATE | fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL
         ) {
             return Ok(Plan::Run(Bytes::copy_from_slice(frames)));
         }
-        // Offsets of pgproxy's own frames belong to one unit only.
-        self.repl_mut().own_frames.clear();
         if self.lost_txn {
             // Answered by pgproxy until the client ends the transaction (lost.rs).
             return Ok(Plan::Run(Bytes::copy_from_slice(frames)));
