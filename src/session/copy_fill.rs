@@ -38,7 +38,7 @@ impl CopyFill {
     pub fn new(plan: CopyPlan, once: Vec<Option<String>>) -> CopyFill {
         let n = plan.added.len();
         CopyFill {
-            cutter: RowCutter::new(plan.format.clone()),
+            cutter: RowCutter::new(plan.format.clone(), plan.listed),
             plan,
             once,
             side: None,

@@ -9,6 +9,7 @@ use sqlparser::ast::{
 };
 
 use super::defaults::{ident_name, quoted};
+use super::fallback;
 use super::rewrite::{nd_defaults, Collector};
 use super::{parse_tokens, Need, Schema};
 use crate::router::classify::lex::Lexed;
@@ -23,6 +24,9 @@ pub struct CopyPlan {
     pub added: Vec<AddedColumn>,
     /// How the data is laid out.
     pub format: CopyFormat,
+    /// Columns the client listed: a row with fewer fields is left as it is (the nodes refuse
+    /// it as PostgreSQL would).
+    pub listed: usize,
 }
 
 /// A column pgproxy adds to a COPY.
@@ -50,6 +54,47 @@ pub struct CopyFormat {
     pub null: Vec<u8>,
 }
 
+/// The options as given, before the format's defaults fill the rest.
+#[derive(Default)]
+struct Given {
+    csv: bool,
+    delimiter: Option<u8>,
+    quote: Option<u8>,
+    escape: Option<u8>,
+    header: bool,
+    null: Option<Vec<u8>>,
+}
+
+impl Given {
+    fn format(self) -> CopyFormat {
+        let quote = self.quote.unwrap_or(b'"');
+        CopyFormat {
+            csv: self.csv,
+            delimiter: self
+                .delimiter
+                .unwrap_or(if self.csv { b',' } else { b'\t' }),
+            quote,
+            escape: self.escape.unwrap_or(quote),
+            header: self.header,
+            null: self.null.unwrap_or_else(|| {
+                if self.csv {
+                    Vec::new()
+                } else {
+                    b"\\N".to_vec()
+                }
+            }),
+        }
+    }
+}
+
+/// One ASCII character of an option, or what it is instead.
+fn option_byte(c: char, what: &str) -> Result<u8, String> {
+    u8::try_from(c)
+        .ok()
+        .filter(u8::is_ascii)
+        .ok_or_else(|| format!("a {what} that is not one ASCII character"))
+}
+
 /// `None` when the text is not a single `COPY <table> (<columns>) FROM STDIN` leaving out a
 /// column whose default is non-deterministic (then it runs as it is); otherwise the plan, or
 /// why pgproxy cannot complete it.
@@ -59,30 +104,47 @@ pub fn plan_copy(sql: &str, schema: &dyn Schema) -> Option<Result<CopyPlan, Stri
     let [r] = ranges.as_slice() else {
         return None;
     };
-    let mut stmts = parse_tokens(lexed.tokens[r.clone()].to_vec()).ok()?;
-    let [Statement::Copy {
-        source: CopySource::Table {
-            table_name,
-            columns,
+    let (table, listed, format) = match parse_tokens(lexed.tokens[r.clone()].to_vec()) {
+        Ok(stmts) => match stmts.as_slice() {
+            [Statement::Copy {
+                source:
+                    CopySource::Table {
+                        table_name,
+                        columns,
+                    },
+                to: false,
+                target: CopyTarget::Stdin,
+                options,
+                legacy_options,
+                values,
+            }] if !columns.is_empty() && values.is_empty() => (
+                object_key(table_name),
+                columns.iter().map(ident_name).collect::<Vec<_>>(),
+                format_of(options, legacy_options),
+            ),
+            _ => return None,
         },
-        to: false,
-        target: CopyTarget::Stdin,
-        options,
-        legacy_options,
-        values,
-    }] = stmts.as_mut_slice()
-    else {
-        return None;
+        // Options or clauses sqlparser does not know (HEADER MATCH, WHERE, newer options):
+        // read from tokens; what pgproxy cannot read either is refused by the general plan.
+        Err(_) => {
+            let (table, columns) = fallback::copy_target(&lexed, r.clone())?;
+            let columns: Vec<String> = columns?
+                .iter()
+                .map(
+                    |c| match c.strip_prefix('"').and_then(|c| c.strip_suffix('"')) {
+                        Some(q) => q.replace("\"\"", "\""),
+                        None => c.clone(),
+                    },
+                )
+                .collect();
+            (table, columns, copy_options::read(&lexed, r.clone())?)
+        }
     };
-    if columns.is_empty() || !values.is_empty() {
-        return None;
-    }
-    let defaults = schema.defaults(&object_key(table_name))?;
+    let defaults = schema.defaults(&table)?;
     let nd = match nd_defaults(&defaults.columns) {
         Ok(nd) => nd,
         Err(e) => return Some(Err(e)),
     };
-    let listed: Vec<String> = columns.iter().map(ident_name).collect();
     let missing: Vec<_> = nd
         .iter()
         .filter(|d| !listed.iter().any(|n| n == d.name))
@@ -90,8 +152,7 @@ pub fn plan_copy(sql: &str, schema: &dyn Schema) -> Option<Result<CopyPlan, Stri
     if missing.is_empty() {
         return None;
     }
-    let table = table_name.to_string();
-    let format = match format_of(options, legacy_options) {
+    let format = match format {
         Ok(f) => f,
         Err(what) => {
             return Some(Err(format!(
@@ -135,12 +196,45 @@ pub fn plan_copy(sql: &str, schema: &dyn Schema) -> Option<Result<CopyPlan, Stri
             sequence: plain_nextval.then(|| nextvals[0].clone()),
         });
     }
-    columns.extend(added.iter().map(|a| quoted_ident(&a.name)));
+    // The added columns go into the text as the client wrote it (sqlparser prints some
+    // options wrongly: an apostrophe as QUOTE loses its doubling).
+    let Some(close) = column_list_end(&lexed, r.clone()) else {
+        return Some(Err(format!(
+            "pgproxy could not find the column list of this COPY into {table} to add column {} to; list it and send its values",
+            added[0].name
+        )));
+    };
+    let names: Vec<String> = added
+        .iter()
+        .map(|a| quoted_ident(&a.name).to_string())
+        .collect();
+    let sql = format!("{}, {}{}", &sql[..close], names.join(", "), &sql[close..]);
+    let listed = listed.len();
     Some(Ok(CopyPlan {
-        sql: stmts[0].to_string(),
+        sql,
         added,
         format,
+        listed,
     }))
+}
+
+/// Byte offset of the `)` that closes the column list of `COPY <name> (...)`.
+fn column_list_end(lexed: &Lexed, r: std::ops::Range<usize>) -> Option<usize> {
+    use crate::router::classify::lex::is_blank;
+    use sqlparser::tokenizer::Token;
+    let mut solid = lexed.tokens[r].iter().filter(|t| !is_blank(&t.token));
+    solid.next(); // COPY
+    let mut in_list = false;
+    for t in solid {
+        match (&t.token, in_list) {
+            (Token::LParen, false) => in_list = true,
+            (Token::Word(_) | Token::Period, false) => {}
+            (Token::Word(_) | Token::Comma, true) => {}
+            (Token::RParen, true) => return lexed.offset(t.span.start),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// The column as an identifier, quoted only where it must be (as PostgreSQL prints it).
@@ -161,26 +255,19 @@ fn quoted_ident(name: &str) -> Ident {
 
 /// The data format, or what pgproxy cannot add values to.
 fn format_of(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<CopyFormat, String> {
-    let (mut csv, mut delimiter, mut quote, mut escape, mut null) = (false, None, None, None, None);
-    let mut header = false;
-    let byte = |c: char, what: &str| -> Result<u8, String> {
-        u8::try_from(c)
-            .ok()
-            .filter(u8::is_ascii)
-            .ok_or_else(|| format!("a {what} that is not one ASCII character"))
-    };
+    let mut g = Given::default();
     for o in options {
         match o {
             CopyOption::Format(f) => match f.value.to_ascii_lowercase().as_str() {
-                "csv" => csv = true,
-                "text" => csv = false,
+                "csv" => g.csv = true,
+                "text" => g.csv = false,
                 other => return Err(format!("{other} data")),
             },
-            CopyOption::Delimiter(c) => delimiter = Some(byte(*c, "delimiter")?),
-            CopyOption::Null(s) => null = Some(s.as_bytes().to_vec()),
-            CopyOption::Header(h) => header = *h,
-            CopyOption::Quote(c) => quote = Some(byte(*c, "quote")?),
-            CopyOption::Escape(c) => escape = Some(byte(*c, "escape")?),
+            CopyOption::Delimiter(c) => g.delimiter = Some(option_byte(*c, "delimiter")?),
+            CopyOption::Null(s) => g.null = Some(s.as_bytes().to_vec()),
+            CopyOption::Header(h) => g.header = *h,
+            CopyOption::Quote(c) => g.quote = Some(option_byte(*c, "quote")?),
+            CopyOption::Escape(c) => g.escape = Some(option_byte(*c, "escape")?),
             CopyOption::Encoding(_) => return Err("data in another ENCODING".into()),
             CopyOption::Freeze(_)
             | CopyOption::ForceQuote(_)
@@ -191,15 +278,17 @@ fn format_of(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Copy
     for o in legacy {
         match o {
             CopyLegacyOption::Binary => return Err("binary data".into()),
-            CopyLegacyOption::Delimiter(c) => delimiter = Some(byte(*c, "delimiter")?),
-            CopyLegacyOption::Null(s) => null = Some(s.as_bytes().to_vec()),
+            CopyLegacyOption::Delimiter(c) => g.delimiter = Some(option_byte(*c, "delimiter")?),
+            CopyLegacyOption::Null(s) => g.null = Some(s.as_bytes().to_vec()),
             CopyLegacyOption::Csv(opts) => {
-                csv = true;
+                g.csv = true;
                 for o in opts {
                     match o {
-                        CopyLegacyCsvOption::Header => header = true,
-                        CopyLegacyCsvOption::Quote(c) => quote = Some(byte(*c, "quote")?),
-                        CopyLegacyCsvOption::Escape(c) => escape = Some(byte(*c, "escape")?),
+                        CopyLegacyCsvOption::Header => g.header = true,
+                        CopyLegacyCsvOption::Quote(c) => g.quote = Some(option_byte(*c, "quote")?),
+                        CopyLegacyCsvOption::Escape(c) => {
+                            g.escape = Some(option_byte(*c, "escape")?)
+                        }
                         CopyLegacyCsvOption::ForceQuote(_)
                         | CopyLegacyCsvOption::ForceNotNull(_) => {}
                     }
@@ -208,22 +297,19 @@ fn format_of(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Copy
             other => return Err(format!("the option {other}")),
         }
     }
-    let quote = quote.unwrap_or(b'"');
-    Ok(CopyFormat {
-        csv,
-        delimiter: delimiter.unwrap_or(if csv { b',' } else { b'\t' }),
-        quote,
-        escape: escape.unwrap_or(quote),
-        header,
-        null: null.unwrap_or_else(|| if csv { Vec::new() } else { b"\\N".to_vec() }),
-    })
+    Ok(g.format())
 }
+
+#[path = "copy_options.rs"]
+mod copy_options;
 
 /// What a cut row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum RowKind {
     Header,
     Data,
+    /// A data row with fewer fields than the client listed: sent as it is.
+    Odd,
     /// The end-of-data marker `\.`: it and everything after pass unchanged.
     End,
 }
@@ -251,10 +337,14 @@ pub struct RowCutter {
     header_pending: bool,
     /// The end-of-data marker was seen: nothing more is cut.
     ended: bool,
+    /// Fields a data row must have, and the delimiters seen so far in the row being cut.
+    fields: usize,
+    delimiters: usize,
 }
 
 impl RowCutter {
-    pub fn new(format: CopyFormat) -> RowCutter {
+    /// A cutter for rows of `fields` fields.
+    pub fn new(format: CopyFormat, fields: usize) -> RowCutter {
         RowCutter {
             header_pending: format.header,
             format,
@@ -263,6 +353,8 @@ impl RowCutter {
             scan: 0,
             in_quotes: false,
             ended: false,
+            fields,
+            delimiters: 0,
         }
     }
 
@@ -304,7 +396,7 @@ impl RowCutter {
             let extra: &[String] = match r.kind {
                 RowKind::Header => names,
                 RowKind::Data => next.next().ok_or("fewer values than rows")?,
-                RowKind::End => &[],
+                RowKind::Odd | RowKind::End => &[],
             };
             for v in extra {
                 out.push(self.format.delimiter);
@@ -335,7 +427,12 @@ impl RowCutter {
     /// Cuts complete rows from the scan position on; `last`: no more data will come, so a
     /// row without a line terminator is complete too.
     fn cut(&mut self, last: bool) {
-        let (csv, quote, escape) = (self.format.csv, self.format.quote, self.format.escape);
+        let (csv, quote, escape, delim) = (
+            self.format.csv,
+            self.format.quote,
+            self.format.escape,
+            self.format.delimiter,
+        );
         let mut i = self.scan;
         let mut start = self.ready_end();
         while !self.ended && i < self.buf.len() {
@@ -355,12 +452,27 @@ impl RowCutter {
                 continue;
             }
             if !csv && c == b'\\' {
-                // A backslash takes the next byte as data, even a line feed.
-                if i + 1 < self.buf.len() || last {
-                    i = (i + 2).min(self.buf.len());
-                    continue;
+                match self.buf.get(i + 1) {
+                    // A backslash and a dot end the data in text format, also after data on
+                    // its line (that is the last row): what follows passes as it is.
+                    Some(b'.') => {
+                        if i > start {
+                            self.push_row(start, i, i);
+                        }
+                        self.ended = true;
+                        break;
+                    }
+                    // A backslash takes the next byte as data, even a line feed.
+                    Some(_) => i += 2,
+                    None if last => i += 1,
+                    None => break,
                 }
-                break;
+                continue;
+            }
+            if c == delim {
+                self.delimiters += 1;
+                i += 1;
+                continue;
             }
             if csv && c == quote {
                 self.in_quotes = true;
@@ -394,11 +506,16 @@ impl RowCutter {
     }
 
     fn push_row(&mut self, start: usize, content_end: usize, end: usize) {
+        let fields = std::mem::take(&mut self.delimiters) + 1;
         let kind = if &self.buf[start..content_end] == b"\\." {
             self.ended = true;
             RowKind::End
         } else if std::mem::take(&mut self.header_pending) {
             RowKind::Header
+        } else if fields < self.fields {
+            // Left as it is, the nodes report the first missing column, as PostgreSQL does;
+            // a row with a field too many gets its values and still has one too many.
+            RowKind::Odd
         } else {
             RowKind::Data
         };

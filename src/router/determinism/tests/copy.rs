@@ -56,8 +56,18 @@ fn keeps_options_and_reads_the_format() {
     .expect("test");
     assert_eq!(
         p.sql,
-        "COPY t (name, created, u, id) FROM STDIN (FORMAT csv, HEADER, DELIMITER ';', NULL 'NULL')"
+        "copy t (name, created, u, id) from stdin with (format csv, header true, delimiter ';', null 'NULL')"
     );
+    assert_eq!(p.listed, 3);
+    // Options reach the nodes as written (sqlparser would print QUOTE '''' as QUOTE ''').
+    let q = plan_copy("COPY t (name) FROM STDIN (FORMAT csv, QUOTE '''')", &s)
+        .expect("test")
+        .expect("test");
+    assert_eq!(
+        q.sql,
+        "COPY t (name, id, created, u) FROM STDIN (FORMAT csv, QUOTE '''')"
+    );
+    assert_eq!(q.format.quote, b'\'');
     assert!(p.format.csv && p.format.header);
     assert_eq!(
         (p.format.delimiter, p.format.quote, p.format.escape),
@@ -115,9 +125,10 @@ fn vals(n: usize) -> Vec<Vec<String>> {
     (1..=n).map(|i| vec![i.to_string()]).collect()
 }
 
-/// Feeds `data` in chunks of `step` bytes, taking rows as they complete.
-fn run(format: CopyFormat, data: &[u8], step: usize) -> Vec<u8> {
-    let mut c = RowCutter::new(format);
+/// Feeds `data` (rows of `fields` fields) in chunks of `step` bytes, taking rows as they
+/// complete.
+fn run(format: CopyFormat, fields: usize, data: &[u8], step: usize) -> Vec<u8> {
+    let mut c = RowCutter::new(format, fields);
     let mut out = Vec::new();
     let mut next = 1;
     let mut take = |c: &mut RowCutter, out: &mut Vec<u8>| {
@@ -137,11 +148,12 @@ fn run(format: CopyFormat, data: &[u8], step: usize) -> Vec<u8> {
 
 #[test]
 fn text_rows_get_their_values_however_the_data_is_cut() {
-    let data = b"a\nb\\\nstill b\tx\\\\\r\nc\rlast";
-    let want = b"a\t1\nb\\\nstill b\tx\\\\\t2\r\nc\t3\rlast\t4".to_vec();
+    // A row with fewer fields than listed is left as it is (and takes no value).
+    let data = b"a\tx\nb\\\nstill b\tx\\\\\r\nodd\nc\ty\rlast\t\\N";
+    let want = b"a\tx\t1\nb\\\nstill b\tx\\\\\t2\r\nodd\nc\ty\t3\rlast\t\\N\t4".to_vec();
     for step in 1..data.len() + 1 {
         assert_eq!(
-            String::from_utf8_lossy(&run(fmt(false), data, step)),
+            String::from_utf8_lossy(&run(fmt(false), 2, data, step)),
             String::from_utf8_lossy(&want),
             "step {step}"
         );
@@ -151,8 +163,15 @@ fn text_rows_get_their_values_however_the_data_is_cut() {
 #[test]
 fn the_end_marker_and_what_follows_pass_unchanged() {
     let data = b"a\n\\.\nignored\n";
-    assert_eq!(run(fmt(false), data, 3), b"a\t1\n\\.\nignored\n");
-    let mut c = RowCutter::new(fmt(false));
+    assert_eq!(run(fmt(false), 1, data, 3), b"a\t1\n\\.\nignored\n");
+    // In text format the marker ends the data also after data on its line.
+    for step in 1..8 {
+        assert_eq!(
+            run(fmt(false), 2, b"x\ty\\.\nz\n", step),
+            b"x\ty\t1\\.\nz\n"
+        );
+    }
+    let mut c = RowCutter::new(fmt(false), 1);
     c.push(b"x\n\\.\n");
     assert!(c.ended());
     assert_eq!(c.take(&vals(1), &[]).expect("test"), b"x\t1\n\\.\n");
@@ -165,36 +184,45 @@ fn csv_rows_keep_quoted_newlines_and_get_a_header_name() {
     let data = b"name,note\n\"two\nlines\",\"a \"\"q\"\" ,\"\n\"\",plain\n";
     let want = b"name,note,id\n\"two\nlines\",\"a \"\"q\"\" ,\",1\n\"\",plain,2\n".to_vec();
     for step in 1..data.len() + 1 {
-        assert_eq!(run(f.clone(), data, step), want, "step {step}");
+        assert_eq!(run(f.clone(), 2, data, step), want, "step {step}");
     }
     let mut e = fmt(true);
     e.escape = b'\\';
     let data = b"\"x\\\"\ny\",1\n";
-    assert_eq!(run(e, data, 2), b"\"x\\\"\ny\",1,1\n");
+    assert_eq!(run(e, 2, data, 2), b"\"x\\\"\ny\",1,1\n");
 }
 
 #[test]
 fn values_are_escaped_for_the_format() {
-    let mut c = RowCutter::new(CopyFormat {
-        delimiter: b' ',
-        ..fmt(false)
-    });
+    let mut c = RowCutter::new(
+        CopyFormat {
+            delimiter: b' ',
+            ..fmt(false)
+        },
+        1,
+    );
     c.push(b"a\n");
     let v = vec![vec!["2026-11-27 10:00:00+00".to_string()]];
     assert_eq!(
         c.take(&v, &[]).expect("test"),
         b"a 2026-11-27\\ 10:00:00+00\n"
     );
-    let mut c = RowCutter::new(CopyFormat {
-        null: b"7".to_vec(),
-        ..fmt(false)
-    });
+    let mut c = RowCutter::new(
+        CopyFormat {
+            null: b"7".to_vec(),
+            ..fmt(false)
+        },
+        1,
+    );
     c.push(b"a\n");
     assert!(c.take(&[vec!["7".to_string()]], &[]).is_err());
-    let mut c = RowCutter::new(CopyFormat {
-        null: b"7".to_vec(),
-        ..fmt(true)
-    });
+    let mut c = RowCutter::new(
+        CopyFormat {
+            null: b"7".to_vec(),
+            ..fmt(true)
+        },
+        1,
+    );
     c.push(b"a\n");
     assert_eq!(
         c.take(&[vec!["7".to_string()]], &[]).expect("test"),
@@ -203,13 +231,65 @@ fn values_are_escaped_for_the_format() {
 }
 
 #[test]
-fn copies_sqlparser_cannot_parse_are_refused_when_they_leave_out_a_volatile_column() {
+fn copies_sqlparser_cannot_parse_are_read_from_tokens_or_refused() {
     use crate::router::determinism::{plan, Planned};
     let s = schema();
+    for (sql, csv, header, delimiter) in [
+        (
+            "COPY t (name) FROM STDIN WITH (HEADER MATCH)",
+            false,
+            true,
+            b'\t',
+        ),
+        (
+            "COPY t (name) FROM STDIN (FORMAT csv, HEADER on)",
+            true,
+            true,
+            b',',
+        ),
+        (
+            "COPY t (name) FROM STDIN (FORMAT csv, HEADER 0, DELIMITER E'\\t')",
+            true,
+            false,
+            b'\t',
+        ),
+        (
+            "COPY t (name) FROM STDIN WHERE name <> ''",
+            false,
+            false,
+            b'\t',
+        ),
+        (
+            "COPY t (name, created, u) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL *)",
+            true,
+            false,
+            b',',
+        ),
+        (
+            "COPY t (name) FROM STDIN (ON_ERROR ignore, FORMAT 'csv') WHERE true;",
+            true,
+            false,
+            b',',
+        ),
+    ] {
+        let p = plan_copy(sql, &s)
+            .unwrap_or_else(|| panic!("{sql}: not planned"))
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+        assert_eq!(
+            (p.format.csv, p.format.header, p.format.delimiter),
+            (csv, header, delimiter),
+            "{sql}"
+        );
+        assert!(
+            p.sql.contains("(name, ") && p.sql.contains("FROM STDIN"),
+            "{}",
+            p.sql
+        );
+    }
+    // Neither sqlparser nor the token reader understands it: refused by the general plan.
     for sql in [
-        "COPY t (name) FROM STDIN WITH (HEADER MATCH)",
-        "COPY t (name) FROM STDIN WHERE name <> ''",
-        "COPY t (name, created, u) FROM STDIN WITH (FORMAT csv, FORCE_NOT_NULL *)",
+        "COPY t (name) FROM STDIN WITH (FORMAT csv, BOGUS_OPTION 1)",
+        "COPY t (name) FROM STDIN OIDS",
     ] {
         assert_eq!(plan_copy(sql, &s), None, "{sql}");
         match plan(sql, &s) {
