@@ -617,6 +617,7 @@ impl Session {
         msg: &str,
         hint: &str,
     ) -> Result<Plan, SessionError> {
+        tracing::debug!(reason = msg, "statement refused");
         let e = message::error_response(
             message::Severity::Error,
             crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,

@@ -211,6 +211,7 @@ impl Session {
     }
 
     fn refuse_scatter(&mut self, msg: &str) -> Result<Plan, SessionError> {
+        tracing::debug!(reason = msg, "merged read refused");
         let e = message::error_response(
             message::Severity::Error,
             crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED,

@@ -583,6 +583,7 @@ impl Session {
 
     fn refuse_route(&mut self, simple: bool, e: &RouteError) -> Result<Plan, SessionError> {
         let hint = "see `pgproxy route --config FILE \"SQL\"` for how pgproxy routes a statement";
+        tracing::debug!(sqlstate = e.sqlstate(), reason = %e, "statement refused");
         let msg = message::error_response(
             message::Severity::Error,
             e.sqlstate(),
