@@ -41,6 +41,7 @@ mod common;
 use bytes::{BufMut, Bytes, BytesMut};
 use common::binary::{binary_text, Raw};
 use common::cluster::ReplCluster;
+use common::rng::Rng;
 use common::*;
 use futures_util::{SinkExt, TryStreamExt};
 use std::fmt::Write as _;
@@ -133,35 +134,6 @@ const ROWS: &str = "\
     INSERT INTO alt.items SELECT i, i % 3, i, i, 'alt' || i, true, NULL, NULL \
       FROM generate_series(0, 8) i; \
     INSERT INTO events (owner, kind, amount) VALUES (1, 'init', 1), (2, 'init', 2), (0, 'init', 3),       (1, 'init', 4), (2, 'init', 5), (0, 'init', 6)";
-
-// ---------------------------------------------------------------------------------------------
-// Random numbers
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// Inclusive range.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Parameters: one value type that binds to whatever type the server chose for the parameter.

@@ -26,6 +26,7 @@ mod common;
 
 use bytes::Bytes;
 use common::cluster::*;
+use common::rng::Rng;
 use common::wire::{self, RawConn};
 use common::*;
 use std::fmt::Write as _;
@@ -37,32 +38,6 @@ const DEFAULT_SEED: u64 = 0x00C0_FFEE_C0B1;
 const DEFAULT_ROUNDS: u64 = 24;
 /// pgproxy evaluates values in batches of this many rows (`src/session/copy_fill.rs`).
 const BATCH_ROWS: usize = 2000;
-
-/// splitmix64.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// Inclusive range.
-    fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.below(hi - lo + 1)
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
-    }
-}
 
 fn env_num(name: &str) -> Option<u64> {
     let v = std::env::var(name).ok()?;
@@ -178,7 +153,7 @@ impl Gen {
             5 => Some("\\N".into()),
             6 if *long_budget > 0 => {
                 *long_budget -= 1;
-                let target = r.range(8_000, 70_000);
+                let target = r.urange(8_000, 70_000);
                 let mut s = String::with_capacity(target + 16);
                 while s.len() < target {
                     if r.chance(0.7) {
@@ -192,7 +167,7 @@ impl Gen {
             }
             7 => Some(format!("v{}", r.below(100_000))),
             _ => {
-                let n = r.range(1, 6);
+                let n = r.urange(1, 6);
                 let mut s = String::new();
                 for _ in 0..n {
                     let piece = PIECES[r.below(PIECES.len())];
@@ -289,14 +264,14 @@ impl Gen {
         let copy = self.copy_sql(&fmt, &order);
         // Rows.
         let n = match self.rng.below(20) {
-            0..=7 => self.rng.range(0, 12),
-            8..=12 => self.rng.range(13, 300),
-            13..=15 => self.rng.range(300, 1800),
-            16 => BATCH_ROWS + self.rng.range(0, 1),
-            _ => self.rng.range(BATCH_ROWS + 1, 4600),
+            0..=7 => self.rng.urange(0, 12),
+            8..=12 => self.rng.urange(13, 300),
+            13..=15 => self.rng.urange(300, 1800),
+            16 => BATCH_ROWS + self.rng.urange(0, 1),
+            _ => self.rng.urange(BATCH_ROWS + 1, 4600),
         };
         let mut long_budget = if self.rng.chance(0.3) {
-            self.rng.range(1, 6)
+            self.rng.urange(1, 6)
         } else {
             0
         };
@@ -320,7 +295,7 @@ impl Gen {
             if fmt.header == Header::On && self.rng.chance(0.4) {
                 // Anything: the line is skipped (in CSV it may span lines inside quotes).
                 let mut budget = 0;
-                let k = self.rng.range(1, 4);
+                let k = self.rng.urange(1, 4);
                 fields = (0..k)
                     .map(|_| {
                         let v = self.text_value(&fmt, &mut budget);
@@ -759,7 +734,7 @@ impl Gen {
                 .filter(|(_, &c)| c == b'\n')
                 .map(|(i, _)| i + 1)
                 .collect(),
-            2 => (0..r.range(1, 40)).map(|_| r.below(len + 1)).collect(),
+            2 => (0..r.urange(1, 40)).map(|_| r.below(len + 1)).collect(),
             3 | 4 => {
                 // After the bytes that change how the next one reads.
                 let special: Vec<usize> = data
@@ -770,25 +745,25 @@ impl Gen {
                     })
                     .map(|(i, _)| i + 1)
                     .collect();
-                let mut v: Vec<usize> = (0..r.range(1, 60))
+                let mut v: Vec<usize> = (0..r.urange(1, 60))
                     .filter(|_| !special.is_empty())
                     .map(|_| special[r.below(special.len())])
                     .collect();
-                v.extend((0..r.range(0, 10)).map(|_| r.below(len + 1)));
+                v.extend((0..r.urange(0, 10)).map(|_| r.below(len + 1)));
                 v
             }
             _ => {
                 let step = if len < 20_000 {
-                    r.range(1, 9)
+                    r.urange(1, 9)
                 } else {
-                    r.range(500, 9000)
+                    r.urange(500, 9000)
                 };
                 (1..=len / step).map(|k| k * step).collect()
             }
         };
         if r.chance(0.15) {
             // Empty messages.
-            for _ in 0..r.range(1, 3) {
+            for _ in 0..r.urange(1, 3) {
                 cuts.push(r.below(len + 1));
                 let c = *cuts.last().expect("just pushed");
                 cuts.push(c);
@@ -800,8 +775,8 @@ impl Gen {
         } else {
             let tcp_chunk = match r.below(3) {
                 0 => usize::MAX,
-                1 => r.range(1, 64).max(len / 2000),
-                _ => r.range(64, 20_000),
+                1 => r.urange(1, 64).max(len / 2000),
+                _ => r.urange(64, 20_000),
             };
             Delivery::Simple { cuts, tcp_chunk }
         }

@@ -22,6 +22,7 @@
 mod common;
 
 use common::binary::{binary_text, Raw};
+use common::rng::Rng;
 use common::sharded::ShardedCluster;
 use common::wire::{self, RawConn};
 use common::*;
@@ -46,41 +47,6 @@ const SCHEMA: &str = "\
     CREATE TABLE notes (id bigint PRIMARY KEY, user_id bigint NOT NULL, contact_id bigint, \
       body text, stars int, created date); \
     CREATE TABLE countries (code text PRIMARY KEY, name text, pop int)";
-
-// ---------------------------------------------------------------------------------------------
-// Random numbers
-
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        // splitmix64
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n as u64) as usize
-    }
-    /// Inclusive range.
-    fn range(&mut self, lo: i64, hi: i64) -> i64 {
-        lo + (self.next() % (hi - lo + 1) as u64) as i64
-    }
-    fn chance(&mut self, p: f64) -> bool {
-        ((self.next() >> 11) as f64 / (1u64 << 53) as f64) < p
-    }
-    fn pick<'a, T>(&mut self, v: &'a [T]) -> &'a T {
-        &v[self.below(v.len())]
-    }
-    fn shuffle<T>(&mut self, v: &mut [T]) {
-        for i in (1..v.len()).rev() {
-            let j = self.below(i + 1);
-            v.swap(i, j);
-        }
-    }
-}
 
 // ---------------------------------------------------------------------------------------------
 // Values and columns

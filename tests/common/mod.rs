@@ -14,6 +14,7 @@ pub mod cluster;
 mod config;
 mod pg;
 mod proxy;
+pub mod rng;
 pub mod sharded;
 pub mod wire;
 pub mod workloads;
