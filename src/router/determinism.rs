@@ -164,8 +164,8 @@ pub fn write_targets(sql: &str) -> Vec<String> {
         let Ok(stmts) = parse_tokens(tokens) else {
             if let Some(t) = fallback::insert_target(&lexed, r.clone()) {
                 push(t);
-            } else if let Some((t, _)) = fallback::copy_target(&lexed, r) {
-                push(t);
+            } else if let Some(c) = fallback::copy_target(&lexed, r) {
+                push(c.table);
             }
             continue;
         };

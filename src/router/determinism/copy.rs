@@ -127,17 +127,13 @@ pub fn plan_copy(sql: &str, schema: &dyn Schema) -> Option<Result<CopyPlan, Stri
         // Options or clauses sqlparser does not know (HEADER MATCH, WHERE, newer options):
         // read from tokens; what pgproxy cannot read either is refused by the general plan.
         Err(_) => {
-            let (table, columns) = fallback::copy_target(&lexed, r.clone())?;
-            let columns: Vec<String> = columns?
-                .iter()
-                .map(
-                    |c| match c.strip_prefix('"').and_then(|c| c.strip_suffix('"')) {
-                        Some(q) => q.replace("\"\"", "\""),
-                        None => c.clone(),
-                    },
-                )
-                .collect();
-            (table, columns, copy_options::read(&lexed, r.clone())?)
+            let target = fallback::copy_target(&lexed, r.clone())?;
+            let (columns, _) = target.columns?;
+            (
+                target.table,
+                columns,
+                copy_options::read(&lexed, r.clone())?,
+            )
         }
     };
     let defaults = schema.defaults(&table)?;
@@ -198,7 +194,7 @@ pub fn plan_copy(sql: &str, schema: &dyn Schema) -> Option<Result<CopyPlan, Stri
     }
     // The added columns go into the text as the client wrote it (sqlparser prints some
     // options wrongly: an apostrophe as QUOTE loses its doubling).
-    let Some(close) = column_list_end(&lexed, r.clone()) else {
+    let Some((_, close)) = fallback::copy_target(&lexed, r.clone()).and_then(|t| t.columns) else {
         return Some(Err(format!(
             "pgproxy could not find the column list of this COPY into {table} to add column {} to; list it and send its values",
             added[0].name
@@ -216,25 +212,6 @@ pub fn plan_copy(sql: &str, schema: &dyn Schema) -> Option<Result<CopyPlan, Stri
         format,
         listed,
     }))
-}
-
-/// Byte offset of the `)` that closes the column list of `COPY <name> (...)`.
-fn column_list_end(lexed: &Lexed, r: std::ops::Range<usize>) -> Option<usize> {
-    use crate::router::classify::lex::is_blank;
-    use sqlparser::tokenizer::Token;
-    let mut solid = lexed.tokens[r].iter().filter(|t| !is_blank(&t.token));
-    solid.next(); // COPY
-    let mut in_list = false;
-    for t in solid {
-        match (&t.token, in_list) {
-            (Token::LParen, false) => in_list = true,
-            (Token::Word(_) | Token::Period, false) => {}
-            (Token::Word(_) | Token::Comma, true) => {}
-            (Token::RParen, true) => return lexed.offset(t.span.start),
-            _ => return None,
-        }
-    }
-    None
 }
 
 /// The column as an identifier, quoted only where it must be (as PostgreSQL prints it).

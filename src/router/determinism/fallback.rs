@@ -40,60 +40,77 @@ pub(super) fn strip_overriding(
     (tokens.to_vec(), None)
 }
 
-/// `INSERT INTO <name>` read from tokens, for text sqlparser cannot parse.
-pub(super) fn insert_target(lexed: &Lexed, r: Range<usize>) -> Option<String> {
-    let mut solid = lexed.tokens[r]
-        .iter()
-        .filter(|t| !is_blank(&t.token))
-        .map(|t| &t.token);
-    if !is_word(solid.next(), "insert") || !is_word(solid.next(), "into") {
-        return None;
-    }
+/// The non-blank tokens of a statement range.
+fn solid_tokens<'a>(
+    lexed: &'a Lexed,
+    r: Range<usize>,
+) -> impl Iterator<Item = &'a TokenWithSpan> + Clone {
+    lexed.tokens[r].iter().filter(|t| !is_blank(&t.token))
+}
+
+/// A dotted name (`t`, `public."T"`) as its `ident_key`, read from `solid`.
+fn dotted_name<'a>(
+    solid: &mut (impl Iterator<Item = &'a TokenWithSpan> + Clone),
+) -> Option<String> {
     let mut parts = Vec::new();
     loop {
-        match solid.next() {
+        match solid.next().map(|t| &t.token) {
             Some(Token::Word(w)) => parts.push(ident_key(&w.value, w.quote_style)),
             _ => return None,
         }
-        if solid.clone().next() != Some(&Token::Period) {
+        if solid.clone().next().map(|t| &t.token) != Some(&Token::Period) {
             return Some(parts.join("."));
         }
         solid.next();
     }
 }
 
-/// `COPY <name> [(<columns>)]` read from tokens, for text sqlparser cannot parse (options it
-/// does not know, a WHERE clause): the table's key and the columns listed, if any.
-pub(super) fn copy_target(lexed: &Lexed, r: Range<usize>) -> Option<(String, Option<Vec<String>>)> {
-    let mut solid = lexed.tokens[r]
-        .iter()
-        .filter(|t| !is_blank(&t.token))
-        .map(|t| &t.token);
-    if !is_word(solid.next(), "copy") {
+/// `INSERT INTO <name>` read from tokens, for text sqlparser cannot parse.
+pub(super) fn insert_target(lexed: &Lexed, r: Range<usize>) -> Option<String> {
+    let mut solid = solid_tokens(lexed, r);
+    let mut word = |w| is_word(solid.next().map(|t| &t.token), w);
+    if !word("insert") || !word("into") {
         return None;
     }
-    let mut parts = Vec::new();
-    loop {
-        match solid.next() {
-            Some(Token::Word(w)) => parts.push(ident_key(&w.value, w.quote_style)),
-            _ => return None,
-        }
-        if solid.clone().next() != Some(&Token::Period) {
-            break;
-        }
-        solid.next();
+    dotted_name(&mut solid)
+}
+
+/// `COPY <name> [(<columns>)]` read from tokens (also for text sqlparser cannot parse: options
+/// it does not know, a WHERE clause).
+pub(super) struct CopyTarget {
+    /// The table's key (`object_key`).
+    pub table: String,
+    /// The columns listed, as named in the catalog, and the byte offset of the `)` closing
+    /// the list; None without a list.
+    pub columns: Option<(Vec<String>, usize)>,
+}
+
+pub(super) fn copy_target(lexed: &Lexed, r: Range<usize>) -> Option<CopyTarget> {
+    let mut solid = solid_tokens(lexed, r);
+    if !is_word(solid.next().map(|t| &t.token), "copy") {
+        return None;
     }
-    let table = parts.join(".");
-    if solid.clone().next() != Some(&Token::LParen) {
-        return Some((table, None));
+    let table = dotted_name(&mut solid)?;
+    if solid.clone().next().map(|t| &t.token) != Some(&Token::LParen) {
+        return Some(CopyTarget {
+            table,
+            columns: None,
+        });
     }
     solid.next();
-    let mut columns = Vec::new();
+    let mut names = Vec::new();
     for t in solid {
-        match t {
-            Token::Word(w) => columns.push(ident_key(&w.value, w.quote_style)),
+        match &t.token {
+            Token::Word(w) if w.quote_style.is_some() => names.push(w.value.clone()),
+            Token::Word(w) => names.push(w.value.to_lowercase()),
             Token::Comma => {}
-            Token::RParen => return Some((table, Some(columns))),
+            Token::RParen => {
+                let end = lexed.offset(t.span.start)?;
+                return Some(CopyTarget {
+                    table,
+                    columns: Some((names, end)),
+                });
+            }
             _ => return None,
         }
     }
@@ -128,7 +145,7 @@ pub(super) fn unparsable(
             }
         }
     }
-    if let Some((table, columns)) = copy_target(lexed, r.clone()) {
+    if let Some(CopyTarget { table, columns }) = copy_target(lexed, r.clone()) {
         let nd = match schema.defaults(&table) {
             Some(defaults) => nd_defaults(&defaults.columns)?,
             None => Vec::new(),
@@ -136,7 +153,7 @@ pub(super) fn unparsable(
         let listed = |name: &str| {
             columns
                 .as_ref()
-                .is_none_or(|c| c.iter().any(|k| k.trim_matches('"') == name))
+                .is_none_or(|(c, _)| c.iter().any(|k| k == name))
         };
         if let Some(d) = nd.iter().find(|d| !listed(d.name)) {
             return Err(format!(
