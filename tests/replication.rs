@@ -287,6 +287,57 @@ async fn update_with_random_over_many_rows_is_refused() {
     .await
 }
 
+/// Writes whose rows depend on each node's physical row order (LIMIT without ORDER BY, SKIP
+/// LOCKED, ctid, unordered string_agg) are refused with 0A000 on a replicated shard, in both
+/// protocols, and change nothing; the same writes with a complete ORDER BY run and the nodes
+/// agree. The table is laid out differently on the two nodes first (rows updated on one node
+/// directly), so an unordered LIMIT would really pick different rows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_picking_rows_by_physical_order_are_refused() {
+    within(90, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE jobs (id int PRIMARY KEY, taken bool NOT NULL DEFAULT false)").await;
+        exec(&c, "CREATE TABLE log (msg text)").await;
+        exec(&c, "INSERT INTO jobs (id) SELECT g FROM generate_series(1, 20) g").await;
+        // Same rows, different physical order on node 1: a no-op update moves rows 1..10 to
+        // the end of its heap.
+        cl.nodes[1].scalar("UPDATE jobs SET taken = taken WHERE id <= 10").await;
+        let before = cl.assert_identical(&["jobs", "log"]).await;
+        for sql in [
+            "UPDATE jobs SET taken = true WHERE id IN (SELECT id FROM jobs WHERE NOT taken LIMIT 3)",
+            "DELETE FROM jobs WHERE id = (SELECT id FROM jobs LIMIT 1 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM jobs WHERE ctid = (SELECT min(ctid) FROM jobs)",
+            "INSERT INTO log SELECT string_agg(id::text, ',') FROM jobs",
+        ] {
+            let e = expect_sqlstate(c.simple_query(sql).await, "0A000");
+            let msg = describe(&e);
+            assert!(msg.contains("silently diverge"), "{sql}: {msg}");
+        }
+        let param = c
+            .execute(
+                "UPDATE jobs SET taken = true WHERE id IN (SELECT id FROM jobs WHERE id > $1 LIMIT 2)",
+                &[&0i32],
+            )
+            .await;
+        expect_sqlstate(param, "0A000");
+        assert_eq!(cl.assert_identical(&["jobs", "log"]).await, before, "nothing changed");
+        let n = c
+            .execute(
+                "UPDATE jobs SET taken = true WHERE id IN (SELECT id FROM jobs WHERE NOT taken ORDER BY id LIMIT $1)",
+                &[&3i64],
+            )
+            .await
+            .expect("ordered LIMIT runs");
+        assert_eq!(n, 3);
+        exec(&c, "INSERT INTO log SELECT string_agg(id::text, ',' ORDER BY id) FROM jobs WHERE taken").await;
+        assert_eq!(scalar(&c, "SELECT msg FROM log").await, "1,2,3");
+        cl.assert_identical(&["jobs", "log"]).await;
+        cl.assert_verify_ok().await;
+    })
+    .await
+}
+
 /// Transactions per client in the conflict test. 16 clients x 100 (the brief's size) takes
 /// 35-45 s against one bare PostgreSQL node on a 2-CPU box (a deadlock storm on 3 rows), so
 /// the test runs fewer to stay well inside its 60 s budget.

@@ -12,6 +12,7 @@ mod fallback;
 mod overlay;
 mod render;
 mod rewrite;
+mod selection;
 mod statement;
 mod template;
 
@@ -373,6 +374,9 @@ fn plan_one(
         }
         _ => return Ok(None),
     }
+    if picks_rows(stmt) {
+        selection::check(stmt)?;
+    }
     let before = c.slots.len();
     let mut cx = Cx {
         c,
@@ -391,10 +395,27 @@ fn plan_one(
     render_statement(stmt, &cx.overriding).map(Some)
 }
 
+/// A write that stores or changes rows (not DDL that only defines a query, like a view).
+fn picks_rows(stmt: &Statement) -> bool {
+    match stmt {
+        Statement::Insert(_)
+        | Statement::Update { .. }
+        | Statement::Delete(_)
+        | Statement::Merge { .. }
+        | Statement::Query(_) => true,
+        Statement::CreateTable(ct) => ct.query.is_some(),
+        Statement::CreateView { materialized, .. } => *materialized,
+        _ => false,
+    }
+}
+
 /// PREPARE of a write whose values would be computed per node at EXECUTE time.
 fn probe_prepared(inner: &Statement, lexed: &Lexed, schema: &dyn Schema) -> Result<(), String> {
     if statement_kind(inner) != Kind::Write {
         return Ok(());
+    }
+    if picks_rows(inner) {
+        selection::check(inner)?;
     }
     let mut probe = inner.clone();
     let mut c = Collector::new(String::new());

@@ -640,4 +640,23 @@ fn may_need(sql: &str) -> bool {
         || l.contains("timeofday")
         || l.contains("default")
         || l.contains("copy")
+        || may_pick_rows(&l)
+}
+
+/// Words of a write whose rows may depend on each node's physical row order
+/// (`router::determinism::selection`); `l` is lowercase.
+fn may_pick_rows(l: &str) -> bool {
+    [
+        "limit",
+        "fetch",
+        "offset",
+        "skip",
+        "ctid",
+        "tablesample",
+        "distinct",
+        "over",
+        "agg",
+    ]
+    .iter()
+    .any(|w| l.contains(w))
 }

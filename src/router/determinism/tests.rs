@@ -79,6 +79,7 @@ fn values(needs: &[Need]) -> Vec<String> {
 }
 
 mod cases;
+mod selection;
 use cases::{Want, CASES};
 
 /// Parses rendered SQL the way `plan` does (sqlparser does not know OVERRIDING).
