@@ -173,7 +173,7 @@ pub fn decode_untagged(buf: &mut BytesMut, max: usize) -> Result<Option<Bytes>, 
 /// Reads a NUL-terminated string from the front of `b`, advancing past the NUL.
 /// Returns `None` when there is no NUL or the bytes are not UTF-8.
 pub fn read_cstr<'a>(b: &mut &'a [u8]) -> Option<&'a str> {
-    let pos = b.iter().position(|&c| c == 0)?;
+    let pos = memchr::memchr(0, b)?;
     let s = std::str::from_utf8(&b[..pos]).ok()?;
     *b = &b[pos + 1..];
     Some(s)

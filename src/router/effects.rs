@@ -90,19 +90,18 @@ fn worth_a_closer_look(sql: &str) -> bool {
     if LEADING.iter().any(|k| first.eq_ignore_ascii_case(k)) {
         return true;
     }
-    if let Some(i) = sql.find(';') {
+    let b = sql.as_bytes();
+    if let Some(i) = memchr::memchr(b';', b) {
         if !sql[i + 1..].trim().is_empty() {
             return true;
         }
     }
-    let b = sql.as_bytes();
     let at = |from: usize, word: &[u8]| {
         b.get(from..from + word.len())
             .is_some_and(|w| w.eq_ignore_ascii_case(word))
     };
-    b.iter().enumerate().any(|(i, &c)| {
-        c == b'_' && (at(i + 1, b"advisory") || (i >= 3 && at(i - 3, b"set_config")))
-    })
+    memchr::memchr_iter(b'_', b)
+        .any(|i| at(i + 1, b"advisory") || (i >= 3 && at(i - 3, b"set_config")))
 }
 
 /// Classifies SQL text. Fast path: nothing that can change session state → no effects.
@@ -324,11 +323,7 @@ fn strip_leading_comments(mut s: &str) -> &str {
 }
 
 fn contains_ci(hay: &str, needle: &str) -> bool {
-    let (h, n) = (hay.as_bytes(), needle.as_bytes());
-    if n.len() > h.len() {
-        return false;
-    }
-    h.windows(n.len()).any(|w| w.eq_ignore_ascii_case(n))
+    super::keywords::contains_ignore_case(hay.as_bytes(), needle.as_bytes())
 }
 
 /// True if the statement ends a transaction by rolling it back (ROLLBACK / ABORT, not TO SAVEPOINT).

@@ -67,9 +67,42 @@ pub fn is_copy_from_stdin(sql: &str) -> bool {
 }
 
 /// Might start a COPY FROM STDIN anywhere in the text (conservative: mentions both `copy` and
-/// `stdin` in any case). No allocation: it runs on every Execute.
+/// `stdin` in any case; for text without `;`, a single statement, only when its first word is
+/// COPY). No allocation: it runs on every Query and Execute.
 pub fn may_copy_in(sql: &str) -> bool {
-    contains_ignore_case(sql.as_bytes(), b"copy") && contains_ignore_case(sql.as_bytes(), b"stdin")
+    let b = sql.as_bytes();
+    if memchr::memchr(b';', b).is_none() {
+        if let Some(head) = skip_blanks_and_comments(b) {
+            return head
+                .get(..4)
+                .is_some_and(|w| w.eq_ignore_ascii_case(b"copy"))
+                && contains_ignore_case(head, b"stdin");
+        }
+    }
+    contains_ignore_case(b, b"copy") && contains_ignore_case(b, b"stdin")
+}
+
+/// The text after leading whitespace and comments; `None` for an unterminated comment.
+fn skip_blanks_and_comments(mut b: &[u8]) -> Option<&[u8]> {
+    loop {
+        let start = b
+            .iter()
+            .position(|c| !c.is_ascii_whitespace())
+            .unwrap_or(b.len());
+        b = &b[start..];
+        if let Some(rest) = b.strip_prefix(b"--") {
+            b = &rest[memchr::memchr(b'\n', rest)? + 1..];
+        } else if b.starts_with(b"/*") {
+            // Nested comments: leave them to the conservative scan.
+            let end = memchr::memmem::find(&b[2..], b"*/")? + 4;
+            if memchr::memmem::find(&b[2..end - 2], b"/*").is_some() {
+                return None;
+            }
+            b = &b[end..];
+        } else {
+            return Some(b);
+        }
+    }
 }
 
 /// `needle` (ASCII) occurs in `hay`, ignoring ASCII case; no allocation.
@@ -77,11 +110,16 @@ pub(crate) fn contains_ignore_case(hay: &[u8], needle: &[u8]) -> bool {
     let Some((&first, rest)) = needle.split_first() else {
         return true;
     };
-    hay.len() >= needle.len()
-        && (0..=hay.len() - needle.len()).any(|i| {
-            hay[i].eq_ignore_ascii_case(&first)
-                && hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest)
-        })
+    if hay.len() < needle.len() {
+        return false;
+    }
+    let last_start = hay.len() - needle.len();
+    memchr::memchr2_iter(
+        first.to_ascii_lowercase(),
+        first.to_ascii_uppercase(),
+        &hay[..=last_start],
+    )
+    .any(|i| hay[i + 1..i + needle.len()].eq_ignore_ascii_case(rest))
 }
 
 /// Might change a table's definition (then cached defaults are dropped): any statement of the
@@ -152,6 +190,34 @@ fn first_word(mut s: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn copy_in_is_seen_wherever_it_can_start() {
+        for sql in [
+            "COPY t FROM STDIN",
+            "  copy t (a) from stdin with (format csv)",
+            "/* x */ -- y\n Copy t FROM stdin",
+            "/* a /* nested */ b */ COPY t FROM STDIN",
+            "SELECT 1; COPY t FROM STDIN",
+            "-- unterminated copy from stdin",
+            "/* unterminated COPY t FROM STDIN",
+        ] {
+            assert!(may_copy_in(sql), "{sql}");
+        }
+        for sql in [
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "SELECT 'copy from stdin'",
+            "/* copy */ SELECT stdin FROM t",
+            "COPY t TO STDOUT",
+            "",
+        ] {
+            assert!(!may_copy_in(sql), "{sql}");
+        }
+        assert!(contains_ignore_case(b"abcCOPYd", b"copy"));
+        assert!(contains_ignore_case(b"copy", b"COPY"));
+        assert!(!contains_ignore_case(b"cop", b"copy"));
+        assert!(contains_ignore_case(b"x::REGCLASS", b"::reg"));
+    }
 
     #[test]
     fn statements_without_a_snapshot_are_told_apart() {

@@ -29,7 +29,9 @@ impl ClientConn {
                     .map_err(|e| SessionError::ClientIo(e.to_string()))?;
             }
         }
-        if self.buf.capacity() - self.buf.len() < 4096 {
+        if self.buf.capacity() == 0 {
+            self.buf = BytesMut::with_capacity(16 * 1024);
+        } else if self.buf.capacity() - self.buf.len() < 4096 {
             self.buf.reserve(16 * 1024);
         }
         match self.stream.read_buf(&mut self.buf).await {

@@ -283,7 +283,15 @@ impl Session {
     /// `DEALLOCATE name` for a protocol-level statement pgproxy renamed: answered locally
     /// (the statement stays on the server for other clients).
     pub(super) fn try_local_deallocate(&mut self, sql: &str) -> bool {
-        let t = sql.trim().trim_end_matches(';').trim();
+        let t = sql.trim_start();
+        if !t
+            .as_bytes()
+            .first()
+            .is_some_and(|b| b.eq_ignore_ascii_case(&b'd'))
+        {
+            return false;
+        }
+        let t = t.trim_end().trim_end_matches(';').trim();
         let mut words = t.split_whitespace();
         if !words
             .next()

@@ -89,6 +89,10 @@ pub struct Session {
     drain: Pin<Box<WaitForCancellationFutureOwned>>,
 }
 
+/// Write buffers up to this capacity stay with an idle session (10,000 idle clients hold at
+/// most 20 MB in them).
+const KEPT_WRITE_BUFFER: usize = 1024;
+
 /// What the loop waits for.
 enum Event {
     Client(Result<usize, SessionError>),
@@ -195,10 +199,15 @@ impl Session {
             }
             let idle = self.is_idle();
             if self.server.is_none() {
-                // Between transactions: hold no buffers while the client thinks.
+                // Between transactions: hold no read buffer while the client thinks, and only
+                // small write buffers (allocating and growing them again for every
+                // transaction costs more than a short query's whole relay).
                 self.client.shrink_if_empty();
-                self.to_client = BytesMut::new();
-                self.to_server = BytesMut::new();
+                for b in [&mut self.to_client, &mut self.to_server] {
+                    if b.capacity() > KEPT_WRITE_BUFFER {
+                        *b = BytesMut::new();
+                    }
+                }
             }
             let ev = match self.server.as_mut() {
                 None => tokio::select! {
@@ -369,6 +378,7 @@ impl Session {
                 )))
             }
         }
+        let mut copies = false;
         if tag == fe::QUERY {
             let sql = message::query_text(f.body())
                 .ok_or_else(|| SessionError::Protocol("malformed Query message".into()))?;
@@ -377,6 +387,7 @@ impl Session {
             }
             let e = crate::router::session_effects(sql);
             self.note_effects(&e);
+            copies = crate::router::keywords::may_copy_in(sql);
         }
         if self.server.is_none() && self.answer_without_server(f)? {
             return Ok(false);
@@ -394,9 +405,6 @@ impl Session {
                 // same batch from running (its Describe would reach the server in copy-in
                 // mode). Only such a Query: pgjdbc's autosave puts a SAVEPOINT Query before
                 // every statement of a transaction, and a skipped check lets a stale plan run.
-                let copies = tag == fe::QUERY
-                    && message::query_text(f.body())
-                        .is_some_and(crate::router::keywords::may_copy_in);
                 if copies {
                     self.copy_risk = Some(seq);
                 }
