@@ -174,7 +174,11 @@ fn classify_one(stmt: &str, e: &mut Effects) {
             let temp = words[1..]
                 .iter()
                 .take(4)
-                .any(|x| x == "temp" || x == "temporary");
+                .any(|x| x == "temp" || x == "temporary")
+                || words[1..]
+                    .iter()
+                    .take(6)
+                    .any(|x| x.starts_with("pg_temp.") || x.starts_with("\"pg_temp\"."));
             if temp {
                 e.pin.get_or_insert(PinReason::TempObject);
             }

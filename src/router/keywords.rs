@@ -50,13 +50,20 @@ pub fn reads_catalog(sql: &str) -> bool {
     .any(|k| contains_ignore_case(sql.as_bytes(), k.as_bytes()))
 }
 
-/// `CREATE TEMP|TEMPORARY ...` (also `CREATE GLOBAL/LOCAL TEMPORARY`).
+/// Makes or uses temporary objects: some statement of the text is `CREATE TEMP|TEMPORARY …`
+/// (also `CREATE GLOBAL/LOCAL TEMPORARY`), or the text names the `pg_temp` schema (Sequelize's
+/// `CREATE FUNCTION pg_temp.f …`). Conservative: a `;` or `pg_temp` inside a literal only
+/// makes it true.
 pub fn creates_temp(sql: &str) -> bool {
-    let mut words = sql.split_whitespace().take(4);
-    words
-        .next()
-        .is_some_and(|w| w.eq_ignore_ascii_case("create"))
-        && words.any(|w| w.eq_ignore_ascii_case("temp") || w.eq_ignore_ascii_case("temporary"))
+    contains_ignore_case(sql.as_bytes(), b"pg_temp")
+        || sql.split(';').any(|part| {
+            let mut words = part.split_whitespace().take(4);
+            words
+                .next()
+                .is_some_and(|w| w.eq_ignore_ascii_case("create"))
+                && words
+                    .any(|w| w.eq_ignore_ascii_case("temp") || w.eq_ignore_ascii_case("temporary"))
+        })
 }
 
 /// `COPY ... FROM STDIN` (the data follows from the client).

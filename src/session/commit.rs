@@ -25,6 +25,15 @@ pub(super) fn quote(gid: &str) -> String {
     format!("'{}'", gid.replace('\'', "''"))
 }
 
+/// How the main's deferred checks before an ordered commit went.
+enum Deferred {
+    Passed,
+    /// They failed: the transaction was rolled back everywhere; the error for the client.
+    Failed(Frame),
+    /// The main's connection failed (handled as any lost server).
+    Lost,
+}
+
 impl Session {
     /// The commit protocol for this session's transactions: the configured one, except that a
     /// session that made temporary objects commits in order (PostgreSQL cannot PREPARE a
@@ -52,6 +61,17 @@ impl Session {
         let mode = self.commit_mode();
         if mode == CommitMode::Ordered || self.repl_mut().followers.is_empty() {
             // (No follower left: a plain COMMIT on the main is all there is to do.)
+            match self.deferred_checks_on_main().await? {
+                Deferred::Passed => {}
+                Deferred::Lost => return Ok(Plan::Done),
+                Deferred::Failed(e) => {
+                    self.tx_status = b'I';
+                    self.to_client.put_slice(e.raw());
+                    self.to_client
+                        .put_slice(message::ready_for_query(b'I').raw());
+                    return Ok(Plan::Done);
+                }
+            }
             self.commit_followers_first().await;
             self.after_txn();
             return Ok(Plan::Run(bytes));
@@ -88,6 +108,14 @@ impl Session {
     pub(super) async fn commit_implicit(&mut self) -> Result<(), SessionError> {
         let mode = self.commit_mode();
         if mode == CommitMode::Ordered || self.repl_mut().followers.is_empty() {
+            match self.deferred_checks_on_main().await? {
+                Deferred::Passed => {}
+                Deferred::Lost => return Ok(()),
+                Deferred::Failed(e) => {
+                    self.to_client.put_slice(e.raw());
+                    return Ok(());
+                }
+            }
             self.commit_followers_first().await;
             let server = self.server.as_mut().expect("main attached");
             match server.exchange("COMMIT").await {
@@ -124,6 +152,30 @@ impl Session {
             self.to_client.put_slice(e.raw());
         }
         Ok(())
+    }
+
+    /// Before an ordered commit (the followers commit first): the main runs the checks its
+    /// COMMIT would run (deferred constraints) so that a transaction failing them fails on
+    /// every node alike, instead of committing nowhere after the followers were detached for
+    /// refusing it. On failure the transaction is rolled back everywhere.
+    async fn deferred_checks_on_main(&mut self) -> Result<Deferred, SessionError> {
+        if self.repl_mut().followers.is_empty() {
+            return Ok(Deferred::Passed);
+        }
+        let failed = self.main_exchange("SET CONSTRAINTS ALL IMMEDIATE").await?;
+        if self.server.is_none() || self.lost_txn {
+            return Ok(Deferred::Lost);
+        }
+        let Some(e) = failed else {
+            return Ok(Deferred::Passed);
+        };
+        self.rollback_followers().await;
+        self.rollback_main().await?;
+        self.after_txn();
+        if self.server.is_none() {
+            return Ok(Deferred::Lost);
+        }
+        Ok(Deferred::Failed(e))
     }
 
     /// ROLLBACK on the main (pgproxy's implicit transaction after the main failed a statement).
@@ -181,6 +233,10 @@ impl Session {
             .map(|f| (f.parked, f.was_main))
             .collect();
         let mut main_of_other_shard_failed = None;
+        // The main refused to prepare too (a deferred constraint, a serialization failure):
+        // the transaction rolls back everywhere, and a follower refusing the same is no
+        // sign of a difference.
+        let main_refused = matches!(&main, Ok(r) if r.error.is_some());
         for (i, r) in followers.into_iter().enumerate() {
             let (parked, was_main) = roles[i];
             let want: &[super::follower::Outcome] = if parked { &[] } else { &expected };
@@ -207,7 +263,7 @@ impl Session {
                     ),
                 )),
                 Ok(res) => {
-                    if let Some(p) = res.internal_error {
+                    if let Some(p) = res.internal_error.filter(|_| !main_refused) {
                         failed.push((i, format!("PREPARE TRANSACTION failed: {p}")));
                     }
                 }

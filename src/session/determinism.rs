@@ -11,7 +11,7 @@ use super::relay::Session;
 use super::SessionError;
 use crate::backend::{BackendError, ServerConn};
 use crate::config::NondeterministicPolicy;
-use crate::protocol::frame::{self, FrameRef};
+use crate::protocol::frame::{self, Frame, FrameRef};
 use crate::protocol::message::{self, fe, Bind, Parse};
 use crate::router::determinism::{self as det, ColumnDefault, Need, Planned, TableDefaults};
 use crate::router::keywords::{is_copy_from_stdin, is_ddl};
@@ -112,6 +112,10 @@ pub(super) enum Made {
     Frames(Bytes, Vec<String>, Vec<usize>),
     /// Refused: the reason.
     Refused(String),
+    /// The main node failed a query pgproxy ran for the unit, inside the client's transaction
+    /// if one is open (which is now aborted there): its error, for the client as it is (the
+    /// error the statement itself would have met, e.g. nextval() in a read-only transaction).
+    Failed(Frame),
     /// The main's connection failed while values were read (the client was told).
     Lost,
     /// A COPY pgproxy completes (`copy_fill`): the frames to send (own frames at these
@@ -141,22 +145,32 @@ pub(super) async fn rows(
     conn: &mut ServerConn,
     sql: &str,
 ) -> Result<Result<Vec<Vec<Option<String>>>, String>, BackendError> {
-    let r = conn.exchange(sql).await?;
-    Ok(match r.error {
-        None => Ok(r.result.rows),
-        Some(e) => Err(message::error_fields(e.body())
+    Ok(rows_or_error(conn, sql).await?.map_err(|e| {
+        message::error_fields(e.body())
             .into_iter()
             .find(|(c, _)| *c == b'M')
             .map(|(_, m)| m.to_string())
-            .unwrap_or_default()),
+            .unwrap_or_default()
+    }))
+}
+
+/// `rows`, with the ErrorResponse itself when PostgreSQL refused the query.
+async fn rows_or_error(
+    conn: &mut ServerConn,
+    sql: &str,
+) -> Result<Result<Vec<Vec<Option<String>>>, Frame>, BackendError> {
+    let r = conn.exchange(sql).await?;
+    Ok(match r.error {
+        None => Ok(r.result.rows),
+        Some(e) => Err(e),
     })
 }
 
 /// How reading something from the main went.
 enum Got<T> {
     Value(T),
-    /// PostgreSQL refused the query: the unit is refused with this reason.
-    Refused(String),
+    /// The main failed the query, in the client's transaction: its error.
+    Failed(Frame),
     /// The connection failed (the client was told, as for any lost server).
     Lost,
 }
@@ -284,7 +298,7 @@ impl Session {
         }
         let schema = match self.load_schema(&work).await? {
             Got::Value(s) => s,
-            Got::Refused(why) => return Ok(Made::Refused(why)),
+            Got::Failed(e) => return Ok(Made::Failed(e)),
             Got::Lost => return Ok(Made::Lost),
         };
         for w in &mut work {
@@ -348,7 +362,7 @@ impl Session {
             };
             let values = match self.evaluate(&plan.needs).await? {
                 Got::Value(v) => v,
-                Got::Refused(why) => return Ok(Made::Refused(why)),
+                Got::Failed(e) => return Ok(Made::Failed(e)),
                 Got::Lost => return Ok(Made::Lost),
             };
             for (need, v) in plan.needs.iter().zip(&values) {
@@ -409,7 +423,7 @@ impl Session {
     async fn copy_unit(&mut self, frames: &[u8], work: &[Work]) -> Result<Made, SessionError> {
         let schema = match self.load_schema(work).await? {
             Got::Value(s) => s,
-            Got::Refused(why) => return Ok(Made::Refused(why)),
+            Got::Failed(e) => return Ok(Made::Failed(e)),
             Got::Lost => return Ok(Made::Lost),
         };
         let plan = match det::plan_copy(&work[0].sql, &schema) {
@@ -462,11 +476,7 @@ impl Session {
                 .collect();
             let row = match self.main_values(&exprs).await? {
                 Got::Value(r) => r,
-                Got::Refused(m) => {
-                    return Ok(Made::Refused(format!(
-                        "computing the defaults of the columns the COPY leaves out failed: {m}"
-                    )))
-                }
+                Got::Failed(e) => return Ok(Made::Failed(e)),
                 Got::Lost => return Ok(Made::Lost),
             };
             for (k, &i) in once_cols.iter().enumerate() {
@@ -518,11 +528,7 @@ impl Session {
             .collect();
         let row = match self.main_values(&exprs).await? {
             Got::Value(r) => r,
-            Got::Refused(m) => {
-                return Ok(Got::Refused(format!(
-                    "computing its values on the main node failed: {m}"
-                )))
-            }
+            Got::Failed(e) => return Ok(Got::Failed(e)),
             Got::Lost => return Ok(Got::Lost),
         };
         let values: Vec<String> = row.into_iter().map(|v| v.unwrap_or_default()).collect();
@@ -553,10 +559,10 @@ impl Session {
                 .join(", ")
         );
         let server = self.server.as_mut().expect("main attached");
-        match rows(server, &sql).await {
+        match rows_or_error(server, &sql).await {
             Ok(Ok(mut r)) if !r.is_empty() => Ok(Got::Value(r.swap_remove(0))),
             Ok(Ok(_)) => Ok(Got::Value(Vec::new())),
-            Ok(Err(m)) => Ok(Got::Refused(m)),
+            Ok(Err(e)) => Ok(Got::Failed(e)),
             Err(e) => {
                 self.server_lost(e.to_string())?;
                 Ok(Got::Lost)
@@ -587,13 +593,9 @@ impl Session {
                 }
                 let q = DEFAULTS_SQL.replace("$1", &quote_lit(&table));
                 let server = self.server.as_mut().expect("main attached");
-                let rows = match rows(server, &q).await {
+                let rows = match rows_or_error(server, &q).await {
                     Ok(Ok(r)) => r,
-                    Ok(Err(m)) => {
-                        return Ok(Got::Refused(format!(
-                            "reading the column defaults of {table} failed: {m}"
-                        )))
-                    }
+                    Ok(Err(e)) => return Ok(Got::Failed(e)),
                     Err(e) => {
                         self.server_lost(e.to_string())?;
                         return Ok(Got::Lost);

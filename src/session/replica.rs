@@ -338,6 +338,8 @@ impl Session {
         // Statements parsed in this unit (not yet in `self.statements`).
         let mut parsed: HashMap<String, Classified> = HashMap::new();
         let mut copies: std::collections::HashSet<String> = Default::default();
+        // Statements parsed in this unit that PostgreSQL runs only outside a transaction block.
+        let mut no_block: std::collections::HashSet<String> = Default::default();
         let mut pos = 0;
         while pos < frames.len() {
             let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
@@ -363,6 +365,11 @@ impl Session {
                     if let Some(p) = Parse::parse(f.body()) {
                         out.force_main |= reads_catalog(p.query);
                         out.temp |= creates_temp(p.query);
+                        if cannot_run_in_block(p.query) {
+                            no_block.insert(p.name.to_string());
+                        } else {
+                            no_block.remove(p.name);
+                        }
                         if is_copy_from_stdin(p.query) {
                             copies.insert(p.name.to_string());
                         } else {
@@ -387,6 +394,14 @@ impl Session {
                                     .get(b.statement)
                                     .is_some_and(|s| is_copy_from_stdin(s.query())));
                         out.copy_in |= copy;
+                        // VACUUM & co. prepared by name (psycopg's prepare=True) run outside
+                        // pgproxy's transaction block like their simple-query form.
+                        out.no_txn_block |= no_block.contains(b.statement)
+                            || (!in_unit
+                                && self
+                                    .statements
+                                    .get(b.statement)
+                                    .is_some_and(|s| cannot_run_in_block(s.query())));
                         out.force_main |= !in_unit
                             && self
                                 .statements
@@ -542,6 +557,21 @@ impl Session {
                         &format!("pgproxy cannot make this write identical on every node of the shard: {reason}"),
                         "compute the value in the application and pass it as a literal or parameter, or set replication.nondeterministic = \"warn\"",
                     );
+                }
+                super::determinism::Made::Failed(e) => {
+                    // What the statement itself would have met; an open transaction is now
+                    // aborted on the main, as it would be on PostgreSQL.
+                    self.to_client.put_slice(e.raw());
+                    if self.tx_status == b'T' {
+                        self.tx_status = b'E';
+                    }
+                    if simple {
+                        self.to_client
+                            .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+                    } else {
+                        self.skip_until_sync = true;
+                    }
+                    return Ok(Plan::Done);
                 }
                 super::determinism::Made::Lost => return Ok(Plan::Done),
                 super::determinism::Made::Frames(b, sql, own) => {

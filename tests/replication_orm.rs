@@ -1,0 +1,198 @@
+//! What ORMs do on a replicated shard that plain statement fan-out got wrong (found by the
+//! Django, SQLAlchemy and Sequelize checks in tests/drivers): deferred foreign keys failing at
+//! COMMIT (Django creates every ForeignKey DEFERRABLE INITIALLY DEFERRED), functions in
+//! `pg_temp` (Sequelize's findOrCreate), a write in a READ ONLY transaction, VACUUM prepared by
+//! name (psycopg's prepare=True). Each must behave as on one PostgreSQL and leave every node
+//! attached and identical.
+
+mod common;
+
+use common::cluster::*;
+use common::workloads::*;
+use common::*;
+
+const FK: &str = "CREATE TABLE fkp (id int PRIMARY KEY);
+    CREATE TABLE fkc (id int PRIMARY KEY, p_id int REFERENCES fkp DEFERRABLE INITIALLY DEFERRED);
+    INSERT INTO fkp VALUES (1)";
+
+/// A deferred foreign key violated in autocommit, at COMMIT of a transaction (simple and
+/// extended protocol): the client gets 23503, nothing is stored, no node is detached.
+async fn deferred_fk_violations(commit: &str) {
+    let cl = ReplCluster::start(2, |c| c.commit(commit)).await;
+    let c = cl.client().await;
+    exec(&c, FK).await;
+    expect_sqlstate(
+        c.simple_query("INSERT INTO fkc VALUES (1, 999)").await,
+        "23503",
+    );
+    expect_sqlstate(
+        c.execute("INSERT INTO fkc VALUES (2, $1)", &[&999i32])
+            .await,
+        "23503",
+    );
+    exec(&c, "BEGIN").await;
+    exec(&c, "INSERT INTO fkc VALUES (3, 999)").await;
+    exec(&c, "INSERT INTO fkc VALUES (4, 1)").await;
+    expect_sqlstate(c.simple_query("COMMIT").await, "23503");
+    assert_eq!(scalar(&c, "SELECT 'usable'").await, "usable");
+    // The same through the extended protocol's COMMIT.
+    let mut c = c;
+    let tx = c.transaction().await.expect("begin");
+    tx.execute("INSERT INTO fkc VALUES (5, $1)", &[&999i32])
+        .await
+        .expect("deferred: accepted until COMMIT");
+    expect_sqlstate(tx.commit().await, "23503");
+    let tx = c.transaction().await.expect("begin");
+    tx.execute("INSERT INTO fkc VALUES (6, $1)", &[&1i32])
+        .await
+        .expect("valid row");
+    tx.commit().await.expect("a valid transaction commits");
+    assert_eq!(
+        scalar(&c, "SELECT string_agg(id::text, ',' ORDER BY id) FROM fkc").await,
+        "6"
+    );
+    let log = cl.proxy.log();
+    assert!(
+        !log.contains("node state changed") && !log.contains("quarantined"),
+        "a node was detached:\n{log}"
+    );
+    cl.assert_identical(&["fkp", "fkc"]).await;
+    cl.assert_verify_ok().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_constraint_failing_at_prepare_detaches_nothing() {
+    within(90, "test", deferred_fk_violations("2pc")).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deferred_constraint_failing_at_an_ordered_commit_detaches_nothing() {
+    within(90, "test", deferred_fk_violations("ordered")).await
+}
+
+/// Sequelize's findOrCreate: a plpgsql function in pg_temp doing the INSERT, called and
+/// dropped inside a transaction. PostgreSQL cannot PREPARE a transaction that touched
+/// temporary objects, so such a session commits in order; the row commits on every node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_function_in_pg_temp_commits_on_every_node() {
+    within(90, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(
+            &c,
+            "CREATE TABLE users (id int PRIMARY KEY, name text UNIQUE)",
+        )
+        .await;
+        exec(&c, "BEGIN").await;
+        exec(
+            &c,
+            "CREATE OR REPLACE FUNCTION pg_temp.testfunc(OUT response users, OUT caught text) \
+             RETURNS RECORD AS $func$ BEGIN INSERT INTO users (id, name) VALUES (1, 'ann') \
+             RETURNING * INTO response; EXCEPTION WHEN unique_violation THEN \
+             GET STACKED DIAGNOSTICS caught = PG_EXCEPTION_DETAIL; END $func$ LANGUAGE plpgsql; \
+             SELECT (testfunc.response).*, testfunc.caught FROM pg_temp.testfunc(); \
+             DROP FUNCTION IF EXISTS pg_temp.testfunc()",
+        )
+        .await;
+        exec(&c, "COMMIT").await;
+        assert_eq!(
+            scalar(&c, "SELECT name FROM users WHERE id = 1").await,
+            "ann"
+        );
+        for n in &cl.nodes {
+            assert_eq!(n.scalar("SELECT count(*) FROM users").await, "1");
+        }
+        let log = cl.proxy.log();
+        assert!(
+            !log.contains("node state changed"),
+            "a node was detached:\n{log}"
+        );
+        cl.assert_verify_ok().await;
+    })
+    .await
+}
+
+/// A write needing a value from the main (a serial id) in a READ ONLY transaction fails as
+/// on PostgreSQL (25006, which applications use to spot a read-only server), and the
+/// transaction is aborted like PostgreSQL's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_serial_insert_in_a_read_only_transaction_fails_with_25006() {
+    within(90, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE t (id serial PRIMARY KEY, v text)").await;
+        exec(&c, "BEGIN READ ONLY").await;
+        expect_sqlstate(
+            c.simple_query("INSERT INTO t (v) VALUES ('x')").await,
+            "25006",
+        );
+        expect_sqlstate(c.simple_query("SELECT 1").await, "25P02");
+        let tag = c
+            .simple_query("COMMIT")
+            .await
+            .expect("COMMIT of an aborted transaction");
+        let done = tag.iter().find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::CommandComplete(n) => Some(*n),
+            _ => None,
+        });
+        assert_eq!(done, Some(0));
+        let mut c = c;
+        let tx = c
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .expect("begin read only");
+        expect_sqlstate(
+            tx.execute("INSERT INTO t (v) VALUES ($1)", &[&"y"]).await,
+            "25006",
+        );
+        drop(tx);
+        c.execute("INSERT INTO t (v) VALUES ($1)", &[&"z"])
+            .await
+            .expect("outside the read-only transaction");
+        assert_eq!(scalar(&c, "SELECT string_agg(v, ',') FROM t").await, "z");
+        cl.assert_identical(&["t"]).await;
+        let log = cl.proxy.log();
+        assert!(
+            !log.contains("node state changed"),
+            "a node was detached:\n{log}"
+        );
+    })
+    .await
+}
+
+/// VACUUM (and other statements PostgreSQL refuses in a transaction block) prepared by name
+/// and executed, as psycopg's prepare=True and asyncpg do: runs on every node outside
+/// pgproxy's transaction block, like its simple-query form.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vacuum_prepared_by_name_runs() {
+    within(90, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE t (id int PRIMARY KEY)").await;
+        let st = c.prepare("VACUUM t").await.expect("prepare VACUUM");
+        c.execute(&st, &[])
+            .await
+            .expect("execute the prepared VACUUM");
+        c.execute(&st, &[]).await.expect("and again");
+        let st = c
+            .prepare("CREATE INDEX CONCURRENTLY t_id2 ON t (id)")
+            .await
+            .expect("prepare CREATE INDEX CONCURRENTLY");
+        c.execute(&st, &[]).await.expect("execute it");
+        for n in &cl.nodes {
+            assert_eq!(
+                n.scalar("SELECT count(*) FROM pg_indexes WHERE indexname = 't_id2'")
+                    .await,
+                "1"
+            );
+        }
+        let log = cl.proxy.log();
+        assert!(
+            !log.contains("node state changed"),
+            "a node was detached:\n{log}"
+        );
+    })
+    .await
+}
