@@ -74,11 +74,13 @@ pub fn is_copy_from_stdin(sql: &str) -> bool {
 }
 
 /// Might start a COPY FROM STDIN anywhere in the text (conservative: mentions both `copy` and
-/// `stdin` in any case; for text without `;`, a single statement, only when its first word is
-/// COPY). No allocation: it runs on every Query and Execute.
+/// `stdin` in any case; for a single statement, text with no `;` but at its end, only when
+/// its first word is COPY). No allocation: it runs on every Query and Execute.
 pub fn may_copy_in(sql: &str) -> bool {
     let b = sql.as_bytes();
-    if memchr::memchr(b';', b).is_none() {
+    let single =
+        memchr::memchr(b';', b).is_none_or(|i| b[i + 1..].iter().all(|c| c.is_ascii_whitespace()));
+    if single {
         if let Some(head) = skip_blanks_and_comments(b) {
             return head
                 .get(..4)
@@ -206,6 +208,7 @@ mod tests {
             "/* x */ -- y\n Copy t FROM stdin",
             "/* a /* nested */ b */ COPY t FROM STDIN",
             "SELECT 1; COPY t FROM STDIN",
+            "COPY t FROM STDIN;",
             "-- unterminated copy from stdin",
             "/* unterminated COPY t FROM STDIN",
         ] {
@@ -213,6 +216,7 @@ mod tests {
         }
         for sql in [
             "SELECT abalance FROM pgbench_accounts WHERE aid = 1",
+            "SELECT abalance FROM pgbench_accounts WHERE aid = 1;\n",
             "SELECT 'copy from stdin'",
             "/* copy */ SELECT stdin FROM t",
             "COPY t TO STDOUT",

@@ -209,12 +209,17 @@ impl Session {
                     }
                 }
             }
+            // `biased`: no random branch order to draw per turn. Neither side can starve the
+            // other: a server only sends what a request asked for, and a client is read
+            // whenever the server has nothing more.
             let ev = match self.server.as_mut() {
                 None => tokio::select! {
+                    biased;
                     r = self.client.fill() => Event::Client(r),
                     _ = &mut self.drain, if idle => Event::Drain,
                 },
                 Some(server) => tokio::select! {
+                    biased;
                     r = server.fill() => Event::Server(r),
                     r = self.client.fill() => Event::Client(r),
                     _ = &mut self.drain, if idle => Event::Drain,
