@@ -244,36 +244,74 @@ fn scan(e: &Expr) -> AggScan {
     s
 }
 
+/// Types a LIMIT / OFFSET count may be cast to: PostgreSQL turns the count into a bigint, so
+/// only the value matters (drivers write `LIMIT $1::INTEGER`). Sized types (`numeric(3, 1)`)
+/// may change the value: not here.
+const COUNT_TYPES: &[&str] = &[
+    "bigint", "decimal", "int", "int2", "int4", "int8", "integer", "numeric", "smallint",
+];
+
+/// A LIMIT / OFFSET count: a whole number, a parameter or NULL (no limit, no offset), possibly
+/// in parentheses or cast to an integer type.
 fn count_expr(e: &Expr) -> Result<Option<Count>, String> {
+    const WHAT: &str = "LIMIT/OFFSET must be a number or a parameter (optionally cast to an integer type) across shards";
     match e {
         Expr::Value(v) => match &v.value {
             Value::Number(n, _) => n
                 .parse::<u64>()
                 .map(|n| Some(Count::Lit(n)))
                 .map_err(|_| format!("LIMIT/OFFSET {n} is not a whole number")),
+            // `LIMIT '5'`: PostgreSQL reads the literal as a bigint.
+            Value::SingleQuotedString(s) => s
+                .trim()
+                .parse::<u64>()
+                .map(|n| Some(Count::Lit(n)))
+                .map_err(|_| WHAT.to_string()),
             Value::Null => Ok(None),
             Value::Placeholder(p) => p
                 .strip_prefix('$')
                 .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n >= 1)
                 .map(|n| Some(Count::Param(n)))
-                .ok_or_else(|| "LIMIT/OFFSET must be a number or a parameter".to_string()),
-            _ => Err("LIMIT/OFFSET must be a number or a parameter".into()),
+                .ok_or_else(|| WHAT.to_string()),
+            _ => Err(WHAT.into()),
         },
         Expr::Nested(inner) => count_expr(inner),
-        _ => Err("LIMIT/OFFSET must be a number or a parameter across shards".into()),
+        Expr::Cast {
+            kind: sqlparser::ast::CastKind::Cast | sqlparser::ast::CastKind::DoubleColon,
+            expr,
+            data_type,
+            format: None,
+        } if COUNT_TYPES.contains(&data_type.to_string().to_ascii_lowercase().as_str()) => {
+            count_expr(expr)
+        }
+        _ => Err(WHAT.into()),
     }
 }
 
-fn count_to_expr(c: Count) -> Expr {
+/// How each shard's statement writes a count: a literal as a number; a parameter as the client
+/// wrote it (`src`, so that `$1::INTEGER` keeps the parameter's type: the client binds an int4),
+/// cast to bigint (`$1 + $2` alone is ambiguous to PostgreSQL's parameter type inference).
+fn count_to_expr(c: Count, src: Option<&Expr>) -> Expr {
     match c {
         Count::Lit(n) => Expr::value(Value::Number(n.to_string(), false)),
-        // Typed: `$1 + $2` alone is ambiguous to PostgreSQL's parameter type inference.
         Count::Param(n) => Expr::Cast {
             kind: sqlparser::ast::CastKind::Cast,
-            expr: Box::new(Expr::value(Value::Placeholder(format!("${n}")))),
+            expr: Box::new(
+                src.map(strip_nested)
+                    .cloned()
+                    .unwrap_or_else(|| Expr::value(Value::Placeholder(format!("${n}")))),
+            ),
             data_type: sqlparser::ast::DataType::BigInt(None),
             format: None,
         },
+    }
+}
+
+fn strip_nested(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => strip_nested(inner),
+        other => other,
     }
 }
 
@@ -503,6 +541,8 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
         }
     }
     let (mut limit, mut offset) = (None, None);
+    // The counts as written, for the statement each shard runs.
+    let (mut limit_src, mut offset_src): (Option<Expr>, Option<Expr>) = (None, None);
     match &q.limit_clause {
         None => {}
         Some(LimitClause::LimitOffset {
@@ -519,6 +559,8 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
                 .map(|o| count_expr(&o.value))
                 .transpose()?
                 .flatten();
+            limit_src = l.clone();
+            offset_src = o.as_ref().map(|o| o.value.clone());
         }
         Some(LimitClause::OffsetCommaLimit { .. }) => {
             return Err("LIMIT a, b is not PostgreSQL syntax".into())
@@ -533,6 +575,7 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
             .transpose()?
             .flatten()
             .or(Some(Count::Lit(1)));
+        limit_src = f.quantity.clone();
         q.fetch = None;
     }
     for (j, h) in hidden.iter_mut().enumerate() {
@@ -560,22 +603,27 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
         q.order_by = None;
         // Parameters of the LIMIT / OFFSET pgproxy applies itself stay referenced (the client
         // binds them), in a form that limits nothing.
-        q.limit_clause = unused_counts(limit, offset);
+        q.limit_clause = unused_counts(
+            limit.map(|c| (c, limit_src.as_ref())),
+            offset.map(|c| (c, offset_src.as_ref())),
+        );
     } else if limit.is_none() && matches!(offset, Some(Count::Param(_))) {
         rewritten = true;
-        q.limit_clause = unused_counts(None, offset);
+        q.limit_clause = unused_counts(None, offset.map(|c| (c, offset_src.as_ref())));
     } else {
+        let lim = |c: Count| count_to_expr(c, limit_src.as_ref());
+        let off = |c: Count| count_to_expr(c, offset_src.as_ref());
         rewritten |= offset.is_some();
         let widened = match (limit, offset) {
             (Some(Count::Lit(l)), Some(Count::Lit(o))) => {
-                Some(count_to_expr(Count::Lit(l.saturating_add(o))))
+                Some(lim(Count::Lit(l.saturating_add(o))))
             }
             (Some(l), Some(o)) => Some(Expr::BinaryOp {
-                left: Box::new(count_to_expr(l)),
+                left: Box::new(lim(l)),
                 op: BinaryOperator::Plus,
-                right: Box::new(count_to_expr(o)),
+                right: Box::new(off(o)),
             }),
-            (Some(l), None) => Some(count_to_expr(l)),
+            (Some(l), None) => Some(lim(l)),
             (None, _) => None,
         };
         q.limit_clause = widened.map(|l| LimitClause::LimitOffset {
@@ -615,10 +663,14 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
 
 /// `LIMIT NULLIF($l, $l) OFFSET NULLIF($o, $o)` for the parameters among `limit` / `offset`:
 /// NULL is no limit and no offset, and the statement still uses every parameter.
-fn unused_counts(limit: Option<Count>, offset: Option<Count>) -> Option<LimitClause> {
-    let nullif = |c: Option<Count>| match c {
-        Some(Count::Param(n)) => {
-            let p = count_to_expr(Count::Param(n));
+/// Each count comes with the expression the client wrote.
+fn unused_counts(
+    limit: Option<(Count, Option<&Expr>)>,
+    offset: Option<(Count, Option<&Expr>)>,
+) -> Option<LimitClause> {
+    let nullif = |c: Option<(Count, Option<&Expr>)>| match c {
+        Some((Count::Param(n), src)) => {
+            let p = count_to_expr(Count::Param(n), src);
             let text = format!("NULLIF({p}, {p})");
             sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
                 .try_with_sql(&text)

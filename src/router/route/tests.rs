@@ -141,6 +141,26 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT name FROM contacts LIMIT 10", "merge"),
     ("SELECT name FROM contacts LIMIT $1 OFFSET $2", "merge"),
     ("SELECT name FROM contacts FETCH FIRST 3 ROWS ONLY", "merge"),
+    // LIMIT / OFFSET cast to an integer type (SQLAlchemy's psycopg and asyncpg dialects)
+    ("SELECT id FROM contacts WHERE user_id BETWEEN 1 AND 2 ORDER BY id LIMIT 5::integer", "merge"),
+    ("SELECT id FROM contacts ORDER BY id LIMIT $1::INTEGER OFFSET $2::integer", "merge"),
+    ("SELECT id FROM contacts ORDER BY id LIMIT CAST(5 AS int) OFFSET CAST($1 AS bigint)", "merge"),
+    ("SELECT id FROM contacts LIMIT 5::int2 OFFSET 1::int4", "merge"),
+    ("SELECT id FROM contacts LIMIT 5::int8 OFFSET (2::smallint)", "merge"),
+    ("SELECT id FROM contacts LIMIT 5::numeric", "merge"),
+    ("SELECT id FROM contacts LIMIT '5'", "merge"),
+    ("SELECT id FROM contacts LIMIT ALL", "merge"),
+    ("SELECT id FROM contacts LIMIT NULL OFFSET NULL", "merge"),
+    ("SELECT id FROM contacts LIMIT NULL::integer", "merge"),
+    ("SELECT id FROM contacts ORDER BY id OFFSET $1 ROWS FETCH NEXT $2 ROWS ONLY", "merge"),
+    // sqlparser does not read a parenthesized FETCH count (PostgreSQL does): refused, not guessed.
+    ("SELECT id FROM contacts FETCH FIRST ($1::integer) ROWS ONLY", "refuse:could not parse"),
+    ("SELECT id FROM contacts FETCH FIRST ROW ONLY", "merge"),
+    ("SELECT count(*) FROM contacts LIMIT $1::integer OFFSET $2::integer", "merge"),
+    ("SELECT id FROM contacts LIMIT 5::text", "refuse:LIMIT"),
+    ("SELECT id FROM contacts LIMIT $1::numeric(3, 1)", "refuse:LIMIT"),
+    ("SELECT id FROM contacts LIMIT 2.5::numeric", "refuse:not a whole number"),
+    ("SELECT id FROM contacts LIMIT 'x'", "refuse:LIMIT"),
     ("SELECT c.name FROM contacts c JOIN notes n ON n.user_id = c.user_id", "merge"),
     ("SELECT * FROM contacts c, notes n WHERE n.user_id = c.user_id", "merge"),
     ("SELECT * FROM contacts JOIN notes USING (user_id)", "merge"),
@@ -553,6 +573,44 @@ fn merge_specs() {
         s.sql,
         "SELECT name FROM contacts LIMIT CAST($1 AS BIGINT) + CAST($2 AS BIGINT)"
     );
+    // Casts of LIMIT / OFFSET parameters stay as written (the client binds what the cast
+    // says: an int4 for `$1::INTEGER`), then widen to bigint.
+    let s = spec("SELECT name FROM contacts ORDER BY name LIMIT $1::INTEGER OFFSET $2::integer");
+    assert_eq!(
+        s.sql,
+        "SELECT name FROM contacts ORDER BY name LIMIT CAST($1::INTEGER AS BIGINT) + CAST($2::INTEGER AS BIGINT)"
+    );
+    assert_eq!(
+        (s.limit, s.offset),
+        (Some(merge::Count::Param(1)), Some(merge::Count::Param(2)))
+    );
+    let s = spec("SELECT name FROM contacts LIMIT CAST(5 AS int) OFFSET 2::bigint");
+    assert_eq!(s.sql, "SELECT name FROM contacts LIMIT 7");
+    assert_eq!(
+        (s.limit, s.offset),
+        (Some(merge::Count::Lit(5)), Some(merge::Count::Lit(2)))
+    );
+    let s = spec("SELECT name FROM contacts LIMIT 5::integer");
+    assert_eq!(s.sql, "SELECT name FROM contacts LIMIT 5::integer");
+    assert_eq!(s.limit, Some(merge::Count::Lit(5)));
+    let s = spec("SELECT count(*) FROM contacts LIMIT $1::integer OFFSET $2::integer");
+    assert_eq!(
+        s.sql,
+        "SELECT count(*) FROM contacts LIMIT NULLIF(CAST($1::INTEGER AS BIGINT), CAST($1::INTEGER AS BIGINT)) OFFSET NULLIF(CAST($2::INTEGER AS BIGINT), CAST($2::INTEGER AS BIGINT))"
+    );
+    for sql in [
+        "SELECT name FROM contacts LIMIT ALL",
+        "SELECT name FROM contacts LIMIT NULL OFFSET NULL::int",
+    ] {
+        let s = spec(sql);
+        assert_eq!((s.limit, s.offset), (None, None), "{sql}");
+    }
+    let s = spec("SELECT name FROM contacts ORDER BY name OFFSET 1 ROW FETCH FIRST ROW ONLY");
+    assert_eq!(
+        (s.limit, s.offset),
+        (Some(merge::Count::Lit(1)), Some(merge::Count::Lit(1)))
+    );
+    assert_eq!(s.sql, "SELECT name FROM contacts ORDER BY name LIMIT 2");
     let s = spec("SELECT DISTINCT name FROM contacts ORDER BY name LIMIT 2");
     assert_eq!(s.sql, "SELECT DISTINCT name FROM contacts");
     assert_eq!(
