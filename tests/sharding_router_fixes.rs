@@ -1,6 +1,7 @@
 //! Statements ORMs send that the router once refused or routed wrongly, through pgproxy on two
 //! real PostgreSQL shards: LIMIT / OFFSET cast to an integer type in a merged read
-//! (SQLAlchemy). Rows are checked directly on the nodes.
+//! (SQLAlchemy) and an upsert whose ON CONFLICT DO UPDATE sets the key to itself (Sequelize).
+//! Rows are checked directly on the nodes.
 
 mod common;
 
@@ -126,6 +127,70 @@ async fn limit_and_offset_cast_to_an_integer_type_in_a_merged_read() {
             "0A000",
         );
         assert!(describe(&e).contains("LIMIT/OFFSET"), "{}", describe(&e));
+    })
+    .await
+}
+
+#[tokio::test]
+async fn upsert_that_keeps_the_key_runs_on_the_keys_shard() {
+    within(120, "test", async {
+        let c = ShardedCluster::start(2, 1, "").await;
+        let client = c.client().await;
+        client.batch_execute(SCHEMA).await.expect("schema");
+        client
+            .batch_execute("CREATE UNIQUE INDEX contacts_id ON contacts (id)")
+            .await
+            .expect("index");
+        for s in 0..2 {
+            let k = key_on(s);
+            // Sequelize's Model.upsert, twice: an insert, then an update of the same row.
+            for name in ["first", "second"] {
+                let sql = format!(
+                    "INSERT INTO \"contacts\" (\"id\",\"user_id\",\"name\") VALUES ({id},{k},'{name}') \
+                     ON CONFLICT (\"id\",\"user_id\") DO UPDATE SET \"id\"=EXCLUDED.\"id\",\"user_id\"=EXCLUDED.\"user_id\",\"name\"=EXCLUDED.\"name\" \
+                     RETURNING \"id\",\"user_id\",\"name\"",
+                    id = 100 + k
+                );
+                let rows = simple_rows(&client, &sql).await;
+                assert_eq!(
+                    rows,
+                    vec![vec![
+                        Some((100 + k).to_string()),
+                        Some(k.to_string()),
+                        Some(name.to_string())
+                    ]],
+                    "{sql}"
+                );
+            }
+            // The same with parameters, and the key set to the row's own key.
+            let rows = client
+                .query(
+                    "INSERT INTO contacts (id, user_id, name) VALUES ($1, $2, $3) \
+                     ON CONFLICT (id) DO UPDATE SET user_id = contacts.user_id, name = EXCLUDED.name \
+                     RETURNING name",
+                    &[&(100 + k), &k, &"third"],
+                )
+                .await
+                .expect("SET user_id = contacts.user_id");
+            assert_eq!(rows.len(), 1);
+            assert_eq!(names_on(&c, s, k).await, format!("{}:third", 100 + k));
+            assert_eq!(names_on(&c, 1 - s, k).await, "");
+        }
+        // Still refused: the key set to EXCLUDED's when the key is not a conflict column (the
+        // conflicting row may be another key's), or set to another value.
+        let k = key_on(0);
+        for sql in [
+            format!("INSERT INTO contacts (id, user_id, name) VALUES (1, {k}, 'x') ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id"),
+            format!("INSERT INTO contacts (id, user_id, name) VALUES (1, {k}, 'x') ON CONFLICT ON CONSTRAINT contacts_pkey DO UPDATE SET user_id = EXCLUDED.user_id"),
+            format!("INSERT INTO contacts (id, user_id, name) VALUES (1, {k}, 'x') ON CONFLICT (id, user_id) DO UPDATE SET user_id = {}", key_on(1)),
+        ] {
+            let e = expect_sqlstate(client.simple_query(&sql).await, "0A000");
+            assert!(describe(&e).contains("shard"), "{sql}: {}", describe(&e));
+        }
+        assert_eq!(
+            c.shard_scalar(0, "SELECT count(*) FROM contacts WHERE id = 1").await,
+            "0"
+        );
     })
     .await
 }

@@ -9,7 +9,8 @@ use crate::router::classify::{fallback_kind, ident_key, statement_kind};
 use crate::router::Kind;
 use crate::shard::ShardMap;
 use sqlparser::ast::{
-    AssignmentTarget, CopySource, Insert, ObjectNamePart, Query, SetExpr, Statement, TableObject,
+    AssignmentTarget, CopySource, Expr, Insert, ObjectNamePart, Query, SetExpr, Statement,
+    TableObject,
 };
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -500,23 +501,17 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
     }
     if let Some(sqlparser::ast::OnInsert::OnConflict(oc)) = &ins.on {
         if let sqlparser::ast::OnConflictAction::DoUpdate(du) = &oc.action {
+            let keeps = KeyKept {
+                column,
+                table: &table,
+                alias: ins.table_alias.as_ref(),
+                in_target: matches!(&oc.conflict_target,
+                    Some(sqlparser::ast::ConflictTarget::Columns(cols))
+                        if cols.iter().any(|c| ident_key(&c.value, c.quote_style) == column)),
+            };
             for a in &du.assignments {
-                let names: Vec<&sqlparser::ast::ObjectName> = match &a.target {
-                    AssignmentTarget::ColumnName(n) => vec![n],
-                    AssignmentTarget::Tuple(v) => v.iter().collect(),
-                };
-                let sets_key = names.iter().any(|n| match n.0.last() {
-                    Some(ObjectNamePart::Identifier(id)) => {
-                        ident_key(&id.value, id.quote_style) == column
-                    }
-                    _ => false,
-                });
-                if sets_key {
-                    return StmtPlan::simple(
-                        Target::Refuse("ON CONFLICT DO UPDATE of the sharding key would move the row to another shard: update the other columns".into()),
-                        true,
-                        "INSERT",
-                    );
+                if let Some(why) = keeps.refusal(a) {
+                    return StmtPlan::simple(Target::Refuse(why), true, "INSERT");
                 }
                 scope.expr(map, &a.value);
             }
@@ -540,6 +535,90 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
     );
     plan.split = Some(Box::new(ins.clone()));
     plan
+}
+
+/// ON CONFLICT DO UPDATE of a sharded table: may an assignment set the key column? Only to
+/// the value it has: the existing row's own key (`SET user_id = contacts.user_id`), or the
+/// proposed row's key (`EXCLUDED.user_id`) when the key is one of the conflict columns, so the
+/// conflicting row has that key already (Sequelize's upsert sets every conflict column).
+/// Without the key in the conflict target (`ON CONFLICT (id)`, `ON CONFLICT ON CONSTRAINT …`)
+/// the conflicting row may belong to another key: on one PostgreSQL it would move to the new
+/// key, across shards pgproxy cannot move it.
+struct KeyKept<'a> {
+    column: &'a str,
+    table: &'a str,
+    alias: Option<&'a sqlparser::ast::Ident>,
+    in_target: bool,
+}
+
+impl KeyKept<'_> {
+    /// Why the assignment cannot run, if it sets the key to anything else.
+    fn refusal(&self, a: &sqlparser::ast::Assignment) -> Option<String> {
+        let is_key = |n: &sqlparser::ast::ObjectName| match n.0.last() {
+            Some(ObjectNamePart::Identifier(id)) => {
+                ident_key(&id.value, id.quote_style) == self.column
+            }
+            _ => false,
+        };
+        let value_ok = |e: &Expr| self.keeps_key(e);
+        let ok = match &a.target {
+            AssignmentTarget::ColumnName(n) => !is_key(n) || value_ok(&a.value),
+            AssignmentTarget::Tuple(names) => match strip(&a.value) {
+                Expr::Tuple(values) if values.len() == names.len() => names
+                    .iter()
+                    .zip(values)
+                    .all(|(n, v)| !is_key(n) || value_ok(v)),
+                _ => !names.iter().any(is_key),
+            },
+        };
+        if ok {
+            return None;
+        }
+        let column = self.column;
+        Some(if self.in_target {
+            format!(
+                "ON CONFLICT DO UPDATE that sets the sharding key {column} to another value would move the row to another shard: \
+                 set it to EXCLUDED.{column} (or leave it out) and update the other columns"
+            )
+        } else {
+            format!(
+                "ON CONFLICT DO UPDATE SET {column} = …: the conflicting row may belong to another key (the sharding key {column} is not among the conflict columns), \
+                 and pgproxy cannot move it to another shard: list {column} in the conflict target (ON CONFLICT (…, {column})) or leave {column} out of SET"
+            )
+        })
+    }
+
+    /// `e` is the existing row's key, or (key in the conflict target) the proposed row's.
+    fn keeps_key(&self, e: &Expr) -> bool {
+        let parts: Vec<String> = match strip(e) {
+            // Unqualified, the name is ambiguous (table or EXCLUDED): PostgreSQL refuses it.
+            Expr::Identifier(id) => return ident_key(&id.value, id.quote_style) == self.column,
+            Expr::CompoundIdentifier(ids) => ids
+                .iter()
+                .map(|id| ident_key(&id.value, id.quote_style))
+                .collect(),
+            _ => return false,
+        };
+        let [qualifier, col] = parts.as_slice() else {
+            return false;
+        };
+        if col != self.column {
+            return false;
+        }
+        // With an alias, PostgreSQL rejects the table's own name itself.
+        let own = qualifier == self.table
+            || self
+                .alias
+                .is_some_and(|a| *qualifier == ident_key(&a.value, a.quote_style));
+        own || (self.in_target && qualifier == "excluded")
+    }
+}
+
+fn strip(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => strip(inner),
+        other => other,
+    }
 }
 
 fn plan_copy(source: &CopySource, to: bool, map: &ShardMap) -> StmtPlan {
