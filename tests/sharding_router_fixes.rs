@@ -1,7 +1,8 @@
 //! Statements ORMs send that the router once refused or routed wrongly, through pgproxy on two
 //! real PostgreSQL shards: LIMIT / OFFSET cast to an integer type in a merged read
-//! (SQLAlchemy) and an upsert whose ON CONFLICT DO UPDATE sets the key to itself (Sequelize).
-//! Rows are checked directly on the nodes.
+//! (SQLAlchemy), an upsert whose ON CONFLICT DO UPDATE sets the key to itself (Sequelize),
+//! and calls of user functions and procedures, whose bodies pgproxy cannot see. Rows are
+//! checked directly on the nodes.
 
 mod common;
 
@@ -190,6 +191,136 @@ async fn upsert_that_keeps_the_key_runs_on_the_keys_shard() {
         assert_eq!(
             c.shard_scalar(0, "SELECT count(*) FROM contacts WHERE id = 1").await,
             "0"
+        );
+    })
+    .await
+}
+
+/// Rows named `name` on shard `s`.
+async fn named_on(c: &ShardedCluster, s: usize, name: &str) -> i64 {
+    c.shard_scalar(
+        s,
+        &format!("SELECT count(*) FROM contacts WHERE name = '{name}'"),
+    )
+    .await
+    .parse()
+    .expect("count")
+}
+
+#[tokio::test]
+async fn user_functions_without_a_key_need_a_hint() {
+    within(120, "test", async {
+        let c = ShardedCluster::start(2, 1, "").await;
+        let client = c.client().await;
+        client.batch_execute(SCHEMA).await.expect("schema");
+        // DDL goes to every shard.
+        client
+            .batch_execute(
+                "CREATE FUNCTION my_insert_fn(k bigint, n text) RETURNS void LANGUAGE sql AS \
+                 $$ INSERT INTO contacts (id, user_id, name) VALUES (k, k, n) $$; \
+                 CREATE PROCEDURE my_insert_proc(k bigint, n text) LANGUAGE sql AS \
+                 $$ INSERT INTO contacts (id, user_id, name) VALUES (k, k, n) $$; \
+                 CREATE FUNCTION shout(t text) RETURNS text LANGUAGE sql AS $$ SELECT upper(t) $$; \
+                 CREATE TABLE countries (id serial PRIMARY KEY, code text)",
+            )
+            .await
+            .expect("functions and a reference table");
+        for s in 0..2 {
+            assert_eq!(
+                c.shard_scalar(s, "SELECT count(*) FROM pg_proc WHERE proname IN ('my_insert_fn', 'my_insert_proc', 'shout')")
+                    .await,
+                "3"
+            );
+        }
+        let (k0, k1) = (key_on(0), key_on(1));
+        // Without a key: refused, with the way out in the message; nothing runs anywhere.
+        for sql in [
+            format!("SELECT my_insert_fn({k1}, 'bare')"),
+            format!("CALL my_insert_proc({k1}, 'bare')"),
+            format!(
+                "BEGIN; CREATE FUNCTION f2() RETURNS void LANGUAGE sql AS $$ INSERT INTO contacts (id, user_id, name) VALUES ({k1}, {k1}, 'bare') $$; SELECT f2(); COMMIT"
+            ),
+        ] {
+            let e = expect_sqlstate(client.simple_query(&sql).await, "0A000");
+            let msg = describe(&e);
+            assert!(
+                msg.contains("pgproxy: shard_key=") && msg.contains("pgproxy: shard="),
+                "{sql}: {msg}"
+            );
+        }
+        let e = expect_sqlstate(
+            client
+                .execute("SELECT my_insert_fn($1, $2)", &[&k1, &"bare"])
+                .await,
+            "0A000",
+        );
+        assert!(describe(&e).contains("my_insert_fn"), "{}", describe(&e));
+        for s in 0..2 {
+            assert_eq!(named_on(&c, s, "bare").await, 0);
+            assert_eq!(
+                c.shard_scalar(s, "SELECT count(*) FROM pg_proc WHERE proname = 'f2'")
+                    .await,
+                "0"
+            );
+        }
+        // The hints the message names work: the row lands on its key's shard only.
+        client
+            .simple_query(&format!(
+                "/* pgproxy: shard_key={k1} */ SELECT my_insert_fn({k1}, 'hinted')"
+            ))
+            .await
+            .expect("shard_key hint");
+        client
+            .simple_query(&format!(
+                "/* pgproxy: shard=s0 */ CALL my_insert_proc({k0}, 'hinted')"
+            ))
+            .await
+            .expect("shard hint");
+        client
+            .simple_query(&format!("SET pgproxy.shard_key = {k0}"))
+            .await
+            .expect("set");
+        client
+            .simple_query(&format!("SELECT my_insert_fn({}, 'session')", k0 + 100_000))
+            .await
+            .expect("session key");
+        client
+            .simple_query("RESET pgproxy.shard_key")
+            .await
+            .expect("reset");
+        assert_eq!(names_on(&c, 1, k1).await, format!("{k1}:hinted"));
+        assert_eq!(names_on(&c, 0, k0).await, format!("{k0}:hinted"));
+        assert_eq!(named_on(&c, 0, "hinted").await, 1);
+        assert_eq!(named_on(&c, 1, "hinted").await, 1);
+        assert_eq!(named_on(&c, shard_of(k0), "session").await, 1);
+        assert_eq!(named_on(&c, 1 - shard_of(k0), "session").await, 0);
+        // A user function in a statement routed by its key is fine.
+        assert_eq!(
+            scalar(
+                &client,
+                &format!("SELECT shout(name) FROM contacts WHERE user_id = {k1}")
+            )
+            .await,
+            "HINTED"
+        );
+        // Built-ins keep working without a key.
+        for sql in [
+            "SELECT set_config('application_name', 'router_fixes', false)",
+            "SELECT pg_advisory_lock(7)",
+            "SELECT pg_advisory_unlock(7)",
+            "SELECT version()",
+            "SELECT now()",
+            "SELECT nextval('countries_id_seq')",
+            "SELECT lower(code), length(code) FROM countries",
+        ] {
+            client
+                .simple_query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+        }
+        assert_eq!(
+            scalar(&client, "SHOW application_name").await,
+            "router_fixes"
         );
     })
     .await

@@ -60,6 +60,9 @@ pub enum Target {
     Fanout,
     /// INSERT rows, each with its key (None: no key given): each row to its key's shard.
     Rows(Vec<Option<KeyExpr>>),
+    /// Runs code pgproxy cannot see into (a user function or procedure) and names no key: the
+    /// shard of the session's `pgproxy.shard_key`, else refused (0A000) with this explanation.
+    Opaque(String),
     /// Cannot be run correctly: 0A000 with this explanation.
     Refuse(String),
 }
@@ -363,6 +366,10 @@ fn resolve_one<'p>(
         Target::Any => Ok(route(Shards::Any, st.why.clone())),
         Target::Home => Ok(route(Shards::Some(vec![0]), st.why.clone())),
         Target::Refuse(why) => Err(RouteError::Unroutable(why.clone())),
+        Target::Opaque(why) => match session_shard()? {
+            Some(s) => Ok(route(Shards::Some(vec![s]), "SET pgproxy.shard_key".into())),
+            None => Err(RouteError::Unroutable(why.clone())),
+        },
         // DDL and shared tables change every shard, whatever the session's key.
         Target::All => Ok(route(Shards::Some(all(map)), st.why.clone())),
         Target::Keys(sets) => match pinned(sets, map, params) {

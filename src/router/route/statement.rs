@@ -25,7 +25,35 @@ pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> St
     };
     let stmt = &stmts[0];
     let kind = statement_kind(stmt);
-    let text = lexed.text(r);
+    let plan = plan_parsed(stmt, kind, map, lexed.text(r));
+    // A statement that names no sharded table would run on the session's current shard; one
+    // that runs a user function there may read or write rows of any shard (the function's
+    // body is invisible here), so it needs a key. Built-ins (now(), set_config, advisory
+    // locks, nextval, …) read and write no user table: they stay where they are.
+    if plan.target == Target::Any && kind == Kind::Write {
+        if let Some(f) = crate::router::classify::user_function(stmt) {
+            return StmtPlan::simple(
+                Target::Opaque(opaque_call(&format!(
+                    "this statement calls {f}(), which is not a PostgreSQL built-in"
+                ))),
+                true,
+                "calls a user function",
+            );
+        }
+    }
+    plan
+}
+
+/// The refusal of a statement that runs code pgproxy cannot see into.
+fn opaque_call(what: &str) -> String {
+    format!(
+        "{what}: pgproxy cannot see which shard's rows it reads or writes, and the statement names no \
+         sharding key; add a /* pgproxy: shard_key=… */ hint (the key whose rows it touches) or \
+         /* pgproxy: shard=… */, or SET pgproxy.shard_key"
+    )
+}
+
+fn plan_parsed(stmt: &Statement, kind: Kind, map: &ShardMap, text: &str) -> StmtPlan {
     match stmt {
         Statement::Query(q) => {
             let mut p = plan_query(q, map, text);
@@ -40,7 +68,7 @@ pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> St
                 // pg_notify, advisory locks, unknown functions: not to be run on every shard.
                 p.merge = None;
                 p.no_merge = Some(
-                    "this query calls functions that change state, so it cannot run on several shards".into(),
+                    "this query calls functions that change state or that pgproxy does not know (a user function may write, or be an aggregate), so it cannot run on several shards".into(),
                 );
             }
             return p;
@@ -78,7 +106,11 @@ pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> St
             map,
             &statement.to_string(),
         );
-        if inner.target != Target::Any || inner.write {
+        // EXECUTE would run a user function's call wherever the session is.
+        if inner.target != Target::Any
+            || inner.write
+            || crate::router::classify::user_function(statement).is_some()
+        {
             return StmtPlan::simple(
                 Target::Refuse(
                     "SQL-level PREPARE of a statement on sharded or shared tables cannot be routed at EXECUTE: \
@@ -124,9 +156,16 @@ fn unparsed(words: &[String], map: &ShardMap) -> StmtPlan {
             "COPY",
         );
     }
+    if first == "call" {
+        return StmtPlan::simple(
+            Target::Opaque(opaque_call("CALL runs a user procedure")),
+            true,
+            "CALL",
+        );
+    }
     match first {
         "create" | "alter" | "drop" | "comment" | "grant" | "revoke" | "reindex" | "cluster"
-        | "security" | "do" | "call" => StmtPlan::simple(
+        | "security" | "do" => StmtPlan::simple(
             Target::All,
             true,
             "schema or maintenance statement pgproxy does not parse: every shard",
@@ -237,6 +276,11 @@ fn plan_statement(stmt: &Statement, kind: Kind, map: &ShardMap, text: &str) -> S
             StmtPlan::simple(Target::Any, false, "EXECUTE of a statement without tables")
         }
         Statement::Truncate { .. } => StmtPlan::simple(Target::All, true, "TRUNCATE: every shard"),
+        Statement::Call(f) => StmtPlan::simple(
+            Target::Opaque(opaque_call(&format!("CALL {} runs a user procedure", f.name))),
+            true,
+            "CALL",
+        ),
         _ if kind == Kind::Read => StmtPlan::simple(Target::Any, false, "reads no table"),
         _ if reads_sharded(stmt, map) => StmtPlan::simple(
             Target::Refuse(format!(
