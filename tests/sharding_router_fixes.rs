@@ -325,3 +325,39 @@ async fn user_functions_without_a_key_need_a_hint() {
     })
     .await
 }
+
+#[tokio::test]
+async fn count_over_a_subquery_of_one_sharded_table() {
+    within(120, "test", async {
+        let c = ShardedCluster::start(2, 1, "").await;
+        let client = c.client().await;
+        client.batch_execute(SCHEMA).await.expect("schema");
+        for u in 1..=10i64 {
+            client
+                .simple_query(&format!(
+                    "INSERT INTO contacts (id, user_id, name) VALUES ({}, {u}, 'a'), ({}, {u}, 'b')",
+                    u * 10,
+                    u * 10 + 1
+                ))
+                .await
+                .expect("seed");
+        }
+        // SQLAlchemy's Query.count(): the sum of each shard's count.
+        let count = "SELECT count(*) AS count_1 FROM (SELECT contacts.id AS contacts_id, contacts.name AS contacts_name \
+             FROM contacts WHERE contacts.user_id BETWEEN 2 AND 9) AS anon_1";
+        assert_eq!(scalar(&client, count).await, "16");
+        let keyed = format!(
+            "SELECT count(*) FROM (SELECT id FROM contacts WHERE user_id = {}) AS anon_1",
+            key_on(1)
+        );
+        assert_eq!(scalar(&client, &keyed).await, "2");
+        let e = expect_sqlstate(
+            client
+                .simple_query("SELECT count(*) FROM (SELECT id FROM contacts LIMIT 3) AS anon_1")
+                .await,
+            "0A000",
+        );
+        assert!(describe(&e).contains("LIMIT"), "{}", describe(&e));
+    })
+    .await
+}

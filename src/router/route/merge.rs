@@ -700,3 +700,93 @@ fn call(name: &str, arg: Expr) -> Expr {
         .and_then(|mut p| p.parse_expr())
         .unwrap_or(arg)
 }
+
+/// Why the rows of a read whose only sharded table sits in a subquery cannot be merged
+/// (refusal text, without the "add the key" advice).
+const SUBQUERY_ONLY: &str = "this statement reads a sharded table only inside a subquery or CTE, without its sharding key, \
+     and pgproxy merges across shards only reads of a sharded table in the top-level FROM \
+     or in one plain subquery in FROM";
+
+/// A read whose FROM is one subquery over one sharded table (`SELECT count(*) FROM (SELECT …
+/// FROM contacts WHERE …) AS anon_1`, SQLAlchemy's `Query.count()`): the subquery's rows are
+/// the union of each shard's, so the outer query merges like a read of the table itself, if
+/// and only if the subquery works row by row: no LIMIT / OFFSET / FETCH, DISTINCT, GROUP BY,
+/// HAVING, aggregate, window, set operation, CTE, join or function pgproxy does not know (a
+/// user aggregate). `is_sharded` says whether a table name is sharded. `Err`: why not.
+pub fn derived_rows(q: &Query, is_sharded: &dyn Fn(&ObjectName) -> bool) -> Result<(), String> {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Err(SUBQUERY_ONLY.into());
+    };
+    let [from] = sel.from.as_slice() else {
+        return Err(SUBQUERY_ONLY.into());
+    };
+    let sqlparser::ast::TableFactor::Derived {
+        lateral: false,
+        subquery,
+        ..
+    } = &from.relation
+    else {
+        return Err(SUBQUERY_ONLY.into());
+    };
+    if !from.joins.is_empty() {
+        return Err(SUBQUERY_ONLY.into());
+    }
+    let SetExpr::Select(inner) = subquery.body.as_ref() else {
+        return Err("UNION / INTERSECT / EXCEPT in a subquery over a sharded table cannot be merged across shards".into());
+    };
+    let table = match inner.from.as_slice() {
+        [t] if t.joins.is_empty() => match &t.relation {
+            sqlparser::ast::TableFactor::Table {
+                name, args: None, ..
+            } if is_sharded(name) => name.to_string(),
+            _ => return Err(SUBQUERY_ONLY.into()),
+        },
+        _ => return Err(SUBQUERY_ONLY.into()),
+    };
+    let not_rowwise = |what: &str| {
+        Err(format!(
+            "the subquery over sharded table {table} uses {what}: its rows on each shard do not add up to its rows on one PostgreSQL, so the query cannot be merged across shards"
+        ))
+    };
+    if subquery.with.is_some() {
+        return not_rowwise("WITH");
+    }
+    if subquery.limit_clause.is_some() || subquery.fetch.is_some() {
+        return not_rowwise("LIMIT / OFFSET / FETCH");
+    }
+    if sel.into.is_some() || inner.into.is_some() || !subquery.locks.is_empty() {
+        return Err(SUBQUERY_ONLY.into());
+    }
+    if inner.distinct.is_some() {
+        return not_rowwise("DISTINCT");
+    }
+    if !matches!(&inner.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        || inner.having.is_some()
+    {
+        return not_rowwise("GROUP BY / HAVING");
+    }
+    if !inner.named_window.is_empty() || inner.qualify.is_some() {
+        return not_rowwise("a window");
+    }
+    let mut s = AggScan::default();
+    for item in &inner.projection {
+        let _ = item.visit(&mut s);
+    }
+    if s.window {
+        return not_rowwise("a window function");
+    }
+    if s.aggregates > 0 || s.other_agg.is_some() {
+        return not_rowwise("an aggregate");
+    }
+    if let Some(f) = s.unknown {
+        return not_rowwise(&format!(
+            "{f}(), which pgproxy does not know (it may be an aggregate)"
+        ));
+    }
+    Ok(())
+}
+
+/// The refusal of a read whose sharded tables are all inside subqueries.
+pub fn subquery_only() -> String {
+    SUBQUERY_ONLY.into()
+}

@@ -393,8 +393,27 @@ fn plan_query(q: &Query, map: &ShardMap, text: &str) -> StmtPlan {
             };
         }
     }
-    let target = target_of(&scope);
+    let mut target = target_of(&scope);
+    // One sharded table, only inside subqueries: merged when it is one plain subquery in FROM.
+    let mut subquery_only = None;
+    if let Target::Groups(groups) = &target {
+        if let ([pins], [_]) = (groups.as_slice(), scope.refs.as_slice()) {
+            let sharded = |n: &sqlparser::ast::ObjectName| {
+                let (s, t) = split_name(n);
+                map.key_column(s.as_deref(), &t).is_some()
+            };
+            match merge::derived_rows(q, &sharded) {
+                Ok(()) if pins.is_empty() => target = Target::Fanout,
+                Ok(()) => target = Target::Keys(pins.clone()),
+                Err(why) => subquery_only = Some(why),
+            }
+        } else if groups.len() == 1 {
+            subquery_only = Some(merge::subquery_only());
+        }
+    }
     let mut plan = StmtPlan::simple(target, false, "query");
+    // Why the Groups target cannot fan out, when that is not a join.
+    plan.no_merge = subquery_only;
     plan.why = match &plan.target {
         Target::Any => "reads no sharded table: one shard".into(),
         Target::Keys(_) => "sharding key in WHERE".into(),
