@@ -3,6 +3,7 @@
 //! control the transaction. It fails closed: anything it does not recognise, cannot parse or
 //! cannot prove free of side effects is a write. Pure: no IO, no pools.
 
+pub(crate) mod builtins;
 pub(crate) mod functions;
 pub(crate) mod lex;
 
@@ -229,6 +230,15 @@ pub fn classify_with(sql: &str, read_only_functions: &[String]) -> Classified {
 /// The kind of one parsed statement (no operator-declared read-only functions).
 pub(crate) fn statement_kind(stmt: &Statement) -> Kind {
     Scan::new(&[]).kind(stmt)
+}
+
+/// The first function (or table function) the statement calls that is not a PostgreSQL
+/// built-in (`functions::is_builtin`): a user or extension function, whose body pgproxy cannot
+/// see. Its name as `object_key` gives it.
+pub(crate) fn user_function(stmt: &Statement) -> Option<String> {
+    let mut scan = Scan::new(&[]);
+    let _ = stmt.visit(&mut scan);
+    scan.unknown.into_iter().find(|n| !functions::is_builtin(n))
 }
 
 /// A table or function name as a lookup key: unquoted parts lowercased, quoted parts kept as

@@ -60,6 +60,9 @@ pub enum Target {
     Fanout,
     /// INSERT rows, each with its key (None: no key given): each row to its key's shard.
     Rows(Vec<Option<KeyExpr>>),
+    /// Runs code pgproxy cannot see into (a user function or procedure) and names no key: the
+    /// shard of the session's `pgproxy.shard_key`, else refused (0A000) with this explanation.
+    Opaque(String),
     /// Cannot be run correctly: 0A000 with this explanation.
     Refuse(String),
 }
@@ -363,6 +366,10 @@ fn resolve_one<'p>(
         Target::Any => Ok(route(Shards::Any, st.why.clone())),
         Target::Home => Ok(route(Shards::Some(vec![0]), st.why.clone())),
         Target::Refuse(why) => Err(RouteError::Unroutable(why.clone())),
+        Target::Opaque(why) => match session_shard()? {
+            Some(s) => Ok(route(Shards::Some(vec![s]), "SET pgproxy.shard_key".into())),
+            None => Err(RouteError::Unroutable(why.clone())),
+        },
         // DDL and shared tables change every shard, whatever the session's key.
         Target::All => Ok(route(Shards::Some(all(map)), st.why.clone())),
         Target::Keys(sets) => match pinned(sets, map, params) {
@@ -386,7 +393,7 @@ fn resolve_one<'p>(
                     Some(s) if s.len() == 1 => {
                         let s = *s.iter().next().expect("one element");
                         if one.is_some_and(|o| o != s) {
-                            return Err(cross_join());
+                            return Err(cross_join(st));
                         }
                         one = Some(s);
                     }
@@ -401,7 +408,7 @@ fn resolve_one<'p>(
                     Some(s) if one.is_none_or(|o| o == s) => {
                         Ok(route(Shards::Some(vec![s]), "SET pgproxy.shard_key".into()))
                     }
-                    _ => Err(cross_join()),
+                    _ => Err(cross_join(st)),
                 };
             }
             Ok(route(Shards::Some(vec![one.unwrap_or(0)]), st.why.clone()))
@@ -411,7 +418,14 @@ fn resolve_one<'p>(
     }
 }
 
-fn cross_join() -> RouteError {
+/// The refusal of a Groups target that needs several shards: the plan's own reason (a
+/// sharded table only inside a subquery), else a join not on the key.
+fn cross_join(st: &StmtPlan) -> RouteError {
+    if let Some(why) = &st.no_merge {
+        return RouteError::Unroutable(format!(
+            "{why}: add the sharding key to the subquery's WHERE clause or a /* pgproxy: shard_key=… */ hint"
+        ));
+    }
     RouteError::Unroutable(
         "this statement joins sharded tables on something other than their sharding key, across shards: \
          join them on the key, add the key to the WHERE clause, or add a /* pgproxy: shard_key=… */ hint"

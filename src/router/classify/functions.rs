@@ -146,3 +146,20 @@ pub(crate) fn effect(name: &str, read_only: &[String]) -> (Effect, bool) {
         (Effect::Write, true)
     }
 }
+
+/// A PostgreSQL built-in function (`name` as `object_key` gives it: unqualified, or qualified
+/// with `pg_catalog` or, for its helpers, `information_schema`): one that reads and writes no
+/// user table, so a call of it says nothing about which shard a statement belongs to. Anything
+/// else is a user or extension function, whose body pgproxy cannot see.
+pub(crate) fn is_builtin(name: &str) -> bool {
+    use super::builtins::{BUILTINS, INFORMATION_SCHEMA};
+    let (schema, base) = match name.rsplit_once('.') {
+        Some((s, b)) => (Some(s), b),
+        None => (None, name),
+    };
+    match schema {
+        None | Some("pg_catalog") => BUILTINS.binary_search(&base).is_ok() || !effect(base, &[]).1,
+        Some("information_schema") => INFORMATION_SCHEMA.contains(&base),
+        Some(_) => false,
+    }
+}

@@ -262,3 +262,65 @@ fn read_only_list_is_sorted() {
     );
     assert!(list.len() >= 150, "{}", list.len());
 }
+
+#[test]
+fn builtin_list_is_sorted() {
+    let list = super::builtins::BUILTINS;
+    assert!(
+        list.windows(2).all(|w| w[0] < w[1]),
+        "BUILTINS must be sorted and unique"
+    );
+    assert!(list.len() >= 2500, "{}", list.len());
+}
+
+#[test]
+fn builtins_and_user_functions() {
+    for name in [
+        "now",
+        "current_timestamp",
+        "pg_catalog.now",
+        "set_config",
+        "pg_advisory_lock",
+        "pg_try_advisory_xact_lock",
+        "nextval",
+        "version",
+        "to_tsvector",
+        "pg_cancel_backend",
+        "format_type",
+        "pg_notify",
+        "information_schema._pg_expandarray",
+        "lo_import",
+    ] {
+        assert!(functions::is_builtin(name), "{name}");
+    }
+    for name in [
+        "my_insert_fn",
+        "public.now",
+        "app.f",
+        "\"Now\"",
+        "query_to_xml",
+        "table_to_xml",
+        "ts_stat",
+        "crypt",
+        "information_schema.my_fn",
+    ] {
+        assert!(!functions::is_builtin(name), "{name}");
+    }
+    let first = |sql: &str| {
+        let stmts =
+            sqlparser::parser::Parser::parse_sql(&sqlparser::dialect::PostgreSqlDialect {}, sql)
+                .expect(sql);
+        super::user_function(&stmts[0])
+    };
+    assert_eq!(first("SELECT my_insert_fn()"), Some("my_insert_fn".into()));
+    assert_eq!(
+        first("SELECT lower(name), app.score(id) FROM countries"),
+        Some("app.score".into())
+    );
+    assert_eq!(first("SELECT * FROM my_srf(1)"), Some("my_srf".into()));
+    assert_eq!(first("SELECT now(), version(), nextval('s')"), None);
+    assert_eq!(
+        first("SELECT count(*) FROM countries WHERE code = lower($1)"),
+        None
+    );
+}

@@ -244,36 +244,74 @@ fn scan(e: &Expr) -> AggScan {
     s
 }
 
+/// Types a LIMIT / OFFSET count may be cast to: PostgreSQL turns the count into a bigint, so
+/// only the value matters (drivers write `LIMIT $1::INTEGER`). Sized types (`numeric(3, 1)`)
+/// may change the value: not here.
+const COUNT_TYPES: &[&str] = &[
+    "bigint", "decimal", "int", "int2", "int4", "int8", "integer", "numeric", "smallint",
+];
+
+/// A LIMIT / OFFSET count: a whole number, a parameter or NULL (no limit, no offset), possibly
+/// in parentheses or cast to an integer type.
 fn count_expr(e: &Expr) -> Result<Option<Count>, String> {
+    const WHAT: &str = "LIMIT/OFFSET must be a number or a parameter (optionally cast to an integer type) across shards";
     match e {
         Expr::Value(v) => match &v.value {
             Value::Number(n, _) => n
                 .parse::<u64>()
                 .map(|n| Some(Count::Lit(n)))
                 .map_err(|_| format!("LIMIT/OFFSET {n} is not a whole number")),
+            // `LIMIT '5'`: PostgreSQL reads the literal as a bigint.
+            Value::SingleQuotedString(s) => s
+                .trim()
+                .parse::<u64>()
+                .map(|n| Some(Count::Lit(n)))
+                .map_err(|_| WHAT.to_string()),
             Value::Null => Ok(None),
             Value::Placeholder(p) => p
                 .strip_prefix('$')
                 .and_then(|n| n.parse::<usize>().ok())
+                .filter(|n| *n >= 1)
                 .map(|n| Some(Count::Param(n)))
-                .ok_or_else(|| "LIMIT/OFFSET must be a number or a parameter".to_string()),
-            _ => Err("LIMIT/OFFSET must be a number or a parameter".into()),
+                .ok_or_else(|| WHAT.to_string()),
+            _ => Err(WHAT.into()),
         },
         Expr::Nested(inner) => count_expr(inner),
-        _ => Err("LIMIT/OFFSET must be a number or a parameter across shards".into()),
+        Expr::Cast {
+            kind: sqlparser::ast::CastKind::Cast | sqlparser::ast::CastKind::DoubleColon,
+            expr,
+            data_type,
+            format: None,
+        } if COUNT_TYPES.contains(&data_type.to_string().to_ascii_lowercase().as_str()) => {
+            count_expr(expr)
+        }
+        _ => Err(WHAT.into()),
     }
 }
 
-fn count_to_expr(c: Count) -> Expr {
+/// How each shard's statement writes a count: a literal as a number; a parameter as the client
+/// wrote it (`src`, so that `$1::INTEGER` keeps the parameter's type: the client binds an int4),
+/// cast to bigint (`$1 + $2` alone is ambiguous to PostgreSQL's parameter type inference).
+fn count_to_expr(c: Count, src: Option<&Expr>) -> Expr {
     match c {
         Count::Lit(n) => Expr::value(Value::Number(n.to_string(), false)),
-        // Typed: `$1 + $2` alone is ambiguous to PostgreSQL's parameter type inference.
         Count::Param(n) => Expr::Cast {
             kind: sqlparser::ast::CastKind::Cast,
-            expr: Box::new(Expr::value(Value::Placeholder(format!("${n}")))),
+            expr: Box::new(
+                src.map(strip_nested)
+                    .cloned()
+                    .unwrap_or_else(|| Expr::value(Value::Placeholder(format!("${n}")))),
+            ),
             data_type: sqlparser::ast::DataType::BigInt(None),
             format: None,
         },
+    }
+}
+
+fn strip_nested(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => strip_nested(inner),
+        other => other,
     }
 }
 
@@ -503,6 +541,8 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
         }
     }
     let (mut limit, mut offset) = (None, None);
+    // The counts as written, for the statement each shard runs.
+    let (mut limit_src, mut offset_src): (Option<Expr>, Option<Expr>) = (None, None);
     match &q.limit_clause {
         None => {}
         Some(LimitClause::LimitOffset {
@@ -519,6 +559,8 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
                 .map(|o| count_expr(&o.value))
                 .transpose()?
                 .flatten();
+            limit_src = l.clone();
+            offset_src = o.as_ref().map(|o| o.value.clone());
         }
         Some(LimitClause::OffsetCommaLimit { .. }) => {
             return Err("LIMIT a, b is not PostgreSQL syntax".into())
@@ -533,6 +575,7 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
             .transpose()?
             .flatten()
             .or(Some(Count::Lit(1)));
+        limit_src = f.quantity.clone();
         q.fetch = None;
     }
     for (j, h) in hidden.iter_mut().enumerate() {
@@ -560,22 +603,27 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
         q.order_by = None;
         // Parameters of the LIMIT / OFFSET pgproxy applies itself stay referenced (the client
         // binds them), in a form that limits nothing.
-        q.limit_clause = unused_counts(limit, offset);
+        q.limit_clause = unused_counts(
+            limit.map(|c| (c, limit_src.as_ref())),
+            offset.map(|c| (c, offset_src.as_ref())),
+        );
     } else if limit.is_none() && matches!(offset, Some(Count::Param(_))) {
         rewritten = true;
-        q.limit_clause = unused_counts(None, offset);
+        q.limit_clause = unused_counts(None, offset.map(|c| (c, offset_src.as_ref())));
     } else {
+        let lim = |c: Count| count_to_expr(c, limit_src.as_ref());
+        let off = |c: Count| count_to_expr(c, offset_src.as_ref());
         rewritten |= offset.is_some();
         let widened = match (limit, offset) {
             (Some(Count::Lit(l)), Some(Count::Lit(o))) => {
-                Some(count_to_expr(Count::Lit(l.saturating_add(o))))
+                Some(lim(Count::Lit(l.saturating_add(o))))
             }
             (Some(l), Some(o)) => Some(Expr::BinaryOp {
-                left: Box::new(count_to_expr(l)),
+                left: Box::new(lim(l)),
                 op: BinaryOperator::Plus,
-                right: Box::new(count_to_expr(o)),
+                right: Box::new(off(o)),
             }),
-            (Some(l), None) => Some(count_to_expr(l)),
+            (Some(l), None) => Some(lim(l)),
             (None, _) => None,
         };
         q.limit_clause = widened.map(|l| LimitClause::LimitOffset {
@@ -615,10 +663,14 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
 
 /// `LIMIT NULLIF($l, $l) OFFSET NULLIF($o, $o)` for the parameters among `limit` / `offset`:
 /// NULL is no limit and no offset, and the statement still uses every parameter.
-fn unused_counts(limit: Option<Count>, offset: Option<Count>) -> Option<LimitClause> {
-    let nullif = |c: Option<Count>| match c {
-        Some(Count::Param(n)) => {
-            let p = count_to_expr(Count::Param(n));
+/// Each count comes with the expression the client wrote.
+fn unused_counts(
+    limit: Option<(Count, Option<&Expr>)>,
+    offset: Option<(Count, Option<&Expr>)>,
+) -> Option<LimitClause> {
+    let nullif = |c: Option<(Count, Option<&Expr>)>| match c {
+        Some((Count::Param(n), src)) => {
+            let p = count_to_expr(Count::Param(n), src);
             let text = format!("NULLIF({p}, {p})");
             sqlparser::parser::Parser::new(&sqlparser::dialect::PostgreSqlDialect {})
                 .try_with_sql(&text)
@@ -647,4 +699,94 @@ fn call(name: &str, arg: Expr) -> Expr {
         .try_with_sql(&text)
         .and_then(|mut p| p.parse_expr())
         .unwrap_or(arg)
+}
+
+/// Why the rows of a read whose only sharded table sits in a subquery cannot be merged
+/// (refusal text, without the "add the key" advice).
+const SUBQUERY_ONLY: &str = "this statement reads a sharded table only inside a subquery or CTE, without its sharding key, \
+     and pgproxy merges across shards only reads of a sharded table in the top-level FROM \
+     or in one plain subquery in FROM";
+
+/// A read whose FROM is one subquery over one sharded table (`SELECT count(*) FROM (SELECT …
+/// FROM contacts WHERE …) AS anon_1`, SQLAlchemy's `Query.count()`): the subquery's rows are
+/// the union of each shard's, so the outer query merges like a read of the table itself, if
+/// and only if the subquery works row by row: no LIMIT / OFFSET / FETCH, DISTINCT, GROUP BY,
+/// HAVING, aggregate, window, set operation, CTE, join or function pgproxy does not know (a
+/// user aggregate). `is_sharded` says whether a table name is sharded. `Err`: why not.
+pub fn derived_rows(q: &Query, is_sharded: &dyn Fn(&ObjectName) -> bool) -> Result<(), String> {
+    let SetExpr::Select(sel) = q.body.as_ref() else {
+        return Err(SUBQUERY_ONLY.into());
+    };
+    let [from] = sel.from.as_slice() else {
+        return Err(SUBQUERY_ONLY.into());
+    };
+    let sqlparser::ast::TableFactor::Derived {
+        lateral: false,
+        subquery,
+        ..
+    } = &from.relation
+    else {
+        return Err(SUBQUERY_ONLY.into());
+    };
+    if !from.joins.is_empty() {
+        return Err(SUBQUERY_ONLY.into());
+    }
+    let SetExpr::Select(inner) = subquery.body.as_ref() else {
+        return Err("UNION / INTERSECT / EXCEPT in a subquery over a sharded table cannot be merged across shards".into());
+    };
+    let table = match inner.from.as_slice() {
+        [t] if t.joins.is_empty() => match &t.relation {
+            sqlparser::ast::TableFactor::Table {
+                name, args: None, ..
+            } if is_sharded(name) => name.to_string(),
+            _ => return Err(SUBQUERY_ONLY.into()),
+        },
+        _ => return Err(SUBQUERY_ONLY.into()),
+    };
+    let not_rowwise = |what: &str| {
+        Err(format!(
+            "the subquery over sharded table {table} uses {what}: its rows on each shard do not add up to its rows on one PostgreSQL, so the query cannot be merged across shards"
+        ))
+    };
+    if subquery.with.is_some() {
+        return not_rowwise("WITH");
+    }
+    if subquery.limit_clause.is_some() || subquery.fetch.is_some() {
+        return not_rowwise("LIMIT / OFFSET / FETCH");
+    }
+    if sel.into.is_some() || inner.into.is_some() || !subquery.locks.is_empty() {
+        return Err(SUBQUERY_ONLY.into());
+    }
+    if inner.distinct.is_some() {
+        return not_rowwise("DISTINCT");
+    }
+    if !matches!(&inner.group_by, GroupByExpr::Expressions(e, m) if e.is_empty() && m.is_empty())
+        || inner.having.is_some()
+    {
+        return not_rowwise("GROUP BY / HAVING");
+    }
+    if !inner.named_window.is_empty() || inner.qualify.is_some() {
+        return not_rowwise("a window");
+    }
+    let mut s = AggScan::default();
+    for item in &inner.projection {
+        let _ = item.visit(&mut s);
+    }
+    if s.window {
+        return not_rowwise("a window function");
+    }
+    if s.aggregates > 0 || s.other_agg.is_some() {
+        return not_rowwise("an aggregate");
+    }
+    if let Some(f) = s.unknown {
+        return not_rowwise(&format!(
+            "{f}(), which pgproxy does not know (it may be an aggregate)"
+        ));
+    }
+    Ok(())
+}
+
+/// The refusal of a read whose sharded tables are all inside subqueries.
+pub fn subquery_only() -> String {
+    SUBQUERY_ONLY.into()
 }

@@ -9,7 +9,8 @@ use crate::router::classify::{fallback_kind, ident_key, statement_kind};
 use crate::router::Kind;
 use crate::shard::ShardMap;
 use sqlparser::ast::{
-    AssignmentTarget, CopySource, Insert, ObjectNamePart, Query, SetExpr, Statement, TableObject,
+    AssignmentTarget, CopySource, Expr, Insert, ObjectNamePart, Query, SetExpr, Statement,
+    TableObject,
 };
 use std::collections::BTreeMap;
 use std::ops::Range;
@@ -24,7 +25,35 @@ pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> St
     };
     let stmt = &stmts[0];
     let kind = statement_kind(stmt);
-    let text = lexed.text(r);
+    let plan = plan_parsed(stmt, kind, map, lexed.text(r));
+    // A statement that names no sharded table would run on the session's current shard; one
+    // that runs a user function there may read or write rows of any shard (the function's
+    // body is invisible here), so it needs a key. Built-ins (now(), set_config, advisory
+    // locks, nextval, …) read and write no user table: they stay where they are.
+    if plan.target == Target::Any && kind == Kind::Write {
+        if let Some(f) = crate::router::classify::user_function(stmt) {
+            return StmtPlan::simple(
+                Target::Opaque(opaque_call(&format!(
+                    "this statement calls {f}(), which is not a PostgreSQL built-in"
+                ))),
+                true,
+                "calls a user function",
+            );
+        }
+    }
+    plan
+}
+
+/// The refusal of a statement that runs code pgproxy cannot see into.
+fn opaque_call(what: &str) -> String {
+    format!(
+        "{what}: pgproxy cannot see which shard's rows it reads or writes, and the statement names no \
+         sharding key; add a /* pgproxy: shard_key=… */ hint (the key whose rows it touches) or \
+         /* pgproxy: shard=… */, or SET pgproxy.shard_key"
+    )
+}
+
+fn plan_parsed(stmt: &Statement, kind: Kind, map: &ShardMap, text: &str) -> StmtPlan {
     match stmt {
         Statement::Query(q) => {
             let mut p = plan_query(q, map, text);
@@ -39,7 +68,7 @@ pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> St
                 // pg_notify, advisory locks, unknown functions: not to be run on every shard.
                 p.merge = None;
                 p.no_merge = Some(
-                    "this query calls functions that change state, so it cannot run on several shards".into(),
+                    "this query calls functions that change state or that pgproxy does not know (a user function may write, or be an aggregate), so it cannot run on several shards".into(),
                 );
             }
             return p;
@@ -77,7 +106,11 @@ pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> St
             map,
             &statement.to_string(),
         );
-        if inner.target != Target::Any || inner.write {
+        // EXECUTE would run a user function's call wherever the session is.
+        if inner.target != Target::Any
+            || inner.write
+            || crate::router::classify::user_function(statement).is_some()
+        {
             return StmtPlan::simple(
                 Target::Refuse(
                     "SQL-level PREPARE of a statement on sharded or shared tables cannot be routed at EXECUTE: \
@@ -123,9 +156,16 @@ fn unparsed(words: &[String], map: &ShardMap) -> StmtPlan {
             "COPY",
         );
     }
+    if first == "call" {
+        return StmtPlan::simple(
+            Target::Opaque(opaque_call("CALL runs a user procedure")),
+            true,
+            "CALL",
+        );
+    }
     match first {
         "create" | "alter" | "drop" | "comment" | "grant" | "revoke" | "reindex" | "cluster"
-        | "security" | "do" | "call" => StmtPlan::simple(
+        | "security" | "do" => StmtPlan::simple(
             Target::All,
             true,
             "schema or maintenance statement pgproxy does not parse: every shard",
@@ -236,6 +276,11 @@ fn plan_statement(stmt: &Statement, kind: Kind, map: &ShardMap, text: &str) -> S
             StmtPlan::simple(Target::Any, false, "EXECUTE of a statement without tables")
         }
         Statement::Truncate { .. } => StmtPlan::simple(Target::All, true, "TRUNCATE: every shard"),
+        Statement::Call(f) => StmtPlan::simple(
+            Target::Opaque(opaque_call(&format!("CALL {} runs a user procedure", f.name))),
+            true,
+            "CALL",
+        ),
         _ if kind == Kind::Read => StmtPlan::simple(Target::Any, false, "reads no table"),
         _ if reads_sharded(stmt, map) => StmtPlan::simple(
             Target::Refuse(format!(
@@ -348,8 +393,27 @@ fn plan_query(q: &Query, map: &ShardMap, text: &str) -> StmtPlan {
             };
         }
     }
-    let target = target_of(&scope);
+    let mut target = target_of(&scope);
+    // One sharded table, only inside subqueries: merged when it is one plain subquery in FROM.
+    let mut subquery_only = None;
+    if let Target::Groups(groups) = &target {
+        if let ([pins], [_]) = (groups.as_slice(), scope.refs.as_slice()) {
+            let sharded = |n: &sqlparser::ast::ObjectName| {
+                let (s, t) = split_name(n);
+                map.key_column(s.as_deref(), &t).is_some()
+            };
+            match merge::derived_rows(q, &sharded) {
+                Ok(()) if pins.is_empty() => target = Target::Fanout,
+                Ok(()) => target = Target::Keys(pins.clone()),
+                Err(why) => subquery_only = Some(why),
+            }
+        } else if groups.len() == 1 {
+            subquery_only = Some(merge::subquery_only());
+        }
+    }
     let mut plan = StmtPlan::simple(target, false, "query");
+    // Why the Groups target cannot fan out, when that is not a join.
+    plan.no_merge = subquery_only;
     plan.why = match &plan.target {
         Target::Any => "reads no sharded table: one shard".into(),
         Target::Keys(_) => "sharding key in WHERE".into(),
@@ -500,23 +564,17 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
     }
     if let Some(sqlparser::ast::OnInsert::OnConflict(oc)) = &ins.on {
         if let sqlparser::ast::OnConflictAction::DoUpdate(du) = &oc.action {
+            let keeps = KeyKept {
+                column,
+                table: &table,
+                alias: ins.table_alias.as_ref(),
+                in_target: matches!(&oc.conflict_target,
+                    Some(sqlparser::ast::ConflictTarget::Columns(cols))
+                        if cols.iter().any(|c| ident_key(&c.value, c.quote_style) == column)),
+            };
             for a in &du.assignments {
-                let names: Vec<&sqlparser::ast::ObjectName> = match &a.target {
-                    AssignmentTarget::ColumnName(n) => vec![n],
-                    AssignmentTarget::Tuple(v) => v.iter().collect(),
-                };
-                let sets_key = names.iter().any(|n| match n.0.last() {
-                    Some(ObjectNamePart::Identifier(id)) => {
-                        ident_key(&id.value, id.quote_style) == column
-                    }
-                    _ => false,
-                });
-                if sets_key {
-                    return StmtPlan::simple(
-                        Target::Refuse("ON CONFLICT DO UPDATE of the sharding key would move the row to another shard: update the other columns".into()),
-                        true,
-                        "INSERT",
-                    );
+                if let Some(why) = keeps.refusal(a) {
+                    return StmtPlan::simple(Target::Refuse(why), true, "INSERT");
                 }
                 scope.expr(map, &a.value);
             }
@@ -540,6 +598,90 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
     );
     plan.split = Some(Box::new(ins.clone()));
     plan
+}
+
+/// ON CONFLICT DO UPDATE of a sharded table: may an assignment set the key column? Only to
+/// the value it has: the existing row's own key (`SET user_id = contacts.user_id`), or the
+/// proposed row's key (`EXCLUDED.user_id`) when the key is one of the conflict columns, so the
+/// conflicting row has that key already (Sequelize's upsert sets every conflict column).
+/// Without the key in the conflict target (`ON CONFLICT (id)`, `ON CONFLICT ON CONSTRAINT …`)
+/// the conflicting row may belong to another key: on one PostgreSQL it would move to the new
+/// key, across shards pgproxy cannot move it.
+struct KeyKept<'a> {
+    column: &'a str,
+    table: &'a str,
+    alias: Option<&'a sqlparser::ast::Ident>,
+    in_target: bool,
+}
+
+impl KeyKept<'_> {
+    /// Why the assignment cannot run, if it sets the key to anything else.
+    fn refusal(&self, a: &sqlparser::ast::Assignment) -> Option<String> {
+        let is_key = |n: &sqlparser::ast::ObjectName| match n.0.last() {
+            Some(ObjectNamePart::Identifier(id)) => {
+                ident_key(&id.value, id.quote_style) == self.column
+            }
+            _ => false,
+        };
+        let value_ok = |e: &Expr| self.keeps_key(e);
+        let ok = match &a.target {
+            AssignmentTarget::ColumnName(n) => !is_key(n) || value_ok(&a.value),
+            AssignmentTarget::Tuple(names) => match strip(&a.value) {
+                Expr::Tuple(values) if values.len() == names.len() => names
+                    .iter()
+                    .zip(values)
+                    .all(|(n, v)| !is_key(n) || value_ok(v)),
+                _ => !names.iter().any(is_key),
+            },
+        };
+        if ok {
+            return None;
+        }
+        let column = self.column;
+        Some(if self.in_target {
+            format!(
+                "ON CONFLICT DO UPDATE that sets the sharding key {column} to another value would move the row to another shard: \
+                 set it to EXCLUDED.{column} (or leave it out) and update the other columns"
+            )
+        } else {
+            format!(
+                "ON CONFLICT DO UPDATE SET {column} = …: the conflicting row may belong to another key (the sharding key {column} is not among the conflict columns), \
+                 and pgproxy cannot move it to another shard: list {column} in the conflict target (ON CONFLICT (…, {column})) or leave {column} out of SET"
+            )
+        })
+    }
+
+    /// `e` is the existing row's key, or (key in the conflict target) the proposed row's.
+    fn keeps_key(&self, e: &Expr) -> bool {
+        let parts: Vec<String> = match strip(e) {
+            // Unqualified, the name is ambiguous (table or EXCLUDED): PostgreSQL refuses it.
+            Expr::Identifier(id) => return ident_key(&id.value, id.quote_style) == self.column,
+            Expr::CompoundIdentifier(ids) => ids
+                .iter()
+                .map(|id| ident_key(&id.value, id.quote_style))
+                .collect(),
+            _ => return false,
+        };
+        let [qualifier, col] = parts.as_slice() else {
+            return false;
+        };
+        if col != self.column {
+            return false;
+        }
+        // With an alias, PostgreSQL rejects the table's own name itself.
+        let own = qualifier == self.table
+            || self
+                .alias
+                .is_some_and(|a| *qualifier == ident_key(&a.value, a.quote_style));
+        own || (self.in_target && qualifier == "excluded")
+    }
+}
+
+fn strip(e: &Expr) -> &Expr {
+    match e {
+        Expr::Nested(inner) => strip(inner),
+        other => other,
+    }
 }
 
 fn plan_copy(source: &CopySource, to: bool, map: &ShardMap) -> StmtPlan {

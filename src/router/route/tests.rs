@@ -141,6 +141,26 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT name FROM contacts LIMIT 10", "merge"),
     ("SELECT name FROM contacts LIMIT $1 OFFSET $2", "merge"),
     ("SELECT name FROM contacts FETCH FIRST 3 ROWS ONLY", "merge"),
+    // LIMIT / OFFSET cast to an integer type (SQLAlchemy's psycopg and asyncpg dialects)
+    ("SELECT id FROM contacts WHERE user_id BETWEEN 1 AND 2 ORDER BY id LIMIT 5::integer", "merge"),
+    ("SELECT id FROM contacts ORDER BY id LIMIT $1::INTEGER OFFSET $2::integer", "merge"),
+    ("SELECT id FROM contacts ORDER BY id LIMIT CAST(5 AS int) OFFSET CAST($1 AS bigint)", "merge"),
+    ("SELECT id FROM contacts LIMIT 5::int2 OFFSET 1::int4", "merge"),
+    ("SELECT id FROM contacts LIMIT 5::int8 OFFSET (2::smallint)", "merge"),
+    ("SELECT id FROM contacts LIMIT 5::numeric", "merge"),
+    ("SELECT id FROM contacts LIMIT '5'", "merge"),
+    ("SELECT id FROM contacts LIMIT ALL", "merge"),
+    ("SELECT id FROM contacts LIMIT NULL OFFSET NULL", "merge"),
+    ("SELECT id FROM contacts LIMIT NULL::integer", "merge"),
+    ("SELECT id FROM contacts ORDER BY id OFFSET $1 ROWS FETCH NEXT $2 ROWS ONLY", "merge"),
+    // sqlparser does not read a parenthesized FETCH count (PostgreSQL does): refused, not guessed.
+    ("SELECT id FROM contacts FETCH FIRST ($1::integer) ROWS ONLY", "refuse:could not parse"),
+    ("SELECT id FROM contacts FETCH FIRST ROW ONLY", "merge"),
+    ("SELECT count(*) FROM contacts LIMIT $1::integer OFFSET $2::integer", "merge"),
+    ("SELECT id FROM contacts LIMIT 5::text", "refuse:LIMIT"),
+    ("SELECT id FROM contacts LIMIT $1::numeric(3, 1)", "refuse:LIMIT"),
+    ("SELECT id FROM contacts LIMIT 2.5::numeric", "refuse:not a whole number"),
+    ("SELECT id FROM contacts LIMIT 'x'", "refuse:LIMIT"),
     ("SELECT c.name FROM contacts c JOIN notes n ON n.user_id = c.user_id", "merge"),
     ("SELECT * FROM contacts c, notes n WHERE n.user_id = c.user_id", "merge"),
     ("SELECT * FROM contacts JOIN notes USING (user_id)", "merge"),
@@ -194,13 +214,29 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT * FROM contacts WHERE user_id = A AND id IN (SELECT contact_id FROM notes)", "refuse:joins sharded tables"),
     ("SELECT * FROM contacts c WHERE c.user_id = A AND EXISTS (SELECT 1 FROM notes n WHERE n.user_id = c.user_id)", "key:A"),
     ("SELECT * FROM (SELECT * FROM contacts WHERE user_id = A) s", "key:A"),
-    ("SELECT * FROM (SELECT * FROM contacts) s", "refuse:joins sharded tables"),
+    ("SELECT * FROM (SELECT * FROM contacts) s", "merge"),
+    // a subquery in FROM over one sharded table, row by row: merged (SQLAlchemy's Query.count())
+    ("SELECT count(*) FROM (SELECT id, name FROM contacts WHERE user_id BETWEEN 1 AND 5) AS anon_1", "merge"),
+    ("SELECT count(*) FROM (SELECT id FROM contacts WHERE user_id = A) AS anon_1", "key:A"),
+    ("SELECT count(*) FROM (SELECT id FROM contacts WHERE user_id IN (A, B)) AS anon_1", "keys:A,B"),
+    ("SELECT name FROM (SELECT name, user_id FROM contacts WHERE user_id > 3) s WHERE name <> 'x' ORDER BY name LIMIT 2", "merge"),
+    ("SELECT count(*) FROM (SELECT id FROM contacts WHERE user_id = A LIMIT 5) s", "key:A"),
+    ("SELECT count(*) FROM (SELECT id FROM contacts LIMIT 5) s", "refuse:LIMIT"),
+    ("SELECT count(*) FROM (SELECT id FROM contacts ORDER BY id OFFSET 2) s", "refuse:LIMIT"),
+    ("SELECT count(*) FROM (SELECT DISTINCT name FROM contacts) s", "refuse:DISTINCT"),
+    ("SELECT count(*) FROM (SELECT name, count(*) FROM contacts GROUP BY name) s", "refuse:GROUP BY"),
+    ("SELECT sum(n) FROM (SELECT count(*) AS n FROM contacts) s", "refuse:an aggregate"),
+    ("SELECT count(*) FROM (SELECT row_number() OVER () FROM contacts) s", "refuse:window"),
+    ("SELECT count(*) FROM (SELECT c.id FROM contacts c JOIN countries k ON k.code = c.country) s", "refuse:only inside a subquery"),
+    ("SELECT count(*) FROM (SELECT id FROM contacts) s, countries k", "refuse:only inside a subquery"),
+    ("SELECT count(*) FROM (SELECT id FROM contacts UNION ALL SELECT id FROM contacts) s", "refuse:"),
+    ("SELECT count(*) FROM (SELECT my_fn(id) FROM contacts) s", "refuse:pgproxy does not know"),
     ("WITH x AS (SELECT * FROM contacts WHERE user_id = A) SELECT * FROM x", "key:A"),
-    ("WITH x AS (SELECT * FROM contacts) SELECT * FROM x WHERE 1 = 1", "refuse:joins sharded tables"),
+    ("WITH x AS (SELECT * FROM contacts) SELECT * FROM x WHERE 1 = 1", "refuse:only inside a subquery or CTE"),
     ("WITH x AS (SELECT code FROM countries) SELECT * FROM contacts c JOIN x ON x.code = c.country WHERE c.user_id = A", "key:A"),
     ("WITH contacts AS (SELECT 1 AS user_id) SELECT * FROM contacts", "any"),
     ("SELECT * FROM countries WHERE code IN (SELECT country FROM contacts WHERE user_id = A)", "key:A"),
-    ("SELECT * FROM countries WHERE code IN (SELECT country FROM contacts)", "refuse:joins sharded tables"),
+    ("SELECT * FROM countries WHERE code IN (SELECT country FROM contacts)", "refuse:only inside a subquery"),
     ("SELECT (SELECT count(*) FROM contacts WHERE user_id = A)", "key:A"),
     ("SELECT (SELECT count(*) FROM contacts WHERE user_id = A), (SELECT count(*) FROM contacts WHERE user_id = B)", "refuse:joins sharded tables"),
     ("SELECT * FROM contacts WHERE user_id = A UNION ALL SELECT * FROM notes WHERE user_id = C", "key:A"),
@@ -213,7 +249,34 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT 1", "any"),
     ("SELECT now()", "any"),
     ("SELECT nextval('contacts_id_seq')", "any"),
-    ("SELECT my_function(42)", "any"),
+    ("SELECT now(), version(), current_setting('search_path')", "any"),
+    ("SELECT set_config('application_name', 'x', false)", "any"),
+    ("SELECT pg_advisory_lock(42), pg_try_advisory_xact_lock(1), pg_advisory_unlock_all()", "any"),
+    ("SELECT nextval('countries_id_seq'), currval('countries_id_seq')", "any"),
+    ("SELECT to_tsvector('english', name), lower(code) FROM countries WHERE code = $1", "any"),
+    ("SELECT t.oid, information_schema._pg_expandarray(t.typarray) FROM pg_catalog.pg_type t", "any"),
+    ("EXPLAIN SELECT my_function(42)", "any"),
+    // --- user functions and procedures: pgproxy cannot see which rows they touch
+    ("SELECT my_function(42)", "refuse:pgproxy cannot see"),
+    ("SELECT app.my_function()", "refuse:shard_key=…"),
+    ("SELECT lower(code), my_function(code) FROM countries", "refuse:my_function(), which"),
+    ("SELECT * FROM my_srf(1)", "refuse:my_srf()"),
+    ("VALUES (my_function())", "refuse:pgproxy cannot see"),
+    ("SELECT public.now()", "refuse:public.now()"),
+    ("SELECT query_to_xml('SELECT * FROM contacts', true, false, '')", "refuse:query_to_xml()"),
+    ("EXPLAIN ANALYZE SELECT my_function(42)", "refuse:pgproxy cannot see"),
+    ("COPY (SELECT my_function(42)) TO STDOUT", "refuse:pgproxy cannot see"),
+    ("DECLARE c CURSOR FOR SELECT my_function(42)", "refuse:pgproxy cannot see"),
+    ("PREPARE p AS SELECT my_function(42)", "refuse:PREPARE"),
+    ("BEGIN; SELECT my_function(42); COMMIT", "refuse:my_function()"),
+    ("CREATE FUNCTION f() RETURNS void LANGUAGE sql AS $$ INSERT INTO contacts (user_id) VALUES (1) $$; SELECT f()", "refuse:f()"),
+    ("CALL my_proc(42)", "refuse:CALL my_proc"),
+    ("CALL app.my_proc()", "refuse:shard=…"),
+    ("/* pgproxy: shard_key=B */ CALL my_proc(B)", "key:B"),
+    ("/* pgproxy: shard=s2 */ SELECT my_function(42)", "shard:2"),
+    ("SELECT my_function(name) FROM contacts WHERE user_id = A", "key:A"),
+    ("INSERT INTO contacts (user_id, name) VALUES (A, my_function())", "key:A"),
+    ("SELECT my_function(name) FROM contacts", "refuse:pgproxy does not know"),
     ("SHOW search_path", "any"),
     ("SET search_path = app, public", "any"),
     ("BEGIN", "any"),
@@ -233,6 +296,22 @@ const CASES: &[(&str, &str)] = &[
     ("INSERT INTO contacts (user_id, name) VALUES (A, 'x'), (B, 'y')", "split"),
     ("INSERT INTO contacts (user_id, name) VALUES (A, 'x') ON CONFLICT (id) DO UPDATE SET name = excluded.name", "key:A"),
     ("INSERT INTO contacts (user_id, name) VALUES (A, 'x') RETURNING id", "key:A"),
+    // ON CONFLICT DO UPDATE that keeps the key: Sequelize's upsert sets every conflict column
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, user_id) DO UPDATE SET id = EXCLUDED.id, user_id = EXCLUDED.user_id, name = EXCLUDED.name RETURNING id, user_id, name", "key:A"),
+    ("INSERT INTO \"contacts\" (\"id\",\"user_id\",\"name\") VALUES (1,A,'x') ON CONFLICT (\"id\",\"user_id\") DO UPDATE SET \"id\"=EXCLUDED.\"id\",\"user_id\"=EXCLUDED.\"user_id\",\"name\"=EXCLUDED.\"name\" RETURNING \"id\",\"user_id\",\"name\"", "key:A"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, user_id) DO UPDATE SET (user_id, name) = (excluded.user_id, excluded.name)", "key:A"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id) DO UPDATE SET user_id = contacts.user_id, name = excluded.name", "key:A"),
+    ("INSERT INTO contacts AS c (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id) DO UPDATE SET user_id = (c.user_id)", "key:A"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x'), (2, B, 'y') ON CONFLICT (id, user_id) DO UPDATE SET user_id = EXCLUDED.user_id, name = EXCLUDED.name", "split"),
+    // … and that does not
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id) DO UPDATE SET user_id = EXCLUDED.user_id", "refuse:not among the conflict columns"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT ON CONSTRAINT contacts_pkey DO UPDATE SET user_id = EXCLUDED.user_id", "refuse:conflict target"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, user_id) DO UPDATE SET user_id = B", "refuse:another value"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, user_id) DO UPDATE SET user_id = EXCLUDED.user_id + 0", "refuse:another value"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, user_id) DO UPDATE SET user_id = EXCLUDED.id", "refuse:another value"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, user_id) DO UPDATE SET user_id = notes.user_id", "refuse:another value"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, user_id) DO UPDATE SET (user_id, name) = (SELECT user_id, name FROM countries)", "refuse:another value"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, name) DO UPDATE SET (name, user_id) = (excluded.name, excluded.user_id)", "refuse:not among the conflict columns"),
     ("INSERT INTO contacts (user_id, name) VALUES (A, 'x'), (B, 'y') RETURNING id", "refuse:RETURNING"),
     ("INSERT INTO contacts (user_id, name) VALUES ('A', 'x')", "key:A"),
     ("INSERT INTO contacts VALUES (A, 'x')", "refuse:column list"),
@@ -457,6 +536,9 @@ fn session_shard_key_fills_in_for_statements_without_one() {
         // DDL changes every shard whatever the session's key.
         ("CREATE INDEX ON contacts (name)", None),
         ("UPDATE contacts SET x = 1", Some(shard_a)),
+        // A user function or procedure without a key: the session's key says where.
+        ("SELECT my_function(42)", Some(shard_a)),
+        ("CALL my_proc()", Some(shard_a)),
     ];
     for (sql, want) in cases {
         let r = plan(sql, &m).resolve(&m, &none, Some(&sa)).expect(sql);
@@ -553,6 +635,44 @@ fn merge_specs() {
         s.sql,
         "SELECT name FROM contacts LIMIT CAST($1 AS BIGINT) + CAST($2 AS BIGINT)"
     );
+    // Casts of LIMIT / OFFSET parameters stay as written (the client binds what the cast
+    // says: an int4 for `$1::INTEGER`), then widen to bigint.
+    let s = spec("SELECT name FROM contacts ORDER BY name LIMIT $1::INTEGER OFFSET $2::integer");
+    assert_eq!(
+        s.sql,
+        "SELECT name FROM contacts ORDER BY name LIMIT CAST($1::INTEGER AS BIGINT) + CAST($2::INTEGER AS BIGINT)"
+    );
+    assert_eq!(
+        (s.limit, s.offset),
+        (Some(merge::Count::Param(1)), Some(merge::Count::Param(2)))
+    );
+    let s = spec("SELECT name FROM contacts LIMIT CAST(5 AS int) OFFSET 2::bigint");
+    assert_eq!(s.sql, "SELECT name FROM contacts LIMIT 7");
+    assert_eq!(
+        (s.limit, s.offset),
+        (Some(merge::Count::Lit(5)), Some(merge::Count::Lit(2)))
+    );
+    let s = spec("SELECT name FROM contacts LIMIT 5::integer");
+    assert_eq!(s.sql, "SELECT name FROM contacts LIMIT 5::integer");
+    assert_eq!(s.limit, Some(merge::Count::Lit(5)));
+    let s = spec("SELECT count(*) FROM contacts LIMIT $1::integer OFFSET $2::integer");
+    assert_eq!(
+        s.sql,
+        "SELECT count(*) FROM contacts LIMIT NULLIF(CAST($1::INTEGER AS BIGINT), CAST($1::INTEGER AS BIGINT)) OFFSET NULLIF(CAST($2::INTEGER AS BIGINT), CAST($2::INTEGER AS BIGINT))"
+    );
+    for sql in [
+        "SELECT name FROM contacts LIMIT ALL",
+        "SELECT name FROM contacts LIMIT NULL OFFSET NULL::int",
+    ] {
+        let s = spec(sql);
+        assert_eq!((s.limit, s.offset), (None, None), "{sql}");
+    }
+    let s = spec("SELECT name FROM contacts ORDER BY name OFFSET 1 ROW FETCH FIRST ROW ONLY");
+    assert_eq!(
+        (s.limit, s.offset),
+        (Some(merge::Count::Lit(1)), Some(merge::Count::Lit(1)))
+    );
+    assert_eq!(s.sql, "SELECT name FROM contacts ORDER BY name LIMIT 2");
     let s = spec("SELECT DISTINCT name FROM contacts ORDER BY name LIMIT 2");
     assert_eq!(s.sql, "SELECT DISTINCT name FROM contacts");
     assert_eq!(
