@@ -60,8 +60,26 @@ pub enum Target {
     Fanout,
     /// INSERT rows, each with its key (None: no key given): each row to its key's shard.
     Rows(Vec<Option<KeyExpr>>),
+    /// FETCH / MOVE / CLOSE of a cursor: the shard the session's cursor lives on (any
+    /// shard when pgproxy knows no such cursor: PostgreSQL reports it).
+    Cursor {
+        /// Which cursor.
+        name: CursorName,
+        /// CLOSE (the cursor is gone afterwards).
+        closes: bool,
+    },
     /// Cannot be run correctly: 0A000 with this explanation.
     Refuse(String),
+}
+
+/// The cursor a FETCH / MOVE / CLOSE names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CursorName {
+    /// A cursor, by its name as PostgreSQL keys it (unquoted names folded to lowercase; see
+    /// `classify::ident_key`).
+    Named(String),
+    /// `CLOSE ALL`.
+    All,
 }
 
 /// The plan of one statement.
@@ -80,6 +98,9 @@ pub struct StmtPlan {
     pub why: String,
     /// An INSERT whose rows may go to different shards: the statement to split.
     pub split: Option<Box<sqlparser::ast::Insert>>,
+    /// `DECLARE name … CURSOR`: the cursor's name (as [`CursorName::Named`] keys it) and
+    /// whether it is WITH HOLD (outlives its transaction).
+    pub declares: Option<(String, bool)>,
 }
 
 /// The plan of a SQL string: one entry per statement, plus any comment hint.
@@ -192,6 +213,7 @@ impl StmtPlan {
             no_merge: None,
             why: why.to_string(),
             split: None,
+            declares: None,
         }
     }
 }
@@ -204,6 +226,19 @@ impl RoutePlan {
         map: &ShardMap,
         params: &dyn Fn(usize) -> Option<Param<'p>>,
         session_key: Option<&str>,
+    ) -> Result<Route, RouteError> {
+        self.resolve_with_cursors(map, params, session_key, &|_| Vec::new())
+    }
+
+    /// Like [`RoutePlan::resolve`], with the session's cursors: `cursors(name)` gives the
+    /// shards holding that cursor (for `CLOSE ALL`, every shard holding one); empty when
+    /// pgproxy knows none.
+    pub fn resolve_with_cursors<'p>(
+        &self,
+        map: &ShardMap,
+        params: &dyn Fn(usize) -> Option<Param<'p>>,
+        session_key: Option<&str>,
+        cursors: &dyn Fn(&CursorName) -> Vec<usize>,
     ) -> Result<Route, RouteError> {
         if let Some(h) = &self.hint {
             let shard = h.shard(map)?;
@@ -218,7 +253,7 @@ impl RoutePlan {
         }
         let mut out: Option<Route> = None;
         for st in &self.statements {
-            let r = resolve_one(st, map, params, session_key)?;
+            let r = resolve_one(st, map, params, session_key, cursors)?;
             out = Some(match out {
                 None => r,
                 Some(prev) => combine(prev, r, self.statements.len())?,
@@ -344,6 +379,7 @@ fn resolve_one<'p>(
     map: &ShardMap,
     params: &dyn Fn(usize) -> Option<Param<'p>>,
     session_key: Option<&str>,
+    cursors: &dyn Fn(&CursorName) -> Vec<usize>,
 ) -> Result<Route, RouteError> {
     let route = |shards: Shards, why: String| Route {
         shards,
@@ -362,6 +398,18 @@ fn resolve_one<'p>(
     match &st.target {
         Target::Any => Ok(route(Shards::Any, st.why.clone())),
         Target::Home => Ok(route(Shards::Some(vec![0]), st.why.clone())),
+        Target::Cursor { name, .. } => {
+            let held = cursors(name);
+            match held.len() {
+                // Unknown to pgproxy: the session's shard (PostgreSQL reports a missing one).
+                0 => Ok(route(Shards::Any, st.why.clone())),
+                1 => Ok(route(Shards::Some(held), format!("{}: the cursor's shard", st.why))),
+                _ => Err(RouteError::Unroutable(
+                    "CLOSE ALL while this session has cursors open on several shards: close each cursor by name"
+                        .into(),
+                )),
+            }
+        }
         Target::Refuse(why) => Err(RouteError::Unroutable(why.clone())),
         // DDL and shared tables change every shard, whatever the session's key.
         Target::All => Ok(route(Shards::Some(all(map)), st.why.clone())),

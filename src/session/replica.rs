@@ -714,6 +714,10 @@ impl Session {
             .outcomes
             .iter()
             .any(|o| matches!(o, Outcome::Error(_)));
+        let (shard, in_txn) = (self.repl_mut().shard, self.tx_status != b'I');
+        if let Some(st) = self.repl_mut().sharding.as_deref_mut() {
+            st.cursors.finish_unit(shard, main_failed, in_txn);
+        }
         if let Some(fill) = unit.fill {
             // The followers' sequences move past the values the COPY handed out (whether or
             // not the transaction commits: sequences are not transactional).
@@ -815,6 +819,10 @@ impl Session {
     /// Transaction over: followers leave it.
     pub(super) fn after_txn(&mut self) {
         let repl = self.repl_mut();
+        if let Some(st) = repl.sharding.as_deref_mut() {
+            // (A ROLLBACK took the WITH HOLD cursors it declared already: `route_unit`.)
+            st.cursors.txn_over(false);
+        }
         // Participants on other shards leave with the transaction.
         let (parked, kept): (Vec<Follower>, Vec<Follower>) =
             repl.followers.drain(..).partition(|f| f.parked);
