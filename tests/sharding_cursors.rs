@@ -299,3 +299,247 @@ async fn psycopg_named_cursors() {
     })
     .await
 }
+
+// ---------------------------------------------------------------------------------------------
+// 2. A refusal inside a transaction aborts it
+// ---------------------------------------------------------------------------------------------
+
+/// Ids of the rows these tests insert are offset past the seed rows' ids.
+const OFFSET: i64 = 5000;
+
+fn insert(id: i64, key: i64) -> String {
+    let id = id + OFFSET;
+    format!("INSERT INTO contacts (id, user_id, name) VALUES ({id}, {key}, 'kept?')")
+}
+
+const NO_KEY: &str = "INSERT INTO contacts (id, name) VALUES (999, 'nokey')";
+
+/// Rows with `id` on each shard.
+async fn ids_on(c: &ShardedCluster, id: i64) -> (String, String) {
+    let sql = format!("SELECT count(*) FROM contacts WHERE id = {}", id + OFFSET);
+    (c.shard_scalar(0, &sql).await, c.shard_scalar(1, &sql).await)
+}
+
+async fn no_open_transactions(c: &ShardedCluster) {
+    for node in c.all_nodes() {
+        eventually(5, "no transaction left open on a node", || async {
+            let n: i64 = node
+                .scalar(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = 'app' \
+                     AND state LIKE 'idle in transaction%' AND pid <> pg_backend_pid()",
+                )
+                .await
+                .parse()
+                .expect("count");
+            (n == 0).then_some(())
+        })
+        .await;
+    }
+}
+
+/// Simple protocol, on one shard and across both: after pgproxy's 0A000 the transaction is
+/// aborted (ReadyForQuery 'E', 25P02 for what follows), COMMIT answers ROLLBACK, nothing is
+/// kept.
+#[tokio::test]
+async fn refusal_aborts_the_transaction_simple() {
+    within(120, "test", async {
+        let (c, _reference) = setup().await;
+        let mut p = raw_proxy(&c).await;
+        let (k0, k1) = (key_on(0), key_on(1));
+        for (first, second, end) in [
+            (insert(101, k1), None, "COMMIT"),
+            (insert(102, k0), Some(insert(103, k1)), "COMMIT"),
+            (insert(104, k1), Some(insert(105, k0)), "ROLLBACK"),
+        ] {
+            assert_eq!(exchange(&mut p, &wire::query("BEGIN")).await[1], "Ready T");
+            let got = exchange(&mut p, &wire::query(&first)).await;
+            assert_eq!(got, ["CommandComplete INSERT 0 1", "Ready T"]);
+            if let Some(second) = &second {
+                let got = exchange(&mut p, &wire::query(second)).await;
+                assert_eq!(got, ["CommandComplete INSERT 0 1", "Ready T"]);
+            }
+            let got = exchange(&mut p, &wire::query(NO_KEY)).await;
+            assert_eq!(got, ["Error 0A000", "Ready E"], "the refusal");
+            for sql in [
+                format!("SELECT count(*) FROM contacts WHERE user_id = {k1}"),
+                format!("SELECT count(*) FROM contacts WHERE user_id = {k0}"),
+                "SELECT 1".into(),
+                insert(106, k1),
+            ] {
+                let got = exchange(&mut p, &wire::query(&sql)).await;
+                assert_eq!(got, ["Error 25P02", "Ready E"], "{sql}");
+            }
+            let got = exchange(&mut p, &wire::query(end)).await;
+            assert_eq!(got, ["CommandComplete ROLLBACK", "Ready I"], "{end}");
+            // The session goes on.
+            let got = exchange(&mut p, &wire::query("SELECT 1")).await;
+            assert_eq!(
+                got,
+                [
+                    "RowDescription",
+                    "DataRow [Some(\"1\")]",
+                    "CommandComplete SELECT 1",
+                    "Ready I"
+                ]
+            );
+        }
+        for id in 101..=106 {
+            assert_eq!(ids_on(&c, id).await, ("0".into(), "0".into()), "row {id}");
+        }
+        no_open_transactions(&c).await;
+    })
+    .await
+}
+
+/// The same in the extended protocol (the refused statement, then a read and COMMIT).
+#[tokio::test]
+async fn refusal_aborts_the_transaction_extended() {
+    within(120, "test", async {
+        let (c, _reference) = setup().await;
+        let mut p = raw_proxy(&c).await;
+        let k1 = key_on(1);
+        let pbe = |sql: &str| {
+            let mut m = wire::parse("", sql);
+            m.extend(wire::bind("", "", &[]));
+            m.extend(wire::execute("", 0));
+            with_sync(m)
+        };
+        assert_eq!(
+            exchange(&mut p, &pbe("BEGIN")).await,
+            [
+                "ParseComplete",
+                "BindComplete",
+                "CommandComplete BEGIN",
+                "Ready T"
+            ]
+        );
+        let got = exchange(&mut p, &pbe(&insert(201, k1))).await;
+        assert_eq!(
+            got,
+            [
+                "ParseComplete",
+                "BindComplete",
+                "CommandComplete INSERT 0 1",
+                "Ready T"
+            ]
+        );
+        let got = exchange(&mut p, &pbe(NO_KEY)).await;
+        assert_eq!(got, ["Error 0A000", "Ready E"]);
+        let got = exchange(
+            &mut p,
+            &pbe(&format!(
+                "SELECT count(*) FROM contacts WHERE user_id = {k1}"
+            )),
+        )
+        .await;
+        assert_eq!(got, ["Error 25P02", "Ready E"]);
+        let got = exchange(&mut p, &pbe("COMMIT")).await;
+        assert_eq!(
+            got,
+            [
+                "ParseComplete",
+                "BindComplete",
+                "CommandComplete ROLLBACK",
+                "Ready I"
+            ]
+        );
+        assert_eq!(ids_on(&c, 201).await, ("0".into(), "0".into()));
+        no_open_transactions(&c).await;
+    })
+    .await
+}
+
+/// A savepoint set before the refusal: ROLLBACK TO SAVEPOINT recovers, as in PostgreSQL, and
+/// what ran before the savepoint and after the recovery commits.
+#[tokio::test]
+async fn refusal_then_rollback_to_savepoint() {
+    within(120, "test", async {
+        let (c, _reference) = setup().await;
+        let mut p = raw_proxy(&c).await;
+        let k1 = key_on(1);
+        for (sql, want) in [
+            (
+                "BEGIN".to_string(),
+                vec!["CommandComplete BEGIN", "Ready T"],
+            ),
+            (
+                insert(301, k1),
+                vec!["CommandComplete INSERT 0 1", "Ready T"],
+            ),
+            (
+                "SAVEPOINT s".into(),
+                vec!["CommandComplete SAVEPOINT", "Ready T"],
+            ),
+            (
+                insert(302, k1),
+                vec!["CommandComplete INSERT 0 1", "Ready T"],
+            ),
+            (NO_KEY.into(), vec!["Error 0A000", "Ready E"]),
+            ("SELECT 1".into(), vec!["Error 25P02", "Ready E"]),
+            (
+                "ROLLBACK TO SAVEPOINT s".into(),
+                vec!["CommandComplete ROLLBACK", "Ready T"],
+            ),
+            (
+                insert(303, k1),
+                vec!["CommandComplete INSERT 0 1", "Ready T"],
+            ),
+            ("COMMIT".into(), vec!["CommandComplete COMMIT", "Ready I"]),
+        ] {
+            let got = exchange(&mut p, &wire::query(&sql)).await;
+            assert_eq!(got, want, "{sql}");
+        }
+        let want = |n: &str| {
+            if shard_of(k1) == 0 {
+                (n.to_string(), "0".to_string())
+            } else {
+                ("0".to_string(), n.to_string())
+            }
+        };
+        assert_eq!(ids_on(&c, 301).await, want("1"));
+        assert_eq!(ids_on(&c, 302).await, want("0"));
+        assert_eq!(ids_on(&c, 303).await, want("1"));
+        no_open_transactions(&c).await;
+    })
+    .await
+}
+
+/// One replicated shard (2 nodes): pgproxy's refusal of a nondeterministic write inside
+/// BEGIN … COMMIT aborts the transaction too; nothing is kept on either node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_on_a_replicated_shard_aborts_the_transaction() {
+    within(120, "test", async {
+        let cl = common::cluster::ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        c.batch_execute(
+            "CREATE TABLE jobs (id int PRIMARY KEY, taken bool NOT NULL DEFAULT false)",
+        )
+        .await
+        .expect("schema");
+        c.batch_execute("INSERT INTO jobs (id) SELECT g FROM generate_series(1, 5) g")
+            .await
+            .expect("seed");
+        let mut p = RawConn::login_password(cl.port(), "app", "secret", "app").await;
+        for (sql, want) in [
+            ("BEGIN", vec!["CommandComplete BEGIN", "Ready T"]),
+            (
+                "INSERT INTO jobs (id) VALUES (6)",
+                vec!["CommandComplete INSERT 0 1", "Ready T"],
+            ),
+            (
+                "UPDATE jobs SET taken = true WHERE id IN (SELECT id FROM jobs LIMIT 1)",
+                vec!["Error 0A000", "Ready E"],
+            ),
+            ("SELECT count(*) FROM jobs", vec!["Error 25P02", "Ready E"]),
+            ("COMMIT", vec!["CommandComplete ROLLBACK", "Ready I"]),
+        ] {
+            let got = exchange(&mut p, &wire::query(sql)).await;
+            assert_eq!(got, want, "{sql}");
+        }
+        for node in cl.all() {
+            assert_eq!(node.scalar("SELECT count(*) FROM jobs").await, "5");
+        }
+        cl.assert_identical(&["jobs"]).await;
+    })
+    .await
+}

@@ -58,6 +58,9 @@ pub struct Session {
     pub(super) server_skipping: bool,
     /// Skip client messages up to Sync (after an error pgproxy reported itself).
     pub(super) skip_until_sync: bool,
+    /// pgproxy refused a statement inside the client's transaction: the transaction must be
+    /// aborted on its server, as any error aborts it in PostgreSQL (`lost::abort_refused_txn`).
+    pub(super) abort_owed: bool,
     /// The server sent a FATAL error: it is closing, and the client has been told.
     pub(super) server_fatal: bool,
     /// The server is in copy-in mode for that request: it ignores Sync until CopyDone/CopyFail.
@@ -133,6 +136,7 @@ impl Session {
             pin: None,
             check_unpin: false,
             skip_until_sync: false,
+            abort_owed: false,
             server_skipping: false,
             server_copy: None,
             exec_seq: 0,

@@ -235,6 +235,9 @@ impl Session {
             && starts_with_begin(unit);
         match self.plan_unit(unit).await? {
             Plan::Done => {
+                if std::mem::take(&mut self.abort_owed) {
+                    self.abort_refused_txn().await?;
+                }
                 if self.skip_until_sync && ends_sync {
                     self.skip_until_sync = false;
                     self.to_client
@@ -625,6 +628,7 @@ impl Session {
             Some(hint),
         );
         self.to_client.put_slice(e.raw());
+        self.note_refusal();
         if simple {
             self.to_client
                 .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());

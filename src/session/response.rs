@@ -99,6 +99,12 @@ impl Session {
                 // The client's statement before it failed the transaction (25P02).
                 debug!(error = ?message::error_fields(f.body()), "transaction timestamp not read");
             }
+            be::ERROR_RESPONSE
+                if message::error_code(f.body()) == Some(sqlstate::IN_FAILED_TRANSACTION) =>
+            {
+                // `lost::ABORT_REFUSED_TXN` did its job (or the transaction was aborted already).
+                debug!("transaction aborted after a refusal");
+            }
             be::ERROR_RESPONSE => {
                 warn!(error = ?message::error_fields(f.body()), "pgproxy's own statement failed");
             }

@@ -641,6 +641,7 @@ impl Session {
     }
 
     fn end_refused(&mut self, simple: bool) {
+        self.note_refusal();
         if simple {
             self.to_client
                 .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
