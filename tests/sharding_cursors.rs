@@ -543,3 +543,69 @@ async fn refusal_on_a_replicated_shard_aborts_the_transaction() {
     })
     .await
 }
+
+// ---------------------------------------------------------------------------------------------
+// 3. asyncpg: prepare with Parse/Describe/Flush, then execute for a key on another shard
+// ---------------------------------------------------------------------------------------------
+
+/// Reads until a message with tag `tag` arrives (inclusive).
+async fn read_until(conn: &mut RawConn, tag: u8) -> Vec<String> {
+    let mut out = Vec::new();
+    loop {
+        let m = conn.recv().await.expect("connection closed");
+        if let Some(s) = show(&m) {
+            out.push(s);
+        }
+        if m.tag == tag {
+            return out;
+        }
+    }
+}
+
+/// asyncpg's `fetchval(sql, key)` outside a transaction: Parse + Describe statement + Flush
+/// (on whatever shard the session is on), then Bind + Execute + Sync for a key of the other
+/// shard, named and unnamed statements, answered as PostgreSQL answers; no transaction left
+/// open. A pipeline that executed something before its Flush stays refused
+/// (`sharding_edges::flush_then_sync_for_another_shard`).
+#[tokio::test]
+async fn prepare_with_flush_then_execute_on_another_shard() {
+    within(120, "test", async {
+        let (c, reference) = setup().await;
+        let mut p = raw_proxy(&c).await;
+        let mut r = raw_node(&reference).await;
+        let sql = "SELECT count(*), min(id) FROM contacts WHERE user_id = $1";
+        let mut round = 0;
+        for (here, there) in [(0, 1), (1, 0), (1, 1), (0, 1)] {
+            for name in ["__asyncpg_stmt_1__", ""] {
+                round += 1;
+                let (k_here, k_there) = (key_on(here), key_on(there));
+                // Put the session on shard `here`.
+                let q = wire::query(&format!(
+                    "SELECT count(*) FROM contacts WHERE user_id = {k_here}"
+                ));
+                same_answer(&mut p, &mut r, &q, "warm up").await;
+                let name = if name.is_empty() {
+                    String::new()
+                } else {
+                    format!("{name}{round}")
+                };
+                let mut m = wire::parse(&name, sql);
+                m.extend(wire::describe(b'S', &name));
+                m.extend(wire::flush());
+                r.send(&m).await.expect("send");
+                let want = read_until(&mut r, b'T').await;
+                p.send(&m).await.expect("send");
+                let got = read_until(&mut p, b'T').await;
+                assert_eq!(got, want, "prepare");
+                let key = k_there.to_string();
+                let mut m = wire::bind("", &name, &[Some(&key)]);
+                m.extend(wire::execute("", 0));
+                let got = same_answer(&mut p, &mut r, &with_sync(m), "execute").await;
+                assert!(got.contains(&"Ready I".to_string()), "{got:?}");
+                assert!(!got.iter().any(|s| s.starts_with("Error")), "{got:?}");
+            }
+        }
+        no_open_transactions(&c).await;
+    })
+    .await
+}

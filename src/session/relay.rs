@@ -49,6 +49,9 @@ pub struct Session {
     pub(super) queue: VecDeque<Expect>,
     /// Extended-protocol messages were sent since the last Sync.
     pub(super) since_sync: bool,
+    /// Of those, some bound or executed something (not only Parse, Describe of a statement,
+    /// Close): the implicit transaction they began may hold work.
+    pub(super) pipeline_ran: bool,
     /// Transaction status from the last ReadyForQuery.
     pub(super) tx_status: u8,
     pub(super) pin: Option<PinReason>,
@@ -132,6 +135,7 @@ impl Session {
             statements: ClientStatements::default(),
             queue: VecDeque::new(),
             since_sync: false,
+            pipeline_ran: false,
             tx_status: b'I',
             pin: None,
             check_unpin: false,
@@ -426,6 +430,7 @@ impl Session {
             fe::DESCRIBE => self.on_describe(f).await?,
             fe::EXECUTE => {
                 self.since_sync = true;
+                self.pipeline_ran = true;
                 let seq = self.next_seq();
                 let portal = message::execute_portal(f.body());
                 let stmt = portal.and_then(|p| self.statements.portal(p));
@@ -442,6 +447,7 @@ impl Session {
             }
             fe::SYNC => {
                 self.since_sync = false;
+                self.pipeline_ran = false;
                 let window = self.copy_window;
                 self.queue.push_back(Expect::Sync { window });
                 self.to_server.put_slice(f.raw());

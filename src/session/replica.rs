@@ -312,6 +312,7 @@ impl Session {
     /// client, in place of the Bind it replaced).
     fn send_own_frame(&mut self, f: FrameRef<'_>) {
         self.since_sync = true;
+        self.pipeline_ran = true;
         if f.tag() == fe::PARSE {
             if let Some(server) = self.server.as_mut() {
                 server.unnamed = None;

@@ -351,6 +351,7 @@ impl Session {
         let removed = before != self.queue.len();
         if removed && !self.queue.iter().any(|e| matches!(e, Expect::Sync { .. })) {
             self.since_sync = true;
+            self.pipeline_ran = true;
         }
         if let Some(unit) = self.repl.as_mut().and_then(|r| r.unit.as_mut()) {
             // A replicated unit ends at the client's next Sync (`Unit::sync_owed`).
@@ -610,6 +611,7 @@ impl Session {
             self.skip_until_sync = true;
         }
         self.since_sync = false;
+        self.pipeline_ran = false;
         Ok(())
     }
 }

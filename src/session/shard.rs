@@ -219,6 +219,18 @@ impl Session {
         if self.repl_mut().shard == to {
             return Ok(None);
         }
+        if self.since_sync
+            && self.server.is_some()
+            && !self.pipeline_ran
+            && !self.server_skipping
+            && self.tx_status == b'I'
+        {
+            // Only statements prepared or described since the last Sync (asyncpg prepares
+            // with Parse/Describe/Flush): nothing to carry over. The old shard's implicit
+            // transaction ends here; the statements are prepared on the new shard's
+            // connection when first bound (`extended::prepare_on_server`).
+            self.end_pipeline().await;
+        }
         if self.since_sync && self.server.is_some() {
             // A pipeline (Flush, no Sync yet) is open here: its implicit transaction cannot
             // move. It is aborted, as an error in a pipeline aborts it in PostgreSQL.
@@ -277,11 +289,25 @@ impl Session {
     /// Aborts the implicit transaction of an unfinished pipeline on the attached server: an
     /// Execute of a portal that does not exist fails it, the Sync rolls it back.
     async fn abort_pipeline(&mut self) {
+        self.sync_pipeline(true).await;
+    }
+
+    /// Ends the implicit transaction of a pipeline that only prepared statements: a Sync of
+    /// pgproxy's own (its ReadyForQuery is not the client's).
+    async fn end_pipeline(&mut self) {
+        self.sync_pipeline(false).await;
+    }
+
+    /// Sends the attached server a Sync (after a failing Execute when `abort`) and reads up to
+    /// its ReadyForQuery, which the client does not get.
+    async fn sync_pipeline(&mut self, abort: bool) {
         let Some(server) = self.server.as_mut() else {
             return;
         };
         let mut req = bytes::BytesMut::new();
-        req.put_slice(message::execute("pgproxy_abort_pipeline", 0).raw());
+        if abort {
+            req.put_slice(message::execute("pgproxy_abort_pipeline", 0).raw());
+        }
         req.put_slice(message::sync().raw());
         let mut status = b'I';
         let ok = async {
@@ -301,6 +327,7 @@ impl Session {
             self.cancel.set(None);
         }
         self.since_sync = false;
+        self.pipeline_ran = false;
         self.tx_status = status;
     }
 
