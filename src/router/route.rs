@@ -63,8 +63,26 @@ pub enum Target {
     /// Runs code pgproxy cannot see into (a user function or procedure) and names no key: the
     /// shard of the session's `pgproxy.shard_key`, else refused (0A000) with this explanation.
     Opaque(String),
+    /// FETCH / MOVE / CLOSE of a cursor: the shard the session's cursor lives on (any
+    /// shard when pgproxy knows no such cursor: PostgreSQL reports it).
+    Cursor {
+        /// Which cursor.
+        name: CursorName,
+        /// CLOSE (the cursor is gone afterwards).
+        closes: bool,
+    },
     /// Cannot be run correctly: 0A000 with this explanation.
     Refuse(String),
+}
+
+/// The cursor a FETCH / MOVE / CLOSE names.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum CursorName {
+    /// A cursor, by its name as PostgreSQL keys it (unquoted names folded to lowercase; see
+    /// `classify::ident_key`).
+    Named(String),
+    /// `CLOSE ALL`.
+    All,
 }
 
 /// The plan of one statement.
@@ -83,6 +101,9 @@ pub struct StmtPlan {
     pub why: String,
     /// An INSERT whose rows may go to different shards: the statement to split.
     pub split: Option<Box<sqlparser::ast::Insert>>,
+    /// `DECLARE name … CURSOR`: the cursor's name (as [`CursorName::Named`] keys it) and
+    /// whether it is WITH HOLD (outlives its transaction).
+    pub declares: Option<(String, bool)>,
 }
 
 /// The plan of a SQL string: one entry per statement, plus any comment hint.
@@ -195,6 +216,7 @@ impl StmtPlan {
             no_merge: None,
             why: why.to_string(),
             split: None,
+            declares: None,
         }
     }
 }
@@ -207,6 +229,19 @@ impl RoutePlan {
         map: &ShardMap,
         params: &dyn Fn(usize) -> Option<Param<'p>>,
         session_key: Option<&str>,
+    ) -> Result<Route, RouteError> {
+        self.resolve_with_cursors(map, params, session_key, &|_| Vec::new())
+    }
+
+    /// Like [`RoutePlan::resolve`], with the session's cursors: `cursors(name)` gives the
+    /// shards holding that cursor (for `CLOSE ALL`, every shard holding one); empty when
+    /// pgproxy knows none.
+    pub fn resolve_with_cursors<'p>(
+        &self,
+        map: &ShardMap,
+        params: &dyn Fn(usize) -> Option<Param<'p>>,
+        session_key: Option<&str>,
+        cursors: &dyn Fn(&CursorName) -> Vec<usize>,
     ) -> Result<Route, RouteError> {
         if let Some(h) = &self.hint {
             let shard = h.shard(map)?;
@@ -221,7 +256,7 @@ impl RoutePlan {
         }
         let mut out: Option<Route> = None;
         for st in &self.statements {
-            let r = resolve_one(st, map, params, session_key)?;
+            let r = resolve_one(st, map, params, session_key, cursors)?;
             out = Some(match out {
                 None => r,
                 Some(prev) => combine(prev, r, self.statements.len())?,
@@ -347,6 +382,7 @@ fn resolve_one<'p>(
     map: &ShardMap,
     params: &dyn Fn(usize) -> Option<Param<'p>>,
     session_key: Option<&str>,
+    cursors: &dyn Fn(&CursorName) -> Vec<usize>,
 ) -> Result<Route, RouteError> {
     let route = |shards: Shards, why: String| Route {
         shards,
@@ -365,6 +401,18 @@ fn resolve_one<'p>(
     match &st.target {
         Target::Any => Ok(route(Shards::Any, st.why.clone())),
         Target::Home => Ok(route(Shards::Some(vec![0]), st.why.clone())),
+        Target::Cursor { name, .. } => {
+            let held = cursors(name);
+            match held.len() {
+                // Unknown to pgproxy: the session's shard (PostgreSQL reports a missing one).
+                0 => Ok(route(Shards::Any, st.why.clone())),
+                1 => Ok(route(Shards::Some(held), format!("{}: the cursor's shard", st.why))),
+                _ => Err(RouteError::Unroutable(
+                    "CLOSE ALL while this session has cursors open on several shards: close each cursor by name"
+                        .into(),
+                )),
+            }
+        }
         Target::Refuse(why) => Err(RouteError::Unroutable(why.clone())),
         Target::Opaque(why) => match session_shard()? {
             Some(s) => Ok(route(Shards::Some(vec![s]), "SET pgproxy.shard_key".into())),

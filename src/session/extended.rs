@@ -214,6 +214,7 @@ impl Session {
         let b = Bind::parse(f.body())
             .ok_or_else(|| SessionError::Protocol("malformed Bind message".into()))?;
         self.since_sync = true;
+        self.pipeline_ran = true;
         match self.prepare_on_server(b.statement).await? {
             Prepared::Withheld => return Ok(()),
             Prepared::As(name) if name != b.statement => {

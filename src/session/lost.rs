@@ -3,6 +3,12 @@
 //! refuses everything with 25P02 until the client ends the transaction; ROLLBACK (or COMMIT,
 //! which then reports ROLLBACK, as PostgreSQL does) clears the state. Never silently runs the
 //! rest of a broken transaction in autocommit on another connection.
+//!
+//! A statement pgproxy refuses itself inside a transaction aborts that transaction too, as an
+//! error from the server would: its server is made to fail the transaction
+//! ([`Session::abort_refused_txn`]), so that the server answers what follows exactly as
+//! PostgreSQL does after an error (25P02 until ROLLBACK, COMMIT answered ROLLBACK, ROLLBACK TO
+//! SAVEPOINT recovers), in both protocols.
 
 use super::relay::Session;
 use super::SessionError;
@@ -54,7 +60,61 @@ fn aborted_error() -> Frame {
     )
 }
 
+/// Fails the transaction it runs in, with an explanation in the server's log. Its SQLSTATE
+/// (25P02) marks the error as expected (`response::on_injected_reply`).
+pub(super) const ABORT_REFUSED_TXN: &str = "DO $pgproxy$ BEGIN RAISE EXCEPTION USING \
+     ERRCODE = '25P02', MESSAGE = 'pgproxy refused a statement of this transaction; it is aborted'; \
+     END $pgproxy$";
+
 impl Session {
+    /// A statement was refused by pgproxy (the client got the error): inside a transaction,
+    /// the transaction is now aborted. The client's ReadyForQuery says so at once; the server
+    /// is brought into the same state before the next unit (`abort_refused_txn`).
+    pub(super) fn note_refusal(&mut self) {
+        if self.tx_status == b'T' && !self.lost_txn && self.repl.is_some() {
+            self.tx_status = b'E';
+            self.abort_owed = true;
+        }
+    }
+
+    /// Aborts the client's transaction on its server after a refusal: the main runs a
+    /// statement that fails (queued like pgproxy's own queries; the next unit waits for its
+    /// answer). Participants that only wait for the commit (followers without savepoints,
+    /// parked shards) roll back now, as after an error of the main.
+    pub(super) async fn abort_refused_txn(&mut self) -> Result<(), SessionError> {
+        if self.server.is_none() {
+            // The transaction was moving to another shard, which it has not begun on yet.
+            let shard = self.repl_mut().shard;
+            let Some(main) = self.shared.cluster.topology.main(shard) else {
+                self.lost_txn = true;
+                return Ok(());
+            };
+            let (user, db) = (self.repl_mut().user.clone(), self.repl_mut().db.clone());
+            self.pool = self.shared.cluster.pool(&user, &db, shard, main);
+            match self.pool.checkout().await {
+                Ok(conn) => {
+                    self.repl_mut().node = main;
+                    self.attach(conn);
+                }
+                Err(e) => {
+                    // Nowhere to abort it: pgproxy answers for the transaction (`lost_message`).
+                    tracing::debug!(error = %e, "no connection to abort a refused transaction on");
+                    self.lost_txn = true;
+                    return Ok(());
+                }
+            }
+        }
+        if let Some(begin) = self.repl_mut().pending_begin.take() {
+            self.inject_query(&begin, super::expect::Expect::InjectedQuery);
+        }
+        self.inject_query(ABORT_REFUSED_TXN, super::expect::Expect::InjectedQuery);
+        self.tx_status = b'E';
+        if !self.repl_mut().savepoints {
+            self.rollback_followers().await;
+        }
+        Ok(())
+    }
+
     /// The first error of a transaction lost while the client was between statements: on a
     /// replicated shard retryable (40001); on one node 08006, as when the connection breaks
     /// under a statement.

@@ -7,6 +7,7 @@ mod cancel;
 mod client;
 mod commit;
 mod copy_fill;
+mod cursors;
 mod determinism;
 mod error;
 mod expect;

@@ -49,6 +49,9 @@ pub struct Session {
     pub(super) queue: VecDeque<Expect>,
     /// Extended-protocol messages were sent since the last Sync.
     pub(super) since_sync: bool,
+    /// Of those, some bound or executed something (not only Parse, Describe of a statement,
+    /// Close): the implicit transaction they began may hold work.
+    pub(super) pipeline_ran: bool,
     /// Transaction status from the last ReadyForQuery.
     pub(super) tx_status: u8,
     pub(super) pin: Option<PinReason>,
@@ -58,6 +61,9 @@ pub struct Session {
     pub(super) server_skipping: bool,
     /// Skip client messages up to Sync (after an error pgproxy reported itself).
     pub(super) skip_until_sync: bool,
+    /// pgproxy refused a statement inside the client's transaction: the transaction must be
+    /// aborted on its server, as any error aborts it in PostgreSQL (`lost::abort_refused_txn`).
+    pub(super) abort_owed: bool,
     /// The server sent a FATAL error: it is closing, and the client has been told.
     pub(super) server_fatal: bool,
     /// The server is in copy-in mode for that request: it ignores Sync until CopyDone/CopyFail.
@@ -129,10 +135,12 @@ impl Session {
             statements: ClientStatements::default(),
             queue: VecDeque::new(),
             since_sync: false,
+            pipeline_ran: false,
             tx_status: b'I',
             pin: None,
             check_unpin: false,
             skip_until_sync: false,
+            abort_owed: false,
             server_skipping: false,
             server_copy: None,
             exec_seq: 0,
@@ -427,6 +435,7 @@ impl Session {
             fe::DESCRIBE => self.on_describe(f).await?,
             fe::EXECUTE => {
                 self.since_sync = true;
+                self.pipeline_ran = true;
                 let seq = self.next_seq();
                 let portal = message::execute_portal(f.body());
                 let stmt = portal.and_then(|p| self.statements.portal(p));
@@ -443,6 +452,7 @@ impl Session {
             }
             fe::SYNC => {
                 self.since_sync = false;
+                self.pipeline_ran = false;
                 let window = self.copy_window;
                 self.queue.push_back(Expect::Sync { window });
                 self.to_server.put_slice(f.raw());

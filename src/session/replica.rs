@@ -235,6 +235,9 @@ impl Session {
             && starts_with_begin(unit);
         match self.plan_unit(unit).await? {
             Plan::Done => {
+                if std::mem::take(&mut self.abort_owed) {
+                    self.abort_refused_txn().await?;
+                }
                 if self.skip_until_sync && ends_sync {
                     self.skip_until_sync = false;
                     self.to_client
@@ -309,6 +312,7 @@ impl Session {
     /// client, in place of the Bind it replaced).
     fn send_own_frame(&mut self, f: FrameRef<'_>) {
         self.since_sync = true;
+        self.pipeline_ran = true;
         if f.tag() == fe::PARSE {
             if let Some(server) = self.server.as_mut() {
                 server.unnamed = None;
@@ -655,6 +659,7 @@ impl Session {
             Some(hint),
         );
         self.to_client.put_slice(e.raw());
+        self.note_refusal();
         if simple {
             self.to_client
                 .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
@@ -744,6 +749,10 @@ impl Session {
             .outcomes
             .iter()
             .any(|o| matches!(o, Outcome::Error(_)));
+        let (shard, in_txn) = (self.repl_mut().shard, self.tx_status != b'I');
+        if let Some(st) = self.repl_mut().sharding.as_deref_mut() {
+            st.cursors.finish_unit(shard, main_failed, in_txn);
+        }
         if let Some(fill) = unit.fill {
             // The followers' sequences move past the values the COPY handed out (whether or
             // not the transaction commits: sequences are not transactional).
@@ -845,6 +854,10 @@ impl Session {
     /// Transaction over: followers leave it.
     pub(super) fn after_txn(&mut self) {
         let repl = self.repl_mut();
+        if let Some(st) = repl.sharding.as_deref_mut() {
+            // (A ROLLBACK took the WITH HOLD cursors it declared already: `route_unit`.)
+            st.cursors.txn_over(false);
+        }
         // Participants on other shards leave with the transaction.
         let (parked, kept): (Vec<Follower>, Vec<Follower>) =
             repl.followers.drain(..).partition(|f| f.parked);

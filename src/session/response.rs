@@ -99,6 +99,12 @@ impl Session {
                 // The client's statement before it failed the transaction (25P02).
                 debug!(error = ?message::error_fields(f.body()), "transaction timestamp not read");
             }
+            be::ERROR_RESPONSE
+                if message::error_code(f.body()) == Some(sqlstate::IN_FAILED_TRANSACTION) =>
+            {
+                // `lost::ABORT_REFUSED_TXN` did its job (or the transaction was aborted already).
+                debug!("transaction aborted after a refusal");
+            }
             be::ERROR_RESPONSE => {
                 warn!(error = ?message::error_fields(f.body()), "pgproxy's own statement failed");
             }
@@ -345,6 +351,7 @@ impl Session {
         let removed = before != self.queue.len();
         if removed && !self.queue.iter().any(|e| matches!(e, Expect::Sync { .. })) {
             self.since_sync = true;
+            self.pipeline_ran = true;
         }
         if let Some(unit) = self.repl.as_mut().and_then(|r| r.unit.as_mut()) {
             // A replicated unit ends at the client's next Sync (`Unit::sync_owed`).
@@ -604,6 +611,7 @@ impl Session {
             self.skip_until_sync = true;
         }
         self.since_sync = false;
+        self.pipeline_ran = false;
         Ok(())
     }
 }

@@ -88,6 +88,7 @@ impl Session {
                     self.queue_close(stmt.id);
                 }
                 self.since_sync = true;
+                self.pipeline_ran = true;
                 self.to_server
                     .put_slice(message::execute(NO_PORTAL, 0).raw());
                 self.queue.push_back(Expect::StalePlan);

@@ -5,13 +5,14 @@
 //! read without a key runs on every shard and is merged (`scatter.rs`). What cannot be run
 //! correctly is refused with the router's reason.
 
+use super::cursors::CursorEffect;
 use super::relay::Session;
 use super::replica::Plan;
 use super::SessionError;
 use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, fe, Bind, Parse};
 use crate::protocol::rows::bind_values;
-use crate::router::route::{plan, Param, Route, RouteError, RoutePlan, Shards};
+use crate::router::route::{plan, CursorName, Param, Route, RouteError, RoutePlan, Shards, Target};
 use crate::shard::{KeyType, KeyValue, ShardMap};
 use bytes::BufMut;
 use std::collections::HashMap;
@@ -35,6 +36,8 @@ pub struct ShardState {
     pub bytewise_text: Option<bool>,
     /// The key before the open transaction first changed it (restored by ROLLBACK).
     key_before_txn: Option<Option<String>>,
+    /// SQL-level cursors and the shards they live on.
+    pub(super) cursors: super::cursors::Cursors,
 }
 
 impl ShardState {
@@ -47,6 +50,7 @@ impl ShardState {
             plans: HashMap::new(),
             bytewise_text: None,
             key_before_txn: None,
+            cursors: Default::default(),
         }
     }
 
@@ -108,9 +112,31 @@ impl Session {
         frames: &[u8],
         simple: bool,
     ) -> Result<Option<Plan>, SessionError> {
-        if self.shard_state().is_none() {
+        let Some(st) = self.shard_state() else {
             return Ok(None);
+        };
+        st.cursors.begin_unit();
+        if let Some(rolled_back) = first_query_text(frames).and_then(|t| ends_txn(&t)) {
+            // A ROLLBACK (or COMMIT of an aborted transaction) takes the WITH HOLD cursors
+            // it declared away too; the rest is settled when the transaction is over.
+            if rolled_back || self.tx_status == b'E' {
+                self.shard_state().expect("sharded").cursors.txn_over(true);
+            }
         }
+        let routed = self.route_unit_inner(frames, simple).await;
+        if !matches!(routed, Ok(None)) {
+            if let Some(st) = self.shard_state() {
+                st.cursors.drop_unit();
+            }
+        }
+        routed
+    }
+
+    async fn route_unit_inner(
+        &mut self,
+        frames: &[u8],
+        simple: bool,
+    ) -> Result<Option<Plan>, SessionError> {
         let in_txn = self.tx_status != b'I';
         if self.tx_status == b'E' {
             // An aborted transaction: its shard answers everything but ROLLBACK with 25P02.
@@ -193,6 +219,18 @@ impl Session {
         if self.repl_mut().shard == to {
             return Ok(None);
         }
+        if self.since_sync
+            && self.server.is_some()
+            && !self.pipeline_ran
+            && !self.server_skipping
+            && self.tx_status == b'I'
+        {
+            // Only statements prepared or described since the last Sync (asyncpg prepares
+            // with Parse/Describe/Flush): nothing to carry over. The old shard's implicit
+            // transaction ends here; the statements are prepared on the new shard's
+            // connection when first bound (`extended::prepare_on_server`).
+            self.end_pipeline().await;
+        }
         if self.since_sync && self.server.is_some() {
             // A pipeline (Flush, no Sync yet) is open here: its implicit transaction cannot
             // move. It is aborted, as an error in a pipeline aborts it in PostgreSQL.
@@ -251,11 +289,25 @@ impl Session {
     /// Aborts the implicit transaction of an unfinished pipeline on the attached server: an
     /// Execute of a portal that does not exist fails it, the Sync rolls it back.
     async fn abort_pipeline(&mut self) {
+        self.sync_pipeline(true).await;
+    }
+
+    /// Ends the implicit transaction of a pipeline that only prepared statements: a Sync of
+    /// pgproxy's own (its ReadyForQuery is not the client's).
+    async fn end_pipeline(&mut self) {
+        self.sync_pipeline(false).await;
+    }
+
+    /// Sends the attached server a Sync (after a failing Execute when `abort`) and reads up to
+    /// its ReadyForQuery, which the client does not get.
+    async fn sync_pipeline(&mut self, abort: bool) {
         let Some(server) = self.server.as_mut() else {
             return;
         };
         let mut req = bytes::BytesMut::new();
-        req.put_slice(message::execute("pgproxy_abort_pipeline", 0).raw());
+        if abort {
+            req.put_slice(message::execute("pgproxy_abort_pipeline", 0).raw());
+        }
         req.put_slice(message::sync().raw());
         let mut status = b'I';
         let ok = async {
@@ -275,6 +327,7 @@ impl Session {
             self.cancel.set(None);
         }
         self.since_sync = false;
+        self.pipeline_ran = false;
         self.tx_status = status;
     }
 
@@ -424,7 +477,7 @@ impl Session {
                     self.note_shard_key(text)?;
                     let st = self.shard_state().expect("sharded");
                     let p = st.plan(text);
-                    let r = p.resolve(&st.map, &|_| None, st.key.as_deref())?;
+                    let r = resolve_noting_cursors(&p, text, st, &|_| None)?;
                     executes += p.statements.len();
                     acc = Some(combine(acc, r)?);
                 }
@@ -482,7 +535,7 @@ impl Session {
                                 .unwrap_or(Param::Binary(v)),
                         })
                     };
-                    let r = p.resolve(&st.map, &get, st.key.as_deref())?;
+                    let r = resolve_noting_cursors(&p, &sql, st, &get)?;
                     st.portals.insert(b.portal.to_string(), r);
                 }
                 fe::EXECUTE => {
@@ -492,6 +545,21 @@ impl Session {
                     if let Some(r) = st.portals.get(portal).cloned() {
                         executes += 1;
                         acc = Some(combine(acc, r)?);
+                    } else if let Some(r) = cursor_portal_route(st, portal) {
+                        // The portal of a SQL-level cursor (psycopg describes its cursors so).
+                        executes += 1;
+                        acc = Some(combine(acc, r)?);
+                    }
+                }
+                fe::DESCRIBE => {
+                    let Some(t) = message::Target::parse(f.body()) else {
+                        continue;
+                    };
+                    let st = self.shard_state().expect("sharded");
+                    if t.kind == b'P' && !st.portals.contains_key(t.name) {
+                        if let Some(r) = cursor_portal_route(st, t.name) {
+                            acc = Some(combine(acc, r)?);
+                        }
                     }
                 }
                 _ => {}
@@ -600,12 +668,105 @@ impl Session {
     }
 
     fn end_refused(&mut self, simple: bool) {
+        self.note_refusal();
         if simple {
             self.to_client
                 .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
         } else {
             self.skip_until_sync = true;
         }
+    }
+}
+
+/// Resolves a plan with the session's cursors, and notes what it does to them: a DECLARE of
+/// a name already open on a shard must go there (PostgreSQL then reports the duplicate) and is
+/// refused if its query needs another shard.
+fn resolve_noting_cursors<'p>(
+    p: &RoutePlan,
+    text: &str,
+    st: &mut ShardState,
+    params: &dyn Fn(usize) -> Option<Param<'p>>,
+) -> Result<Route, RouteError> {
+    let cursors = &st.cursors;
+    let mut r =
+        p.resolve_with_cursors(&st.map, params, st.key.as_deref(), &|c| cursors.shards(c))?;
+    for s in &p.statements {
+        if let Some((name, hold)) = &s.declares {
+            if let Some(at) = st.cursors.shards(&CursorName::Named(name.clone())).first() {
+                match &r.shards {
+                    Shards::Any => r.shards = Shards::Some(vec![*at]),
+                    Shards::Some(v) if v == &[*at] => {}
+                    Shards::Some(_) => {
+                        return Err(RouteError::Unroutable(format!(
+                            "a cursor named {name} is already open on shard {}, and this DECLARE needs another shard: CLOSE it first, or use another name",
+                            st.map.name(*at)
+                        )))
+                    }
+                }
+            }
+            st.cursors.note(CursorEffect::Declare(name.clone(), *hold));
+        }
+        if let Target::Cursor { name, closes: true } = &s.target {
+            st.cursors.note(match name {
+                CursorName::Named(n) => CursorEffect::Close(n.clone()),
+                CursorName::All => CursorEffect::CloseAll,
+            });
+        }
+    }
+    if discards_all(text) {
+        st.cursors.note(CursorEffect::CloseAll);
+    }
+    Ok(r)
+}
+
+/// The route of a protocol-level Describe or Execute of portal `name` when it is a cursor
+/// the session declared.
+fn cursor_portal_route(st: &ShardState, name: &str) -> Option<Route> {
+    if name.is_empty() {
+        return None;
+    }
+    let shard = st.cursors.shard_of(name)?;
+    Some(Route {
+        shards: Shards::Some(vec![shard]),
+        merge: None,
+        split: None,
+        write: false,
+        keyless: false,
+        why: "the cursor's shard".into(),
+    })
+}
+
+/// `DISCARD ALL` among the statements of `text` (it closes every cursor).
+fn discards_all(text: &str) -> bool {
+    if !text.to_ascii_lowercase().contains("discard") {
+        return false;
+    }
+    let Some(lexed) = crate::router::classify::lex::Lexed::new(text) else {
+        return false;
+    };
+    lexed
+        .statements()
+        .into_iter()
+        .any(|r| lexed.words(r, 2) == ["discard", "all"])
+}
+
+/// A Query that ends the transaction: Some(true) for ROLLBACK / ABORT, Some(false) for
+/// COMMIT / END; None otherwise (ROLLBACK TO SAVEPOINT, PREPARED forms: None).
+fn ends_txn(text: &str) -> Option<bool> {
+    let lower = text
+        .trim()
+        .trim_end_matches(';')
+        .trim()
+        .to_ascii_lowercase();
+    let mut words = lower.split_whitespace();
+    let first = words.next()?;
+    if words.any(|w| w == "to" || w == "prepared") {
+        return None;
+    }
+    match first {
+        "rollback" | "abort" => Some(true),
+        "commit" | "end" => Some(false),
+        _ => None,
     }
 }
 

@@ -3,8 +3,8 @@
 //! `scope.rs` supplies the facts about tables and keys. Pure.
 
 use super::scope::{key_expr, split_name, Scope};
-use super::{merge, KeyExpr, Param, Route, RouteError, Shards, StmtPlan, Target};
-use crate::router::classify::lex::Lexed;
+use super::{merge, CursorName, KeyExpr, Param, Route, RouteError, Shards, StmtPlan, Target};
+use crate::router::classify::lex::{is_blank, Lexed};
 use crate::router::classify::{fallback_kind, ident_key, statement_kind};
 use crate::router::Kind;
 use crate::shard::ShardMap;
@@ -12,6 +12,7 @@ use sqlparser::ast::{
     AssignmentTarget, CopySource, Expr, Insert, ObjectNamePart, Query, SetExpr, Statement,
     TableObject,
 };
+use sqlparser::tokenizer::Token;
 use std::collections::BTreeMap;
 use std::ops::Range;
 
@@ -19,6 +20,9 @@ const HINT: &str = "add a /* pgproxy: shard=… */ or /* pgproxy: shard_key=… 
 
 /// Plans the statement in `r`.
 pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> StmtPlan {
+    if let Some(p) = cursor_use(lexed, r.clone()) {
+        return p;
+    }
     let stmts = match lexed.parse(r.clone()) {
         Ok(s) if s.len() == 1 => s,
         _ => return unparsed(&lexed.words(r, 3), map),
@@ -81,6 +85,12 @@ fn plan_parsed(stmt: &Statement, kind: Kind, map: &ShardMap, text: &str) -> Stmt
                     out.merge = None;
                     out.no_merge = Some("a cursor over several shards is not supported".into());
                 }
+                if let Some(name) = d.names.first() {
+                    out.declares = Some((
+                        ident_key(&name.value, name.quote_style),
+                        d.hold == Some(true),
+                    ));
+                }
             }
             return out;
         }
@@ -123,6 +133,34 @@ fn plan_parsed(stmt: &Statement, kind: Kind, map: &ShardMap, text: &str) -> Stmt
         }
     }
     StmtPlan::simple(Target::Any, false, "session or transaction statement")
+}
+
+/// FETCH / MOVE / CLOSE: the cursor they name is the statement's last token (`FETCH
+/// [direction] [FROM | IN] name`, `MOVE …`, `CLOSE name | ALL`), read from the tokens so that
+/// what sqlparser does not parse (MOVE) is routed the same way.
+fn cursor_use(lexed: &Lexed<'_>, r: Range<usize>) -> Option<StmtPlan> {
+    let first = lexed.words(r.clone(), 1);
+    let verb = first.first()?.as_str();
+    if !matches!(verb, "fetch" | "move" | "close") {
+        return None;
+    }
+    let last = lexed.tokens[r].iter().rev().find(|t| !is_blank(&t.token))?;
+    let Token::Word(w) = &last.token else {
+        // Not a cursor name: PostgreSQL reports the syntax error on any shard.
+        return Some(StmtPlan::simple(Target::Any, false, "FETCH / MOVE / CLOSE"));
+    };
+    let closes = verb == "close";
+    let name = if closes && w.quote_style.is_none() && w.value.eq_ignore_ascii_case("all") {
+        CursorName::All
+    } else {
+        CursorName::Named(ident_key(&w.value, w.quote_style))
+    };
+    let why = if closes { "CLOSE" } else { "FETCH / MOVE" };
+    Some(StmtPlan::simple(
+        Target::Cursor { name, closes },
+        false,
+        why,
+    ))
 }
 
 /// A statement sqlparser cannot parse: DDL-like words go to every shard (PostgreSQL judges

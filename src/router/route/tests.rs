@@ -683,3 +683,53 @@ fn merge_specs() {
         }
     );
 }
+
+#[test]
+fn cursor_statements_name_their_cursor() {
+    let m = map();
+    let named = |n: &str| CursorName::Named(n.to_string());
+    let cases: &[(&str, Option<CursorName>, bool)] = &[
+        ("FETCH FORWARD 10 FROM c", Some(named("c")), false),
+        ("FETCH 1 FROM Cur", Some(named("cur")), false),
+        ("fetch all in \"Pg_1\"", Some(named("\"Pg_1\"")), false),
+        ("FETCH NEXT FROM \"lower\"", Some(named("lower")), false),
+        ("MOVE FORWARD 5 IN c;", Some(named("c")), false),
+        ("MOVE c", Some(named("c")), false),
+        ("CLOSE c", Some(named("c")), true),
+        ("/* pgproxy: x */ CLOSE \"C\"", Some(named("\"C\"")), true),
+        ("CLOSE ALL", Some(CursorName::All), true),
+        ("CLOSE \"all\"", Some(named("all")), true),
+        ("FETCH 10", None, false),
+    ];
+    for (sql, want, closes) in cases {
+        let p = plan(sql, &m);
+        let got = match &p.statements[0].target {
+            Target::Cursor { name, closes: c } => {
+                assert_eq!(c, closes, "{sql}");
+                Some(name.clone())
+            }
+            _ => None,
+        };
+        assert_eq!(&got, want, "{sql}");
+    }
+    // Resolved with the session's cursors: their shard, or any when unknown.
+    let p = plan("FETCH 1 FROM c", &m);
+    let none = |_: usize| None;
+    let at = |n: &CursorName| if n == &named("c") { vec![2] } else { vec![] };
+    let r = p.resolve_with_cursors(&m, &none, None, &at).expect("route");
+    assert_eq!(r.shards, Shards::Some(vec![2]));
+    let r = p.resolve(&m, &none, None).expect("route");
+    assert_eq!(r.shards, Shards::Any);
+    let p = plan("CLOSE ALL", &m);
+    let two = |_: &CursorName| vec![0, 1];
+    assert!(p.resolve_with_cursors(&m, &none, None, &two).is_err());
+    // DECLARE reports its cursor.
+    let (k, _, _) = keys(&m);
+    let sql = format!(
+        "DECLARE Cur NO SCROLL CURSOR WITH HOLD FOR SELECT * FROM contacts WHERE user_id = {k}"
+    );
+    let p = plan(&sql, &m);
+    assert_eq!(p.statements[0].declares, Some(("cur".to_string(), true)));
+    let p = plan("DECLARE \"X\" CURSOR WITHOUT HOLD FOR SELECT 1", &m);
+    assert_eq!(p.statements[0].declares, Some(("\"X\"".to_string(), false)));
+}
