@@ -361,3 +361,40 @@ async fn count_over_a_subquery_of_one_sharded_table() {
     })
     .await
 }
+
+/// VACUUM / ANALYZE (which sqlparser reads only in part) run on every shard, outside any
+/// transaction block, in both protocols (psycopg's prepare=True prepares them by name).
+#[tokio::test]
+async fn vacuum_and_analyze_run_on_every_shard() {
+    within(120, "test", async {
+        let c = ShardedCluster::start(2, 1, "").await;
+        let client = c.client().await;
+        client.batch_execute(SCHEMA).await.expect("schema");
+        for sql in [
+            "VACUUM ANALYZE contacts",
+            "VACUUM (ANALYZE) contacts",
+            "ANALYZE contacts",
+            "VACUUM",
+        ] {
+            client
+                .simple_query(sql)
+                .await
+                .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
+        }
+        let st = client.prepare("VACUUM contacts").await.expect("prepare");
+        client
+            .execute(&st, &[])
+            .await
+            .unwrap_or_else(|e| panic!("prepared VACUUM: {}", describe(&e)));
+        for s in 0..2 {
+            let n = c
+                .shard_scalar(
+                    s,
+                    "SELECT count(*) FROM pg_stat_user_tables WHERE relname = 'contacts' AND vacuum_count + analyze_count > 0",
+                )
+                .await;
+            assert_eq!(n, "1", "shard {s} was not vacuumed");
+        }
+    })
+    .await
+}

@@ -203,7 +203,7 @@ fn unparsed(words: &[String], map: &ShardMap) -> StmtPlan {
     }
     match first {
         "create" | "alter" | "drop" | "comment" | "grant" | "revoke" | "reindex" | "cluster"
-        | "security" | "do" => StmtPlan::simple(
+        | "security" | "do" | "vacuum" | "analyze" | "analyse" | "checkpoint" => StmtPlan::simple(
             Target::All,
             true,
             "schema or maintenance statement pgproxy does not parse: every shard",

@@ -344,6 +344,10 @@ const CASES: &[(&str, &str)] = &[
     ("DELETE FROM contacts", "keys:0,1,2"),
     ("DELETE FROM contacts c USING notes n WHERE n.user_id = c.user_id AND n.user_id = B", "key:B"),
     ("DELETE FROM countries WHERE code = 'fr'", "all"),
+    ("VACUUM ANALYZE contacts", "all"),
+    ("VACUUM (ANALYZE, VERBOSE) contacts", "all"),
+    ("ANALYZE contacts", "all"),
+    ("vacuum", "all"),
     ("TRUNCATE contacts", "all"),
     ("MERGE INTO contacts c USING notes n ON c.id = n.id WHEN MATCHED THEN DELETE", "refuse:MERGE"),
     // --- DDL and other statements on every shard
