@@ -152,13 +152,16 @@ pub(crate) fn effect(name: &str, read_only: &[String]) -> (Effect, bool) {
 /// user table, so a call of it says nothing about which shard a statement belongs to. Anything
 /// else is a user or extension function, whose body pgproxy cannot see.
 pub(crate) fn is_builtin(name: &str) -> bool {
-    use super::builtins::{BUILTINS, INFORMATION_SCHEMA};
+    use super::builtins::{BUILTINS, INFORMATION_SCHEMA, SYNTAX};
     let (schema, base) = match name.rsplit_once('.') {
         Some((s, b)) => (Some(s), b),
         None => (None, name),
     };
     match schema {
-        None | Some("pg_catalog") => BUILTINS.binary_search(&base).is_ok() || !effect(base, &[]).1,
+        None => {
+            BUILTINS.binary_search(&base).is_ok() || SYNTAX.contains(&base) || !effect(base, &[]).1
+        }
+        Some("pg_catalog") => BUILTINS.binary_search(&base).is_ok() || !effect(base, &[]).1,
         Some("information_schema") => INFORMATION_SCHEMA.contains(&base),
         Some(_) => false,
     }

@@ -256,6 +256,10 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT to_tsvector('english', name), lower(code) FROM countries WHERE code = $1", "any"),
     ("SELECT t.oid, information_schema._pg_expandarray(t.typarray) FROM pg_catalog.pg_type t", "any"),
     ("EXPLAIN SELECT my_function(42)", "any"),
+    // SQL syntax that parses as a call (Django's introspection uses ARRAY(SELECT …))
+    ("SELECT c.relname, array(SELECT attname FROM pg_attribute a WHERE a.attrelid = c.oid) FROM pg_class c", "any"),
+    ("SELECT coalesce(NULL, 1), nullif(1, 2), greatest(1, 2), least(1, 2), row(1, 2)", "any"),
+    ("SELECT current_user, session_user, current_catalog, current_role, user", "any"),
     // --- user functions and procedures: pgproxy cannot see which rows they touch
     ("SELECT my_function(42)", "refuse:pgproxy cannot see"),
     ("SELECT app.my_function()", "refuse:shard_key=…"),
