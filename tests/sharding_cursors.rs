@@ -609,3 +609,43 @@ async fn prepare_with_flush_then_execute_on_another_shard() {
     })
     .await
 }
+
+/// The same inside a transaction (SQLAlchemy's async engine over asyncpg: BEGIN, then each
+/// statement prepared with Parse/Describe/Flush): the batch ends on the old shard, the
+/// transaction moves to (or spans) the new one, and commits; rows land on their key's shard.
+#[tokio::test]
+async fn prepare_with_flush_in_a_transaction_then_execute_on_another_shard() {
+    within(120, "test", async {
+        let (c, reference) = setup().await;
+        let mut p = raw_proxy(&c).await;
+        let mut r = raw_node(&reference).await;
+        let sql = "SELECT count(*), min(id) FROM contacts WHERE user_id = $1";
+        for (round, (here, there)) in [(0, 1), (1, 0)].into_iter().enumerate() {
+            let (k_here, k_there) = (key_on(here), key_on(there));
+            same_answer(&mut p, &mut r, &wire::query("BEGIN"), "begin").await;
+            let q = wire::query(&format!(
+                "SELECT count(*) FROM contacts WHERE user_id = {k_here}"
+            ));
+            same_answer(&mut p, &mut r, &q, "first statement").await;
+            let name = format!("__asyncpg_stmt_tx_{round}__");
+            let mut m = wire::parse(&name, sql);
+            m.extend(wire::describe(b'S', &name));
+            m.extend(wire::flush());
+            r.send(&m).await.expect("send");
+            let want = read_until(&mut r, b'T').await;
+            p.send(&m).await.expect("send");
+            let got = read_until(&mut p, b'T').await;
+            assert_eq!(got, want, "prepare");
+            let key = k_there.to_string();
+            let mut m = wire::bind("", &name, &[Some(&key)]);
+            m.extend(wire::execute("", 0));
+            let got = same_answer(&mut p, &mut r, &with_sync(m), "execute").await;
+            assert!(got.contains(&"Ready T".to_string()), "{got:?}");
+            assert!(!got.iter().any(|s| s.starts_with("Error")), "{got:?}");
+            let got = same_answer(&mut p, &mut r, &wire::query("COMMIT"), "commit").await;
+            assert!(got.contains(&"Ready I".to_string()), "{got:?}");
+        }
+        no_open_transactions(&c).await;
+    })
+    .await
+}

@@ -223,12 +223,15 @@ impl Session {
             && self.server.is_some()
             && !self.pipeline_ran
             && !self.server_skipping
-            && self.tx_status == b'I'
+            && !self.lost_txn
+            && self.tx_status != b'E'
         {
             // Only statements prepared or described since the last Sync (asyncpg prepares
             // with Parse/Describe/Flush): nothing to carry over. The old shard's implicit
-            // transaction ends here; the statements are prepared on the new shard's
-            // connection when first bound (`extended::prepare_on_server`).
+            // transaction ends here (inside the client's transaction, only the batch ends:
+            // the transaction then moves as for any statement of another shard, below); the
+            // statements are prepared on the new shard's connection when first bound
+            // (`extended::prepare_on_server`).
             self.end_pipeline().await;
         }
         if self.since_sync && self.server.is_some() {
