@@ -1298,6 +1298,35 @@ async fn repro_autocommit_acknowledged_when_the_main_dies_at_an_ordered_commit()
     .await
 }
 
+/// An explicit transaction's COMMIT with `commit = "ordered"` whose main dies while it runs
+/// its deferred checks (before any node committed): the client gets 40001 (not a hang, not a
+/// success), nothing is stored anywhere, and the session goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordered_commit_whose_main_dies_first_fails_with_40001() {
+    within(60, "test", async {
+        let cl = ReplCluster::start(2, |c| c.commit("ordered")).await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE t (id int PRIMARY KEY)").await;
+        exec(&cl.nodes[0].superuser("app").await, DIE_AT_COMMIT).await;
+        exec(&c, "BEGIN").await;
+        exec(&c, "INSERT INTO t VALUES (-1)").await;
+        let res = within(20, "COMMIT", c.batch_execute("COMMIT")).await;
+        let e = expect_sqlstate(res, "40001");
+        println!("COMMIT: {}", describe(&e));
+        assert_no_panic(&cl.proxy.log());
+        within(20, "next", c.batch_execute("BEGIN; SELECT 1; COMMIT"))
+            .await
+            .expect("the session goes on");
+        for node in &cl.nodes {
+            assert_eq!(
+                node.scalar("SELECT count(*) FROM t WHERE id = -1").await,
+                "0"
+            );
+        }
+    })
+    .await
+}
+
 /// Stress variant of (a): terminations every 20-50 ms on one node. Found: the session task
 /// panics at `flush_server` ("bytes for a server are only queued while attached", 3-5 times
 /// per run; once in 8 runs of (a)): `check_shape` can get the statement's columns and the

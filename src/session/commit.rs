@@ -25,6 +25,16 @@ pub(super) fn quote(gid: &str) -> String {
     format!("'{}'", gid.replace('\'', "''"))
 }
 
+/// The client's answer when the main died before an ordered commit: nothing committed.
+fn commit_lost() -> Frame {
+    message::error_response(
+        message::Severity::Error,
+        sqlstate::SERIALIZATION_FAILURE,
+        "the main node failed while committing this transaction; it was rolled back on every node",
+        Some("retry the transaction"),
+    )
+}
+
 /// How the main's deferred checks before an ordered commit went.
 enum Deferred {
     Passed,
@@ -63,7 +73,13 @@ impl Session {
             // (No follower left: a plain COMMIT on the main is all there is to do.)
             match self.deferred_checks_on_main().await? {
                 Deferred::Passed => {}
-                Deferred::Lost => return Ok(Plan::Done),
+                Deferred::Lost => {
+                    self.tx_status = b'I';
+                    self.to_client.put_slice(commit_lost().raw());
+                    self.to_client
+                        .put_slice(message::ready_for_query(b'I').raw());
+                    return Ok(Plan::Done);
+                }
                 Deferred::Failed(e) => {
                     self.tx_status = b'I';
                     self.to_client.put_slice(e.raw());
@@ -110,7 +126,11 @@ impl Session {
         if mode == CommitMode::Ordered || self.repl_mut().followers.is_empty() {
             match self.deferred_checks_on_main().await? {
                 Deferred::Passed => {}
-                Deferred::Lost => return Ok(()),
+                Deferred::Lost => {
+                    // The statement had its answer; its commit fails, on every node.
+                    self.to_client.put_slice(commit_lost().raw());
+                    return Ok(());
+                }
                 Deferred::Failed(e) => {
                     self.to_client.put_slice(e.raw());
                     return Ok(());
@@ -164,6 +184,10 @@ impl Session {
         }
         let failed = self.main_exchange("SET CONSTRAINTS ALL IMMEDIATE").await?;
         if self.server.is_none() || self.lost_txn {
+            // The main died before anything committed; the followers' connections were let
+            // go with their transactions (`repl_main_lost`). The caller tells the client now.
+            self.lost_txn = false;
+            self.lost_untold = false;
             return Ok(Deferred::Lost);
         }
         let Some(e) = failed else {
