@@ -754,6 +754,19 @@ public class PgjdbcTest {
           + "$$ SELECT x * 2, 'n' || x $$ LANGUAGE sql");
       exec(c, "CREATE OR REPLACE FUNCTION " + f + "_s(x int) RETURNS int AS $$ SELECT x + 100 $$ LANGUAGE sql");
       exec(c, "CREATE OR REPLACE PROCEDURE " + f + "_p(INOUT x int) AS $$ BEGIN x := x * 3; END $$ LANGUAGE plpgsql");
+      if (TARGET.equals("sharded")) {
+        // pgproxy cannot see into a user function: without a key it refuses the call
+        // (0A000); SET pgproxy.shard_key says which shard's rows the calls are about.
+        try (java.sql.CallableStatement cs = c.prepareCall("{? = call " + f + "_s(?)}")) {
+          cs.registerOutParameter(1, Types.INTEGER);
+          cs.setInt(2, 1);
+          cs.execute();
+          throw new AssertionError("a keyless call of a user function was not refused");
+        } catch (java.sql.SQLException e) {
+          eq(e.getSQLState(), "0A000", "keyless user function call refused");
+        }
+        exec(c, "SET pgproxy.shard_key = 1");
+      }
       for (int i = 0; i < 7; i++) {
         try (java.sql.CallableStatement cs = c.prepareCall("{? = call " + f + "_s(?)}")) {
           cs.registerOutParameter(1, Types.INTEGER);
