@@ -591,7 +591,14 @@ impl Session {
                 e.hint().as_deref(),
             );
         }
-        self.to_client.put_slice(f.raw());
+        self.answer_unit_error(f.raw(), simple);
+    }
+
+    /// Answers a unit with an error (an ErrorResponse's bytes): then ReadyForQuery with the
+    /// session's status (simple protocol), or the rest of the batch is skipped up to its Sync,
+    /// as PostgreSQL does after an error (extended protocol).
+    pub(super) fn answer_unit_error(&mut self, error: &[u8], simple: bool) {
+        self.to_client.put_slice(error);
         if simple {
             self.to_client
                 .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());

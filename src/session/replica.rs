@@ -565,16 +565,10 @@ impl Session {
                 super::determinism::Made::Failed(e) => {
                     // What the statement itself would have met; an open transaction is now
                     // aborted on the main, as it would be on PostgreSQL.
-                    self.to_client.put_slice(e.raw());
                     if self.tx_status == b'T' {
                         self.tx_status = b'E';
                     }
-                    if simple {
-                        self.to_client
-                            .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
-                    } else {
-                        self.skip_until_sync = true;
-                    }
+                    self.answer_unit_error(e.raw(), simple);
                     return Ok(Plan::Done);
                 }
                 super::determinism::Made::Lost => return Ok(Plan::Done),
@@ -658,14 +652,8 @@ impl Session {
             msg,
             Some(hint),
         );
-        self.to_client.put_slice(e.raw());
         self.note_refusal();
-        if simple {
-            self.to_client
-                .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
-        } else {
-            self.skip_until_sync = true;
-        }
+        self.answer_unit_error(e.raw(), simple);
         Ok(Plan::Done)
     }
 

@@ -69,15 +69,22 @@ def engine(dialect, orm=False, **kw):
 KNOWN_LIMIT = "INSERT ... SELECT into"
 
 
+def is_known_limit(e, label):
+    """A documented pgproxy limit on replicated and sharded shards (docs/REPLICATION.md: INSERT ...
+    SELECT into a table with a serial column is refused): a 0A000 refusal naming it is accepted
+    there, and noted."""
+    if TARGET in ("replicated", "sharded") and pgcode(e) == "0A000" and KNOWN_LIMIT in str(e):
+        print(f"NOTE sqlalchemy {TARGET}: {label}: known limit, refused with 0A000", flush=True)
+        return True
+    return False
+
+
 def known_limit(fn, label):
-    """Runs a check that meets a documented pgproxy limit on replicated and sharded shards
-    (docs/REPLICATION.md: INSERT ... SELECT into a table with a serial column is refused): there,
-    a 0A000 refusal naming that limit is accepted and noted; anything else must pass as usual."""
+    """Runs a check that may meet the known limit; anything else must pass as usual."""
     try:
         return fn()
     except Exception as e:  # noqa: BLE001
-        if TARGET in ("replicated", "sharded") and pgcode(e) == "0A000" and KNOWN_LIMIT in str(e):
-            print(f"NOTE sqlalchemy {TARGET}: {label}: known limit, refused with 0A000", flush=True)
+        if is_known_limit(e, label):
             return None
         raise
 
@@ -87,8 +94,7 @@ async def aknown_limit(fn, label):
     try:
         return await fn()
     except Exception as e:  # noqa: BLE001
-        if TARGET in ("replicated", "sharded") and pgcode(e) == "0A000" and KNOWN_LIMIT in str(e):
-            print(f"NOTE sqlalchemy {TARGET}: {label}: known limit, refused with 0A000", flush=True)
+        if is_known_limit(e, label):
             return None
         raise
 
