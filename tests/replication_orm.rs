@@ -196,3 +196,92 @@ async fn vacuum_prepared_by_name_runs() {
     })
     .await
 }
+
+const BATCH: &str = "CREATE TABLE orm_s (id serial PRIMARY KEY, name text NOT NULL, at timestamptz DEFAULT now());
+    CREATE TABLE orm_u (id int GENERATED ALWAYS AS IDENTITY PRIMARY KEY, uid uuid DEFAULT gen_random_uuid(), kind text DEFAULT 'k', note text)";
+
+/// The ORMs' batch INSERTs into tables with a serial / identity / uuid default:
+/// SQLAlchemy's insertmanyvalues (`INSERT … SELECT … FROM (VALUES …) ORDER BY sen_counter
+/// RETURNING`, parameters, extended protocol) and Django 5.2's bulk_create (`INSERT … SELECT *
+/// FROM UNNEST(…) RETURNING`, literal arrays). Every row gets its values from the main, in row
+/// order; every node stores the same rows; the sequences stay equal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orm_batch_inserts_with_serial_ids_land_identically() {
+    within(120, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(&c, BATCH).await;
+        exec(&c, "INSERT INTO orm_s (name) VALUES ('first')").await;
+        // SQLAlchemy, 150 rows (more values than fit in one row of the main's answer).
+        let n = 150;
+        let rows: Vec<String> = (0..n)
+            .map(|i| format!("(${}, {i})", i + 1))
+            .collect();
+        let sql = format!(
+            "INSERT INTO orm_s (name) SELECT p0::VARCHAR FROM (VALUES {}) AS imp_sen(p0, sen_counter) \
+             ORDER BY sen_counter RETURNING orm_s.id, orm_s.id AS id__1",
+            rows.join(", ")
+        );
+        let names: Vec<String> = (0..n).map(|i| format!("s{i}")).collect();
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = names
+            .iter()
+            .map(|s| s as &(dyn tokio_postgres::types::ToSql + Sync))
+            .collect();
+        let got = c.query(sql.as_str(), &params).await.expect("insertmanyvalues");
+        let ids: Vec<i32> = got.iter().map(|r| r.get(0)).collect();
+        assert_eq!(ids, (2..2 + n).collect::<Vec<_>>(), "ids in row order");
+        assert_eq!(
+            scalar(&c, "SELECT name FROM orm_s WHERE id = 2 + 149").await,
+            "s149",
+            "each row its own id"
+        );
+        // Django: UNNEST of literal arrays, with and without an explicit transaction.
+        let unnest = "INSERT INTO orm_u (note, kind) SELECT * FROM UNNEST(('{a,b,c}')::text[], ('{x,y,z}')::text[]) RETURNING orm_u.id, orm_u.uid";
+        let got = c.simple_query(unnest).await.expect("bulk_create");
+        let ids: Vec<String> = got
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ids, ["1", "2", "3"]);
+        exec(&c, "BEGIN").await;
+        exec(&c, "INSERT INTO orm_u (note) SELECT * FROM UNNEST(ARRAY['d', 'e'])").await;
+        exec(&c, "INSERT INTO orm_s (name) SELECT * FROM UNNEST('{t1,t2}'::text[])").await;
+        exec(&c, "COMMIT").await;
+        // The empty batch inserts nothing and moves nothing.
+        exec(&c, "INSERT INTO orm_u (note) SELECT * FROM UNNEST('{}'::text[])").await;
+        assert_eq!(
+            scalar(&c, "SELECT count(*) || ' ' || max(id) || ' ' || count(DISTINCT uid) FROM orm_u").await,
+            "5 5 5"
+        );
+        assert_eq!(
+            scalar(&c, "SELECT count(*) || ' ' || max(id) || ' ' || count(DISTINCT at) FROM orm_s").await,
+            "153 153 3"
+        );
+        // A parameter array has no length before it runs: still refused, with the way out.
+        let err = c
+            .execute(
+                "INSERT INTO orm_s (name) SELECT * FROM UNNEST($1::text[])",
+                &[&vec!["p".to_string()]],
+            )
+            .await
+            .expect_err("refused");
+        let db = err.as_db_error().expect("an ErrorResponse");
+        assert_eq!(db.code().code(), "0A000", "{db:?}");
+        cl.assert_identical(&["orm_s", "orm_u"]).await;
+        for seq in ["orm_s_id_seq", "orm_u_id_seq"] {
+            let sql = format!("SELECT last_value FROM {seq}");
+            let mut values = Vec::new();
+            for node in &cl.nodes {
+                values.push(node.scalar(&sql).await);
+            }
+            assert!(values.iter().all(|v| v == &values[0]), "{seq}: {values:?}");
+        }
+        let log = cl.proxy.log();
+        assert!(!log.contains("quarantined"), "a node was detached:\n{log}");
+        cl.assert_verify_ok().await;
+    })
+    .await
+}

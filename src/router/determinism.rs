@@ -6,6 +6,7 @@
 //! make deterministic are refused with a reason that says what to do instead.
 //! Pure: no IO, no pools.
 
+mod batch;
 mod copy;
 mod defaults;
 mod fallback;
@@ -49,6 +50,11 @@ pub enum Need {
     /// nextval(<arg>): the argument as SQL text exactly as written, e.g. `'t_id_seq'` or
     /// `'public.t_id_seq'::regclass`.
     Nextval(String),
+    /// nextval(<arg>) once for each of the rows an `INSERT … SELECT … FROM UNNEST(…)` inserts:
+    /// `count` is SQL for how many (it mentions no parameter), the value an int8 array.
+    NextvalRows { arg: String, count: String },
+    /// gen_random_uuid() once for each of `count` rows, as a uuid array.
+    UuidRows { count: String },
 }
 
 impl Need {
@@ -61,14 +67,32 @@ impl Need {
             Need::Random => "random()".to_string(),
             Need::Uuid => "gen_random_uuid()".to_string(),
             Need::Nextval(arg) => format!("nextval({arg})"),
+            Need::NextvalRows { arg, count } => format!(
+                "ARRAY(SELECT nextval({arg}) FROM pg_catalog.generate_series(1, {count}))"
+            ),
+            Need::UuidRows { count } => format!(
+                "ARRAY(SELECT pg_catalog.gen_random_uuid() FROM pg_catalog.generate_series(1, {count}))"
+            ),
         }
     }
 
     /// For `Nextval`: the SQL the caller runs on every other node so its sequence does not
     /// fall behind the main (`value` is the text the main returned). `None` for other needs.
     pub fn follower_sql(&self, value: &str) -> Option<String> {
-        let Need::Nextval(arg) = self else {
-            return None;
+        let (arg, value) = match self {
+            Need::Nextval(arg) => (arg, value),
+            // The last value handed out (they ascend); none for no rows.
+            Need::NextvalRows { arg, .. } => (
+                arg,
+                value
+                    .trim()
+                    .trim_start_matches('{')
+                    .trim_end_matches('}')
+                    .rsplit(',')
+                    .next()
+                    .filter(|v| !v.is_empty())?,
+            ),
+            _ => return None,
         };
         let v = match value.trim().parse::<i64>() {
             Ok(n) => n.to_string(),

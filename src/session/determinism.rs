@@ -54,6 +54,8 @@ impl DbPlans {
     }
 }
 
+/// Values evaluated on the main in one row at most; more come as rows of an array.
+const MANY_VALUES: usize = 100;
 /// Texts longer than this are planned every time rather than kept.
 const MAX_CACHED_TEXT: usize = 8192;
 /// Plans kept at most (the cache starts over when full).
@@ -366,8 +368,18 @@ impl Session {
                 Got::Lost => return Ok(Made::Lost),
             };
             for (need, v) in plan.needs.iter().zip(&values) {
-                if let Some(sql) = need.follower_sql(v) {
-                    follower_sql.push(sql);
+                let Some(sql) = need.follower_sql(v) else {
+                    continue;
+                };
+                // One setval per sequence: the last value handed out (a batch of rows takes
+                // many).
+                let seq = match need {
+                    Need::Nextval(arg) | Need::NextvalRows { arg, .. } => Some(arg.as_str()),
+                    _ => None,
+                };
+                match follower_sql.iter_mut().find(|(s, _)| *s == seq) {
+                    Some(slot) => slot.1 = sql,
+                    None => follower_sql.push((seq, sql)),
                 }
             }
             let text = match &w.template {
@@ -382,6 +394,7 @@ impl Session {
         if work.iter().any(|w| is_ddl(&w.sql)) {
             self.shared.schema.invalidate();
         }
+        let follower_sql = follower_sql.into_iter().map(|(_, sql)| sql).collect();
         Ok(Made::Frames(out.freeze(), follower_sql, own))
     }
 
@@ -550,16 +563,25 @@ impl Session {
         &mut self,
         exprs: &[String],
     ) -> Result<Got<Vec<Option<String>>>, SessionError> {
-        let sql = format!(
-            "SELECT {}",
-            exprs
-                .iter()
-                .map(|e| format!("({e})::text"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let each = exprs
+            .iter()
+            .map(|e| format!("({e})::text"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        // Many values (a batch INSERT's ids): as rows of one array, evaluated in order, since a
+        // row holds at most 1664 columns.
+        let many = exprs.len() > MANY_VALUES;
+        let sql = match many {
+            false => format!("SELECT {each}"),
+            true => format!("SELECT pg_catalog.unnest(ARRAY[{each}])"),
+        };
         let server = self.server.as_mut().expect("main attached");
         match rows_or_error(server, &sql).await {
+            Ok(Ok(r)) if many => Ok(Got::Value(
+                r.into_iter()
+                    .filter_map(|row| row.into_iter().next())
+                    .collect(),
+            )),
             Ok(Ok(mut r)) if !r.is_empty() => Ok(Got::Value(r.swap_remove(0))),
             Ok(Ok(_)) => Ok(Got::Value(Vec::new())),
             Ok(Err(e)) => Ok(Got::Failed(e)),

@@ -71,7 +71,7 @@ pub(super) fn plan_insert(
         None => {}
         Some(q) => match q.body.as_mut() {
             SetExpr::Values(v) => always = plan_values(v, &nd, &mut ins.columns, all, &table, cx)?,
-            _ => plan_insert_select(q, &nd, &mut ins.columns, all, &table, cx)?,
+            _ => always = plan_insert_select(q, &nd, &mut ins.columns, all, &table, cx)?,
         },
     }
     ins.source = source;
@@ -159,7 +159,9 @@ fn plan_values(
 }
 
 /// INSERT … SELECT: per-row calls are refused; missing clock defaults are appended to a plain
-/// SELECT's projection; missing per-row defaults are refused.
+/// SELECT's projection; missing per-row defaults are given per row when the SELECT reads rows
+/// the statement lists (`batch`), else refused. Returns true if an identity ALWAYS column was
+/// added.
 fn plan_insert_select(
     q: &mut Query,
     nd: &[NdDefault],
@@ -167,8 +169,13 @@ fn plan_insert_select(
     all: &[String],
     table: &str,
     cx: &mut Cx,
-) -> Result<(), String> {
+) -> Result<bool, String> {
     cx.generic(q, "an INSERT ... SELECT")?;
+    if nd.iter().any(|d| d.per_row) {
+        if let Some(done) = super::batch::plan_listed(q, nd, columns, all, cx) {
+            return done;
+        }
+    }
     let implicit = columns.is_empty();
     let width = match q.body.as_ref() {
         SetExpr::Select(s)
@@ -197,7 +204,7 @@ fn plan_insert_select(
         })
         .collect();
     let Some(first) = missing.first() else {
-        return Ok(());
+        return Ok(false);
     };
     let per_row = missing.iter().find(|d| d.per_row);
     match (per_row, given, q.body.as_mut()) {
@@ -210,7 +217,7 @@ fn plan_insert_select(
                 *columns = g.iter().map(|n| quoted(n)).collect();
             }
             columns.extend(missing.iter().map(|d| quoted(d.name)));
-            Ok(())
+            Ok(false)
         }
         (d, _, _) => {
             let d = d.unwrap_or(first);

@@ -26,6 +26,10 @@ pub(super) enum Form {
     Uuid,
     /// nextval().
     Int8,
+    /// nextval() for each row (`Need::NextvalRows`).
+    Int8Array,
+    /// gen_random_uuid() for each row (`Need::UuidRows`).
+    UuidArray,
 }
 
 impl Form {
@@ -48,6 +52,8 @@ impl Form {
             Form::Float8 => format!("{q}::float8"),
             Form::Uuid => format!("{q}::uuid"),
             Form::Int8 => format!("{q}::int8"),
+            Form::Int8Array => format!("{q}::int8[]"),
+            Form::UuidArray => format!("{q}::uuid[]"),
         }
     }
 }
@@ -158,5 +164,7 @@ pub(super) fn sample_value(need: &Need) -> &'static str {
         Need::Random => "0.5",
         Need::Uuid => "00000000-0000-0000-0000-000000000000",
         Need::Nextval(_) => "1",
+        Need::NextvalRows { .. } => "{1}",
+        Need::UuidRows { .. } => "{00000000-0000-0000-0000-000000000000}",
     }
 }

@@ -74,6 +74,10 @@ fn values(needs: &[Need]) -> Vec<String> {
             Need::Random => format!("0.{i}5"),
             Need::Uuid => format!("{i}1111111-1111-1111-1111-111111111111"),
             Need::Nextval(_) => format!("{}", 100 + i),
+            Need::NextvalRows { .. } => format!("{{{},{}}}", 200 + i, 300 + i),
+            Need::UuidRows { .. } => format!(
+                "{{{i}2222222-2222-2222-2222-222222222222,{i}3333333-3333-3333-3333-333333333333}}"
+            ),
         })
         .collect()
 }
@@ -262,4 +266,19 @@ fn template_plans_render_as_the_statement_plans() {
         }
     }
     assert!(templated >= 8, "only {templated} statements templated");
+}
+
+#[test]
+fn a_batch_of_ids_moves_followers_to_its_last_value() {
+    let n = Need::NextvalRows {
+        arg: "'t_id_seq'::regclass".into(),
+        count: "3".into(),
+    };
+    let sql = n.follower_sql("{7,8,9}").expect("setval");
+    assert!(sql.contains("setval('t_id_seq'::regclass, 9)"), "{sql}");
+    assert_eq!(n.follower_sql("{}"), None);
+    assert_eq!(
+        Need::UuidRows { count: "1".into() }.follower_sql("{x}"),
+        None
+    );
 }

@@ -207,6 +207,39 @@ pub(super) const CASES: &[(&str, Want)] = &[
     ("UPDATE x SET a = random() WHERE id = 1", Refused("random() in an UPDATE that may touch several rows")),
     ("DELETE FROM x WHERE r < random()", Refused("random() in a DELETE")),
     ("UPDATE t SET id = DEFAULT WHERE id = 1", Refused("SET id = DEFAULT")),
+    // INSERT ... SELECT over rows the statement lists (ORM batch INSERTs)
+    (
+        "INSERT INTO t (name) SELECT p0::VARCHAR FROM (VALUES ($1, 0), ($2, 1)) AS imp_sen(p0, sen_counter) ORDER BY sen_counter RETURNING t.id, t.id AS id__1",
+        Rewrite(&["nextval('t_id_seq'::regclass)", "nextval('t_id_seq'::regclass)", "now()"], "INSERT INTO t (name, \"id\", \"created\") SELECT p0::VARCHAR, imp_sen.pgproxy_default0, '2024-05-06 07:08:09.123456+00'::timestamptz FROM (VALUES ($1, 0, '100'::int8), ($2, 1, '101'::int8)) AS imp_sen (p0, sen_counter, pgproxy_default0) ORDER BY sen_counter RETURNING t.id, t.id AS id__1"),
+    ),
+    (
+        "INSERT INTO u (note) SELECT * FROM (VALUES ('a'), ('b')) AS v",
+        Rewrite(&["nextval('u_id_seq'::regclass)", "gen_random_uuid()", "nextval('u_id_seq'::regclass)", "gen_random_uuid()"], "INSERT INTO u (note, \"id\", \"uid\") OVERRIDING SYSTEM VALUE SELECT * FROM (VALUES ('a', '100'::int8, '11111111-1111-1111-1111-111111111111'::uuid), ('b', '102'::int8, '31111111-1111-1111-1111-111111111111'::uuid)) AS v"),
+    ),
+    (
+        "INSERT INTO t (name) SELECT n FROM (VALUES ('a', 1), ('b', 2)) AS v(n) WHERE column2 > 1",
+        Rewrite(&["nextval('t_id_seq'::regclass)", "nextval('t_id_seq'::regclass)", "now()"], "INSERT INTO t (name, \"id\", \"created\") SELECT n, v.pgproxy_default0, '2024-05-06 07:08:09.123456+00'::timestamptz FROM (VALUES ('a', 1, '100'::int8), ('b', 2, '101'::int8)) AS v (n, column2, pgproxy_default0) WHERE column2 > 1"),
+    ),
+    (
+        "INSERT INTO t SELECT * FROM (VALUES (7, 'a')) AS v(i, n)",
+        Rewrite(&["now()"], "INSERT INTO t (\"id\", \"name\", \"created\") SELECT *, '2024-05-06 07:08:09.123456+00'::timestamptz FROM (VALUES (7, 'a')) AS v (i, n)"),
+    ),
+    (
+        "INSERT INTO t (name) SELECT * FROM UNNEST(('{a,b}')::varchar[])",
+        Rewrite(&["ARRAY(SELECT nextval('t_id_seq'::regclass) FROM pg_catalog.generate_series(1, pg_catalog.cardinality(('{a,b}')::VARCHAR[])))", "now()"], "INSERT INTO t (name, \"id\", \"created\") SELECT *, '2024-05-06 07:08:09.123456+00'::timestamptz FROM UNNEST(('{a,b}')::VARCHAR[], '{200,300}'::int8[])"),
+    ),
+    (
+        "INSERT INTO u (kind, note) SELECT * FROM UNNEST(ARRAY['k1', 'k2'], ARRAY['n1', 'n2', 'n3']) RETURNING id",
+        Rewrite(&["ARRAY(SELECT nextval('u_id_seq'::regclass) FROM pg_catalog.generate_series(1, GREATEST(pg_catalog.cardinality(ARRAY['k1', 'k2']), pg_catalog.cardinality(ARRAY['n1', 'n2', 'n3']))))", "ARRAY(SELECT pg_catalog.gen_random_uuid() FROM pg_catalog.generate_series(1, GREATEST(pg_catalog.cardinality(ARRAY['k1', 'k2']), pg_catalog.cardinality(ARRAY['n1', 'n2', 'n3']))))"], "INSERT INTO u (kind, note, \"id\", \"uid\") OVERRIDING SYSTEM VALUE SELECT * FROM UNNEST(ARRAY['k1', 'k2'], ARRAY['n1', 'n2', 'n3'], '{200,300}'::int8[], '{12222222-2222-2222-2222-222222222222,13333333-3333-3333-3333-333333333333}'::uuid[]) RETURNING id"),
+    ),
+    (
+        "INSERT INTO t (name) SELECT n FROM UNNEST('{a,b}'::text[]) AS x(n)",
+        Rewrite(&["ARRAY(SELECT nextval('t_id_seq'::regclass) FROM pg_catalog.generate_series(1, pg_catalog.cardinality('{a,b}'::TEXT[])))", "now()"], "INSERT INTO t (name, \"id\", \"created\") SELECT n, x.pgproxy_default0, '2024-05-06 07:08:09.123456+00'::timestamptz FROM UNNEST('{a,b}'::TEXT[], '{200,300}'::int8[]) AS x (n, pgproxy_default0)"),
+    ),
+    ("INSERT INTO t (name) SELECT * FROM UNNEST($1::varchar[])", Refused("whose column id defaults")),
+    ("INSERT INTO t (name) SELECT DISTINCT * FROM (VALUES ('a'), ('a')) AS v", Refused("whose column id defaults")),
+    ("INSERT INTO t (name) SELECT n FROM UNNEST('{a,b}'::text[]) AS x", Refused("whose column id defaults")),
+    ("INSERT INTO t (name) SELECT * FROM UNNEST('{a,b}'::text[]) WITH ORDINALITY", Refused("whose column id defaults")),
     ("INSERT INTO t (name) SELECT name FROM src", Refused("INSERT ... SELECT into t, whose column id defaults to nextval('t_id_seq'::regclass)")),
     ("INSERT INTO t SELECT * FROM src", Refused("whose column id defaults")),
     ("INSERT INTO t (id, name, created) SELECT nextval('t_id_seq'), name, now() FROM src", Refused("nextval() in an INSERT ... SELECT")),
