@@ -11,6 +11,7 @@
 
 mod explain;
 mod hint;
+mod listed;
 pub mod merge;
 mod scope;
 mod statement;

@@ -582,24 +582,33 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
             "INSERT",
         );
     };
-    let rows = match ins.source.as_deref().map(|q| (q, q.body.as_ref())) {
-        Some((q, SetExpr::Values(v))) if q.with.is_none() => &v.rows,
-        _ => {
-            return StmtPlan::simple(
-                Target::Refuse(format!(
-                    "INSERT … SELECT into sharded table {name}: pgproxy cannot check which shard each row belongs to; insert with VALUES, or {HINT}"
-                )),
-                true,
-                "INSERT",
-            )
-        }
-    };
     let mut scope = Scope::default();
-    for row in rows {
-        for e in row {
-            scope.expr(map, e);
+    let keys: Vec<Option<KeyExpr>> = match ins.source.as_deref().map(|q| (q, q.body.as_ref())) {
+        Some((q, SetExpr::Values(v))) if q.with.is_none() => {
+            for row in &v.rows {
+                for e in row {
+                    scope.expr(map, e);
+                }
+            }
+            v.rows
+                .iter()
+                .map(|r| r.get(pos).and_then(key_expr))
+                .collect()
         }
-    }
+        // An ORM's batch INSERT over rows it lists (VALUES in FROM, UNNEST): keyed per row,
+        // when the SELECT reads no sharded table.
+        Some((q, _))
+            if source_plan
+                .as_ref()
+                .is_some_and(|p| p.target == Target::Any) =>
+        {
+            match super::listed::listed_keys(q, pos) {
+                Some(keys) => keys,
+                None => return insert_select_refused(name),
+            }
+        }
+        _ => return insert_select_refused(name),
+    };
     if let Some(sqlparser::ast::OnInsert::OnConflict(oc)) = &ins.on {
         if let sqlparser::ast::OnConflictAction::DoUpdate(du) = &oc.action {
             let keeps = KeyKept {
@@ -628,14 +637,30 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
             "INSERT",
         );
     }
-    let keys: Vec<Option<KeyExpr>> = rows.iter().map(|r| r.get(pos).and_then(key_expr)).collect();
+    let listed = !matches!(
+        ins.source.as_deref().map(|q| q.body.as_ref()),
+        Some(SetExpr::Values(_))
+    );
     let mut plan = StmtPlan::simple(
         Target::Rows(keys),
         true,
         &format!("INSERT with key {column}"),
     );
-    plan.split = Some(Box::new(ins.clone()));
+    // Listed rows of several shards are refused (the SELECT is not split).
+    if !listed {
+        plan.split = Some(Box::new(ins.clone()));
+    }
     plan
+}
+
+fn insert_select_refused(name: &sqlparser::ast::ObjectName) -> StmtPlan {
+    StmtPlan::simple(
+        Target::Refuse(format!(
+            "INSERT … SELECT into sharded table {name}: pgproxy cannot check which shard each row belongs to; insert with VALUES (or SELECT from VALUES / UNNEST of literal arrays), or {HINT}"
+        )),
+        true,
+        "INSERT",
+    )
 }
 
 /// ON CONFLICT DO UPDATE of a sharded table: may an assignment set the key column? Only to
