@@ -809,7 +809,10 @@ impl Session {
                 return Ok(());
             }
             self.repl_mut().implicit = false;
-            if main_failed {
+            // The main's transaction is aborted ('E'): whatever the outcomes kept say (a COPY
+            // cut short by Flush failed in an earlier part of the batch), it must not be
+            // prepared, which PostgreSQL answers with ROLLBACK, not an error.
+            if main_failed || ready == Some(b'E') {
                 self.rollback_main().await?;
                 self.rollback_followers().await;
             } else {

@@ -6,7 +6,8 @@ use super::relay::Session;
 use super::replica::Step;
 use super::SessionError;
 use crate::protocol::frame::{self, FrameRef};
-use crate::protocol::message::fe;
+use crate::protocol::message::{self, fe};
+use bytes::BufMut;
 
 impl Session {
     /// The next client message while a unit is in flight (`rest`: the unread client bytes).
@@ -42,9 +43,14 @@ impl Session {
             }
             return Ok(Step::Continue);
         }
+        // A unit cut short by Flush holds no Sync: the main would keep the COPY's answer in
+        // its output buffer until the client's next Sync or Flush, which wait for this unit
+        // to end. pgproxy's own Flush after CopyDone/CopyFail has it sent now.
+        let mut flush_main = false;
         if tag != fe::COPY_DATA {
             if let Some(u) = self.repl_mut().unit.as_mut() {
                 u.copy_ended = true;
+                flush_main = !u.sync_owed && super::replica::last_tag(&u.frames) == Some(fe::FLUSH);
             }
         }
         let filled = self
@@ -59,6 +65,9 @@ impl Session {
             }
         } else {
             self.copy_message(&rest[..n]).await?;
+        }
+        if flush_main && self.server.is_some() {
+            self.to_server.put_slice(message::flush().raw());
         }
         Ok(Step::Continue)
     }
