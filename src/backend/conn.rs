@@ -99,6 +99,8 @@ pub struct Exchange {
     pub error: Option<Frame>,
     /// Transaction status at the final ReadyForQuery.
     pub status: u8,
+    /// The last CommandComplete's tag.
+    pub tag: Option<String>,
 }
 
 /// Everything needed to open a connection to a node.
@@ -367,11 +369,13 @@ impl ServerConn {
             result: InternalResult::default(),
             error: None,
             status: b'I',
+            tag: None,
         };
         loop {
             let f = self.read_frame().await?;
             match f.tag() {
                 be::DATA_ROW => out.result.rows.push(message::data_row_text(f.body())),
+                be::COMMAND_COMPLETE => out.tag = Some(message::command_tag(f.body()).to_string()),
                 be::PARAMETER_STATUS => {
                     if let Some((k, v)) = message::parameter_status(f.body()) {
                         out.result.params.push((k.to_string(), v.to_string()));

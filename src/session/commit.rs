@@ -350,6 +350,17 @@ impl Session {
                 )));
             }
         };
+        if main.error.is_none() && main.tag.as_deref() == Some("ROLLBACK") {
+            // PostgreSQL answers PREPARE TRANSACTION of an aborted transaction with ROLLBACK,
+            // not an error: nothing was prepared on the main, so nothing commits anywhere.
+            self.abort_prepared(&gid).await;
+            return Ok(Err(message::error_response(
+                message::Severity::Error,
+                sqlstate::SERIALIZATION_FAILURE,
+                "the transaction was rolled back on every node: it had failed on the main node",
+                Some("retry the transaction"),
+            )));
+        }
         if let Some(err) = main.error {
             self.abort_prepared(&gid).await;
             let err = if message::error_code(err.body()) == Some("55000") {
