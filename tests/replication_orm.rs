@@ -30,6 +30,25 @@ async fn deferred_fk_violations(commit: &str) {
             .await,
         "23503",
     );
+    // What the client reads: the error instead of the statement's CommandComplete, as from one
+    // PostgreSQL (which reports a simple query's commit before its last CommandComplete).
+    let tags = |msgs: &[common::wire::Msg]| msgs.iter().map(|m| m.tag as char).collect::<String>();
+    let sql = "INSERT INTO fkp VALUES (2); INSERT INTO fkc VALUES (7, 999)";
+    let mut direct =
+        common::wire::RawConn::login_password(cl.nodes[0].port(), "app", "secret", "app").await;
+    direct.send(&common::wire::query(sql)).await.expect("send");
+    let want = tags(&direct.until_ready_any().await);
+    let mut raw = common::wire::RawConn::login_password(cl.port(), "app", "secret", "app").await;
+    raw.send(&common::wire::query(sql)).await.expect("send");
+    assert_eq!(
+        tags(&raw.until_ready_any().await),
+        want,
+        "messages of a failing implicit commit"
+    );
+    assert_eq!(
+        want, "CE",
+        "PostgreSQL: first INSERT's CommandComplete, then the error"
+    );
     exec(&c, "BEGIN").await;
     exec(&c, "INSERT INTO fkc VALUES (3, 999)").await;
     exec(&c, "INSERT INTO fkc VALUES (4, 1)").await;

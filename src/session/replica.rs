@@ -816,7 +816,14 @@ impl Session {
                 self.rollback_main().await?;
                 self.rollback_followers().await;
             } else {
+                let mark = self.to_client.len();
                 self.commit_implicit().await?;
+                if self.to_client.len() > mark && unit.frames.first() == Some(&fe::QUERY) {
+                    // The commit failed (a deferred constraint, the main lost): PostgreSQL
+                    // reports a simple query's commit before its last CommandComplete, so
+                    // the client gets the error instead of that CommandComplete.
+                    drop_last_command_complete(&mut self.to_client, mark);
+                }
             }
             self.tx_status = b'I';
             self.after_txn();
@@ -969,4 +976,23 @@ pub(super) fn last_tag(unit: &[u8]) -> Option<u8> {
         pos += n;
     }
     last
+}
+
+/// Removes the CommandComplete that ends `buf[..end]`, if the last frame there is one (it may
+/// have been sent to the client already; then nothing is removed).
+fn drop_last_command_complete(buf: &mut bytes::BytesMut, end: usize) {
+    let mut pos = 0;
+    let mut last = None;
+    while pos < end {
+        let Ok(Some(n)) = frame::peek_frame_len(&buf[pos..end], usize::MAX) else {
+            return;
+        };
+        last = Some(pos);
+        pos += n;
+    }
+    if let Some(at) = last.filter(|&at| buf[at] == crate::protocol::message::be::COMMAND_COMPLETE) {
+        let tail = buf.split_off(end);
+        buf.truncate(at);
+        buf.unsplit(tail);
+    }
 }
