@@ -279,16 +279,24 @@ async fn orm_batch_inserts_with_serial_ids_land_identically() {
             scalar(&c, "SELECT count(*) || ' ' || max(id) || ' ' || count(DISTINCT at) FROM orm_s").await,
             "153 153 3"
         );
-        // A parameter array has no length before it runs: still refused, with the way out.
-        let err = c
-            .execute(
-                "INSERT INTO orm_s (name) SELECT * FROM UNNEST($1::text[])",
-                &[&vec!["p".to_string()]],
-            )
+        // Arrays as parameters (asyncpg's and psycopg's server-side binding; binary here): as
+        // many ids as the Bind's longest array has elements; a NULL array inserts nothing.
+        let st = c
+            .prepare("INSERT INTO orm_u (note, kind) SELECT * FROM UNNEST($1::text[], $2::text[]) RETURNING id")
             .await
-            .expect_err("refused");
-        let db = err.as_db_error().expect("an ErrorResponse");
-        assert_eq!(db.code().code(), "0A000", "{db:?}");
+            .expect("prepare");
+        let notes = vec!["p1".to_string(), "p2".to_string(), "p3".to_string()];
+        let kinds = vec!["q".to_string()];
+        let got = c.query(&st, &[&notes, &kinds]).await.expect("array parameters");
+        let ids: Vec<i32> = got.iter().map(|r| r.get(0)).collect();
+        assert_eq!(ids, [6, 7, 8]);
+        let none: Option<Vec<String>> = None;
+        let got = c.query(&st, &[&none, &none]).await.expect("NULL arrays");
+        assert!(got.is_empty());
+        assert_eq!(
+            scalar(&c, "SELECT string_agg(id || ':' || note || ':' || coalesce(kind, '-'), ',' ORDER BY id) FROM orm_u WHERE id > 5").await,
+            "6:p1:q,7:p2:-,8:p3:-"
+        );
         cl.assert_identical(&["orm_s", "orm_u"]).await;
         for seq in ["orm_s_id_seq", "orm_u_id_seq"] {
             let sql = format!("SELECT last_value FROM {seq}");

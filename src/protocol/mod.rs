@@ -3,6 +3,7 @@
 //! pure (IO-free) parts of authentication. Nothing here does IO.
 //! <https://www.postgresql.org/docs/current/protocol-message-formats.html>
 
+pub mod array;
 pub mod frame;
 pub mod md5;
 pub mod message;

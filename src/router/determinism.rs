@@ -50,11 +50,35 @@ pub enum Need {
     /// nextval(<arg>): the argument as SQL text exactly as written, e.g. `'t_id_seq'` or
     /// `'public.t_id_seq'::regclass`.
     Nextval(String),
-    /// nextval(<arg>) once for each of the rows an `INSERT … SELECT … FROM UNNEST(…)` inserts:
-    /// `count` is SQL for how many (it mentions no parameter), the value an int8 array.
-    NextvalRows { arg: String, count: String },
+    /// nextval(<arg>) once for each of the rows an `INSERT … SELECT … FROM UNNEST(…)` inserts,
+    /// as an int8 array.
+    NextvalRows { arg: String, count: RowCount },
     /// gen_random_uuid() once for each of `count` rows, as a uuid array.
-    UuidRows { count: String },
+    UuidRows { count: RowCount },
+}
+
+/// How many rows an `UNNEST(a, b, …)` gives: as many as its longest array has elements.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowCount {
+    /// SQL for each array's element count (`pg_catalog.cardinality(…)`, or a number).
+    pub sql: Vec<String>,
+    /// Arrays that are parameters (`$n`): their counts come from the Bind
+    /// (`Need::with_row_counts`) before the need is evaluated.
+    pub params: Vec<usize>,
+}
+
+impl RowCount {
+    fn sql_text(&self) -> String {
+        debug_assert!(
+            self.params.is_empty(),
+            "row count of parameters not resolved"
+        );
+        match self.sql.as_slice() {
+            [] => "0".to_string(),
+            [one] => one.clone(),
+            many => format!("GREATEST({})", many.join(", ")),
+        }
+    }
 }
 
 impl Need {
@@ -68,12 +92,47 @@ impl Need {
             Need::Uuid => "gen_random_uuid()".to_string(),
             Need::Nextval(arg) => format!("nextval({arg})"),
             Need::NextvalRows { arg, count } => format!(
-                "ARRAY(SELECT nextval({arg}) FROM pg_catalog.generate_series(1, {count}))"
+                "ARRAY(SELECT nextval({arg}) FROM pg_catalog.generate_series(1, {}))",
+                count.sql_text()
             ),
             Need::UuidRows { count } => format!(
-                "ARRAY(SELECT pg_catalog.gen_random_uuid() FROM pg_catalog.generate_series(1, {count}))"
+                "ARRAY(SELECT pg_catalog.gen_random_uuid() FROM pg_catalog.generate_series(1, {}))",
+                count.sql_text()
             ),
         }
+    }
+
+    /// The parameters ($n) whose array lengths this need waits for.
+    pub fn row_params(&self) -> &[usize] {
+        match self {
+            Need::NextvalRows { count, .. } | Need::UuidRows { count } => &count.params,
+            _ => &[],
+        }
+    }
+
+    /// This need with its parameters' array lengths filled in (`len(n)`: the number of
+    /// elements of parameter `$n`); `None` if one is not known.
+    pub fn with_row_counts(&self, len: impl Fn(usize) -> Option<usize>) -> Option<Need> {
+        let fill = |c: &RowCount| -> Option<RowCount> {
+            let mut sql = c.sql.clone();
+            for &n in &c.params {
+                sql.push(len(n)?.to_string());
+            }
+            Some(RowCount {
+                sql,
+                params: Vec::new(),
+            })
+        };
+        Some(match self {
+            Need::NextvalRows { arg, count } => Need::NextvalRows {
+                arg: arg.clone(),
+                count: fill(count)?,
+            },
+            Need::UuidRows { count } => Need::UuidRows {
+                count: fill(count)?,
+            },
+            other => other.clone(),
+        })
     }
 
     /// For `Nextval`: the SQL the caller runs on every other node so its sequence does not
@@ -238,7 +297,13 @@ pub fn plan_template(text: &str, schema: &dyn Schema) -> Option<Planned> {
     let planned = plan_inner(text, schema, true)?;
     match &planned {
         Planned::Refused(_) => None,
-        Planned::Rewrite(p) if p.needs.iter().any(|n| n.main_sql().contains('$')) => None,
+        Planned::Rewrite(p)
+            if p.needs
+                .iter()
+                .any(|n| !n.row_params().is_empty() || n.main_sql().contains('$')) =>
+        {
+            None
+        }
         Planned::Rewrite(p) => {
             let mut pieces = Vec::with_capacity(p.pieces.len());
             for piece in &p.pieces {

@@ -362,19 +362,38 @@ impl Session {
                 }
                 Planned::Rewrite(plan) => plan,
             };
-            let values = match self.evaluate(&plan.needs).await? {
+            let resolved;
+            let needs = if plan.needs.iter().any(|n| !n.row_params().is_empty()) {
+                // An UNNEST of array parameters: as many rows as the Bind's longest array.
+                let lens = bind_array_lens(&frames[w.at..w.at + w.len]);
+                let filled: Option<Vec<Need>> = plan
+                    .needs
+                    .iter()
+                    .map(|n| n.with_row_counts(|k| lens.get(k - 1).copied().flatten()))
+                    .collect();
+                let Some(filled) = filled else {
+                    return Ok(Made::Refused(
+                        "INSERT ... SELECT ... FROM UNNEST($n) into a table with a serial or uuid default: pgproxy could not read the length of an array parameter (send it as a one-dimensional array)".to_string(),
+                    ));
+                };
+                resolved = filled;
+                &resolved
+            } else {
+                &plan.needs
+            };
+            let values = match self.evaluate(needs).await? {
                 Got::Value(v) => v,
                 Got::Failed(e) => return Ok(Made::Failed(e)),
                 Got::Lost => return Ok(Made::Lost),
             };
-            for (need, v) in plan.needs.iter().zip(&values) {
+            for (need, v) in needs.iter().zip(&values) {
                 let Some(sql) = need.follower_sql(v) else {
                     continue;
                 };
                 // One setval per sequence: the last value handed out (a batch of rows takes
                 // many).
                 let seq = match need {
-                    Need::Nextval(arg) | Need::NextvalRows { arg, .. } => Some(arg.as_str()),
+                    Need::Nextval(arg) | Need::NextvalRows { arg, .. } => Some(arg.clone()),
                     _ => None,
                 };
                 match follower_sql.iter_mut().find(|(s, _)| *s == seq) {
@@ -644,6 +663,28 @@ impl Session {
         }
         Ok(Got::Value(Loaded(loaded)))
     }
+}
+
+/// Per parameter of a Bind frame, the number of elements if it is an array (NULL: none).
+fn bind_array_lens(frame: &[u8]) -> Vec<Option<usize>> {
+    let f = FrameRef::new(frame);
+    if f.tag() != fe::BIND {
+        return Vec::new();
+    }
+    let Some(b) = Bind::parse(f.body()) else {
+        return Vec::new();
+    };
+    let Some(values) = crate::protocol::rows::bind_values(b.rest) else {
+        return Vec::new();
+    };
+    values
+        .params
+        .iter()
+        .map(|&(format, v)| match v {
+            None => Some(0),
+            Some(v) => crate::protocol::array::array_len(format, v),
+        })
+        .collect()
 }
 
 fn quote_lit(s: &str) -> String {

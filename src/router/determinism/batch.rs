@@ -16,7 +16,7 @@ use super::defaults::{ident_name, quoted};
 use super::render::Form;
 use super::rewrite::{Collector, NdDefault};
 use super::statement::Cx;
-use super::Need;
+use super::{Need, RowCount};
 
 /// The rows an INSERT's SELECT reads.
 enum Listed<'q> {
@@ -190,15 +190,31 @@ fn listed(s: &mut Select) -> Option<Listed<'_>> {
             with_offset: false,
             with_offset_alias: None,
             with_ordinality: false,
-        } if !mentions_placeholder(array_exprs) => {
+        } if array_exprs
+            .iter()
+            .all(|a| param_number(a).is_some() || !mentions_placeholder(a)) =>
+        {
             Some(Listed::Unnest(array_exprs, alias.as_mut()))
         }
         _ => None,
     }
 }
 
+/// `$n`, maybe cast (`$1::int[]`): an array parameter, whose length the Bind tells.
+fn param_number(e: &Expr) -> Option<usize> {
+    match e {
+        Expr::Nested(inner) => param_number(inner),
+        Expr::Cast { expr, .. } => param_number(expr),
+        Expr::Value(v) => match &v.value {
+            Value::Placeholder(p) => p.strip_prefix('$')?.parse().ok().filter(|&n| n >= 1),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
 /// A parameter `$n` (or a marker already put in): its value is not known on the main.
-fn mentions_placeholder(exprs: &Vec<Expr>) -> bool {
+fn mentions_placeholder(exprs: &Expr) -> bool {
     sqlparser::ast::visit_expressions(exprs, |e| match e {
         Expr::Value(v) if matches!(v.value, Value::Placeholder(_)) => ControlFlow::Break(()),
         _ => ControlFlow::Continue(()),
@@ -206,27 +222,30 @@ fn mentions_placeholder(exprs: &Vec<Expr>) -> bool {
     .is_break()
 }
 
-/// SQL for the number of rows `UNNEST(arrays)` gives (the longest array's).
-fn rows_count(arrays: &[Expr]) -> String {
-    let each: Vec<String> = arrays
-        .iter()
-        .map(|a| format!("pg_catalog.cardinality({a})"))
-        .collect();
-    match each.as_slice() {
-        [one] => one.clone(),
-        _ => format!("GREATEST({})", each.join(", ")),
+/// The number of rows `UNNEST(arrays)` gives (the longest array's).
+fn rows_count(arrays: &[Expr]) -> RowCount {
+    let mut count = RowCount {
+        sql: Vec::new(),
+        params: Vec::new(),
+    };
+    for a in arrays {
+        match param_number(a) {
+            Some(n) => count.params.push(n),
+            None => count.sql.push(format!("pg_catalog.cardinality({a})")),
+        }
     }
+    count
 }
 
 /// The need and form giving `d` (exactly `nextval(…)` or `gen_random_uuid()`) for `count`
 /// rows at once.
-fn series(d: &NdDefault, count: &str) -> Option<(Need, Form)> {
+fn series(d: &NdDefault, count: &RowCount) -> Option<(Need, Form)> {
     let mut probe = Collector::new(String::new());
     let e = d.instantiate(&mut probe).ok()?;
     if !matches!(&e, Expr::Value(v) if matches!(v.value, Value::Placeholder(_))) {
         return None;
     }
-    let count = count.to_string();
+    let count = count.clone();
     match probe.needs.as_slice() {
         [Need::Nextval(arg)] => Some((
             Need::NextvalRows {

@@ -272,13 +272,55 @@ fn template_plans_render_as_the_statement_plans() {
 fn a_batch_of_ids_moves_followers_to_its_last_value() {
     let n = Need::NextvalRows {
         arg: "'t_id_seq'::regclass".into(),
-        count: "3".into(),
+        count: RowCount {
+            sql: vec!["3".into()],
+            params: Vec::new(),
+        },
     };
     let sql = n.follower_sql("{7,8,9}").expect("setval");
     assert!(sql.contains("setval('t_id_seq'::regclass, 9)"), "{sql}");
     assert_eq!(n.follower_sql("{}"), None);
     assert_eq!(
-        Need::UuidRows { count: "1".into() }.follower_sql("{x}"),
+        Need::UuidRows {
+            count: RowCount {
+                sql: vec!["1".into()],
+                params: Vec::new(),
+            }
+        }
+        .follower_sql("{x}"),
         None
     );
+}
+
+#[test]
+fn an_unnest_of_array_parameters_counts_rows_from_the_bind() {
+    let sql =
+        "INSERT INTO u (note, kind) SELECT * FROM UNNEST($1::text[], '{a,b}'::text[], $2::text[])";
+    let Planned::Rewrite(p) = plan(sql, &schema()) else {
+        panic!("not rewritten");
+    };
+    assert_eq!(p.needs.len(), 2, "{:?}", p.needs);
+    assert!(
+        p.needs.iter().all(|n| n.row_params() == [1, 2]),
+        "{:?}",
+        p.needs
+    );
+    let lens = [Some(4), Some(6)];
+    let filled: Vec<Need> = p
+        .needs
+        .iter()
+        .map(|n| n.with_row_counts(|k| lens[k - 1]).expect("lengths known"))
+        .collect();
+    assert_eq!(
+        filled[0].main_sql(),
+        "ARRAY(SELECT nextval('u_id_seq'::regclass) FROM pg_catalog.generate_series(1, GREATEST(pg_catalog.cardinality('{a,b}'::TEXT[]), 4, 6)))"
+    );
+    assert!(p.needs[0].with_row_counts(|_| None).is_none());
+    let out = p.render(&values(&filled));
+    assert!(
+        out.starts_with("INSERT INTO u (note, kind, \"id\", \"uid\") OVERRIDING SYSTEM VALUE SELECT * FROM UNNEST($1::TEXT[], '{a,b}'::TEXT[], $2::TEXT[], '{200,300}'::int8[], '{1"),
+        "{out}"
+    );
+    // A template (the simple protocol's numbers as $n) never stands for such a plan.
+    assert_eq!(plan_template(sql, &schema()), None);
 }

@@ -236,7 +236,7 @@ pub(super) const CASES: &[(&str, Want)] = &[
         "INSERT INTO t (name) SELECT n FROM UNNEST('{a,b}'::text[]) AS x(n)",
         Rewrite(&["ARRAY(SELECT nextval('t_id_seq'::regclass) FROM pg_catalog.generate_series(1, pg_catalog.cardinality('{a,b}'::TEXT[])))", "now()"], "INSERT INTO t (name, \"id\", \"created\") SELECT n, x.pgproxy_default0, '2024-05-06 07:08:09.123456+00'::timestamptz FROM UNNEST('{a,b}'::TEXT[], '{200,300}'::int8[]) AS x (n, pgproxy_default0)"),
     ),
-    ("INSERT INTO t (name) SELECT * FROM UNNEST($1::varchar[])", Refused("whose column id defaults")),
+    ("INSERT INTO t (name) SELECT * FROM UNNEST(ARRAY[$1, $2])", Refused("whose column id defaults")),
     ("INSERT INTO t (name) SELECT DISTINCT * FROM (VALUES ('a'), ('a')) AS v", Refused("whose column id defaults")),
     ("INSERT INTO t (name) SELECT n FROM UNNEST('{a,b}'::text[]) AS x", Refused("whose column id defaults")),
     ("INSERT INTO t (name) SELECT * FROM UNNEST('{a,b}'::text[]) WITH ORDINALITY", Refused("whose column id defaults")),
