@@ -41,7 +41,7 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
-use tracing::{debug, Instrument};
+use tracing::{debug, info, Instrument};
 
 /// Counters across sessions.
 #[derive(Default)]
@@ -125,8 +125,18 @@ pub async fn serve(tcp: TcpStream, peer: SocketAddr, shared: Arc<Shared>) {
     async {
         match startup::establish(tcp, &shared).await {
             Ok(Some(session)) => {
-                let r = session.run().await;
-                debug!(result = ?r.err(), "session ended");
+                match session.run().await {
+                    Ok(())
+                    | Err(
+                        SessionError::ClientGone
+                        | SessionError::ClientIo(_)
+                        | SessionError::Shutdown,
+                    ) => {
+                        debug!("session ended")
+                    }
+                    // pgproxy closed the client's connection: say why.
+                    Err(e) => info!(error = %e, "session closed by pgproxy"),
+                }
             }
             Ok(None) => {}
             Err(e) => debug!(error = %e, "session ended during startup"),
