@@ -7,6 +7,7 @@
 //! the client's COMMIT commits them with the rest.
 
 use super::commit::quote;
+use super::keyless_split::Pending;
 use super::relay::Session;
 use super::replica::Plan;
 use super::SessionError;
@@ -16,33 +17,36 @@ use crate::pool::Pooled;
 use crate::protocol::frame::{self, Frame, FrameRef};
 use crate::protocol::message::{self, be, fe, Bind, Parse};
 use crate::protocol::sqlstate;
-use crate::router::route::Route;
+use crate::router::route::{Route, Split};
 use bytes::{BufMut, BytesMut};
 use futures_util::future::join_all;
 use tracing::warn;
 
 /// One node taking part.
-struct Participant {
-    shard: usize,
-    node: usize,
+pub(super) struct Participant {
+    pub(super) shard: usize,
+    pub(super) node: usize,
     /// The shard's main (its answer is the shard's answer).
-    main: bool,
-    conn: Pooled,
+    pub(super) main: bool,
+    pub(super) conn: Pooled,
 }
 
 /// What one node answered.
-#[derive(Default)]
-struct Answer {
-    error: Option<Frame>,
+#[derive(Default, Clone)]
+pub(super) struct Answer {
+    pub(super) error: Option<Frame>,
     /// ParseComplete (1) and BindComplete (2) were read.
-    progress: u8,
-    desc: Option<Frame>,
-    rows: Vec<Frame>,
-    tag: Option<String>,
-    status: u8,
+    pub(super) progress: u8,
+    /// ParameterDescription's types (a Describe of a statement).
+    pub(super) param_types: Option<Vec<u32>>,
+    pub(super) desc: Option<Frame>,
+    pub(super) rows: Vec<Frame>,
+    pub(super) tag: Option<String>,
+    pub(super) status: u8,
 }
 
-async fn run(conn: &mut Pooled, request: &[u8]) -> Result<Answer, BackendError> {
+/// Sends `request` and reads the node's answer up to its ReadyForQuery.
+pub(super) async fn run(conn: &mut Pooled, request: &[u8]) -> Result<Answer, BackendError> {
     conn.write_all(request).await?;
     let mut a = Answer::default();
     loop {
@@ -55,6 +59,9 @@ async fn run(conn: &mut Pooled, request: &[u8]) -> Result<Answer, BackendError> 
                 a.error.get_or_insert(f);
             }
             be::PARSE_COMPLETE => a.progress = 1,
+            be::PARAMETER_DESCRIPTION => {
+                a.param_types = Some(super::keyless_split::parameter_types(f.body()))
+            }
             be::BIND_COMPLETE => a.progress = 2,
             be::ROW_DESCRIPTION | be::NO_DATA => a.desc = Some(f),
             be::DATA_ROW => a.rows.push(f),
@@ -84,14 +91,37 @@ fn add_tags(a: &str, b: &str) -> String {
 }
 
 /// The request each shard runs, and what the client's unit asked to hear back.
-struct Request {
-    per_shard: Vec<(usize, Vec<u8>)>,
-    extended: bool,
+pub(super) struct Request {
+    pub(super) per_shard: Vec<(usize, Vec<u8>)>,
+    pub(super) extended: bool,
     parse: bool,
-    describe: bool,
+    /// The client's Describe: of the portal (`P`) or of the statement (`S`, after its Bind:
+    /// ParameterDescription, then the columns).
+    pub(super) describe: Option<u8>,
+    /// A split's parameter types, for the client's Describe of the statement.
+    pub(super) param_types: Option<Vec<u32>>,
     /// The client closed the unnamed portal after its Execute (sqlx does).
     close_portal: bool,
-    sql: String,
+    pub(super) sql: String,
+    /// A multi-row INSERT split per shard.
+    pub(super) split: Option<Split>,
+    /// Extended protocol, split: the parts' requests are built once their parameter types
+    /// are known (`keyless_split::prepare_parts`).
+    pub(super) pending: Option<Pending>,
+}
+
+/// Why a unit cannot run as a write on several shards.
+enum Unfit {
+    /// pgproxy does not support it (0A000): what.
+    Unsupported(String),
+    /// PostgreSQL would refuse it: SQLSTATE and message.
+    Error(&'static str, String),
+}
+
+impl From<&str> for Unfit {
+    fn from(what: &str) -> Unfit {
+        Unfit::Unsupported(what.to_string())
+    }
 }
 
 impl Session {
@@ -101,9 +131,9 @@ impl Session {
         frames: &[u8],
         simple: bool,
         shards: &[usize],
-    ) -> Result<Request, String> {
+    ) -> Result<Request, Unfit> {
         let mut q = None;
-        let (mut parse, mut bind, mut describe, mut executes) = (None, None, false, 0);
+        let (mut parse, mut bind, mut describe, mut executes) = (None, None, None, 0);
         let mut close_portal = false;
         let mut pos = 0;
         while pos < frames.len() {
@@ -121,7 +151,14 @@ impl Session {
                 fe::BIND => {
                     bind = Bind::parse(f.body()).map(|b| (b.statement.to_string(), b.rest.to_vec()))
                 }
-                fe::DESCRIBE => describe |= f.body().first() == Some(&b'P'),
+                fe::DESCRIBE => {
+                    let kind = f
+                        .body()
+                        .first()
+                        .copied()
+                        .filter(|k| *k == b'P' || *k == b'S');
+                    describe = describe.or(kind);
+                }
                 fe::EXECUTE => executes += 1,
                 fe::CLOSE if executes == 1 && f.body() == b"P\0" => close_portal = true,
                 fe::SYNC if pos == frames.len() => {}
@@ -131,9 +168,10 @@ impl Session {
         if simple {
             let sql = q.ok_or("no query")?;
             let per_shard = match &route.split {
-                Some(parts) => parts
+                Some(split) => split
+                    .parts
                     .iter()
-                    .map(|(s, t)| (*s, message::query(t).raw().to_vec()))
+                    .map(|p| (p.shard, message::query(&p.sql).raw().to_vec()))
                     .collect(),
                 None => shards
                     .iter()
@@ -144,9 +182,12 @@ impl Session {
                 per_shard,
                 extended: false,
                 parse: false,
-                describe: false,
+                describe: None,
+                param_types: None,
                 close_portal: false,
                 sql,
+                split: route.split.clone(),
+                pending: None,
             });
         }
         if executes != 1 {
@@ -165,38 +206,42 @@ impl Session {
                 (p.query.to_string(), p.param_types.to_vec())
             }
         };
+        if let Some(split) = &route.split {
+            let pending = super::keyless_split::pending(split, &types, &rest, &stmt)
+                .map_err(|(code, msg)| Unfit::Error(code, msg))?;
+            return Ok(Request {
+                per_shard: Vec::new(),
+                extended: true,
+                parse: parse.is_some(),
+                describe,
+                param_types: None,
+                close_portal,
+                sql,
+                split: Some(split.clone()),
+                pending: Some(pending),
+            });
+        }
         let mut out = BytesMut::new();
         out.put_slice(Parse::encode("", &sql, &types).raw());
         out.put_slice(Bind::encode("", "", &rest).raw());
-        if describe {
-            out.put_slice(message::describe_portal("").raw());
+        match describe {
+            Some(b'S') => out.put_slice(message::describe_statement("").raw()),
+            Some(_) => out.put_slice(message::describe_portal("").raw()),
+            None => {}
         }
         out.put_slice(message::execute("", 0).raw());
         out.put_slice(message::sync().raw());
         let bytes = out.to_vec();
-        // A multi-row INSERT split per shard (literal rows, no parameters): each shard its part.
-        let split_request = |text: &str| {
-            let mut out = BytesMut::new();
-            out.put_slice(Parse::encode("", text, &[0, 0]).raw());
-            out.put_slice(Bind::encode("", "", &rest).raw());
-            if describe {
-                out.put_slice(message::describe_portal("").raw());
-            }
-            out.put_slice(message::execute("", 0).raw());
-            out.put_slice(message::sync().raw());
-            out.to_vec()
-        };
-        let per_shard = match &route.split {
-            Some(parts) => parts.iter().map(|(s, t)| (*s, split_request(t))).collect(),
-            None => shards.iter().map(|&s| (s, bytes.clone())).collect(),
-        };
         Ok(Request {
-            per_shard,
+            per_shard: shards.iter().map(|&s| (s, bytes.clone())).collect(),
             extended: true,
             parse: parse.is_some(),
             describe,
+            param_types: None,
             close_portal,
             sql,
+            split: None,
+            pending: None,
         })
     }
 
@@ -209,15 +254,21 @@ impl Session {
         simple: bool,
     ) -> Result<Plan, SessionError> {
         let cfg = self.shared.cluster.config();
-        let req = match self.keyless_request(route, frames, simple, shards) {
+        let mut req = match self.keyless_request(route, frames, simple, shards) {
             Ok(r) => r,
-            Err(what) => {
+            Err(Unfit::Unsupported(what)) => {
                 return self.refuse_msg(
                     simple,
                     &format!(
                         "a write on several shards is not supported with {what}: write per key"
                     ),
                 )
+            }
+            Err(Unfit::Error(code, msg)) => {
+                let e = message::error_response(message::Severity::Error, code, &msg, None);
+                self.to_client.put_slice(e.raw());
+                self.end_refused(simple);
+                return Ok(Plan::Done);
             }
         };
         let replicated = shards
@@ -257,16 +308,22 @@ impl Session {
                 return Ok(Plan::Done);
             }
         };
-        let answers = join_all(parts.iter_mut().map(|p| {
-            let request = req
-                .per_shard
-                .iter()
-                .find(|(s, _)| *s == p.shard)
-                .map(|(_, r)| r.clone())
-                .unwrap_or_default();
-            async move { run(&mut p.conn, &request).await }
-        }))
-        .await;
+        let early = super::keyless_split::prepare_parts(&mut req, &mut parts).await;
+        let answers = match early {
+            Some(a) => a,
+            None => {
+                join_all(parts.iter_mut().map(|p| {
+                    let request = req
+                        .per_shard
+                        .iter()
+                        .find(|(s, _)| *s == p.shard)
+                        .map(|(_, r)| r.clone())
+                        .unwrap_or_default();
+                    async move { run(&mut p.conn, &request).await }
+                }))
+                .await
+            }
+        };
         // Each shard's answer is its main's; a node that differs from its main is dropped.
         let mut error: Option<Frame> = None;
         let mut ok: Vec<usize> = Vec::new();
@@ -346,22 +403,55 @@ impl Session {
             Some(a) => a.desc.clone(),
             None => mains.iter().find_map(|(_, a)| a.desc.clone()),
         };
+        if req.describe == Some(b'S') && progress >= 2 {
+            // The whole statement's parameters (a split's parts have fewer).
+            let types = match &req.param_types {
+                Some(t) => Some(t.clone()),
+                None => match failed {
+                    Some(a) => a.param_types.clone(),
+                    None => mains.iter().find_map(|(_, a)| a.param_types.clone()),
+                },
+            };
+            if let Some(t) = types {
+                out.put_slice(super::keyless_split::parameter_description(&t).raw());
+            }
+        }
+        let described = req.describe.is_some();
         match desc {
-            Some(d) if d.tag() == be::NO_DATA && req.describe => out.put_slice(d.raw()),
-            Some(d) if d.tag() != be::NO_DATA && (!req.extended || req.describe) => {
+            Some(d) if d.tag() == be::NO_DATA && described => out.put_slice(d.raw()),
+            Some(d) if d.tag() != be::NO_DATA && (!req.extended || described) => {
                 out.put_slice(d.raw())
             }
-            None if req.describe && error.is_none() => {
+            None if described && error.is_none() => {
                 out.put_slice(Frame::new(be::NO_DATA, &[]).raw())
             }
             _ => {}
         }
+        // A split INSERT's RETURNING rows, in VALUES order.
+        let mut order_failed = false;
+        let merged = match (&req.split, error.is_none()) {
+            (Some(split), true) if split.returning => {
+                match super::keyless_split::merged_rows(split, &mains) {
+                    Ok(rows) => Some(rows),
+                    Err(why) => {
+                        order_failed = true;
+                        error = Some(super::keyless_split::order_error(&why));
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
         if error.is_none() {
             let mut tag: Option<String> = None;
+            match merged {
+                Some(rows) => rows.into_iter().for_each(|r| out.put_slice(r.raw())),
+                None => mains
+                    .iter()
+                    .flat_map(|(_, a)| &a.rows)
+                    .for_each(|r| out.put_slice(r.raw())),
+            }
             for (_, a) in &mains {
-                for r in &a.rows {
-                    out.put_slice(r.raw());
-                }
                 if let Some(t) = &a.tag {
                     tag = Some(match tag {
                         None => t.clone(),
@@ -375,11 +465,15 @@ impl Session {
             }
         }
         if in_txn {
-            self.keyless_keep(kept, error.is_some(), &mains);
+            self.keyless_keep(kept, error.is_some() && !order_failed, &mains);
             self.to_client.put_slice(&out);
             if let Some(e) = error {
                 // The transaction is aborted on that shard, which becomes the current one.
                 self.to_client.put_slice(e.raw());
+            }
+            if order_failed {
+                // Every shard ran its part: pgproxy's own error aborts the transaction.
+                self.note_refusal();
             }
             self.to_client
                 .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());

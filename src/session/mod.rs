@@ -15,6 +15,7 @@ mod extended;
 mod follower;
 mod followers;
 mod keyless;
+mod keyless_split;
 mod lost;
 mod relay;
 mod replica;
