@@ -196,6 +196,29 @@ async fn untyped_unnamed_statement_as_node_postgres_sends_it() {
         assert_eq!(rows_on(&c, 1).await, format!("{b}:b1,{b}:b2"));
         assert_eq!(c.shard_scalar(0, "SELECT count(*) FROM contacts WHERE tag = 't'").await, "1");
         assert_eq!(c.shard_scalar(1, "SELECT count(*) FROM contacts WHERE tag = 't'").await, "1");
+        // Describe of the statement before its Bind, in the same request: ParameterDescription
+        // of the whole statement (4 parameters), the columns, then BindComplete.
+        let mut req = wire::parse(
+            "",
+            "insert into contacts (name, user_id) values ($1, $2), ($3, $4) returning name",
+        );
+        req.extend(wire::describe(b'S', ""));
+        req.extend(wire::bind(
+            "",
+            "",
+            &[Some("a3"), Some(&a), Some("b3"), Some(&b)],
+        ));
+        req.extend(wire::execute("", 0));
+        req.extend(wire::sync());
+        conn.send(&req).await.expect("send");
+        let msgs = conn.until_ready().await;
+        assert_eq!(tags(&msgs), vec!['1', 't', 'T', '2', 'D', 'D', 'C']);
+        let pd = &msgs[1].body;
+        assert_eq!(&pd[..2], &[0, 4], "four parameters");
+        assert_eq!(&pd[2..6], &25u32.to_be_bytes(), "$1 text");
+        assert_eq!(&pd[6..10], &20u32.to_be_bytes(), "$2 int8");
+        assert_eq!(command_tag(&msgs), "INSERT 0 2");
+        conn.simple_query("DELETE FROM contacts WHERE name IN ('a3', 'b3')").await;
         // A declared parameter the text never uses, without a type: PostgreSQL cannot type it
         // (42P18), and nothing is written.
         let mut req = wire::parse_typed(
@@ -417,6 +440,79 @@ async fn three_shards() {
         assert_eq!(rows_on(&c, 0).await, format!("{}:r1,{}:r5", k[0], k[0]));
         assert_eq!(rows_on(&c, 1).await, format!("{}:r2,{}:r3", k[1], k[1]));
         assert_eq!(rows_on(&c, 2).await, format!("{}:r0,{}:r4", k[2], k[2]));
+    })
+    .await;
+}
+
+/// Shards of two nodes: each part runs on every node of its shard with the same values (the
+/// serial id, now() and uuid defaults evaluated once on the shard's main), so the nodes of a
+/// shard stay identical.
+#[tokio::test]
+async fn replicated_shards_stay_identical() {
+    within(240, "test", async {
+        let c = ShardedCluster::start(2, 2, "").await;
+        let mut client = c.client().await;
+        client
+            .batch_execute(
+                "CREATE TABLE contacts (id bigserial, user_id bigint NOT NULL, name text, tag text, \
+                 created timestamptz NOT NULL DEFAULT now(), uid uuid NOT NULL DEFAULT gen_random_uuid(), \
+                 PRIMARY KEY (id, user_id))",
+            )
+            .await
+            .expect("schema");
+        let (a, b) = (keys_on(0, 2, 2), keys_on(1, 2, 2));
+        let sql = "insert into \"contacts\" (\"name\",\"user_id\") values ($1, $2), ($3, $4), ($5, $6) returning \"id\", \"user_id\", \"name\"";
+        let rows = client
+            .query(sql, &[&"a1", &a[0], &"b1", &b[0], &"a2", &a[1]])
+            .await
+            .expect("split on replicated shards");
+        let got = returned(&rows);
+        assert_eq!(
+            got.iter().map(|r| r.2.as_str()).collect::<Vec<_>>(),
+            ["a1", "b1", "a2"]
+        );
+        assert_eq!(got.iter().map(|r| r.0).collect::<Vec<_>>(), vec![1, 1, 2]);
+        check_ids(&c, 2, &got).await;
+        // Simple protocol, literal rows.
+        let msgs = client
+            .simple_query(&format!(
+                "INSERT INTO contacts (user_id, name) VALUES ({}, 'b2'), ({}, 'a3') RETURNING id, name",
+                b[1], a[0]
+            ))
+            .await
+            .expect("simple split on replicated shards");
+        let names: Vec<String> = msgs
+            .iter()
+            .filter_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => Some(r.get(1).expect("name").to_string()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(names, ["b2", "a3"]);
+        // In a transaction, then committed; and one rolled back.
+        let tx = client.transaction().await.expect("begin");
+        tx.query(sql, &[&"b3", &b[0], &"a4", &a[1], &"b4", &b[1]])
+            .await
+            .expect("split in a transaction");
+        tx.commit().await.expect("commit");
+        let tx = client.transaction().await.expect("begin");
+        tx.query(sql, &[&"b9", &b[0], &"a9", &a[1], &"b9", &b[1]])
+            .await
+            .expect("split in a transaction");
+        tx.rollback().await.expect("rollback");
+        // Every node of a shard holds the same rows, values computed by the main included
+        // (shard_scalar asserts the nodes agree).
+        let digest = "SELECT string_agg(id || ':' || user_id || ':' || name || ':' || created || ':' || uid, ',' ORDER BY id, user_id) FROM contacts";
+        for s in 0..2 {
+            assert!(!c.shard_scalar(s, digest).await.is_empty());
+        }
+        assert_eq!(rows_on(&c, 0).await, format!("{}:a1,{}:a2,{}:a3,{}:a4", a[0], a[1], a[0], a[1]));
+        assert_eq!(rows_on(&c, 1).await, format!("{}:b1,{}:b2,{}:b3,{}:b4", b[0], b[1], b[0], b[1]));
+        // The sequences moved on every node: the next id after a failover is still new.
+        for s in 0..2 {
+            let last = c.shard_scalar(s, "SELECT last_value FROM contacts_id_seq").await;
+            assert!(last.parse::<i64>().expect("int") >= 4, "shard {s}: {last}");
+        }
     })
     .await;
 }

@@ -7,17 +7,18 @@
 //! the client's COMMIT commits them with the rest.
 
 use super::commit::quote;
-use super::keyless_split::Pending;
+use super::keyless_det::PartsMade;
+use super::keyless_request::Unfit;
 use super::relay::Session;
 use super::replica::Plan;
 use super::SessionError;
 use crate::backend::BackendError;
 use crate::cluster::DetachCause;
 use crate::pool::Pooled;
-use crate::protocol::frame::{self, Frame, FrameRef};
-use crate::protocol::message::{self, be, fe, Bind, Parse};
+use crate::protocol::frame::{self, Frame};
+use crate::protocol::message::{self, be};
 use crate::protocol::sqlstate;
-use crate::router::route::{Route, Split};
+use crate::router::route::Route;
 use bytes::{BufMut, BytesMut};
 use futures_util::future::join_all;
 use tracing::warn;
@@ -90,161 +91,7 @@ fn add_tags(a: &str, b: &str) -> String {
     format!("{head} {}", x + y)
 }
 
-/// The request each shard runs, and what the client's unit asked to hear back.
-pub(super) struct Request {
-    pub(super) per_shard: Vec<(usize, Vec<u8>)>,
-    pub(super) extended: bool,
-    parse: bool,
-    /// The client's Describe: of the portal (`P`) or of the statement (`S`, after its Bind:
-    /// ParameterDescription, then the columns).
-    pub(super) describe: Option<u8>,
-    /// A split's parameter types, for the client's Describe of the statement.
-    pub(super) param_types: Option<Vec<u32>>,
-    /// The client closed the unnamed portal after its Execute (sqlx does).
-    close_portal: bool,
-    pub(super) sql: String,
-    /// A multi-row INSERT split per shard.
-    pub(super) split: Option<Split>,
-    /// Extended protocol, split: the parts' requests are built once their parameter types
-    /// are known (`keyless_split::prepare_parts`).
-    pub(super) pending: Option<Pending>,
-}
-
-/// Why a unit cannot run as a write on several shards.
-enum Unfit {
-    /// pgproxy does not support it (0A000): what.
-    Unsupported(String),
-    /// PostgreSQL would refuse it: SQLSTATE and message.
-    Error(&'static str, String),
-}
-
-impl From<&str> for Unfit {
-    fn from(what: &str) -> Unfit {
-        Unfit::Unsupported(what.to_string())
-    }
-}
-
 impl Session {
-    fn keyless_request(
-        &self,
-        route: &Route,
-        frames: &[u8],
-        simple: bool,
-        shards: &[usize],
-    ) -> Result<Request, Unfit> {
-        let mut q = None;
-        let (mut parse, mut bind, mut describe, mut executes) = (None, None, None, 0);
-        let mut close_portal = false;
-        let mut pos = 0;
-        while pos < frames.len() {
-            let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
-                return Err("malformed message".into());
-            };
-            let f = FrameRef::new(&frames[pos..pos + n]);
-            pos += n;
-            match f.tag() {
-                fe::QUERY => q = message::query_text(f.body()).map(str::to_string),
-                fe::PARSE => {
-                    parse = Parse::parse(f.body())
-                        .map(|p| (p.query.to_string(), p.param_types.to_vec()))
-                }
-                fe::BIND => {
-                    bind = Bind::parse(f.body()).map(|b| (b.statement.to_string(), b.rest.to_vec()))
-                }
-                fe::DESCRIBE => {
-                    let kind = f
-                        .body()
-                        .first()
-                        .copied()
-                        .filter(|k| *k == b'P' || *k == b'S');
-                    describe = describe.or(kind);
-                }
-                fe::EXECUTE => executes += 1,
-                fe::CLOSE if executes == 1 && f.body() == b"P\0" => close_portal = true,
-                fe::SYNC if pos == frames.len() => {}
-                _ => return Err("this combination of messages".into()),
-            }
-        }
-        if simple {
-            let sql = q.ok_or("no query")?;
-            let per_shard = match &route.split {
-                Some(split) => split
-                    .parts
-                    .iter()
-                    .map(|p| (p.shard, message::query(&p.sql).raw().to_vec()))
-                    .collect(),
-                None => shards
-                    .iter()
-                    .map(|&s| (s, message::query(&sql).raw().to_vec()))
-                    .collect(),
-            };
-            return Ok(Request {
-                per_shard,
-                extended: false,
-                parse: false,
-                describe: None,
-                param_types: None,
-                close_portal: false,
-                sql,
-                split: route.split.clone(),
-                pending: None,
-            });
-        }
-        if executes != 1 {
-            return Err("several executions in one request".into());
-        }
-        let (stmt, rest) = bind.ok_or("no Bind")?;
-        let (sql, types) = match &parse {
-            Some(p) => p.clone(),
-            None => {
-                let s = self
-                    .statements
-                    .get(&stmt)
-                    .ok_or("unknown prepared statement")?;
-                let parse = s.parse_again();
-                let p = Parse::parse(parse.body()).ok_or("unknown prepared statement")?;
-                (p.query.to_string(), p.param_types.to_vec())
-            }
-        };
-        if let Some(split) = &route.split {
-            let pending = super::keyless_split::pending(split, &types, &rest, &stmt)
-                .map_err(|(code, msg)| Unfit::Error(code, msg))?;
-            return Ok(Request {
-                per_shard: Vec::new(),
-                extended: true,
-                parse: parse.is_some(),
-                describe,
-                param_types: None,
-                close_portal,
-                sql,
-                split: Some(split.clone()),
-                pending: Some(pending),
-            });
-        }
-        let mut out = BytesMut::new();
-        out.put_slice(Parse::encode("", &sql, &types).raw());
-        out.put_slice(Bind::encode("", "", &rest).raw());
-        match describe {
-            Some(b'S') => out.put_slice(message::describe_statement("").raw()),
-            Some(_) => out.put_slice(message::describe_portal("").raw()),
-            None => {}
-        }
-        out.put_slice(message::execute("", 0).raw());
-        out.put_slice(message::sync().raw());
-        let bytes = out.to_vec();
-        Ok(Request {
-            per_shard: shards.iter().map(|&s| (s, bytes.clone())).collect(),
-            extended: true,
-            parse: parse.is_some(),
-            describe,
-            param_types: None,
-            close_portal,
-            sql,
-            split: None,
-            pending: None,
-        })
-    }
-
     /// Runs a write of sharded rows on several shards (see the module doc).
     pub(super) async fn keyless_write(
         &mut self,
@@ -274,7 +121,9 @@ impl Session {
         let replicated = shards
             .iter()
             .any(|&s| cfg.shards.get(s).is_some_and(|x| x.nodes.len() > 1));
-        if replicated {
+        // A split INSERT is made deterministic per shard (`keyless_det`), after its nodes
+        // joined; other writes must be deterministic as they are.
+        if replicated && route.split.is_none() {
             let uses_default = crate::router::classify::lex::Lexed::new(&req.sql).is_none_or(|l| {
                 l.tokens.iter().any(|t| {
                     matches!(&t.token, sqlparser::tokenizer::Token::Word(w)
@@ -285,7 +134,7 @@ impl Session {
                 crate::router::determinism::plan(&req.sql, &std::collections::HashMap::new()),
                 crate::router::determinism::Planned::Unchanged
             );
-            if route.split.is_some() || !unchanged || uses_default {
+            if !unchanged || uses_default {
                 return self.refuse_msg(simple, "this write spans shards and pgproxy cannot make it identical on every node of a replicated shard (values computed per node, column defaults): write per key");
             }
         }
@@ -308,7 +157,27 @@ impl Session {
                 return Ok(Plan::Done);
             }
         };
-        let early = super::keyless_split::prepare_parts(&mut req, &mut parts).await;
+        // pgproxy's own error: nothing ran, or the shards' answers cannot be used.
+        let mut own: Option<Frame> = None;
+        let early = match self.split_deterministic(&mut req, &mut parts).await {
+            PartsMade::Ready => super::keyless_split::prepare_parts(&mut req, &mut parts).await,
+            PartsMade::Failed(a) => Some(a),
+            PartsMade::Own(e) => {
+                own = Some(e);
+                Some(
+                    parts
+                        .iter()
+                        .map(|_| {
+                            Ok(Answer {
+                                status: b'T',
+                                ..Answer::default()
+                            })
+                        })
+                        .collect(),
+                )
+            }
+        };
+        let own_before = own.is_some();
         let answers = match early {
             Some(a) => a,
             None => {
@@ -390,12 +259,16 @@ impl Session {
             .iter()
             .find(|(_, a)| a.error.is_some())
             .map(|(_, a)| a);
-        let progress = failed.map_or(2, |a| a.progress);
+        let progress = if own_before {
+            0
+        } else {
+            failed.map_or(2, |a| a.progress)
+        };
         if req.extended {
             if req.parse && progress >= 1 {
                 out.put_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
             }
-            if progress >= 2 {
+            if progress >= 2 && !req.describe_first {
                 out.put_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
             }
         }
@@ -427,21 +300,28 @@ impl Session {
             }
             _ => {}
         }
+        if req.extended && progress >= 2 && req.describe_first {
+            // The client described the statement before binding it.
+            out.put_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
+        }
+        if own_before {
+            error = own.take();
+        }
         // A split INSERT's RETURNING rows, in VALUES order.
-        let mut order_failed = false;
         let merged = match (&req.split, error.is_none()) {
             (Some(split), true) if split.returning => {
                 match super::keyless_split::merged_rows(split, &mains) {
                     Ok(rows) => Some(rows),
                     Err(why) => {
-                        order_failed = true;
                         error = Some(super::keyless_split::order_error(&why));
+                        own = error.clone();
                         None
                     }
                 }
             }
             _ => None,
         };
+        let own_error = own_before || own.is_some();
         if error.is_none() {
             let mut tag: Option<String> = None;
             match merged {
@@ -465,14 +345,14 @@ impl Session {
             }
         }
         if in_txn {
-            self.keyless_keep(kept, error.is_some() && !order_failed, &mains);
+            self.keyless_keep(kept, error.is_some() && !own_error, &mains);
             self.to_client.put_slice(&out);
             if let Some(e) = error {
                 // The transaction is aborted on that shard, which becomes the current one.
                 self.to_client.put_slice(e.raw());
             }
-            if order_failed {
-                // Every shard ran its part: pgproxy's own error aborts the transaction.
+            if own_error {
+                // pgproxy's own error aborts the transaction, as a refusal does.
                 self.note_refusal();
             }
             self.to_client

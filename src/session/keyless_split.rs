@@ -13,7 +13,8 @@
 //! reported for it (ParameterDescription); if the whole statement does not prepare, the client
 //! gets that error, as from one server.
 
-use super::keyless::{run, Answer, Participant, Request};
+use super::keyless::{run, Answer, Participant};
+use super::keyless_request::Request;
 use crate::backend::BackendError;
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::message::{self, Parse};
@@ -165,7 +166,7 @@ fn error_answer(e: Frame, status: u8) -> Answer {
 /// Answers when participant `i` failed before any part ran: its shard's participants get its
 /// answer (so they compare equal), the others an empty one (inside the transaction, nothing
 /// run).
-fn failed_at(
+pub(super) fn failed_at(
     parts: &[Participant],
     i: usize,
     failed: Result<Answer, BackendError>,
