@@ -516,3 +516,27 @@ async fn replicated_shards_stay_identical() {
     })
     .await;
 }
+
+/// A shard that is down: the split INSERT fails as a whole; no rows on the shard that is up.
+#[tokio::test]
+async fn a_shard_down_writes_nothing_anywhere() {
+    within(180, "test", async {
+        let mut c = ShardedCluster::start(2, 1, "").await;
+        let client = c.client().await;
+        client.batch_execute(SCHEMA).await.expect("schema");
+        let (a, b) = (keys_on(0, 2, 1)[0], keys_on(1, 2, 1)[0]);
+        c.shards[1][0].stop();
+        let sql = "INSERT INTO contacts (user_id, name) VALUES ($1, $2), ($3, $4) RETURNING id";
+        // Before and after pgproxy notices the node is gone.
+        for _ in 0..2 {
+            let e = client
+                .query(sql, &[&a, &"a1", &b, &"b1"])
+                .await
+                .expect_err("a shard is down");
+            assert!(sqlstate(&e).is_some(), "{}", describe(&e));
+            assert_eq!(rows_on(&c, 0).await, "");
+            tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+        }
+    })
+    .await;
+}

@@ -159,7 +159,21 @@ impl Session {
         };
         // pgproxy's own error: nothing ran, or the shards' answers cannot be used.
         let mut own: Option<Frame> = None;
-        let early = match self.split_deterministic(&mut req, &mut parts).await {
+        // A shard without a main taking part (no node up) would silently miss its rows.
+        let headless = shards
+            .iter()
+            .any(|s| !parts.iter().any(|p| p.main && p.shard == *s));
+        let made = if headless {
+            PartsMade::Own(message::error_response(
+                message::Severity::Error,
+                sqlstate::CONNECTION_FAILURE,
+                "a shard this write needs has no node up; nothing was written",
+                Some("retry when the shard is back"),
+            ))
+        } else {
+            self.split_deterministic(&mut req, &mut parts).await
+        };
+        let early = match made {
             PartsMade::Ready => super::keyless_split::prepare_parts(&mut req, &mut parts).await,
             PartsMade::Failed(a) => Some(a),
             PartsMade::Own(e) => {

@@ -127,8 +127,8 @@ pub(super) async fn prepare_parts(
         .any(|(i, &t)| t == 0 && split.param_uses.get(i).copied().unwrap_or(0) != 1);
     // The client's Describe of the statement needs every type.
     let unsure = unsure || (req.describe == Some(b'S') && types.contains(&0));
-    if unsure {
-        let i = parts.iter().position(|x| x.main)?;
+    // Every shard has its main taking part (`keyless_write` checks).
+    if let Some(i) = parts.iter().position(|x| x.main).filter(|_| unsure) {
         match describe(&mut parts[i].conn, &req.sql, &p.raw_types).await {
             Ok(Ok(t)) if t.len() == types.len() => types = t,
             Ok(Ok(_)) => {
