@@ -491,9 +491,21 @@ async fn replicated_shards_stay_identical() {
         assert_eq!(names, ["b2", "a3"]);
         // In a transaction, then committed; and one rolled back.
         let tx = client.transaction().await.expect("begin");
+        tx.execute(
+            "INSERT INTO contacts (user_id, name) VALUES ($1, 'a5')",
+            &[&a[0]],
+        )
+        .await
+        .expect("a write on one shard first");
         tx.query(sql, &[&"b3", &b[0], &"a4", &a[1], &"b4", &b[1]])
             .await
             .expect("split in a transaction");
+        tx.execute(
+            "INSERT INTO contacts (user_id, name) VALUES ($1, 'b5')",
+            &[&b[1]],
+        )
+        .await
+        .expect("a write on the other shard after");
         tx.commit().await.expect("commit");
         let tx = client.transaction().await.expect("begin");
         tx.query(sql, &[&"b9", &b[0], &"a9", &a[1], &"b9", &b[1]])
@@ -506,12 +518,13 @@ async fn replicated_shards_stay_identical() {
         for s in 0..2 {
             assert!(!c.shard_scalar(s, digest).await.is_empty());
         }
-        assert_eq!(rows_on(&c, 0).await, format!("{}:a1,{}:a2,{}:a3,{}:a4", a[0], a[1], a[0], a[1]));
-        assert_eq!(rows_on(&c, 1).await, format!("{}:b1,{}:b2,{}:b3,{}:b4", b[0], b[1], b[0], b[1]));
+        let (a0, a1, b0, b1) = (a[0], a[1], b[0], b[1]);
+        assert_eq!(rows_on(&c, 0).await, format!("{a0}:a1,{a1}:a2,{a0}:a3,{a1}:a4,{a0}:a5"));
+        assert_eq!(rows_on(&c, 1).await, format!("{b0}:b1,{b1}:b2,{b0}:b3,{b1}:b4,{b1}:b5"));
         // The sequences moved on every node: the next id after a failover is still new.
         for s in 0..2 {
             let last = c.shard_scalar(s, "SELECT last_value FROM contacts_id_seq").await;
-            assert!(last.parse::<i64>().expect("int") >= 4, "shard {s}: {last}");
+            assert!(last.parse::<i64>().expect("int") >= 5, "shard {s}: {last}");
         }
     })
     .await;
