@@ -207,6 +207,10 @@ impl Session {
                 .await
             }
         };
+        // pgproxy's own Parse of the unnamed statement replaced whatever a connection held.
+        for p in parts.iter_mut() {
+            p.conn.unnamed = None;
+        }
         // Each shard's answer is its main's; a node that differs from its main is dropped.
         let mut error: Option<Frame> = None;
         let mut ok: Vec<usize> = Vec::new();
