@@ -1841,9 +1841,9 @@ impl Gen {
             sql += " RETURNING id, user_id";
         }
         self.pinned = nrows == 1 && !bad_key;
-        if nrows > 1 && !returning && !bad_key && self.mode == Mode::Simple {
-            // Documented: split into one INSERT per shard (with literal values, no RETURNING).
-            // Over the extended protocol pgproxy refuses the split (0A000): allowed.
+        if nrows > 1 && !bad_key && !(returning && conflict == 0) {
+            // Documented: split into one INSERT per shard, RETURNING rows in VALUES order
+            // (refused only with RETURNING and ON CONFLICT DO NOTHING).
             self.pinned = true;
         }
         self.write_stmt(sql, &["contacts"], returning, "insert")

@@ -205,6 +205,38 @@ pub fn bind_values(rest: &[u8]) -> Option<BindValues<'_>> {
     })
 }
 
+/// The `rest` of a Bind (`Bind::rest`) for a statement whose parameter `$k` is parameter
+/// `params[k-1]` (1-based) of the original: those values, each with its own format code
+/// written out, and the same result formats. None when `rest` is malformed or lacks one of
+/// them.
+pub fn bind_subset(rest: &[u8], params: &[usize]) -> Option<Vec<u8>> {
+    let v = bind_values(rest)?;
+    let count = i16::try_from(params.len()).ok()?;
+    let mut out = BytesMut::with_capacity(rest.len());
+    out.put_i16(count);
+    let mut kept = Vec::with_capacity(params.len());
+    for &n in params {
+        let p = *v.params.get(n.checked_sub(1)?)?;
+        out.put_i16(p.0);
+        kept.push(p.1);
+    }
+    out.put_i16(count);
+    for value in kept {
+        match value {
+            None => out.put_i32(-1),
+            Some(b) => {
+                out.put_i32(i32::try_from(b.len()).ok()?);
+                out.put_slice(b);
+            }
+        }
+    }
+    out.put_i16(i16::try_from(v.result_formats.len()).ok()?);
+    for f in v.result_formats {
+        out.put_i16(f);
+    }
+    Some(out.to_vec())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -287,5 +319,41 @@ mod tests {
         assert_eq!(v.params[1], (1, None));
         assert_eq!(v.result_formats, vec![0]);
         assert_eq!(bind_values(&[0, 0, 0, 1, 0, 0, 0, 5, 1]), None, "truncated");
+    }
+
+    #[test]
+    fn bind_subset_keeps_the_chosen_values_with_their_formats() {
+        // formats [text, binary, text]; values "a", 0x0102, NULL; result formats [1]
+        let mut rest = BytesMut::new();
+        rest.put_i16(3);
+        for f in [0i16, 1, 0] {
+            rest.put_i16(f);
+        }
+        rest.put_i16(3);
+        rest.put_i32(1);
+        rest.put_slice(b"a");
+        rest.put_i32(2);
+        rest.put_slice(&[1, 2]);
+        rest.put_i32(-1);
+        rest.put_i16(1);
+        rest.put_i16(1);
+        let sub = bind_subset(&rest, &[2, 3]).expect("subset");
+        let v = bind_values(&sub).expect("parses");
+        assert_eq!(v.params, vec![(1, Some(&[1u8, 2][..])), (0, None)]);
+        assert_eq!(v.result_formats, vec![1]);
+        // One format code for all: each kept value gets it.
+        let mut one = BytesMut::new();
+        one.put_i16(1);
+        one.put_i16(1);
+        one.put_i16(2);
+        one.put_i32(1);
+        one.put_slice(b"x");
+        one.put_i32(1);
+        one.put_slice(b"y");
+        one.put_i16(0);
+        let v2 = bind_subset(&one, &[2]).expect("subset");
+        let v = bind_values(&v2).expect("parses");
+        assert_eq!(v.params, vec![(1, Some(&b"y"[..]))]);
+        assert!(bind_subset(&one, &[3]).is_none());
     }
 }

@@ -14,10 +14,12 @@ mod hint;
 mod listed;
 pub mod merge;
 mod scope;
+mod split;
 mod statement;
 
 pub use explain::explain;
 pub use merge::{Agg, MergeKind, MergeSpec, SortKey};
+pub use split::{Split, SplitPart};
 
 use crate::router::classify::lex::Lexed;
 use crate::shard::{KeyValue, ShardError, ShardMap};
@@ -132,8 +134,8 @@ pub struct Route {
     pub shards: Shards,
     /// A read spanning several shards: how to merge the results.
     pub merge: Option<MergeSpec>,
-    /// An INSERT whose rows go to different shards: the statement text per shard.
-    pub split: Option<Vec<(usize, String)>>,
+    /// An INSERT whose rows go to different shards: its part per shard.
+    pub split: Option<Split>,
     /// Writes data or schema.
     pub write: bool,
     /// A write of sharded rows on several shards (no key, or keys on several shards): each
@@ -463,7 +465,7 @@ fn resolve_one<'p>(
             Ok(route(Shards::Some(vec![one.unwrap_or(0)]), st.why.clone()))
         }
         Target::Fanout => fanout(st, map, all(map), session_shard()?),
-        Target::Rows(rows) => statement::split_rows(st, rows, map, params),
+        Target::Rows(rows) => split::split_rows(st, rows, map, params),
     }
 }
 

@@ -9,11 +9,10 @@
 
 use super::relay::Session;
 use super::SessionError;
-use crate::backend::{BackendError, ServerConn};
 use crate::config::NondeterministicPolicy;
 use crate::protocol::frame::{self, Frame, FrameRef};
 use crate::protocol::message::{self, fe, Bind, Parse};
-use crate::router::determinism::{self as det, ColumnDefault, Need, Planned, TableDefaults};
+use crate::router::determinism::{self as det, Need, Planned, TableDefaults};
 use crate::router::keywords::{is_copy_from_stdin, is_ddl};
 use bytes::{BufMut, Bytes, BytesMut};
 use parking_lot::Mutex;
@@ -21,6 +20,8 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tracing::warn;
+
+pub(super) use super::catalog::{rows, table_defaults, values_on};
 
 /// Column defaults per (database and search_path, table as written), loaded from main nodes on
 /// first use and dropped whenever a unit that may change a schema runs.
@@ -54,8 +55,6 @@ impl DbPlans {
     }
 }
 
-/// Values evaluated on the main in one row at most; more come as rows of an array.
-const MANY_VALUES: usize = 100;
 /// Texts longer than this are planned every time rather than kept.
 const MAX_CACHED_TEXT: usize = 8192;
 /// Plans kept at most (the cache starts over when full).
@@ -88,6 +87,21 @@ impl SchemaCache {
         db_plans.insert(text.to_string(), plan);
     }
 
+    /// The defaults of `table` kept for cache scope `db` (see `Session::cache_scope`).
+    pub(super) fn table(&self, db: &str, table: &str) -> Option<Arc<TableDefaults>> {
+        self.tables
+            .lock()
+            .get(&(db.to_string(), table.to_string()))
+            .cloned()
+    }
+
+    /// Keeps the defaults of `table` for cache scope `db`.
+    pub(super) fn keep_table(&self, db: &str, table: &str, t: Arc<TableDefaults>) {
+        self.tables
+            .lock()
+            .insert((db.to_string(), table.to_string()), t);
+    }
+
     /// Forgets everything (after DDL).
     pub fn invalidate(&self) {
         self.tables.lock().clear();
@@ -98,7 +112,7 @@ impl SchemaCache {
     }
 }
 
-struct Loaded(HashMap<String, Arc<TableDefaults>>);
+pub(super) struct Loaded(pub(super) HashMap<String, Arc<TableDefaults>>);
 
 impl det::Schema for Loaded {
     fn defaults(&self, table: &str) -> Option<&TableDefaults> {
@@ -141,33 +155,6 @@ fn parse_in_unit(frames: &[u8], name: &str) -> Option<Bytes> {
     found
 }
 
-/// Runs a query on the main inside whatever transaction is open and returns its text rows,
-/// or the error message PostgreSQL gave (`Ok(Err)`); `Err` when the connection failed.
-pub(super) async fn rows(
-    conn: &mut ServerConn,
-    sql: &str,
-) -> Result<Result<Vec<Vec<Option<String>>>, String>, BackendError> {
-    Ok(rows_or_error(conn, sql).await?.map_err(|e| {
-        message::error_fields(e.body())
-            .into_iter()
-            .find(|(c, _)| *c == b'M')
-            .map(|(_, m)| m.to_string())
-            .unwrap_or_default()
-    }))
-}
-
-/// `rows`, with the ErrorResponse itself when PostgreSQL refused the query.
-async fn rows_or_error(
-    conn: &mut ServerConn,
-    sql: &str,
-) -> Result<Result<Vec<Vec<Option<String>>>, Frame>, BackendError> {
-    let r = conn.exchange(sql).await?;
-    Ok(match r.error {
-        None => Ok(r.result.rows),
-        Some(e) => Err(e),
-    })
-}
-
 /// How reading something from the main went.
 enum Got<T> {
     Value(T),
@@ -176,15 +163,6 @@ enum Got<T> {
     /// The connection failed (the client was told, as for any lost server).
     Lost,
 }
-
-const DEFAULTS_SQL: &str = "SELECT a.attname, \
-     CASE WHEN a.attidentity <> '' THEN 'nextval(' || quote_literal(pg_catalog.pg_get_serial_sequence(c.oid::regclass::text, a.attname)) || '::regclass)' \
-          ELSE pg_catalog.pg_get_expr(d.adbin, d.adrelid) END, \
-     a.attidentity = 'a' \
-     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid \
-     LEFT JOIN pg_catalog.pg_attrdef d ON d.adrelid = c.oid AND d.adnum = a.attnum \
-     WHERE c.oid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped \
-     ORDER BY a.attnum";
 
 /// One Query or Bind of a write unit and its plan.
 struct Work {
@@ -532,7 +510,7 @@ impl Session {
     /// decides what an unqualified table name means). None while the search_path may differ
     /// from what pgproxy last read (`SET [LOCAL] search_path` in this transaction): then
     /// nothing is taken from the cache or kept in it.
-    fn cache_scope(&mut self) -> Option<String> {
+    pub(super) fn cache_scope(&mut self) -> Option<String> {
         if self.search_path_unread() {
             return None;
         }
@@ -582,27 +560,9 @@ impl Session {
         &mut self,
         exprs: &[String],
     ) -> Result<Got<Vec<Option<String>>>, SessionError> {
-        let each = exprs
-            .iter()
-            .map(|e| format!("({e})::text"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        // Many values (a batch INSERT's ids): as rows of one array, evaluated in order, since a
-        // row holds at most 1664 columns.
-        let many = exprs.len() > MANY_VALUES;
-        let sql = match many {
-            false => format!("SELECT {each}"),
-            true => format!("SELECT pg_catalog.unnest(ARRAY[{each}])"),
-        };
         let server = self.server.as_mut().expect("main attached");
-        match rows_or_error(server, &sql).await {
-            Ok(Ok(r)) if many => Ok(Got::Value(
-                r.into_iter()
-                    .filter_map(|row| row.into_iter().next())
-                    .collect(),
-            )),
-            Ok(Ok(mut r)) if !r.is_empty() => Ok(Got::Value(r.swap_remove(0))),
-            Ok(Ok(_)) => Ok(Got::Value(Vec::new())),
+        match values_on(server, exprs).await {
+            Ok(Ok(r)) => Ok(Got::Value(r)),
             Ok(Err(e)) => Ok(Got::Failed(e)),
             Err(e) => {
                 self.server_lost(e.to_string())?;
@@ -632,28 +592,15 @@ impl Session {
                     loaded.insert(table, t);
                     continue;
                 }
-                let q = DEFAULTS_SQL.replace("$1", &quote_lit(&table));
                 let server = self.server.as_mut().expect("main attached");
-                let rows = match rows_or_error(server, &q).await {
-                    Ok(Ok(r)) => r,
+                let t = match table_defaults(server, &table).await {
+                    Ok(Ok(t)) => t,
                     Ok(Err(e)) => return Ok(Got::Failed(e)),
                     Err(e) => {
                         self.server_lost(e.to_string())?;
                         return Ok(Got::Lost);
                     }
                 };
-                let mut t = TableDefaults::default();
-                for r in rows {
-                    let name = r.first().cloned().flatten().unwrap_or_default();
-                    t.all_columns.push(name.clone());
-                    if let Some(expr) = r.get(1).cloned().flatten() {
-                        t.columns.push(ColumnDefault {
-                            name,
-                            expr,
-                            identity_always: r.get(2).cloned().flatten().as_deref() == Some("t"),
-                        });
-                    }
-                }
                 let t = Arc::new(t);
                 if let Some(key) = key {
                     self.shared.schema.tables.lock().insert(key, t.clone());
@@ -687,7 +634,7 @@ fn bind_array_lens(frame: &[u8]) -> Vec<Option<usize>> {
         .collect()
 }
 
-fn quote_lit(s: &str) -> String {
+pub(super) fn quote_lit(s: &str) -> String {
     format!("'{}'", s.replace('\'', "''"))
 }
 

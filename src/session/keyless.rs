@@ -7,14 +7,16 @@
 //! the client's COMMIT commits them with the rest.
 
 use super::commit::quote;
+use super::keyless_det::PartsMade;
+use super::keyless_request::Unfit;
 use super::relay::Session;
 use super::replica::Plan;
 use super::SessionError;
 use crate::backend::BackendError;
 use crate::cluster::DetachCause;
 use crate::pool::Pooled;
-use crate::protocol::frame::{self, Frame, FrameRef};
-use crate::protocol::message::{self, be, fe, Bind, Parse};
+use crate::protocol::frame::{self, Frame};
+use crate::protocol::message::{self, be};
 use crate::protocol::sqlstate;
 use crate::router::route::Route;
 use bytes::{BufMut, BytesMut};
@@ -22,27 +24,30 @@ use futures_util::future::join_all;
 use tracing::warn;
 
 /// One node taking part.
-struct Participant {
-    shard: usize,
-    node: usize,
+pub(super) struct Participant {
+    pub(super) shard: usize,
+    pub(super) node: usize,
     /// The shard's main (its answer is the shard's answer).
-    main: bool,
-    conn: Pooled,
+    pub(super) main: bool,
+    pub(super) conn: Pooled,
 }
 
 /// What one node answered.
-#[derive(Default)]
-struct Answer {
-    error: Option<Frame>,
+#[derive(Default, Clone)]
+pub(super) struct Answer {
+    pub(super) error: Option<Frame>,
     /// ParseComplete (1) and BindComplete (2) were read.
-    progress: u8,
-    desc: Option<Frame>,
-    rows: Vec<Frame>,
-    tag: Option<String>,
-    status: u8,
+    pub(super) progress: u8,
+    /// ParameterDescription's types (a Describe of a statement).
+    pub(super) param_types: Option<Vec<u32>>,
+    pub(super) desc: Option<Frame>,
+    pub(super) rows: Vec<Frame>,
+    pub(super) tag: Option<String>,
+    pub(super) status: u8,
 }
 
-async fn run(conn: &mut Pooled, request: &[u8]) -> Result<Answer, BackendError> {
+/// Sends `request` and reads the node's answer up to its ReadyForQuery.
+pub(super) async fn run(conn: &mut Pooled, request: &[u8]) -> Result<Answer, BackendError> {
     conn.write_all(request).await?;
     let mut a = Answer::default();
     loop {
@@ -55,6 +60,9 @@ async fn run(conn: &mut Pooled, request: &[u8]) -> Result<Answer, BackendError> 
                 a.error.get_or_insert(f);
             }
             be::PARSE_COMPLETE => a.progress = 1,
+            be::PARAMETER_DESCRIPTION => {
+                a.param_types = Some(super::keyless_split::parameter_types(f.body()))
+            }
             be::BIND_COMPLETE => a.progress = 2,
             be::ROW_DESCRIPTION | be::NO_DATA => a.desc = Some(f),
             be::DATA_ROW => a.rows.push(f),
@@ -83,123 +91,7 @@ fn add_tags(a: &str, b: &str) -> String {
     format!("{head} {}", x + y)
 }
 
-/// The request each shard runs, and what the client's unit asked to hear back.
-struct Request {
-    per_shard: Vec<(usize, Vec<u8>)>,
-    extended: bool,
-    parse: bool,
-    describe: bool,
-    /// The client closed the unnamed portal after its Execute (sqlx does).
-    close_portal: bool,
-    sql: String,
-}
-
 impl Session {
-    fn keyless_request(
-        &self,
-        route: &Route,
-        frames: &[u8],
-        simple: bool,
-        shards: &[usize],
-    ) -> Result<Request, String> {
-        let mut q = None;
-        let (mut parse, mut bind, mut describe, mut executes) = (None, None, false, 0);
-        let mut close_portal = false;
-        let mut pos = 0;
-        while pos < frames.len() {
-            let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
-                return Err("malformed message".into());
-            };
-            let f = FrameRef::new(&frames[pos..pos + n]);
-            pos += n;
-            match f.tag() {
-                fe::QUERY => q = message::query_text(f.body()).map(str::to_string),
-                fe::PARSE => {
-                    parse = Parse::parse(f.body())
-                        .map(|p| (p.query.to_string(), p.param_types.to_vec()))
-                }
-                fe::BIND => {
-                    bind = Bind::parse(f.body()).map(|b| (b.statement.to_string(), b.rest.to_vec()))
-                }
-                fe::DESCRIBE => describe |= f.body().first() == Some(&b'P'),
-                fe::EXECUTE => executes += 1,
-                fe::CLOSE if executes == 1 && f.body() == b"P\0" => close_portal = true,
-                fe::SYNC if pos == frames.len() => {}
-                _ => return Err("this combination of messages".into()),
-            }
-        }
-        if simple {
-            let sql = q.ok_or("no query")?;
-            let per_shard = match &route.split {
-                Some(parts) => parts
-                    .iter()
-                    .map(|(s, t)| (*s, message::query(t).raw().to_vec()))
-                    .collect(),
-                None => shards
-                    .iter()
-                    .map(|&s| (s, message::query(&sql).raw().to_vec()))
-                    .collect(),
-            };
-            return Ok(Request {
-                per_shard,
-                extended: false,
-                parse: false,
-                describe: false,
-                close_portal: false,
-                sql,
-            });
-        }
-        if executes != 1 {
-            return Err("several executions in one request".into());
-        }
-        let (stmt, rest) = bind.ok_or("no Bind")?;
-        let (sql, types) = match &parse {
-            Some(p) => p.clone(),
-            None => {
-                let s = self
-                    .statements
-                    .get(&stmt)
-                    .ok_or("unknown prepared statement")?;
-                let parse = s.parse_again();
-                let p = Parse::parse(parse.body()).ok_or("unknown prepared statement")?;
-                (p.query.to_string(), p.param_types.to_vec())
-            }
-        };
-        let mut out = BytesMut::new();
-        out.put_slice(Parse::encode("", &sql, &types).raw());
-        out.put_slice(Bind::encode("", "", &rest).raw());
-        if describe {
-            out.put_slice(message::describe_portal("").raw());
-        }
-        out.put_slice(message::execute("", 0).raw());
-        out.put_slice(message::sync().raw());
-        let bytes = out.to_vec();
-        // A multi-row INSERT split per shard (literal rows, no parameters): each shard its part.
-        let split_request = |text: &str| {
-            let mut out = BytesMut::new();
-            out.put_slice(Parse::encode("", text, &[0, 0]).raw());
-            out.put_slice(Bind::encode("", "", &rest).raw());
-            if describe {
-                out.put_slice(message::describe_portal("").raw());
-            }
-            out.put_slice(message::execute("", 0).raw());
-            out.put_slice(message::sync().raw());
-            out.to_vec()
-        };
-        let per_shard = match &route.split {
-            Some(parts) => parts.iter().map(|(s, t)| (*s, split_request(t))).collect(),
-            None => shards.iter().map(|&s| (s, bytes.clone())).collect(),
-        };
-        Ok(Request {
-            per_shard,
-            extended: true,
-            parse: parse.is_some(),
-            describe,
-            close_portal,
-            sql,
-        })
-    }
-
     /// Runs a write of sharded rows on several shards (see the module doc).
     pub(super) async fn keyless_write(
         &mut self,
@@ -209,9 +101,9 @@ impl Session {
         simple: bool,
     ) -> Result<Plan, SessionError> {
         let cfg = self.shared.cluster.config();
-        let req = match self.keyless_request(route, frames, simple, shards) {
+        let mut req = match self.keyless_request(route, frames, simple, shards) {
             Ok(r) => r,
-            Err(what) => {
+            Err(Unfit::Unsupported(what)) => {
                 return self.refuse_msg(
                     simple,
                     &format!(
@@ -219,11 +111,19 @@ impl Session {
                     ),
                 )
             }
+            Err(Unfit::Error(code, msg)) => {
+                let e = message::error_response(message::Severity::Error, code, &msg, None);
+                self.to_client.put_slice(e.raw());
+                self.end_refused(simple);
+                return Ok(Plan::Done);
+            }
         };
         let replicated = shards
             .iter()
             .any(|&s| cfg.shards.get(s).is_some_and(|x| x.nodes.len() > 1));
-        if replicated {
+        // A split INSERT is made deterministic per shard (`keyless_det`), after its nodes
+        // joined; other writes must be deterministic as they are.
+        if replicated && route.split.is_none() {
             let uses_default = crate::router::classify::lex::Lexed::new(&req.sql).is_none_or(|l| {
                 l.tokens.iter().any(|t| {
                     matches!(&t.token, sqlparser::tokenizer::Token::Word(w)
@@ -234,7 +134,7 @@ impl Session {
                 crate::router::determinism::plan(&req.sql, &std::collections::HashMap::new()),
                 crate::router::determinism::Planned::Unchanged
             );
-            if route.split.is_some() || !unchanged || uses_default {
+            if !unchanged || uses_default {
                 return self.refuse_msg(simple, "this write spans shards and pgproxy cannot make it identical on every node of a replicated shard (values computed per node, column defaults): write per key");
             }
         }
@@ -257,16 +157,60 @@ impl Session {
                 return Ok(Plan::Done);
             }
         };
-        let answers = join_all(parts.iter_mut().map(|p| {
-            let request = req
-                .per_shard
-                .iter()
-                .find(|(s, _)| *s == p.shard)
-                .map(|(_, r)| r.clone())
-                .unwrap_or_default();
-            async move { run(&mut p.conn, &request).await }
-        }))
-        .await;
+        // pgproxy's own error: nothing ran, or the shards' answers cannot be used.
+        let mut own: Option<Frame> = None;
+        // A shard without a main taking part (no node up) would silently miss its rows.
+        let headless = shards
+            .iter()
+            .any(|s| !parts.iter().any(|p| p.main && p.shard == *s));
+        let made = if headless {
+            PartsMade::Own(message::error_response(
+                message::Severity::Error,
+                sqlstate::CONNECTION_FAILURE,
+                "a shard this write needs has no node up; nothing was written",
+                Some("retry when the shard is back"),
+            ))
+        } else {
+            self.split_deterministic(&mut req, &mut parts).await
+        };
+        let early = match made {
+            PartsMade::Ready => super::keyless_split::prepare_parts(&mut req, &mut parts).await,
+            PartsMade::Failed(a) => Some(a),
+            PartsMade::Own(e) => {
+                own = Some(e);
+                Some(
+                    parts
+                        .iter()
+                        .map(|_| {
+                            Ok(Answer {
+                                status: b'T',
+                                ..Answer::default()
+                            })
+                        })
+                        .collect(),
+                )
+            }
+        };
+        let own_before = own.is_some();
+        let answers = match early {
+            Some(a) => a,
+            None => {
+                join_all(parts.iter_mut().map(|p| {
+                    let request = req
+                        .per_shard
+                        .iter()
+                        .find(|(s, _)| *s == p.shard)
+                        .map(|(_, r)| r.clone())
+                        .unwrap_or_default();
+                    async move { run(&mut p.conn, &request).await }
+                }))
+                .await
+            }
+        };
+        // pgproxy's own Parse of the unnamed statement replaced whatever a connection held.
+        for p in parts.iter_mut() {
+            p.conn.unnamed = None;
+        }
         // Each shard's answer is its main's; a node that differs from its main is dropped.
         let mut error: Option<Frame> = None;
         let mut ok: Vec<usize> = Vec::new();
@@ -333,12 +277,16 @@ impl Session {
             .iter()
             .find(|(_, a)| a.error.is_some())
             .map(|(_, a)| a);
-        let progress = failed.map_or(2, |a| a.progress);
+        let progress = if own_before {
+            0
+        } else {
+            failed.map_or(2, |a| a.progress)
+        };
         if req.extended {
             if req.parse && progress >= 1 {
                 out.put_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
             }
-            if progress >= 2 {
+            if progress >= 2 && !req.describe_first {
                 out.put_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
             }
         }
@@ -346,22 +294,62 @@ impl Session {
             Some(a) => a.desc.clone(),
             None => mains.iter().find_map(|(_, a)| a.desc.clone()),
         };
+        if req.describe == Some(b'S') && progress >= 2 {
+            // The whole statement's parameters (a split's parts have fewer).
+            let types = match &req.param_types {
+                Some(t) => Some(t.clone()),
+                None => match failed {
+                    Some(a) => a.param_types.clone(),
+                    None => mains.iter().find_map(|(_, a)| a.param_types.clone()),
+                },
+            };
+            if let Some(t) = types {
+                out.put_slice(super::keyless_split::parameter_description(&t).raw());
+            }
+        }
+        let described = req.describe.is_some();
         match desc {
-            Some(d) if d.tag() == be::NO_DATA && req.describe => out.put_slice(d.raw()),
-            Some(d) if d.tag() != be::NO_DATA && (!req.extended || req.describe) => {
+            Some(d) if d.tag() == be::NO_DATA && described => out.put_slice(d.raw()),
+            Some(d) if d.tag() != be::NO_DATA && (!req.extended || described) => {
                 out.put_slice(d.raw())
             }
-            None if req.describe && error.is_none() => {
+            None if described && error.is_none() => {
                 out.put_slice(Frame::new(be::NO_DATA, &[]).raw())
             }
             _ => {}
         }
+        if req.extended && progress >= 2 && req.describe_first {
+            // The client described the statement before binding it.
+            out.put_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
+        }
+        if own_before {
+            error = own.take();
+        }
+        // A split INSERT's RETURNING rows, in VALUES order.
+        let merged = match (&req.split, error.is_none()) {
+            (Some(split), true) if split.returning => {
+                match super::keyless_split::merged_rows(split, &mains) {
+                    Ok(rows) => Some(rows),
+                    Err(why) => {
+                        error = Some(super::keyless_split::order_error(&why));
+                        own = error.clone();
+                        None
+                    }
+                }
+            }
+            _ => None,
+        };
+        let own_error = own_before || own.is_some();
         if error.is_none() {
             let mut tag: Option<String> = None;
+            match merged {
+                Some(rows) => rows.into_iter().for_each(|r| out.put_slice(r.raw())),
+                None => mains
+                    .iter()
+                    .flat_map(|(_, a)| &a.rows)
+                    .for_each(|r| out.put_slice(r.raw())),
+            }
             for (_, a) in &mains {
-                for r in &a.rows {
-                    out.put_slice(r.raw());
-                }
                 if let Some(t) = &a.tag {
                     tag = Some(match tag {
                         None => t.clone(),
@@ -375,11 +363,15 @@ impl Session {
             }
         }
         if in_txn {
-            self.keyless_keep(kept, error.is_some(), &mains);
+            self.keyless_keep(kept, error.is_some() && !own_error, &mains);
             self.to_client.put_slice(&out);
             if let Some(e) = error {
                 // The transaction is aborted on that shard, which becomes the current one.
                 self.to_client.put_slice(e.raw());
+            }
+            if own_error {
+                // pgproxy's own error aborts the transaction, as a refusal does.
+                self.note_refusal();
             }
             self.to_client
                 .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());

@@ -4,6 +4,7 @@
 mod auth;
 pub use auth::VerifierCache;
 mod cancel;
+mod catalog;
 mod client;
 mod commit;
 mod copy_fill;
@@ -15,6 +16,9 @@ mod extended;
 mod follower;
 mod followers;
 mod keyless;
+mod keyless_det;
+mod keyless_request;
+mod keyless_split;
 mod lost;
 mod relay;
 mod replica;

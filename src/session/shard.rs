@@ -670,7 +670,7 @@ impl Session {
         self.refuse_route(simple, &RouteError::Unroutable(msg.to_string()))
     }
 
-    fn end_refused(&mut self, simple: bool) {
+    pub(super) fn end_refused(&mut self, simple: bool) {
         self.note_refusal();
         if simple {
             self.to_client

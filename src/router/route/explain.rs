@@ -54,9 +54,9 @@ pub fn explain(sql: &str, map: &ShardMap, config: &Config, params: &[String]) ->
                 }
                 out.push(format!("each shard runs: {}", m.sql));
             }
-            if let Some(parts) = &r.split {
-                for (s, sql) in parts {
-                    out.push(format!("shard {} runs: {sql}", map.name(*s)));
+            if let Some(split) = &r.split {
+                for p in &split.parts {
+                    out.push(format!("shard {} runs: {}", map.name(p.shard), p.sql));
                 }
             }
             out.push(format!("why: {}", r.why));

@@ -3,7 +3,7 @@
 //! `scope.rs` supplies the facts about tables and keys. Pure.
 
 use super::scope::{key_expr, split_name, Scope};
-use super::{merge, CursorName, KeyExpr, Param, Route, RouteError, Shards, StmtPlan, Target};
+use super::{merge, CursorName, KeyExpr, StmtPlan, Target};
 use crate::router::classify::lex::{is_blank, Lexed};
 use crate::router::classify::{fallback_kind, ident_key, statement_kind};
 use crate::router::Kind;
@@ -773,74 +773,4 @@ fn plan_copy(source: &CopySource, to: bool, map: &ShardMap) -> StmtPlan {
             }
         }
     }
-}
-
-/// Resolves an INSERT's rows: one shard, or the statement split per shard.
-pub(super) fn split_rows<'p>(
-    st: &StmtPlan,
-    rows: &[Option<KeyExpr>],
-    map: &ShardMap,
-    params: &dyn Fn(usize) -> Option<Param<'p>>,
-) -> Result<Route, RouteError> {
-    let mut per_shard: BTreeMap<usize, Vec<usize>> = BTreeMap::new();
-    for (i, k) in rows.iter().enumerate() {
-        let Some(k) = k else {
-            return Err(RouteError::Unroutable(format!(
-                "the sharding key of row {} of this INSERT is NULL or not a literal or parameter: write the key itself",
-                i + 1
-            )));
-        };
-        let v = super::key_text(k, map, params)?.ok_or_else(|| {
-            RouteError::Unroutable(format!(
-                "the sharding key of row {} of this INSERT is NULL: every row needs a key",
-                i + 1
-            ))
-        })?;
-        per_shard.entry(map.shard_of(&v)?).or_default().push(i);
-    }
-    let route = |shards: Vec<usize>, split: Option<Vec<(usize, String)>>| Route {
-        shards: Shards::Some(shards),
-        merge: None,
-        keyless: split.is_some(),
-        split,
-        write: true,
-        why: st.why.clone(),
-    };
-    if per_shard.len() <= 1 {
-        return Ok(route(
-            per_shard
-                .keys()
-                .copied()
-                .collect::<Vec<_>>()
-                .into_iter()
-                .chain(std::iter::once(0))
-                .take(1)
-                .collect(),
-            None,
-        ));
-    }
-    let Some(ins) = st.split.as_deref() else {
-        return Err(RouteError::Unroutable(
-            "rows of this INSERT belong to different shards".into(),
-        ));
-    };
-    // Parameters: each shard's part would bind only some of them (PostgreSQL then cannot type
-    // the others); a `$` in a literal is refused too, which is only cautious.
-    if ins.returning.is_some() || ins.to_string().contains('$') {
-        return Err(RouteError::Unroutable(
-            "the rows of this INSERT belong to different shards and it uses RETURNING or parameters: send one INSERT per shard"
-                .into(),
-        ));
-    }
-    let mut texts = Vec::new();
-    for (shard, idx) in &per_shard {
-        let mut part = ins.clone();
-        if let Some(src) = part.source.as_deref_mut() {
-            if let SetExpr::Values(v) = src.body.as_mut() {
-                v.rows = idx.iter().map(|&i| v.rows[i].clone()).collect();
-            }
-        }
-        texts.push((*shard, Statement::Insert(part).to_string()));
-    }
-    Ok(route(per_shard.keys().copied().collect(), Some(texts)))
 }

@@ -316,7 +316,12 @@ const CASES: &[(&str, &str)] = &[
     ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, user_id) DO UPDATE SET user_id = notes.user_id", "refuse:another value"),
     ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, user_id) DO UPDATE SET (user_id, name) = (SELECT user_id, name FROM countries)", "refuse:another value"),
     ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x') ON CONFLICT (id, name) DO UPDATE SET (name, user_id) = (excluded.name, excluded.user_id)", "refuse:not among the conflict columns"),
-    ("INSERT INTO contacts (user_id, name) VALUES (A, 'x'), (B, 'y') RETURNING id", "refuse:RETURNING"),
+    ("INSERT INTO contacts (user_id, name) VALUES (A, 'x'), (B, 'y') RETURNING id", "split"),
+    ("INSERT INTO contacts (user_id, name) VALUES (A, '$1'), (B, $$y$$) RETURNING id", "split"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x'), (2, B, 'y') ON CONFLICT (id, user_id) DO UPDATE SET name = EXCLUDED.name RETURNING id", "split"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x'), (2, B, 'y') ON CONFLICT DO NOTHING RETURNING id", "refuse:VALUES order"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x'), (2, B, 'y') ON CONFLICT (id, user_id) DO UPDATE SET name = EXCLUDED.name WHERE contacts.name <> 'z' RETURNING id", "refuse:VALUES order"),
+    ("INSERT INTO contacts (id, user_id, name) VALUES (1, A, 'x'), (2, B, 'y') ON CONFLICT DO NOTHING", "split"),
     ("INSERT INTO contacts (user_id, name) VALUES ('A', 'x')", "key:A"),
     ("INSERT INTO contacts VALUES (A, 'x')", "refuse:column list"),
     ("INSERT INTO contacts (name) VALUES ('x')", "refuse:without its sharding key"),
@@ -521,7 +526,12 @@ fn bind_parameters_route_at_bind() {
         (
             "INSERT INTO contacts (user_id, name) VALUES ($1, 'a'), ($2, 'b')",
             &[Some(&sa), Some(&sb)],
-            "refuse:parameters".into(),
+            "split".into(),
+        ),
+        (
+            "INSERT INTO contacts (user_id, name) VALUES ($1, 'a'), ($2, 'b')",
+            &[Some(&sa), None],
+            "refuse:NULL".into(),
         ),
         (
             "UPDATE contacts SET name = $2 WHERE user_id = $1",

@@ -1155,16 +1155,12 @@ async function shSetup() {
     const b = await k(SH).insert([1, 2, 3].map((id) => ({ id, user_id: u6, name: `b${id}`, n: 60 + id }))).returning(['id', 'n'])
     assert.deepEqual(b.map((r) => [Number(r.id), r.n]), [[1, 61], [2, 62], [3, 63]])
     for (const id of [1, 2, 3]) put(u6, id, `b${id}`, 60 + id)
-    // a batch over several users: knex binds the values ($1, ...), which pgproxy does not split
-    // over shards (documented limit: refused); the same INSERT with literal values is split
+    // a batch over several users: knex binds the values ($1, ...); pgproxy splits it per shard
+    // (each part its rows and parameters)
     const rows = users.slice(7, 10).map((u, i) => ({ id: 1, user_id: u, name: `m${i}`, n: 70 + i }))
-    if (SHARDED && new Set(rows.map((r) => shShard.get(r.user_id))).size > 1) {
-      const e = await expectError(k(SH).insert(rows), '0A000', 'multi-shard INSERT with bound values')
-      assert.match(e.message, /different shards/)
-      assert.deepEqual(await shAll(k), expectedRows(), 'nothing written by the refused INSERT')
-    }
-    const res = await k.raw(k(SH).insert(rows).toString())
-    assert.equal(res.rowCount, 3)
+    if (SHARDED) assert.ok(new Set(rows.map((r) => shShard.get(r.user_id))).size > 1, 'the batch spans shards')
+    const bound = await k(SH).insert(rows)
+    assert.equal(bound.rowCount, 3)
     rows.forEach((r) => put(r.user_id, 1, r.name, r.n))
     assert.deepEqual(await shAll(k), expectedRows())
     await shPlacement(k)
@@ -1239,12 +1235,11 @@ async function shRefusals() {
     await expectError(k.raw(`INSERT INTO ${SH} (id, name, n) VALUES (?, ?, ?)`, [98, 'nokey', 1]), SHARDED ? '0A000' : '23502', 'raw INSERT without the key')
     // a batch INSERT over several shards with RETURNING (knex's default for .returning())
     const rows = users.slice(10, 12).map((u) => ({ id: 5, user_id: u, name: 'ret', n: 5 }))
-    if (SHARDED && shShard.get(rows[0].user_id) !== shShard.get(rows[1].user_id)) {
-      const e = await expectError(k(SH).insert(rows).returning('*'), '0A000', 'multi-shard INSERT with RETURNING')
-      assert.match(e.message, /key|shard/i)
-    } else {
-      const r = await k(SH).insert(rows).returning('*')
-      assert.equal(r.length, 2)
+    // split per shard; the RETURNING rows come back in VALUES order
+    {
+      const desc = [...rows].reverse()
+      const r = await k(SH).insert(desc).returning('*')
+      assert.deepEqual(r.map((x) => [Number(x.user_id), Number(x.id)]), desc.map((x) => [x.user_id, x.id]))
       for (const x of rows) put(x.user_id, x.id, x.name, x.n)
     }
     if (SHARDED) {
@@ -1293,17 +1288,17 @@ async function shSequelize() {
     const bc = await Contact.bulkCreate([12, 13].map((id) => ({ id, user_id: u, name: `sq${id}`, n: id })))
     assert.deepEqual(bc.map((x) => Number(x.id)), [12, 13])
     for (const id of [12, 13]) put(u, id, `sq${id}`, id)
-    // bulkCreate over several users: Sequelize adds RETURNING by default (refused on sharded);
-    // returning: false is split per shard
-    const multi = users.slice(0, 4).map((x) => ({ id: 20, user_id: x, name: 'bulk', n: 20 }))
-    if (SHARDED && new Set(multi.map((r) => shShard.get(r.user_id))).size > 1) {
-      await expectError(Contact.bulkCreate(multi), '0A000', 'bulkCreate over several shards (RETURNING)')
-      assert.deepEqual(await shAllSq(Contact), expectedRows(), 'nothing written')
-      await Contact.bulkCreate(multi, { returning: false })
-    } else {
-      await Contact.bulkCreate(multi)
-    }
-    for (const x of multi) put(x.user_id, 20, 'bulk', 20)
+    // bulkCreate over several users: Sequelize adds RETURNING by default; split per shard,
+    // the returned rows in the order given; returning: false is split too
+    const multi = users.slice(0, 4).reverse().map((x, i) => ({ id: 20, user_id: x, name: `bulk${i}`, n: 20 + i }))
+    if (SHARDED) assert.ok(new Set(multi.map((r) => shShard.get(r.user_id))).size > 1, 'bulkCreate spans shards')
+    const made = await Contact.bulkCreate(multi)
+    assert.deepEqual(made.map((x) => [Number(x.user_id), x.name, x.n]), multi.map((x) => [x.user_id, x.name, x.n]))
+    for (const x of multi) put(x.user_id, 20, x.name, x.n)
+    const quiet = multi.map((x) => ({ ...x, id: 21 }))
+    await Contact.bulkCreate(quiet, { returning: false })
+    for (const x of quiet) put(x.user_id, 21, x.name, x.n)
+    assert.deepEqual(await shAllSq(Contact), expectedRows())
     // update / destroy by key, counts
     let [n] = await Contact.update({ name: 'sq-upd' }, { where: { user_id: u, id: [12, 13] } })
     assert.equal(n, 2)
@@ -1412,16 +1407,11 @@ async function shTypeorm() {
     // save of several rows of two shards: one transaction (2PC)
     const [a, b] = twoUsers()
     const two = [{ id: '41', user_id: String(a), name: 'two', n: 1 }, { id: '41', user_id: String(b), name: 'two', n: 2 }]
-    if (SHARDED) {
-      // TypeORM saves both in one multi-row INSERT with bound values: refused (documented
-      // limit), and the transaction TypeORM opened for it rolled back; one save per key works
-      await expectError(repo.save(two), '0A000', 'TypeORM save of rows of two shards')
-      assert.deepEqual(norm(await repo.findBy({ user_id: typeorm.Between(String(SH_LO), String(SH_HI)) })), expectedRows(), 'nothing written')
-      await ds.transaction(async (m) => { for (const x of two) await m.save('TContact', x) })
-    } else {
-      await repo.save(two)
-    }
+    // TypeORM saves both in one multi-row INSERT with bound values and RETURNING, in the
+    // transaction it opens: split per shard, committed with two-phase commit
+    await repo.save(two)
     put(a, 41, 'two', 1); put(b, 41, 'two', 2)
+    assert.deepEqual(norm(await repo.findBy({ user_id: typeorm.Between(String(SH_LO), String(SH_HI)) })), expectedRows())
     assert.equal((await repo.update({ user_id: String(a), id: '41' }, { n: 3 })).affected, 1)
     shRows.get(key(a, 41)).n = 3
     assert.equal((await repo.delete({ user_id: String(b), id: '41' })).affected, 1)
