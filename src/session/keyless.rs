@@ -592,10 +592,13 @@ impl Session {
         let gid = self.shared.gids.next();
         let prepare = message::query(&format!("PREPARE TRANSACTION {}", quote(&gid)));
         let prepared = join_all(parts.iter_mut().map(|p| run(&mut p.conn, prepare.raw()))).await;
+        // PostgreSQL answers PREPARE TRANSACTION of an aborted transaction with ROLLBACK and no
+        // error: nothing was prepared there, so nothing may commit anywhere.
+        let rolled_back = |r: &Result<Answer, _>| matches!(r, Ok(a) if a.error.is_none() && a.tag.as_deref() == Some("ROLLBACK"));
         let main_failed = parts
             .iter()
             .zip(&prepared)
-            .any(|(p, r)| p.main && !matches!(r, Ok(a) if a.error.is_none()));
+            .any(|(p, r)| (p.main && !matches!(r, Ok(a) if a.error.is_none())) || rolled_back(r));
         if main_failed {
             let rollback = message::query(&format!("ROLLBACK PREPARED {}", quote(&gid)));
             let _ = join_all(parts.iter_mut().map(|p| run(&mut p.conn, rollback.raw()))).await;
