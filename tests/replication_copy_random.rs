@@ -1464,7 +1464,12 @@ async fn quote_or_escape_apostrophe_reaches_the_nodes_intact() {
 /// of the unit before), and its session panicked or hung.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_extended_copy_then_copy_fail_keeps_the_session() {
-    run_fixed(&[
+    run_fixed(&failing_then_completed_copy()).await
+}
+
+/// A completed COPY failing at Execute (QUOTE equal to DELIMITER), then a good one.
+fn failing_then_completed_copy() -> [Case; 2] {
+    [
         fixed(
             PLAIN_TABLE,
             "COPY t (a, b, c) FROM STDIN (FORMAT csv, QUOTE ',')",
@@ -1477,8 +1482,7 @@ async fn failed_extended_copy_then_copy_fail_keeps_the_session() {
             b"x,y,1\n",
             true,
         ),
-    ])
-    .await
+    ]
 }
 
 /// Once a flaky failure under full CI load (2026-11-27), a bug of this test: when neither
@@ -1489,24 +1493,7 @@ async fn failed_extended_copy_then_copy_fail_keeps_the_session() {
 /// its answer comes after pgproxy's copy_in is over (it failed 3 runs of 3 before the fix).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failed_extended_copy_with_a_slow_reference_keeps_the_session() {
-    run_fixed_with(
-        &[
-            fixed(
-                PLAIN_TABLE,
-                "COPY t (a, b, c) FROM STDIN (FORMAT csv, QUOTE ',')",
-                b"x,y,1\n",
-                true,
-            ),
-            fixed(
-                PLAIN_TABLE,
-                "COPY t (a, b, c) FROM STDIN (FORMAT csv)",
-                b"x,y,1\n",
-                true,
-            ),
-        ],
-        true,
-    )
-    .await
+    run_fixed_with(&failing_then_completed_copy(), true).await
 }
 
 /// Once a limitation: valid PostgreSQL spellings of options that sqlparser does not know

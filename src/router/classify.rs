@@ -255,6 +255,17 @@ pub(crate) fn object_key(name: &ObjectName) -> String {
     parts.join(".")
 }
 
+/// A SELECT that passes its one FROM item's rows through: no DISTINCT, GROUP BY, HAVING,
+/// INTO or join (what an ORM's batch INSERT … SELECT over VALUES or UNNEST looks like).
+pub(crate) fn is_row_by_row_select(s: &sqlparser::ast::Select) -> bool {
+    s.distinct.is_none()
+        && s.having.is_none()
+        && s.into.is_none()
+        && matches!(&s.group_by, sqlparser::ast::GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
+        && s.from.len() == 1
+        && s.from[0].joins.is_empty()
+}
+
 /// One part of an `object_key`.
 pub(crate) fn ident_key(value: &str, quote_style: Option<char>) -> String {
     match quote_style {

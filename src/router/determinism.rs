@@ -163,6 +163,34 @@ impl Need {
     }
 }
 
+/// What the other nodes run so their sequences do not fall behind the main: one `setval` per
+/// sequence, to the last value the main handed out (a batch of rows takes many).
+#[derive(Debug, Default)]
+pub struct CatchUp {
+    by_sequence: Vec<(String, String)>,
+}
+
+impl CatchUp {
+    /// Notes the main's value `value` for `need`.
+    pub fn add(&mut self, need: &Need, value: &str) {
+        let (Need::Nextval(arg) | Need::NextvalRows { arg, .. }) = need else {
+            return;
+        };
+        let Some(sql) = need.follower_sql(value) else {
+            return;
+        };
+        match self.by_sequence.iter_mut().find(|(a, _)| a == arg) {
+            Some(slot) => slot.1 = sql,
+            None => self.by_sequence.push((arg.clone(), sql)),
+        }
+    }
+
+    /// The statements, in the order the sequences were first seen.
+    pub fn into_sql(self) -> Vec<String> {
+        self.by_sequence.into_iter().map(|(_, sql)| sql).collect()
+    }
+}
+
 /// The default of one column, as the caller loaded it from the main node's catalog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ColumnDefault {

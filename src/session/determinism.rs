@@ -102,6 +102,13 @@ impl SchemaCache {
             .insert((db.to_string(), table.to_string()), t);
     }
 
+    /// `nondeterministic = "warn"`: a write pgproxy cannot make deterministic runs anyway,
+    /// logged and counted.
+    pub(super) fn run_anyway(&self, reason: &str) {
+        warn!(reason, "running a write pgproxy cannot make deterministic");
+        self.nondeterministic_total.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Forgets everything (after DDL).
     pub fn invalidate(&self) {
         self.tables.lock().clear();
@@ -316,7 +323,7 @@ impl Session {
             w.planned = Some(p);
         }
         let mut out = BytesMut::with_capacity(frames.len() + 64);
-        let mut follower_sql = Vec::new();
+        let mut catch_up = det::CatchUp::default();
         let mut own = Vec::new();
         let mut last = 0;
         for w in &work {
@@ -329,11 +336,7 @@ impl Session {
                     match self.shared.cluster.config().replication.nondeterministic {
                         NondeterministicPolicy::Refuse => return Ok(Made::Refused(reason.clone())),
                         NondeterministicPolicy::Warn => {
-                            warn!(reason, "running a write pgproxy cannot make deterministic");
-                            self.shared
-                                .schema
-                                .nondeterministic_total
-                                .fetch_add(1, Ordering::Relaxed);
+                            self.shared.schema.run_anyway(reason);
                             continue;
                         }
                     }
@@ -365,19 +368,7 @@ impl Session {
                 Got::Lost => return Ok(Made::Lost),
             };
             for (need, v) in needs.iter().zip(&values) {
-                let Some(sql) = need.follower_sql(v) else {
-                    continue;
-                };
-                // One setval per sequence: the last value handed out (a batch of rows takes
-                // many).
-                let seq = match need {
-                    Need::Nextval(arg) | Need::NextvalRows { arg, .. } => Some(arg.clone()),
-                    _ => None,
-                };
-                match follower_sql.iter_mut().find(|(s, _)| *s == seq) {
-                    Some(slot) => slot.1 = sql,
-                    None => follower_sql.push((seq, sql)),
-                }
+                catch_up.add(need, v);
             }
             let text = match &w.template {
                 Some(t) => plan.render_with(&values, &t.params(&w.sql)),
@@ -391,8 +382,7 @@ impl Session {
         if work.iter().any(|w| is_ddl(&w.sql)) {
             self.shared.schema.invalidate();
         }
-        let follower_sql = follower_sql.into_iter().map(|(_, sql)| sql).collect();
-        Ok(Made::Frames(out.freeze(), follower_sql, own))
+        Ok(Made::Frames(out.freeze(), catch_up.into_sql(), own))
     }
 
     /// The frame of `w` (a Query or a Bind) with `text` as its SQL: a Query of it, or a Parse
@@ -584,10 +574,9 @@ impl Session {
                 if loaded.contains_key(&table) {
                     continue;
                 }
-                let key = db.as_ref().map(|db| (db.clone(), table.clone()));
-                let cached = key
+                let cached = db
                     .as_ref()
-                    .and_then(|k| self.shared.schema.tables.lock().get(k).cloned());
+                    .and_then(|db| self.shared.schema.table(db, &table));
                 if let Some(t) = cached {
                     loaded.insert(table, t);
                     continue;
@@ -602,8 +591,8 @@ impl Session {
                     }
                 };
                 let t = Arc::new(t);
-                if let Some(key) = key {
-                    self.shared.schema.tables.lock().insert(key, t.clone());
+                if let Some(db) = &db {
+                    self.shared.schema.keep_table(db, &table, t.clone());
                 }
                 loaded.insert(table, t);
             }

@@ -15,9 +15,7 @@ use crate::config::NondeterministicPolicy;
 use crate::protocol::message;
 use crate::router::determinism::{self as det, Planned};
 use std::collections::HashMap;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tracing::warn;
 
 /// How making the parts deterministic went.
 pub(super) enum PartsMade {
@@ -102,14 +100,7 @@ impl Session {
                         ))
                     }
                     NondeterministicPolicy::Warn => {
-                        warn!(
-                            reason = why,
-                            "running a write pgproxy cannot make deterministic"
-                        );
-                        self.shared
-                            .schema
-                            .nondeterministic_total
-                            .fetch_add(1, Ordering::Relaxed);
+                        self.shared.schema.run_anyway(&why);
                         continue;
                     }
                 },
@@ -122,12 +113,11 @@ impl Session {
                 Err(e) => return PartsMade::Failed(failed_at(parts, m, Err(e))),
             };
             // The other nodes' sequences catch up with the main's before the part runs.
-            let catch_up: Vec<String> = plan
-                .needs
-                .iter()
-                .zip(&values)
-                .filter_map(|(n, v)| n.follower_sql(v))
-                .collect();
+            let mut catch_up = det::CatchUp::default();
+            for (n, v) in plan.needs.iter().zip(&values) {
+                catch_up.add(n, v);
+            }
+            let catch_up = catch_up.into_sql();
             if !catch_up.is_empty() {
                 let sql = catch_up.join("; ");
                 for (i, p) in parts.iter_mut().enumerate() {

@@ -132,35 +132,19 @@ impl Session {
                 (p.query.to_string(), p.param_types.to_vec())
             }
         };
-        if let Some(split) = &route.split {
-            let pending = super::keyless_split::pending(split, &types, &rest, &stmt)
-                .map_err(|(code, msg)| Unfit::Error(code, msg))?;
-            return Ok(Request {
-                per_shard: Vec::new(),
-                extended: true,
-                parse: parse.is_some(),
-                describe,
-                describe_first,
-                param_types: None,
-                close_portal,
-                sql,
-                split: Some(split.clone()),
-                pending: Some(pending),
-            });
-        }
-        let mut out = BytesMut::new();
-        out.put_slice(Parse::encode("", &sql, &types).raw());
-        out.put_slice(Bind::encode("", "", &rest).raw());
-        match describe {
-            Some(b'S') => out.put_slice(message::describe_statement("").raw()),
-            Some(_) => out.put_slice(message::describe_portal("").raw()),
-            None => {}
-        }
-        out.put_slice(message::execute("", 0).raw());
-        out.put_slice(message::sync().raw());
-        let bytes = out.to_vec();
+        let (per_shard, pending) = match &route.split {
+            Some(split) => {
+                let pending = super::keyless_split::pending(split, &types, &rest, &stmt)
+                    .map_err(|(code, msg)| Unfit::Error(code, msg))?;
+                (Vec::new(), Some(pending))
+            }
+            None => {
+                let bytes = one_shot(&sql, &types, &rest, describe);
+                (shards.iter().map(|&s| (s, bytes.clone())).collect(), None)
+            }
+        };
         Ok(Request {
-            per_shard: shards.iter().map(|&s| (s, bytes.clone())).collect(),
+            per_shard,
             extended: true,
             parse: parse.is_some(),
             describe,
@@ -168,8 +152,25 @@ impl Session {
             param_types: None,
             close_portal,
             sql,
-            split: None,
-            pending: None,
+            split: route.split.clone(),
+            pending,
         })
     }
+}
+
+/// Parse of `sql` into the unnamed statement (parameter types as a Parse encodes them), Bind
+/// with `bind` (everything after a Bind's two names), Describe if asked (`b'S'` statement,
+/// else portal), Execute, Sync.
+pub(super) fn one_shot(sql: &str, types: &[u8], bind: &[u8], describe: Option<u8>) -> Vec<u8> {
+    let mut out = BytesMut::new();
+    out.put_slice(Parse::encode("", sql, types).raw());
+    out.put_slice(Bind::encode("", "", bind).raw());
+    match describe {
+        Some(b'S') => out.put_slice(message::describe_statement("").raw()),
+        Some(_) => out.put_slice(message::describe_portal("").raw()),
+        None => {}
+    }
+    out.put_slice(message::execute("", 0).raw());
+    out.put_slice(message::sync().raw());
+    out.to_vec()
 }

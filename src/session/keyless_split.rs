@@ -96,18 +96,9 @@ fn part_request(part: &SplitPart, types: &[u32], bind: &[u8], describe: Option<u
         .iter()
         .map(|&n| types.get(n - 1).copied().unwrap_or(0))
         .collect();
-    let mut out = BytesMut::new();
-    out.put_slice(Parse::encode("", &part.sql, &encode_types(&own)).raw());
-    out.put_slice(message::Bind::encode("", "", bind).raw());
-    match describe {
-        // Its ParameterDescription is the part's: the client gets the whole statement's.
-        Some(b'S') => out.put_slice(message::describe_statement("").raw()),
-        Some(_) => out.put_slice(message::describe_portal("").raw()),
-        None => {}
-    }
-    out.put_slice(message::execute("", 0).raw());
-    out.put_slice(message::sync().raw());
-    out.to_vec()
+    // A described part's ParameterDescription is the part's: the client gets the whole
+    // statement's.
+    super::keyless_request::one_shot(&part.sql, &encode_types(&own), bind, describe)
 }
 
 /// Builds the parts' requests of an extended-protocol split (`req.pending`), describing the

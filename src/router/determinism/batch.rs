@@ -8,8 +8,8 @@
 use std::ops::ControlFlow;
 
 use sqlparser::ast::{
-    Expr, GroupByExpr, Ident, Query, Select, SelectItem, SetExpr, TableAlias, TableAliasColumnDef,
-    TableFactor, Value, Values,
+    Expr, Ident, Query, Select, SelectItem, SetExpr, TableAlias, TableAliasColumnDef, TableFactor,
+    Value, Values,
 };
 
 use super::defaults::{ident_name, quoted};
@@ -17,6 +17,7 @@ use super::render::Form;
 use super::rewrite::{Collector, NdDefault};
 use super::statement::Cx;
 use super::{Need, RowCount};
+use crate::router::classify::is_row_by_row_select;
 
 /// The rows an INSERT's SELECT reads.
 enum Listed<'q> {
@@ -159,14 +160,7 @@ pub(super) fn plan_listed(
 
 /// The single FROM item of a plain SELECT if it is a VALUES list or an UNNEST.
 fn listed(s: &mut Select) -> Option<Listed<'_>> {
-    let plain = s.distinct.is_none()
-        && s.having.is_none()
-        && s.into.is_none()
-        && s.named_window.is_empty()
-        && matches!(&s.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
-        && s.from.len() == 1
-        && s.from[0].joins.is_empty();
-    if !plain {
+    if !is_row_by_row_select(s) || !s.named_window.is_empty() {
         return None;
     }
     match &mut s.from[0].relation {

@@ -4,11 +4,11 @@
 //! bulk_create). The keys route the statement like a multi-row INSERT … VALUES; a SELECT of
 //! any other shape has no keys pgproxy can read.
 
-use sqlparser::ast::{CastKind, Expr, GroupByExpr, Query, SelectItem, SetExpr, TableFactor, Value};
+use sqlparser::ast::{CastKind, Expr, Query, SelectItem, SetExpr, TableFactor, Value};
 
 use super::scope::key_expr;
 use super::KeyExpr;
-use crate::router::classify::ident_key;
+use crate::router::classify::{ident_key, is_row_by_row_select};
 
 /// Per listed row, its key (`None`: not a literal or parameter, or NULL); `None` if `q` is
 /// not a plain SELECT over listed rows or its column `pos` is not read from them as it is.
@@ -19,13 +19,7 @@ pub(super) fn listed_keys(q: &Query, pos: usize) -> Option<Vec<Option<KeyExpr>>>
     let SetExpr::Select(s) = q.body.as_ref() else {
         return None;
     };
-    let plain = s.distinct.is_none()
-        && s.having.is_none()
-        && s.into.is_none()
-        && matches!(&s.group_by, GroupByExpr::Expressions(g, m) if g.is_empty() && m.is_empty())
-        && s.from.len() == 1
-        && s.from[0].joins.is_empty();
-    if !plain {
+    if !is_row_by_row_select(s) {
         return None;
     }
     // Which column of the listed rows the key is.
