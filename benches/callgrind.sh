@@ -9,17 +9,18 @@
 # Runs pgproxy (this repo's release build, transaction pooling, worker_threads = 1) and
 # PgBouncer 1.18 (transaction pool), each under `valgrind --tool=callgrind`, in front of
 # ../shared/bench's node1 (started if needed: pgcluster.sh start 1). For each: a 5 s warm-up,
-# counters zeroed, `pgbench -n -S -M simple -c 4 -j 1 -T $DURATION`, counters dumped; prints
+# counters zeroed, `pgbench -n -S -M "$MODE" -c 4 -j 1 -T $DURATION`, counters dumped; prints
 # instructions per transaction and the top inclusive functions of pgproxy's session task.
 # Under valgrind the proxy is the bottleneck, so fewer transactions per epoll wake-up than in
 # a real run: compare figures from this script with each other only.
 #
-# Env: DURATION=20  OUT=/tmp/pgproxy-callgrind  PGPROXY_CG_PORT=7555  PGBOUNCER_CG_PORT=7556
+# Env: DURATION=20  MODE=simple (pgbench -M) OUT=/tmp/pgproxy-callgrind  PGPROXY_CG_PORT=7555  PGBOUNCER_CG_PORT=7556
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
 source "$(dirname "$0")/../scripts/lib.sh"
 
 DURATION=${DURATION:-20}
+MODE=${MODE:-simple}
 OUT=${OUT:-/tmp/pgproxy-callgrind}
 PX_PORT=${PGPROXY_CG_PORT:-7555}
 PB_PORT=${PGBOUNCER_CG_PORT:-7556}
@@ -73,10 +74,10 @@ chmod 666 "$OUT"/*
 measure() {
   local name=$1 port=$2 as=$3
   for _ in $(seq 1 100); do "$PG_BIN/pg_isready" -q -h 127.0.0.1 -p "$port" && break; sleep 0.3; done
-  pgbench -h 127.0.0.1 -p "$port" -U postgres -n -S -M simple -c 4 -j 1 -T 5 bench >/dev/null 2>&1 || true
+  pgbench -h 127.0.0.1 -p "$port" -U postgres -n -S -M "$MODE" -c 4 -j 1 -T 5 bench >/dev/null 2>&1 || true
   $as callgrind_control -z >/dev/null 2>&1
   local tx
-  tx=$(pgbench -h 127.0.0.1 -p "$port" -U postgres -n -S -M simple -c 4 -j 1 -T "$DURATION" bench 2>&1 \
+  tx=$(pgbench -h 127.0.0.1 -p "$port" -U postgres -n -S -M "$MODE" -c 4 -j 1 -T "$DURATION" bench 2>&1 \
     | awk '/actually processed/ {print $NF}')
   $as callgrind_control -d >/dev/null 2>&1
   sleep 1

@@ -13,14 +13,14 @@ use tracing::debug;
 
 /// A server connection on loan from a pool.
 pub struct Pooled {
-    conn: Option<ServerConn>,
+    conn: Option<Box<ServerConn>>,
     permit: Option<OwnedSemaphorePermit>,
     pool: Arc<PoolInner>,
 }
 
 impl Pooled {
     pub(super) fn new(
-        conn: ServerConn,
+        conn: Box<ServerConn>,
         permit: OwnedSemaphorePermit,
         pool: Arc<PoolInner>,
     ) -> Self {

@@ -98,7 +98,9 @@ pub struct PoolStats {
 }
 
 pub(crate) struct PoolInner {
-    pub(crate) idle: Mutex<VecDeque<ServerConn>>,
+    /// Boxed: a connection moves between the queue, a `Pooled` and a session on every
+    /// transaction, and a pointer moves cheaper than the struct.
+    pub(crate) idle: Mutex<VecDeque<Box<ServerConn>>>,
     pub(crate) sem: Arc<Semaphore>,
     pub(crate) settings: ArcSwap<PoolSettings>,
     /// Permits currently in the semaphore's budget (tracks resizes).
@@ -211,7 +213,7 @@ impl Pool {
         Ok(Pooled::new(conn, permit, self.inner.clone()))
     }
 
-    fn pop_idle(&self) -> Option<ServerConn> {
+    fn pop_idle(&self) -> Option<Box<ServerConn>> {
         // LIFO: the most recently used connection is warm and least likely to have timed out.
         self.inner.idle.lock().pop_back()
     }
@@ -221,15 +223,15 @@ impl Pool {
         lifetime_ok && !conn.is_dead_while_idle()
     }
 
-    async fn connect(&self, s: &PoolSettings) -> Result<ServerConn, PoolError> {
-        let conn = ServerConn::connect(&s.connect).await?;
+    async fn connect(&self, s: &PoolSettings) -> Result<Box<ServerConn>, PoolError> {
+        let conn = Box::new(ServerConn::connect(&s.connect).await?);
         self.inner.stats.connects.fetch_add(1, Ordering::Relaxed);
         self.inner.stats.open.fetch_add(1, Ordering::Relaxed);
         debug!(node = %conn.addr, pid = conn.pid, "server connection opened");
         Ok(conn)
     }
 
-    fn close(&self, conn: ServerConn) {
+    fn close(&self, conn: Box<ServerConn>) {
         self.inner.stats.open.fetch_sub(1, Ordering::Relaxed);
         debug!(node = %conn.addr, pid = conn.pid, "server connection closed");
         drop(conn);

@@ -73,8 +73,12 @@ pub fn row_description(fields: &[Field]) -> Frame {
 /// plan ("cached plan must not change result type"): the column names, types and type
 /// modifiers, or no rows at all. Table OIDs, column numbers and formats are left out, and so
 /// are the OIDs of user-defined types: each node of a shard numbers its own objects.
+///
+/// Kept as one byte string (per column: name, NUL, type OID, type length, type modifier),
+/// NoData as `None`: recorded for every unnamed statement a client describes, so it is built
+/// with one allocation and compared as bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResultShape(Option<Vec<(String, u32, i16, i32)>>);
+pub struct ResultShape(Option<Vec<u8>>);
 
 /// OIDs below this are PostgreSQL's own (built-in types), equal on every server.
 const FIRST_NORMAL_OID: u32 = 16384;
@@ -86,16 +90,26 @@ impl ResultShape {
         match tag {
             be::NO_DATA => Some(ResultShape(None)),
             be::ROW_DESCRIPTION => {
-                let fields = row_description_fields(body)?;
-                let cols = fields.into_iter().map(|f| {
-                    let oid = if f.type_oid < FIRST_NORMAL_OID {
-                        f.type_oid
-                    } else {
-                        0
-                    };
-                    (f.name, oid, f.type_len, f.type_mod)
-                });
-                Some(ResultShape(Some(cols.collect())))
+                let mut b = body;
+                let n = read_i16(&mut b)?;
+                let mut out = Vec::with_capacity(body.len());
+                out.extend_from_slice(&n.to_be_bytes());
+                for _ in 0..n {
+                    let name = read_cstr(&mut b)?;
+                    let _table = read_i32(&mut b)?;
+                    let _column = read_i16(&mut b)?;
+                    let oid = read_i32(&mut b)? as u32;
+                    let type_len = read_i16(&mut b)?;
+                    let type_mod = read_i32(&mut b)?;
+                    let _format = read_i16(&mut b)?;
+                    let oid = if oid < FIRST_NORMAL_OID { oid } else { 0 };
+                    out.extend_from_slice(name.as_bytes());
+                    out.push(0);
+                    out.extend_from_slice(&oid.to_be_bytes());
+                    out.extend_from_slice(&type_len.to_be_bytes());
+                    out.extend_from_slice(&type_mod.to_be_bytes());
+                }
+                Some(ResultShape(Some(out)))
             }
             _ => None,
         }

@@ -63,23 +63,33 @@ impl Effects {
     }
 }
 
-/// Leading keywords of statements that may change session state (lowercase).
-const LEADING: &[&str] = &[
-    "set",
-    "reset",
-    "create",
-    "declare",
-    "listen",
-    "unlisten",
-    "prepare",
-    "discard",
-    "deallocate",
-    "drop",
-    "close",
-    "load",
-];
+/// A leading keyword of statements that may change session state.
+fn is_leading(word: &str) -> bool {
+    // One length switch and a short compare per word: this runs on every simple Query.
+    let mut low = [0u8; 10];
+    let Some(dst) = low.get_mut(..word.len()) else {
+        return false;
+    };
+    dst.copy_from_slice(word.as_bytes());
+    dst.make_ascii_lowercase();
+    matches!(
+        &*dst,
+        b"set"
+            | b"reset"
+            | b"create"
+            | b"declare"
+            | b"listen"
+            | b"unlisten"
+            | b"prepare"
+            | b"discard"
+            | b"deallocate"
+            | b"drop"
+            | b"close"
+            | b"load"
+    )
+}
 
-/// Cheap pre-check run on every statement: a leading keyword from `LEADING`, a second
+/// Cheap pre-check run on every statement: a leading keyword from `is_leading`, a second
 /// statement, or a call to an advisory-lock function or set_config anywhere.
 fn worth_a_closer_look(sql: &str) -> bool {
     let head = strip_leading_comments(sql);
@@ -87,7 +97,7 @@ fn worth_a_closer_look(sql: &str) -> bool {
         .split(|c: char| !c.is_ascii_alphabetic())
         .next()
         .unwrap_or("");
-    if LEADING.iter().any(|k| first.eq_ignore_ascii_case(k)) {
+    if is_leading(first) {
         return true;
     }
     let b = sql.as_bytes();

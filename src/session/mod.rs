@@ -10,6 +10,7 @@ mod commit;
 mod copy_fill;
 mod cursors;
 mod determinism;
+mod drain;
 mod error;
 mod expect;
 mod extended;
@@ -44,7 +45,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsAcceptor;
-use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, Instrument};
 
 /// Counters across sessions.
@@ -74,16 +74,14 @@ pub struct Shared {
     pub stats: SessionStats,
     /// TLS acceptor for clients (None: answer SSLRequest with 'N').
     pub tls: ArcSwap<Option<TlsAcceptor>>,
-    /// Cancelled when a drain starts: no new sessions, idle ones close.
-    pub draining: CancellationToken,
+    /// Set when a drain starts: no new sessions, idle ones close.
+    pub draining: Arc<drain::DrainSignal>,
     /// Column defaults of written tables (deterministic writes).
     pub schema: determinism::SchemaCache,
     /// Global transaction ids for two-phase commit.
     pub gids: crate::replication::decision_log::GidGen,
     /// The two-phase commit decision log (set by the server once it is open).
     pub decisions: std::sync::OnceLock<Arc<crate::replication::decision_log::DecisionLog>>,
-    /// Mirrors `draining` for the per-query check (a token's `is_cancelled` takes a lock).
-    drain_started: std::sync::atomic::AtomicBool,
     next_id: AtomicU64,
 }
 
@@ -97,11 +95,10 @@ impl Shared {
             verifiers: VerifierCache::default(),
             stats: SessionStats::default(),
             tls: ArcSwap::from_pointee(tls),
-            draining: CancellationToken::new(),
+            draining: Arc::default(),
             schema: determinism::SchemaCache::default(),
             gids: crate::replication::decision_log::GidGen::new(),
             decisions: std::sync::OnceLock::new(),
-            drain_started: std::sync::atomic::AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         }
     }
@@ -110,13 +107,12 @@ impl Shared {
 impl Shared {
     /// Starts a drain: new logins are refused, idle sessions close.
     pub fn start_drain(&self) {
-        self.drain_started.store(true, Ordering::Release);
-        self.draining.cancel();
+        self.draining.start();
     }
 
     /// True once a drain started.
     pub fn is_draining(&self) -> bool {
-        self.drain_started.load(Ordering::Acquire)
+        self.draining.is_started()
     }
 }
 

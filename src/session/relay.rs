@@ -17,10 +17,8 @@ use crate::protocol::ClientError;
 use crate::router::{Effects, PinReason};
 use bytes::{Buf, BufMut, BytesMut};
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
-use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use tokio_util::sync::WaitForCancellationFutureOwned;
 use tracing::{debug, info};
 
 /// A logged-in client session.
@@ -92,7 +90,7 @@ pub struct Session {
     /// (None inside if unreadable).
     pub(super) shape_verdict: Option<Option<crate::protocol::rows::ResultShape>>,
     /// Resolves when a drain starts; kept across loop turns so it registers once.
-    drain: Pin<Box<WaitForCancellationFutureOwned>>,
+    drain: super::drain::DrainWait,
 }
 
 /// Write buffers up to this capacity stay with an idle session (10,000 idle clients hold at
@@ -154,7 +152,7 @@ impl Session {
             repl,
             shape_verdict: None,
             copy_risk: None,
-            drain: Box::pin(shared.draining.clone().cancelled_owned()),
+            drain: shared.draining.wait(),
             shared,
         };
         if let Some(server) = server {
