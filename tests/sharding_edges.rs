@@ -2577,3 +2577,55 @@ async fn a_portal_closed_after_its_execute_merges_and_writes_like_postgresql() {
     })
     .await
 }
+
+/// A negative LIMIT or OFFSET across shards fails as in PostgreSQL (2201W / 2201X, OFFSET
+/// checked first), as a literal or a parameter, and like any error aborts the transaction.
+#[tokio::test]
+async fn negative_limit_and_offset_fail_as_in_postgres() {
+    within(120, "test", async {
+        let (c, reference) = tokio::join!(ShardedCluster::start(2, 1, ""), PgNode::start());
+        setup_both(&c, &reference, true).await;
+        let mut p = raw_proxy(&c).await;
+        let mut r = raw_node(&reference).await;
+        for sql in [
+            "SELECT id FROM contacts LIMIT -1",
+            "SELECT id FROM contacts ORDER BY id LIMIT 2 OFFSET -1",
+            "SELECT id FROM contacts ORDER BY id LIMIT -0",
+        ] {
+            let got = same_answer(&mut p, &mut r, &wire::query(sql), sql).await;
+            eprintln!("{sql}: {got:?}");
+        }
+        // Parameters: the counts are known at Bind, where pgproxy answers with the error
+        // (PostgreSQL sends ParseComplete, BindComplete and the RowDescription first).
+        let sql = "SELECT id FROM contacts ORDER BY id LIMIT $1 OFFSET $2";
+        for params in [
+            [Some("-1"), Some("1")],
+            [Some("1"), Some("-1")],
+            [Some("-1"), Some("-1")],
+            [Some("2"), Some("1")],
+        ] {
+            let m = with_sync(pbde(sql, &params));
+            let want = exchange(&mut r, &m).await;
+            let got = exchange(&mut p, &m).await;
+            let tail = |v: &[String]| v[v.len().saturating_sub(2)..].to_vec();
+            assert_eq!(tail(&got), tail(&want), "{params:?}: {got:?} vs {want:?}");
+        }
+        // In a transaction: the error aborts it, as any error does.
+        for step in [
+            wire::query("BEGIN"),
+            wire::query("SELECT id FROM contacts LIMIT -3"),
+            wire::query("SELECT 1"),
+            wire::query("ROLLBACK"),
+        ] {
+            same_answer(&mut p, &mut r, &step, "in a transaction").await;
+        }
+        same_answer(&mut p, &mut r, &wire::query("BEGIN"), "begin").await;
+        let m = with_sync(pbde(sql, &[Some("-3"), None]));
+        let (want, got) = (exchange(&mut r, &m).await, exchange(&mut p, &m).await);
+        assert_eq!(got.last(), want.last(), "{got:?} vs {want:?}");
+        for step in [wire::query("SELECT 1"), wire::query("ROLLBACK")] {
+            same_answer(&mut p, &mut r, &step, "after the error").await;
+        }
+    })
+    .await
+}
