@@ -106,11 +106,10 @@ fn count_param(
             .and_then(|s| s.trim().parse().ok())
             .ok_or("LIMIT / OFFSET parameter is not an integer")?
     };
-    u64::try_from(n).map(Some).map_err(|_| NEGATIVE.into())
+    u64::try_from(n)
+        .map(Some)
+        .map_err(|_| "LIMIT / OFFSET must not be negative".into())
 }
-
-/// `count_param`'s answer to a negative count (PostgreSQL's error follows).
-const NEGATIVE: &str = "negative";
 
 impl Session {
     /// A merged read sent through the extended protocol.
@@ -158,13 +157,6 @@ impl Session {
         };
         let (offset, limit) = match (lim(spec.offset), lim(spec.limit)) {
             (Ok(o), Ok(l)) => (o, l),
-            // PostgreSQL checks the OFFSET first.
-            (Err(e), _) if e == NEGATIVE => {
-                return self.fail_scatter("2201X", "OFFSET must not be negative")
-            }
-            (_, Err(e)) if e == NEGATIVE => {
-                return self.fail_scatter("2201W", "LIMIT must not be negative")
-            }
             (Err(e), _) | (_, Err(e)) => return self.refuse_scatter(&e),
         };
         // Every shard: the rewritten statement, unnamed, with the client's parameters and
@@ -226,19 +218,7 @@ impl Session {
             msg,
             Some("see `pgproxy route --config FILE \"SQL\"` for how pgproxy routes a statement"),
         );
-        self.end_scatter_with(e.raw())
-    }
-
-    /// The merged read fails as it would in PostgreSQL (`code`, `msg`).
-    fn fail_scatter(&mut self, code: &str, msg: &str) -> Result<Plan, SessionError> {
-        let e = message::error_response(message::Severity::Error, code, msg, None);
-        self.end_scatter_with(e.raw())
-    }
-
-    /// Answers the unit with an error: like any error, it aborts the client's transaction.
-    fn end_scatter_with(&mut self, error: &[u8]) -> Result<Plan, SessionError> {
-        self.to_client.put_slice(error);
-        self.note_refusal();
+        self.to_client.put_slice(e.raw());
         // The unit ends with Sync: answer it.
         self.to_client
             .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
