@@ -24,27 +24,45 @@ pub struct Field {
     pub format: i16,
 }
 
+/// One RowDescription field, borrowed from the message.
+struct FieldRef<'a> {
+    name: &'a str,
+    table: u32,
+    column: i16,
+    type_oid: u32,
+    type_len: i16,
+    type_mod: i32,
+    format: i16,
+}
+
+/// Reads the next field of a RowDescription body.
+fn read_field<'a>(b: &mut &'a [u8]) -> Option<FieldRef<'a>> {
+    Some(FieldRef {
+        name: read_cstr(b)?,
+        table: read_i32(b)? as u32,
+        column: read_i16(b)?,
+        type_oid: read_i32(b)? as u32,
+        type_len: read_i16(b)?,
+        type_mod: read_i32(b)?,
+        format: read_i16(b)?,
+    })
+}
+
 /// The fields of a RowDescription body.
 pub fn row_description_fields(body: &[u8]) -> Option<Vec<Field>> {
     let mut b = body;
     let n = read_i16(&mut b)?;
     let mut out = Vec::with_capacity(n.max(0) as usize);
     for _ in 0..n {
-        let name = read_cstr(&mut b)?.to_string();
-        let table = read_i32(&mut b)? as u32;
-        let column = read_i16(&mut b)?;
-        let type_oid = read_i32(&mut b)? as u32;
-        let type_len = read_i16(&mut b)?;
-        let type_mod = read_i32(&mut b)?;
-        let format = read_i16(&mut b)?;
+        let f = read_field(&mut b)?;
         out.push(Field {
-            name,
-            table,
-            column,
-            type_oid,
-            type_len,
-            type_mod,
-            format,
+            name: f.name.to_string(),
+            table: f.table,
+            column: f.column,
+            type_oid: f.type_oid,
+            type_len: f.type_len,
+            type_mod: f.type_mod,
+            format: f.format,
         });
     }
     Some(out)
@@ -95,19 +113,17 @@ impl ResultShape {
                 let mut out = Vec::with_capacity(body.len());
                 out.extend_from_slice(&n.to_be_bytes());
                 for _ in 0..n {
-                    let name = read_cstr(&mut b)?;
-                    let _table = read_i32(&mut b)?;
-                    let _column = read_i16(&mut b)?;
-                    let oid = read_i32(&mut b)? as u32;
-                    let type_len = read_i16(&mut b)?;
-                    let type_mod = read_i32(&mut b)?;
-                    let _format = read_i16(&mut b)?;
-                    let oid = if oid < FIRST_NORMAL_OID { oid } else { 0 };
-                    out.extend_from_slice(name.as_bytes());
+                    let f = read_field(&mut b)?;
+                    let oid = if f.type_oid < FIRST_NORMAL_OID {
+                        f.type_oid
+                    } else {
+                        0
+                    };
+                    out.extend_from_slice(f.name.as_bytes());
                     out.push(0);
                     out.extend_from_slice(&oid.to_be_bytes());
-                    out.extend_from_slice(&type_len.to_be_bytes());
-                    out.extend_from_slice(&type_mod.to_be_bytes());
+                    out.extend_from_slice(&f.type_len.to_be_bytes());
+                    out.extend_from_slice(&f.type_mod.to_be_bytes());
                 }
                 Some(ResultShape(Some(out)))
             }
