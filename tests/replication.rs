@@ -1209,3 +1209,44 @@ async fn now_is_the_transactions_time_whether_read_ahead_or_when_needed() {
     })
     .await
 }
+
+/// A Flush with nothing pending, then COMMIT in the same write (psycopg 3 after a pipeline in
+/// a transaction): pgproxy queued the Flush for the main, committed with its own messages and
+/// gave the connection back with the Flush still queued, then closed the session ("messages
+/// were queued for a server connection pgproxy no longer holds").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_with_nothing_pending_before_commit_asks_for_nothing() {
+    within(60, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        exec(&c, "CREATE TABLE t (id serial PRIMARY KEY, v text)").await;
+        let mut raw = RawConn::login_password(cl.port(), "app", "secret", "app").await;
+        for round in 0..5 {
+            let mut m = wire::parse("", "BEGIN");
+            m.extend(wire::bind("", "", &[]));
+            m.extend(wire::execute("", 0));
+            m.extend(wire::sync());
+            raw.send(&m).await.unwrap();
+            raw.until_ready().await;
+            let mut m = Vec::new();
+            for v in ["a", "b"] {
+                m.extend(wire::parse("", "INSERT INTO t (v) VALUES ($1)"));
+                m.extend(wire::bind("", "", &[Some(v)]));
+                m.extend(wire::execute("", 0));
+            }
+            m.extend(wire::sync());
+            raw.send(&m).await.unwrap();
+            let got = raw.until_ready().await;
+            assert!(got.iter().all(|m| m.tag != b'E'), "round {round}: {got:?}");
+            let mut m = wire::flush();
+            m.extend(wire::query("COMMIT"));
+            raw.send(&m).await.unwrap();
+            let got = raw.until_ready().await;
+            assert!(got.iter().all(|m| m.tag != b'E'), "round {round}: {got:?}");
+            let n = raw.simple_query("SELECT count(*) FROM t").await;
+            assert_eq!(n, vec![vec![Some(((round + 1) * 2).to_string())]]);
+        }
+        cl.assert_verify_ok().await;
+    })
+    .await
+}

@@ -261,12 +261,12 @@ impl Session {
             return Ok(());
         }
         let Some(server) = self.server.as_mut() else {
-            // Only copy messages are queued without an answer to wait for, and they can
-            // outlive the server connection they were meant for: a client ending a COPY the
-            // server refused (CopyFail after the error) after that connection went back to the
-            // pool. PostgreSQL ignores them outside a COPY; so does pgproxy.
+            // Only copy messages and Flush are queued without an answer to wait for, and they
+            // can outlive the server connection they were meant for: a client ending a COPY
+            // the server refused (CopyFail after the error) after that connection went back
+            // to the pool. PostgreSQL ignores them outside a COPY; so does pgproxy.
             let only_copy = frame_tags(&self.to_server)
-                .all(|t| matches!(t, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL));
+                .all(|t| matches!(t, fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL | fe::FLUSH));
             let n = self.to_server.len();
             self.to_server.clear();
             if !only_copy {
@@ -362,6 +362,10 @@ impl Session {
         let tag = f.tag();
         match tag {
             fe::TERMINATE => return Ok(true),
+            // Nothing pending on the server, so nothing for it to flush (pgproxy's own answers
+            // go out anyway). Queued, it could outlive the server connection: a COMMIT right
+            // behind it is run with pgproxy's own messages and the connection given back.
+            fe::FLUSH if self.queue.is_empty() => return Ok(false),
             fe::COPY_DATA | fe::COPY_DONE | fe::COPY_FAIL => {
                 // Only meaningful in copy-in; PostgreSQL ignores them otherwise.
                 if tag != fe::COPY_DATA {
