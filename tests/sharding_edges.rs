@@ -541,6 +541,23 @@ async fn statement_described_on_one_shard_executed_on_another() {
     .await
 }
 
+/// `n` rows of each of `two_keys()` (ids 100… and 200…), through pgproxy and on the reference.
+async fn seed_rows(c: &ShardedCluster, reference: &PgNode, n: i64) {
+    let (a, b) = two_keys();
+    let client = c.client().await;
+    let direct = reference.superuser("app").await;
+    for (key, base) in [(a, 100i64), (b, 200)] {
+        for k in 0..n {
+            let sql = format!(
+                "INSERT INTO contacts (id, user_id, name) VALUES ({}, {key}, 'r{k}')",
+                base + k
+            );
+            client.simple_query(&sql).await.expect("insert");
+            direct.simple_query(&sql).await.expect("insert");
+        }
+    }
+}
+
 /// Execute with a row limit on one shard: PortalSuspended, then the rest; inside one request,
 /// across a Flush, and in a transaction across requests.
 #[tokio::test]
@@ -549,18 +566,7 @@ async fn portal_with_a_row_limit_on_one_shard() {
         let (c, reference) = tokio::join!(ShardedCluster::start(2, 1, ""), PgNode::start());
         setup_both(&c, &reference, false).await;
         let (a, b) = two_keys();
-        let client = c.client().await;
-        let direct = reference.superuser("app").await;
-        for (key, base) in [(a, 100i64), (b, 200)] {
-            for k in 0..5i64 {
-                let sql = format!(
-                    "INSERT INTO contacts (id, user_id, name) VALUES ({}, {key}, 'r{k}')",
-                    base + k
-                );
-                client.simple_query(&sql).await.expect("insert");
-                direct.simple_query(&sql).await.expect("insert");
-            }
-        }
+        seed_rows(&c, &reference, 5).await;
         let mut p = raw_proxy(&c).await;
         let mut r = raw_node(&reference).await;
         let sel = "SELECT id, name FROM contacts WHERE user_id = $1 ORDER BY id";
@@ -2574,6 +2580,97 @@ async fn a_portal_closed_after_its_execute_merges_and_writes_like_postgresql() {
         }
         let total = |s| count_on(&c, s, "name LIKE '%!'");
         assert_eq!(total(0).await + total(1).await, 17);
+    })
+    .await
+}
+
+/// A negative LIMIT or OFFSET across shards fails as in PostgreSQL (2201W / 2201X, OFFSET
+/// checked first), as a literal or a parameter, and like any error aborts the transaction.
+#[tokio::test]
+async fn negative_limit_and_offset_fail_as_in_postgres() {
+    within(120, "test", async {
+        let (c, reference) = tokio::join!(ShardedCluster::start(2, 1, ""), PgNode::start());
+        setup_both(&c, &reference, true).await;
+        let mut p = raw_proxy(&c).await;
+        let mut r = raw_node(&reference).await;
+        for sql in [
+            "SELECT id FROM contacts LIMIT -1",
+            "SELECT id FROM contacts ORDER BY id LIMIT 2 OFFSET -1",
+            "SELECT id FROM contacts ORDER BY id LIMIT -0",
+        ] {
+            let got = same_answer(&mut p, &mut r, &wire::query(sql), sql).await;
+            eprintln!("{sql}: {got:?}");
+        }
+        // Parameters: the counts are known at Bind, where pgproxy answers with the error
+        // (PostgreSQL sends ParseComplete, BindComplete and the RowDescription first).
+        let sql = "SELECT id FROM contacts ORDER BY id LIMIT $1 OFFSET $2";
+        for params in [
+            [Some("-1"), Some("1")],
+            [Some("1"), Some("-1")],
+            [Some("-1"), Some("-1")],
+            [Some("2"), Some("1")],
+        ] {
+            let m = with_sync(pbde(sql, &params));
+            let want = exchange(&mut r, &m).await;
+            let got = exchange(&mut p, &m).await;
+            let tail = |v: &[String]| v[v.len().saturating_sub(2)..].to_vec();
+            assert_eq!(tail(&got), tail(&want), "{params:?}: {got:?} vs {want:?}");
+        }
+        // In a transaction: the error aborts it, as any error does.
+        for step in [
+            wire::query("BEGIN"),
+            wire::query("SELECT id FROM contacts LIMIT -3"),
+            wire::query("SELECT 1"),
+            wire::query("ROLLBACK"),
+        ] {
+            same_answer(&mut p, &mut r, &step, "in a transaction").await;
+        }
+        same_answer(&mut p, &mut r, &wire::query("BEGIN"), "begin").await;
+        let m = with_sync(pbde(sql, &[Some("-3"), None]));
+        let (want, got) = (exchange(&mut r, &m).await, exchange(&mut p, &m).await);
+        assert_eq!(got.last(), want.last(), "{got:?} vs {want:?}");
+        for step in [wire::query("SELECT 1"), wire::query("ROLLBACK")] {
+            same_answer(&mut p, &mut r, &step, "after the error").await;
+        }
+    })
+    .await
+}
+
+/// A merged read (no key) with a row limit on its Execute, alone in its request (asyncpg's
+/// fetchrow / fetchval ask for one row): the first rows, then PortalSuspended when the limit
+/// is reached, CommandComplete when not; as PostgreSQL answers.
+#[tokio::test]
+async fn merged_read_with_a_row_limit_answers_like_postgresql() {
+    within(120, "test", async {
+        let (c, reference) = tokio::join!(ShardedCluster::start(2, 1, ""), PgNode::start());
+        setup_both(&c, &reference, false).await;
+        seed_rows(&c, &reference, 3).await;
+        let mut p = raw_proxy(&c).await;
+        let mut r = raw_node(&reference).await;
+        for (sql, limit) in [
+            ("SELECT count(*) FROM contacts", 1),
+            ("SELECT id FROM contacts ORDER BY id", 1),
+            ("SELECT id FROM contacts ORDER BY id", 6),
+            ("SELECT id FROM contacts ORDER BY id", 7),
+            ("SELECT id FROM contacts ORDER BY id LIMIT 2", 2),
+            ("SELECT id FROM contacts ORDER BY id LIMIT 2", 5),
+            (
+                "SELECT user_id, count(*) FROM contacts GROUP BY user_id ORDER BY 1",
+                1,
+            ),
+        ] {
+            let mut m = wire::parse("", sql);
+            m.extend(wire::bind("", "", &[]));
+            m.extend(wire::describe(b'P', ""));
+            m.extend(wire::execute("", limit));
+            same_answer(
+                &mut p,
+                &mut r,
+                &with_sync(m),
+                &format!("{sql}, {limit} rows"),
+            )
+            .await;
+        }
     })
     .await
 }

@@ -403,6 +403,11 @@ pub fn ready_for_query(status: u8) -> Frame {
     Frame::new(be::READY_FOR_QUERY, &[status])
 }
 
+/// Builds a PortalSuspended.
+pub fn portal_suspended() -> Frame {
+    Frame::new(be::PORTAL_SUSPENDED, &[])
+}
+
 /// Builds a CloseComplete.
 pub fn close_complete() -> Frame {
     Frame::new(be::CLOSE_COMPLETE, &[])

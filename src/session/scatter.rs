@@ -47,6 +47,10 @@ pub(super) struct Request {
     /// The client closed the unnamed portal after its Execute (sqlx does): it gets
     /// CloseComplete after the rows.
     pub close_portal: bool,
+    /// The Execute's row limit (0: none). The request ends with Sync, outside a transaction:
+    /// the portal goes away with it, so what is past the limit is never asked for; the client
+    /// gets PortalSuspended when the limit is reached, as from PostgreSQL.
+    pub max_rows: u64,
 }
 
 /// The visible columns of a merged row and, per column, the type to encode in binary.
@@ -250,6 +254,7 @@ impl Session {
             simple: true,
             formats: Vec::new(),
             close_portal: false,
+            max_rows: 0,
         };
         self.scatter(spec, shards, request).await
     }
@@ -297,6 +302,12 @@ impl Session {
         tokio::spawn(futures_util::future::join_all(futures));
         let close_portal = request.close_portal;
         match result {
+            Ok(n) if request.max_rows > 0 && n >= request.max_rows => {
+                self.to_client.put_slice(message::portal_suspended().raw());
+                if close_portal {
+                    self.to_client.put_slice(message::close_complete().raw());
+                }
+            }
             Ok(n) => {
                 self.to_client
                     .put_slice(message::command_complete(&format!("SELECT {n}")).raw());
@@ -463,7 +474,10 @@ impl Session {
             )),
         };
         let offset = count(spec.offset, request.offset)?.unwrap_or(0);
-        let limit = count(spec.limit, request.limit)?;
+        let limit = match (count(spec.limit, request.limit)?, request.max_rows) {
+            (l, 0) => l,
+            (l, m) => Some(l.map_or(m, |l| l.min(m))),
+        };
         match &spec.kind {
             MergeKind::Rows => {
                 self.merge_rows(parts, &order, (visible, &binary), offset, limit)

@@ -23,6 +23,7 @@ struct Shape {
     describe: bool,
     describe_statement: bool,
     close_portal: bool,
+    max_rows: u64,
 }
 
 fn shape(frames: &[u8]) -> Result<Shape, String> {
@@ -33,6 +34,7 @@ fn shape(frames: &[u8]) -> Result<Shape, String> {
         describe: false,
         describe_statement: false,
         close_portal: false,
+        max_rows: 0,
     };
     let (mut binds, mut executes) = (0, 0);
     let mut pos = 0;
@@ -66,9 +68,8 @@ fn shape(frames: &[u8]) -> Result<Shape, String> {
                 executes += 1;
                 let mut b = f.body();
                 let _ = frame::read_cstr(&mut b);
-                if frame::read_i32(&mut b).unwrap_or(0) != 0 {
-                    return Err("fetching a row count at a time (Execute with a row limit)".into());
-                }
+                // asyncpg's fetchrow / fetchval ask for one row.
+                out.max_rows = u64::try_from(frame::read_i32(&mut b).unwrap_or(0)).unwrap_or(0);
             }
             // sqlx closes the unnamed portal after executing it.
             fe::CLOSE if executes == 1 && f.body() == b"P\0" => out.close_portal = true,
@@ -106,10 +107,11 @@ fn count_param(
             .and_then(|s| s.trim().parse().ok())
             .ok_or("LIMIT / OFFSET parameter is not an integer")?
     };
-    u64::try_from(n)
-        .map(Some)
-        .map_err(|_| "LIMIT / OFFSET must not be negative".into())
+    u64::try_from(n).map(Some).map_err(|_| NEGATIVE.into())
 }
+
+/// `count_param`'s answer to a negative count (PostgreSQL's error follows).
+const NEGATIVE: &str = "negative";
 
 impl Session {
     /// A merged read sent through the extended protocol.
@@ -157,6 +159,13 @@ impl Session {
         };
         let (offset, limit) = match (lim(spec.offset), lim(spec.limit)) {
             (Ok(o), Ok(l)) => (o, l),
+            // PostgreSQL checks the OFFSET first.
+            (Err(e), _) if e == NEGATIVE => {
+                return self.fail_scatter("2201X", "OFFSET must not be negative")
+            }
+            (_, Err(e)) if e == NEGATIVE => {
+                return self.fail_scatter("2201W", "LIMIT must not be negative")
+            }
             (Err(e), _) | (_, Err(e)) => return self.refuse_scatter(&e),
         };
         // Every shard: the rewritten statement, unnamed, with the client's parameters and
@@ -206,6 +215,7 @@ impl Session {
             simple: false,
             formats,
             close_portal: shape.close_portal,
+            max_rows: shape.max_rows,
         };
         self.scatter(spec, shards, request).await
     }
@@ -218,7 +228,19 @@ impl Session {
             msg,
             Some("see `pgproxy route --config FILE \"SQL\"` for how pgproxy routes a statement"),
         );
-        self.to_client.put_slice(e.raw());
+        self.end_scatter_with(e.raw())
+    }
+
+    /// The merged read fails as it would in PostgreSQL (`code`, `msg`).
+    fn fail_scatter(&mut self, code: &str, msg: &str) -> Result<Plan, SessionError> {
+        let e = message::error_response(message::Severity::Error, code, msg, None);
+        self.end_scatter_with(e.raw())
+    }
+
+    /// Answers the unit with an error: like any error, it aborts the client's transaction.
+    fn end_scatter_with(&mut self, error: &[u8]) -> Result<Plan, SessionError> {
+        self.to_client.put_slice(error);
+        self.note_refusal();
         // The unit ends with Sync: answer it.
         self.to_client
             .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());

@@ -251,12 +251,29 @@ const COUNT_TYPES: &[&str] = &[
     "bigint", "decimal", "int", "int2", "int4", "int8", "integer", "numeric", "smallint",
 ];
 
+/// Why `spec` gave up on a negative LIMIT / OFFSET literal: PostgreSQL fails such a query
+/// (2201W / 2201X) whatever the rows, so one shard runs it and reports the error.
+pub const NEGATIVE_COUNT: &str = "a negative LIMIT/OFFSET fails on any shard";
+
 /// A LIMIT / OFFSET count: a whole number, a parameter or NULL (no limit, no offset), possibly
 /// in parentheses or cast to an integer type.
 fn count_expr(e: &Expr) -> Result<Option<Count>, String> {
     const WHAT: &str = "LIMIT/OFFSET must be a number or a parameter (optionally cast to an integer type) across shards";
     match e {
+        Expr::UnaryOp {
+            op: sqlparser::ast::UnaryOperator::Minus,
+            expr,
+        } => match count_expr(expr)? {
+            Some(Count::Lit(0)) => Ok(Some(Count::Lit(0))),
+            Some(Count::Lit(_)) => Err(NEGATIVE_COUNT.into()),
+            _ => Err(WHAT.into()),
+        },
         Expr::Value(v) => match &v.value {
+            Value::Number(n, _)
+                if n.starts_with('-') && !n.trim_start_matches(['-', '0']).is_empty() =>
+            {
+                Err(NEGATIVE_COUNT.into())
+            }
             Value::Number(n, _) => n
                 .parse::<u64>()
                 .map(|n| Some(Count::Lit(n)))

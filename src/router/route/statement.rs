@@ -462,6 +462,11 @@ fn plan_query(q: &Query, map: &ShardMap, text: &str) -> StmtPlan {
     if matches!(plan.target, Target::Keys(_) | Target::Fanout) {
         match merge::spec(q, text) {
             Ok(m) => plan.merge = Some(m),
+            Err(why) if why == merge::NEGATIVE_COUNT => {
+                // Any one shard answers with PostgreSQL's own error.
+                plan.target = Target::Any;
+                plan.why = why;
+            }
             Err(why) => plan.no_merge = Some(why),
         }
     }

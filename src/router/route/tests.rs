@@ -158,6 +158,10 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT id FROM contacts FETCH FIRST ROW ONLY", "merge"),
     ("SELECT count(*) FROM contacts LIMIT $1::integer OFFSET $2::integer", "merge"),
     ("SELECT id FROM contacts LIMIT 5::text", "refuse:LIMIT"),
+    // A negative count fails in PostgreSQL whatever the rows: one shard reports it.
+    ("SELECT id FROM contacts LIMIT -1", "any"),
+    ("SELECT id FROM contacts ORDER BY id OFFSET -2", "any"),
+    ("SELECT id FROM contacts LIMIT -0", "merge"),
     ("SELECT id FROM contacts LIMIT $1::numeric(3, 1)", "refuse:LIMIT"),
     ("SELECT id FROM contacts LIMIT 2.5::numeric", "refuse:not a whole number"),
     ("SELECT id FROM contacts LIMIT 'x'", "refuse:LIMIT"),
