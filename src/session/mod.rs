@@ -2,6 +2,7 @@
 //! server connections. `relay` is the one place that matches on message types.
 
 mod auth;
+mod batch;
 pub use auth::VerifierCache;
 mod cancel;
 mod catalog;

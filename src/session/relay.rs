@@ -84,6 +84,8 @@ pub struct Session {
     pub(super) to_client: BytesMut,
     /// Replication state, on a shard with several nodes.
     pub(super) repl: Option<Box<super::replica::Repl>>,
+    /// A request of statements for several shards being run part by part (`batch.rs`).
+    pub(super) batch: Option<Box<super::batch::Batch>>,
     /// The last Query/Execute whose text might start a COPY FROM STDIN.
     pub(super) copy_risk: Option<u64>,
     /// The answer to the last shape check (see `shape.rs`): the new plan's result columns
@@ -139,6 +141,7 @@ impl Session {
             check_unpin: false,
             skip_until_sync: false,
             abort_owed: false,
+            batch: None,
             server_skipping: false,
             server_copy: None,
             exec_seq: 0,
@@ -250,8 +253,12 @@ impl Session {
 
     pub(super) async fn flush_client(&mut self) -> Result<(), SessionError> {
         if !self.to_client.is_empty() {
+            if self.batch.is_some() {
+                self.filter_batch_output();
+            }
             self.client.write_all(&self.to_client).await?;
             self.to_client.clear();
+            self.batch_output_flushed();
         }
         Ok(())
     }
@@ -611,7 +618,7 @@ impl Session {
 }
 
 /// The tags of the complete frames in `buf`.
-fn frame_tags(buf: &[u8]) -> impl Iterator<Item = u8> + '_ {
+pub(super) fn frame_tags(buf: &[u8]) -> impl Iterator<Item = u8> + '_ {
     let mut pos = 0;
     std::iter::from_fn(move || {
         let n = frame::peek_frame_len(&buf[pos..], usize::MAX).ok()??;

@@ -192,15 +192,15 @@ pub(super) fn unit_len(buf: &[u8], max: usize) -> Result<Option<usize>, frame::F
 }
 
 /// The statements a unit executes, as SQL texts with whether each is `Execute`d.
-struct UnitSql {
-    kinds: Vec<Kind>,
+pub(super) struct UnitSql {
+    pub(super) kinds: Vec<Kind>,
     force_main: bool,
     unknown: bool,
-    copy_in: bool,
+    pub(super) copy_in: bool,
     /// A statement that cannot run inside a transaction block (VACUUM, CREATE DATABASE ...).
-    no_txn_block: bool,
+    pub(super) no_txn_block: bool,
     /// Creates a temporary table, view or sequence.
-    temp: bool,
+    pub(super) temp: bool,
 }
 
 impl Session {
@@ -221,13 +221,21 @@ impl Session {
         if busy {
             return self.busy_step(rest, pos).await;
         }
+        if self.batch.is_some() {
+            // The parts of a batch across shards go first (`batch.rs`).
+            return self.batch_step().await;
+        }
         let n = match unit_len(rest, max) {
             Ok(Some(n)) => n,
             Ok(None) => return Ok(Step::Wait),
             Err(e) => return Err(super::client::frame_error(e)),
         };
         *pos += n;
-        let unit = &rest[..n];
+        self.run_unit(&rest[..n]).await
+    }
+
+    /// Runs one unit: the client's, or a part of a batch.
+    pub(super) async fn run_unit(&mut self, unit: &[u8]) -> Result<Step, SessionError> {
         let ends_sync =
             unit.first().is_some_and(|&t| t != fe::QUERY) && last_tag(unit) == Some(fe::SYNC);
         let begins_txn = self.tx_status == b'I'
@@ -328,7 +336,7 @@ impl Session {
 
     /// Classifies what a unit executes: Query texts, and for Execute the statement bound to
     /// its portal (in this unit or earlier).
-    fn unit_sql(&mut self, frames: &[u8]) -> UnitSql {
+    pub(super) fn unit_sql(&mut self, frames: &[u8]) -> UnitSql {
         let mut out = UnitSql {
             kinds: Vec::new(),
             force_main: false,

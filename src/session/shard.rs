@@ -72,6 +72,9 @@ struct UnitRoute {
     route: Route,
     /// The unit executes something (a Query or an Execute).
     executes: usize,
+    /// The shard of each Execute, in order (None: any shard), when they go to different
+    /// shards (a batch of one statement per key: `batch.rs` splits it).
+    mixed: Option<Vec<Option<usize>>>,
 }
 
 /// `SET pgproxy.shard_key = X` / `RESET pgproxy.shard_key`: Some(new value) when the text is
@@ -166,6 +169,9 @@ impl Session {
             }
             Err(e) => return self.refuse_route(simple, &e).map(Some),
         };
+        if let Some(per_execute) = unit.mixed {
+            return self.start_batch(frames, &per_execute).await.map(Some);
+        }
         let r = unit.route;
         let shards = match &r.shards {
             Shards::Any => return Ok(None),
@@ -211,7 +217,7 @@ impl Session {
     }
 
     /// Moves the session to another shard (between transactions only).
-    async fn switch_shard(
+    pub(super) async fn switch_shard(
         &mut self,
         to: usize,
         simple: bool,
@@ -464,6 +470,10 @@ impl Session {
     fn unit_route(&mut self, frames: &[u8]) -> Result<UnitRoute, RouteError> {
         let mut acc: Option<Route> = None;
         let mut executes = 0;
+        // Only filled once the Executes go to different shards (no allocation otherwise).
+        let mut per_execute: Vec<Option<usize>> = Vec::new();
+        let mut routed = 0;
+        let mut mixed = false;
         // Statements parsed in this unit: text and declared parameter types (Parse's raw list).
         let mut parsed: HashMap<String, (String, Vec<u8>)> = HashMap::new();
         let mut pos = 0;
@@ -545,13 +555,25 @@ impl Session {
                     let mut b = f.body();
                     let portal = frame::read_cstr(&mut b).unwrap_or("");
                     let st = self.shard_state().expect("sharded");
-                    if let Some(r) = st.portals.get(portal).cloned() {
+                    // The portal of a SQL-level cursor (psycopg describes its cursors so).
+                    let r = st
+                        .portals
+                        .get(portal)
+                        .cloned()
+                        .or_else(|| cursor_portal_route(st, portal));
+                    if let Some(r) = r {
+                        let (shard, was_mixed) = (one_shard(&r), mixed);
+                        let before = acc.as_ref().and_then(one_shard);
+                        acc = Some(combine_batch(acc, r, &mut mixed)?);
+                        if mixed {
+                            if !was_mixed {
+                                // The Executes so far all went to one shard.
+                                per_execute = vec![before; routed];
+                            }
+                            per_execute.push(shard);
+                        }
+                        routed += 1;
                         executes += 1;
-                        acc = Some(combine(acc, r)?);
-                    } else if let Some(r) = cursor_portal_route(st, portal) {
-                        // The portal of a SQL-level cursor (psycopg describes its cursors so).
-                        executes += 1;
-                        acc = Some(combine(acc, r)?);
                     }
                 }
                 fe::DESCRIBE => {
@@ -578,6 +600,7 @@ impl Session {
                 why: String::new(),
             }),
             executes,
+            mixed: mixed.then_some(per_execute),
         })
     }
 
@@ -853,6 +876,45 @@ impl Session {
     }
 }
 
+/// The shard of a route that goes to exactly one shard and needs no merge or split.
+fn one_shard(r: &Route) -> Option<usize> {
+    match &r.shards {
+        Shards::Some(v) if v.len() == 1 && r.merge.is_none() && r.split.is_none() && !r.keyless => {
+            Some(v[0])
+        }
+        _ => None,
+    }
+}
+
+/// Like `combine`, but Executes of one shard each, on different shards, are a batch
+/// (`mixed`), which `batch.rs` runs one shard at a time.
+fn combine_batch(a: Option<Route>, b: Route, mixed: &mut bool) -> Result<Route, RouteError> {
+    if let Some(a) = &a {
+        if let (Some(x), Some(y)) = (one_shard(a), one_shard(&b)) {
+            if x != y || *mixed {
+                *mixed = true;
+                return Ok(Route {
+                    write: a.write || b.write,
+                    ..a.clone()
+                });
+            }
+        }
+    }
+    if *mixed && matches!(b.shards, Shards::Any) && b.merge.is_none() && b.split.is_none() {
+        return Ok(a.expect("mixed after a first route"));
+    }
+    if *mixed {
+        return Err(different_shards());
+    }
+    combine(a, b)
+}
+
+fn different_shards() -> RouteError {
+    RouteError::Unroutable(
+        "the statements of this request go to different shards: send them one at a time (or in one transaction per key)".into(),
+    )
+}
+
 /// Two routes of one unit: the same shard (or any), else refused.
 fn combine(a: Option<Route>, b: Route) -> Result<Route, RouteError> {
     let Some(a) = a else { return Ok(b) };
@@ -865,11 +927,7 @@ fn combine(a: Option<Route>, b: Route) -> Result<Route, RouteError> {
     let shards = match (a.shards, b.shards) {
         (Shards::Any, s) | (s, Shards::Any) => s,
         (Shards::Some(x), Shards::Some(y)) if x == y => Shards::Some(x),
-        _ => {
-            return Err(RouteError::Unroutable(
-                "the statements of this request go to different shards: send them one at a time (or in one transaction per key)".into(),
-            ))
-        }
+        _ => return Err(different_shards()),
     };
     Ok(Route {
         shards,

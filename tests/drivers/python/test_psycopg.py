@@ -583,6 +583,34 @@ def t_sh_tx_two_shards():
         sh_check_all(conn, "after the two-shard transactions")
 
 
+def t_sh_executemany():
+    """executemany with rows of every user (one pipelined request, one Execute per row): pgproxy
+    runs it shard by shard in one transaction; a failing row leaves no row of it anywhere."""
+    us = [SH_LO + k for k in range(SH_USERS)]
+    q = f"INSERT INTO {SH} (id, user_id, name, n) VALUES (%s, %s, %s, %s)"
+    with connect(autocommit=True) as conn:
+        conn.cursor().executemany(q, [(20, u, "em", 20) for u in us])
+        for u in us:
+            sh_rows[(u, 20)] = ("em", 20)
+        sh_check_all(conn, "executemany in autocommit")
+        # a duplicate in the last row: nothing of the request is kept, on any shard
+        try:
+            conn.cursor().executemany(q, [(21, u, "em", 21) for u in us] + [(20, us[0], "dup", 0)])
+            raise AssertionError("no unique violation")
+        except errors.UniqueViolation:
+            pass
+        sh_check_all(conn, "executemany rolled back whole")
+    with connect() as conn:  # in a transaction, then rolled back, then committed
+        conn.cursor().executemany(q, [(22, u, "tx", 22) for u in us])
+        conn.rollback()
+        conn.cursor().executemany(q, [(23, u, "tx", 23) for u in us])
+        conn.commit()
+        for u in us:
+            sh_rows[(u, 23)] = ("tx", 23)
+        conn.autocommit = True
+        sh_check_all(conn, "executemany in a transaction")
+
+
 def t_sh_merged_reads():
     rows = sh_expect_rows()
     with connect(autocommit=True) as conn:
@@ -734,6 +762,7 @@ if TARGET == "sharded":
         C.run("sharded table: UPDATE / DELETE by key", t_sh_update_delete)
         C.run("sharded table: transaction on one user, commit and rollback", t_sh_tx_one_user)
         C.run("sharded table: transaction on two shards (2PC), commit and rollback", t_sh_tx_two_shards)
+        C.run("sharded table: executemany with every user's rows (one request, several shards)", t_sh_executemany)
         C.run("sharded table: keyless reads merged (count, sum, avg, ORDER BY LIMIT, GROUP BY)", t_sh_merged_reads)
         C.run("sharded table: shard_key comment hint, SET pgproxy.shard_key", t_sh_hints)
         C.run("sharded table: refused with 0A000 (no key on INSERT, window function, ...)", t_sh_refused)

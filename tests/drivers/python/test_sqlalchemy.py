@@ -1000,22 +1000,14 @@ def t_sh_orm_two_shards(d):
 def t_sh_orm_flush_many(d):
     """One flush with rows of several users (what session.add_all + commit does): the ORM batches
     them into one statement (psycopg2, asyncpg: a multi-row INSERT, which pgproxy splits per
-    shard; psycopg: a pipelined executemany, one Execute per row in one request). It must land
-    every row on its shard; only psycopg's pipeline may be refused with 0A000 (documented)."""
+    shard; psycopg: a pipelined executemany, one Execute per row in one request, which pgproxy
+    runs shard by shard in one transaction). It must land every row on its shard."""
     us = [SH_LO + k for k in range(SH_USERS)]
     with Session(engine_default[d]) as s:
         s.add_all([Contact(id=30, user_id=u, name="many", n=30) for u in us])
-        try:
-            s.commit()
-        except saexc.DBAPIError as e:
-            s.rollback()
-            if pgcode(e) != "0A000" or d != "psycopg":
-                raise
-            print(f"NOTE sqlalchemy {TARGET} {d}: multi-user flush refused with 0A000: {str(e.orig).strip()}",
-                  flush=True)
-        else:
-            for u in us:
-                sh_model[(u, 30)] = ("many", 30)
+        s.commit()
+        for u in us:
+            sh_model[(u, 30)] = ("many", 30)
     with engine_default[d].connect().execution_options(isolation_level="AUTOCOMMIT") as c:
         eq(sh_read_all(c), sh_expect(), "rows on their shards, nothing half-written")
         for shard in ("s0", "s1"):
