@@ -10,7 +10,7 @@ use crate::pool::Pooled;
 use crate::protocol::frame::FrameRef;
 use crate::protocol::message::{self, be, fe, Bind, Parse, Target};
 use crate::protocol::Frame;
-use bytes::{BufMut, Bytes};
+use bytes::BufMut;
 use std::sync::atomic::Ordering;
 
 /// Where a client's statement stands on the attached server connection.
@@ -115,9 +115,22 @@ impl Session {
             .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?;
         self.since_sync = true;
         if p.name.is_empty() {
-            // A copy: a slice of the read buffer would keep the whole buffer alive.
-            let own = Frame::from_raw(Bytes::copy_from_slice(f.raw()));
-            let stmt = self.shared.statements.unnamed(own, p.query);
+            // The search_path, when known, lets a repeated Parse keep its determinism plan.
+            let path = if self.search_path_unread() {
+                ""
+            } else {
+                // Never empty once read ("" would mean unknown).
+                self.settings
+                    .get("search_path")
+                    .map_or("\u{0}default", String::as_str)
+            };
+            let stmt = self.shared.statements.unnamed_again(
+                f.raw(),
+                p.query,
+                path,
+                self.statements.last_unnamed.as_ref(),
+            );
+            self.statements.last_unnamed = Some(stmt.clone());
             self.server().unnamed = Some(stmt.id);
             self.statements.define("", stmt);
             self.queue.push_back(Expect::Parse { stmt: None });

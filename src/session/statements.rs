@@ -77,6 +77,39 @@ impl Statement {
         }
     }
 
+    /// A new unnamed statement for a Parse with the same bytes as this one's (drivers send
+    /// the same unnamed Parse again and again): what depends on the text alone is carried
+    /// over instead of worked out again; what a server told (shape, parameter types) starts
+    /// afresh, as it would for any new statement. The determinism plan is carried over when
+    /// both were parsed under the same known search_path (`search_path`, "" if unknown);
+    /// it holds the schema epoch it was made in, checked where it is used.
+    pub fn again(&self, id: u64, search_path: &str) -> Statement {
+        let same_path = !search_path.is_empty() && *self.search_path == *search_path;
+        let plan = if same_path {
+            self.det_plan.lock().clone()
+        } else {
+            None
+        };
+        Statement {
+            id,
+            server_name: self.server_name.clone(),
+            parse: self.parse.clone(),
+            effects: self.effects.clone(),
+            validated: AtomicBool::new(false),
+            class: self.class.clone(),
+            det_plan: Mutex::new(plan),
+            shape: OnceLock::new(),
+            may_copy_in: self.may_copy_in,
+            search_path: if same_path {
+                self.search_path.clone()
+            } else {
+                Arc::from(search_path)
+            },
+            epoch: self.epoch,
+            param_types: OnceLock::new(),
+        }
+    }
+
     /// The Parse to prepare it on another server connection: with the parameter types its
     /// clients were told, once recorded. Every client of a shared statement is told the same
     /// types and every server connection prepares it with them (after a schema change pgproxy
@@ -184,6 +217,30 @@ impl StatementCache {
         Arc::new(Statement::new(self.next_id(), String::new(), parse, query))
     }
 
+    /// A client's unnamed Parse (`raw`: the whole message) under `search_path` ("" if not
+    /// known): made like `unnamed`, or from the client's previous unnamed statement when
+    /// the bytes are the same (`Statement::again`).
+    pub fn unnamed_again(
+        &self,
+        raw: &[u8],
+        query: &str,
+        search_path: &str,
+        previous: Option<&Arc<Statement>>,
+    ) -> Arc<Statement> {
+        match previous {
+            Some(prev) if prev.parse.raw() == raw => {
+                Arc::new(prev.again(self.next_id(), search_path))
+            }
+            _ => {
+                // A copy: a slice of the read buffer would keep the whole buffer alive.
+                let parse = Frame::from_raw(Bytes::copy_from_slice(raw));
+                let mut s = Statement::new(self.next_id(), String::new(), parse, query);
+                s.search_path = Arc::from(search_path);
+                Arc::new(s)
+            }
+        }
+    }
+
     fn next_id(&self) -> u64 {
         self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
     }
@@ -226,6 +283,9 @@ pub struct ClientStatements {
     named: HashMap<String, Arc<Statement>>,
     /// The client's current unnamed statement.
     pub unnamed: Option<Arc<Statement>>,
+    /// The client's last unnamed Parse, still known after the statement is gone (a simple
+    /// Query drops it): the next Parse of the same bytes starts from it.
+    pub last_unnamed: Option<Arc<Statement>>,
     /// The statement behind each portal the client bound in the current transaction (to know
     /// what a Describe of a portal describes).
     portals: HashMap<String, Arc<Statement>>,
@@ -339,5 +399,38 @@ mod tests {
         assert!(c.intern("select 1", &[0, 0], "").effects.is_none());
         x.close("s");
         assert!(x.get("s").is_none());
+    }
+
+    #[test]
+    fn a_repeated_unnamed_parse_starts_from_the_previous_one() {
+        let c = StatementCache::default();
+        let parse = |q: &str| Parse::encode("", q, &[0, 0]);
+        let set = parse("set search_path = a");
+        let a = c.unnamed_again(set.raw(), "set search_path = a", "p", None);
+        assert!(a.effects.is_some());
+        let none: HashMap<String, crate::router::determinism::TableDefaults> = HashMap::new();
+        let plan = Arc::new(crate::router::determinism::plan(
+            "set search_path = a",
+            &none,
+        ));
+        *a.det_plan.lock() = Some((0, plan));
+        let _ = a.shape.set(ResultShape::of(b'n', &[]).expect("NoData"));
+        // Same bytes, same search_path: a new statement with the text's work carried over.
+        let b = c.unnamed_again(set.raw(), "set search_path = a", "p", Some(&a));
+        assert_ne!(a.id, b.id);
+        assert!(b.effects.is_some());
+        assert!(b.det_plan.lock().is_some());
+        assert!(b.shape.get().is_none(), "what a server said starts afresh");
+        // Another search_path, or an unknown one: no plan carried over.
+        let d = c.unnamed_again(set.raw(), "set search_path = a", "q", Some(&b));
+        assert!(d.det_plan.lock().is_none());
+        *b.det_plan.lock() = None;
+        let e = c.unnamed_again(set.raw(), "set search_path = a", "", Some(&a));
+        assert!(e.det_plan.lock().is_none());
+        // Other bytes: made afresh.
+        let sel = parse("select 1");
+        let f = c.unnamed_again(sel.raw(), "select 1", "p", Some(&a));
+        assert!(f.effects.is_none());
+        assert_eq!(f.query(), "select 1");
     }
 }
