@@ -18,6 +18,11 @@ const SCHEMA: &str = "CREATE TABLE contacts (user_id bigint NOT NULL, name text 
 
 /// One request: the INSERT parsed once (unnamed), then Bind/Describe/Execute per row, Sync.
 fn batch(rows: &[(i64, &str)], begin: bool) -> Vec<u8> {
+    batch_limit(rows, begin, 0)
+}
+
+/// Like `batch`, each Execute with a row limit (pgjdbc executes batch statements with 1).
+fn batch_limit(rows: &[(i64, &str)], begin: bool, max_rows: i32) -> Vec<u8> {
     let mut m = Vec::new();
     if begin {
         m.extend(wire::parse("", "BEGIN"));
@@ -32,7 +37,7 @@ fn batch(rows: &[(i64, &str)], begin: bool) -> Vec<u8> {
         let k = key.to_string();
         m.extend(wire::bind("", "", &[Some(&k), Some(name)]));
         m.extend(wire::describe(b'P', ""));
-        m.extend(wire::execute("", 0));
+        m.extend(wire::execute("", max_rows));
     }
     m.extend(wire::sync());
     m
@@ -96,9 +101,9 @@ async fn a_batch_across_shards_commits_as_one_request() {
     for &k in &ks {
         assert_eq!(count(&c, k, "a").await, "1", "key {k}");
     }
-    // The session goes on: a second batch, then a plain query.
+    // The session goes on: a second batch (row limit 1, as pgjdbc), then a plain query.
     let rows: Vec<(i64, &str)> = ks.iter().map(|&k| (k, "b")).collect();
-    raw.send(&batch(&rows, false)).await.unwrap();
+    raw.send(&batch_limit(&rows, false, 1)).await.unwrap();
     let (tags, status, _) = answers(&mut raw).await;
     assert_eq!((tags.len(), status), (2 + 3 * ks.len(), b'I'));
     let n = raw

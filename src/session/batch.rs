@@ -155,9 +155,6 @@ impl Session {
         if !matches!(self.tx_status, b'I' | b'T') || self.lost_txn {
             return Some("the transaction is not in a state to continue on another shard".into());
         }
-        if has_row_limit(frames) {
-            return Some("an Execute has a row limit (its portal could not stay open)".into());
-        }
         if !each_execute_bound_before(frames) {
             return Some("an Execute runs a portal not bound right before it".into());
         }
@@ -277,30 +274,9 @@ impl Session {
     }
 }
 
-/// An Execute with a row limit: its portal would be closed by the part's Sync.
-fn has_row_limit(frames: &[u8]) -> bool {
-    let mut pos = 0;
-    while pos < frames.len() {
-        let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
-            return false;
-        };
-        let f = FrameRef::new(&frames[pos..pos + n]);
-        pos += n;
-        if f.tag() == fe::EXECUTE {
-            let mut body = f.body();
-            if frame::read_cstr(&mut body).is_some()
-                && body.len() >= 4
-                && i32::from_be_bytes([body[0], body[1], body[2], body[3]]) != 0
-            {
-                return true;
-            }
-        }
-    }
-    false
-}
-
 /// Every Execute runs the portal of a Bind since the previous Execute (each part carries the
-/// Bind of its portals).
+/// Bind of its portals, and no Execute continues a portal an earlier one suspended: pgjdbc
+/// executes its batch statements with a row limit of 1).
 fn each_execute_bound_before(frames: &[u8]) -> bool {
     let mut bound: Vec<&[u8]> = Vec::new();
     let mut pos = 0;

@@ -1484,8 +1484,8 @@ public class PgjdbcTest {
       eq(counts.length, 5, "batch counts");
       for (int i = 20; i < 25; i++) shPut(ab[0], i, "batch", i);
       shCheckAll(c, "after the one-user batch");
-      // a batch for users on two shards: several executions pipelined before one Sync must go
-      // to one shard (SHARDING.md): refused with 0A000, nothing stored
+      // a batch for users on two shards (one request, several Executes, one Sync): pgproxy
+      // runs it shard by shard as one transaction (SHARDING.md)
       for (int j = 0; j < 2; j++) {
         ins.setLong(1, 30);
         ins.setLong(2, ab[j]);
@@ -1493,14 +1493,50 @@ public class PgjdbcTest {
         ins.setInt(4, 30);
         ins.addBatch();
       }
+      eq(ins.executeBatch().length, 2, "two-shard batch counts");
+      for (int j = 0; j < 2; j++) shPut(ab[j], 30, "batch2", 30);
+      shCheckAll(c, "after the two-shard batch");
+      // a duplicate in its last row: 23505, and nothing of the batch stays on either shard
+      for (int j = 0; j < 2; j++) {
+        ins.setLong(1, 31);
+        ins.setLong(2, ab[j]);
+        ins.setString(3, "batch3");
+        ins.setInt(4, 31);
+        ins.addBatch();
+      }
+      ins.setLong(1, 30);
+      ins.setLong(2, ab[1]);
+      ins.setString(3, "dup");
+      ins.setInt(4, 0);
+      ins.addBatch();
       try {
         ins.executeBatch();
-        throw new AssertionError("two-shard batch not refused");
+        throw new AssertionError("duplicate in a two-shard batch not reported");
       } catch (java.sql.BatchUpdateException e) {
         SQLException n = e.getNextException() != null ? e.getNextException() : e;
-        eq(n.getSQLState(), "0A000", "two-shard batch SQLSTATE (" + n.getMessage() + ")");
+        eq(n.getSQLState(), "23505", "two-shard batch with a duplicate (" + n.getMessage() + ")");
       }
-      shCheckAll(c, "after the refused batch");
+      shCheckAll(c, "after the failed two-shard batch");
+      // autocommit off: pgjdbc sends BEGIN with the batch; rolled back, then committed
+      c.setAutoCommit(false);
+      for (String end : new String[] {"rollback", "commit"}) {
+        for (int j = 0; j < 2; j++) {
+          ins.setLong(1, 32);
+          ins.setLong(2, ab[j]);
+          ins.setString(3, end);
+          ins.setInt(4, 32);
+          ins.addBatch();
+        }
+        eq(ins.executeBatch().length, 2, "two-shard batch in a transaction (" + end + ")");
+        if (end.equals("commit")) {
+          c.commit();
+          for (int j = 0; j < 2; j++) shPut(ab[j], 32, "commit", 32);
+        } else {
+          c.rollback();
+        }
+      }
+      c.setAutoCommit(true);
+      shCheckAll(c, "after the two-shard batches in transactions");
     }
   }
 
@@ -1612,7 +1648,7 @@ public class PgjdbcTest {
         check("sharded table: UPDATE / DELETE by key", PgjdbcTest::tShUpdateDelete);
         check("sharded table: transaction on one user, commit and rollback", PgjdbcTest::tShTxOneUser);
         check("sharded table: transactions on two shards (2PC), commit and rollback", PgjdbcTest::tShTxTwoShards);
-        check("sharded table: batches for one user, refused across shards", PgjdbcTest::tShBatch);
+        check("sharded table: batches for one user and across shards (atomic, in transactions)", PgjdbcTest::tShBatch);
         check("sharded table: keyless reads merged (count, sum, avg, ORDER BY LIMIT, GROUP BY)", PgjdbcTest::tShMergedReads);
         check("sharded table: keyless prepared reads with binaryTransfer, past prepareThreshold", PgjdbcTest::tShMergedBinary);
         check("sharded table: shard_key comment hint, SET pgproxy.shard_key", PgjdbcTest::tShHints);
