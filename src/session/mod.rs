@@ -22,6 +22,7 @@ mod keyless_det;
 mod keyless_request;
 mod keyless_split;
 mod lost;
+mod merged_in_txn;
 mod relay;
 mod replica;
 mod replica_copy;

@@ -88,6 +88,9 @@ pub struct Repl {
     pub txn_begin: Option<String>,
     /// BEGIN to send to the main before the next unit (the transaction moved to this shard).
     pub pending_begin: Option<String>,
+    /// A statement that changes settings (SET, SET LOCAL, RESET …) ran in this transaction:
+    /// a read merged across shards would not see them (`merged_in_txn.rs`).
+    pub txn_settings_changed: bool,
     /// A CREATE, ALTER or DROP ran in this transaction: once it is over (on every node), a
     /// Parse makes a new shared statement (`StatementCache::schema_changed`).
     pub schema_changed: bool,
@@ -168,6 +171,7 @@ impl Repl {
             txn_begin: None,
             pending_begin: None,
             schema_changed: false,
+            txn_settings_changed: false,
         }
     }
 }
@@ -493,6 +497,15 @@ impl Session {
         let in_txn = self.tx_status != b'I' || self.lost_txn;
         let control = sql.kinds.iter().any(|k| k.is_txn_control());
         let kind = unit_kind(&sql.kinds);
+        {
+            let changes_settings = sql.kinds.contains(&Kind::Session);
+            let outside = self.tx_status == b'I';
+            let repl = self.repl_mut();
+            if outside {
+                repl.txn_settings_changed = false;
+            }
+            repl.txn_settings_changed |= changes_settings;
+        }
         let bytes = Bytes::copy_from_slice(frames);
         if control && sql.kinds.len() > 1 && !matches!(sql.kinds.first(), Some(Kind::Begin)) {
             return self.refuse_unit(

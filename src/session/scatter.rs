@@ -269,11 +269,12 @@ impl Session {
         let mut parts = match self.scatter_connect(shards).await {
             Ok(p) => p,
             Err(e) => {
+                self.note_refusal();
                 self.report_error(&e, request.simple);
                 if !request.simple {
                     self.skip_until_sync = false;
                     self.to_client
-                        .put_slice(message::ready_for_query(b'I').raw());
+                        .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
                 }
                 return Ok(Plan::Done);
             }
@@ -301,6 +302,7 @@ impl Session {
         let futures: Vec<_> = parts.into_iter().map(Part::finish).collect();
         tokio::spawn(futures_util::future::join_all(futures));
         let close_portal = request.close_portal;
+        let failed = result.is_err();
         match result {
             Ok(n) if request.max_rows > 0 && n >= request.max_rows => {
                 self.to_client.put_slice(message::portal_suspended().raw());
@@ -326,8 +328,12 @@ impl Session {
                 self.to_client.put_slice(e.raw());
             }
         }
+        if failed {
+            // Like any error, it aborts the client's transaction.
+            self.note_refusal();
+        }
         self.to_client
-            .put_slice(message::ready_for_query(b'I').raw());
+            .put_slice(message::ready_for_query(self.tx_status_for_client()).raw());
         self.flush_client().await?;
         Ok(Plan::Done)
     }

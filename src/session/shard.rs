@@ -188,7 +188,11 @@ impl Session {
         }
         if let Some(spec) = &r.merge {
             if in_txn {
-                return self.refuse_msg(simple, "a read without a sharding key runs on every shard, which pgproxy does not do inside a transaction yet: add the key, or run it outside the transaction").map(Some);
+                if let Some(why) = self.merged_read_in_txn_obstacle().await {
+                    return self
+                        .refuse_msg(simple, &format!("a read without a sharding key runs on every shard, which pgproxy does inside a transaction only while it is READ COMMITTED, has not written and changed no setting; not {why}: add the key, or run it outside the transaction"))
+                        .map(Some);
+                }
             }
             if unit.executes != 1 {
                 return self.refuse_msg(simple, "a read without a sharding key is merged across shards only when sent on its own: add the key, or send it in a request of its own").map(Some);
