@@ -6,6 +6,7 @@ Prints one PASS/FAIL line per check; exits 1 if any check failed.
 """
 
 import asyncio
+import os
 import datetime as dt
 import decimal
 import io
@@ -652,6 +653,44 @@ async def t_copy_serial():
         await conn.close()
 
 
+SH = "drv_contacts"  # sharded by user_id on the sharded target (scripts/test-drivers)
+SH_LO = 80_000_000_000 + (os.getpid() % 4_000_000) * 100  # asyncpg's band: 8e10..
+SH_USERS = 16
+
+
+async def t_sh_executemany():
+    """The sharded target: executemany with rows of every user (one request of Bind/Execute
+    per row, one Sync), run by pgproxy shard by shard in one transaction; a duplicate in the
+    last row leaves nothing; fetchval of a merged read (an Execute with a row limit)."""
+    conn = await connect()
+    users = list(range(SH_LO, SH_LO + SH_USERS))
+    band = f"user_id BETWEEN {SH_LO} AND {SH_LO + SH_USERS - 1}"
+    q = f"INSERT INTO {SH} (id, user_id, name, n) VALUES ($1, $2, $3, $4)"
+    try:
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {SH} (id bigint, user_id bigint NOT NULL, "
+                           "name text, n int, PRIMARY KEY (user_id, id))")
+        await conn.execute(f"DELETE FROM {SH} WHERE {band}")
+        await conn.executemany(q, [(1, u, "em", 1) for u in users])
+        eq(await conn.fetchval(f"SELECT count(*) FROM {SH} WHERE {band}"), SH_USERS, "executemany")
+        try:
+            await conn.executemany(q, [(2, u, "em", 2) for u in users] + [(1, users[0], "dup", 0)])
+        except asyncpg.exceptions.UniqueViolationError:
+            pass
+        else:
+            raise AssertionError("duplicate not reported")
+        eq(await conn.fetchval(f"SELECT count(*) FROM {SH} WHERE {band}"), SH_USERS, "atomic")
+        async with conn.transaction():
+            eq(await conn.fetchval(f"SELECT count(*) FROM {SH} WHERE {band}"), SH_USERS,
+               "merged read in a transaction that has not written")
+            await conn.executemany(q, [(3, u, "tx", 3) for u in users])
+        eq(await conn.fetchval(f"SELECT count(*) FROM {SH} WHERE {band}"), 2 * SH_USERS, "committed")
+        row = await conn.fetchrow(f"SELECT user_id, id FROM {SH} WHERE {band} ORDER BY user_id, id")
+        eq(tuple(row), (SH_LO, 1), "fetchrow of a merged read")
+        await conn.execute(f"DELETE FROM {SH} WHERE {band}")
+    finally:
+        await conn.close()
+
+
 async def t_cleanup():
     conn = await connect()
     try:
@@ -683,6 +722,8 @@ async def main():
     await C.arun("statement_cache_size=0 (unnamed statements)", t_no_stmt_cache)
     await C.arun("big values, 200000 rows, errors mid-result and mid-COPY", t_big_results, timeout=120)
     await C.arun("COPY into a table with a serial column", t_copy_serial)
+    if TARGET == "sharded":
+        await C.arun("sharded table: executemany across users, fetchval/fetchrow merged", t_sh_executemany)
     await C.arun("cleanup", t_cleanup)
 
 
