@@ -149,3 +149,49 @@ async fn merged_reads_refused_where_they_would_differ() {
         .get(0);
     assert_eq!(n, 4);
 }
+
+/// After a merged read inside a transaction, a cancel still reaches the query the transaction
+/// runs next on its own connection (pgproxy had forgotten where to send it).
+#[tokio::test]
+async fn a_cancel_after_a_merged_read_in_a_transaction_reaches_the_next_query() {
+    let c = ShardedCluster::start(2, 1, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    for k in 1..=4i64 {
+        client
+            .execute("INSERT INTO contacts (id, user_id) VALUES ($1, $1)", &[&k])
+            .await
+            .expect("insert");
+    }
+    client.batch_execute("BEGIN").await.expect("begin");
+    client
+        .query_one("SELECT id FROM contacts WHERE user_id = 1", &[])
+        .await
+        .expect("by key");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM contacts", &[])
+        .await
+        .expect("merged")
+        .get(0);
+    assert_eq!(n, 4);
+    let token = client.cancel_token();
+    let cancel = tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        token
+            .cancel_query(tokio_postgres::NoTls)
+            .await
+            .expect("cancel request");
+    });
+    let started = std::time::Instant::now();
+    let e = client
+        .query("SELECT pg_sleep(20) FROM contacts WHERE user_id = 1", &[])
+        .await
+        .expect_err("cancelled");
+    cancel.await.expect("cancel task");
+    assert_eq!(code(&e), "57014", "{e:?}");
+    assert!(
+        started.elapsed().as_secs() < 15,
+        "the cancel reached the query"
+    );
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+}

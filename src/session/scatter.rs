@@ -285,7 +285,10 @@ impl Session {
             self.cancel.set(Some(super::cancel::CancelTarget::of(c)));
         }
         let result = self.scatter_run(spec, &mut parts, &request).await;
-        self.cancel.set(None);
+        // Inside a transaction the session keeps its server connection: a later cancel goes
+        // there again.
+        let attached = self.server.as_deref().map(super::cancel::CancelTarget::of);
+        self.cancel.set(attached);
         if result.is_err() {
             // The answer is an error: the shards still running are cancelled, and their
             // connections closed rather than reused (a cancel that arrives late must not hit
