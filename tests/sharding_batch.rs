@@ -207,3 +207,134 @@ async fn a_batch_that_cannot_move_is_refused_whole() {
         assert_eq!(count(&c, k, "a").await, "0");
     }
 }
+
+/// Reads messages until `n` of the tags in `until` came; returns the tags read.
+async fn read_tags(raw: &mut RawConn, until: &[u8], n: usize) -> String {
+    let mut tags = String::new();
+    let mut seen = 0;
+    while seen < n {
+        let m = raw.recv().await.expect("connection closed");
+        tags.push(m.tag as char);
+        if until.contains(&m.tag) {
+            seen += 1;
+        }
+    }
+    tags
+}
+
+fn insert_row(key: i64, name: &str) -> Vec<u8> {
+    let k = key.to_string();
+    let mut m = wire::bind("", "ins", &[Some(&k), Some(name)]);
+    m.extend(wire::execute("", 1));
+    m
+}
+
+/// A pipeline (requests ended by Flush, one Sync at the end) inside the client's transaction
+/// moves from shard to shard like any statement of the transaction: begun before the
+/// pipeline, or by a BEGIN in it (psycopg 3), one row per request or several shards' rows in
+/// one request (executemany(…, returning=True)); an error skips the rest up to the Sync. A
+/// pipeline outside a transaction still cannot span shards.
+#[tokio::test]
+async fn a_pipeline_inside_a_transaction_moves_between_shards() {
+    let c = ShardedCluster::start(2, 2, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    let ks = keys();
+    let (a, b) = (
+        ks[0],
+        *ks.iter()
+            .find(|&&k| shard_of(k) != shard_of(ks[0]))
+            .expect("b"),
+    );
+    let mut raw = RawConn::login_password(c.proxy.port(), "app", "secret", "app").await;
+    let parse = wire::parse(
+        "ins",
+        "INSERT INTO contacts (user_id, name) VALUES ($1, $2)",
+    );
+    // Begun before the pipeline; one request per row.
+    raw.simple_query("BEGIN").await;
+    let mut m = parse.clone();
+    m.extend(insert_row(a, "p1"));
+    m.extend(wire::flush());
+    raw.send(&m).await.unwrap();
+    assert_eq!(read_tags(&mut raw, b"CE", 1).await, "12C");
+    let mut m = insert_row(b, "p1");
+    m.extend(wire::flush());
+    raw.send(&m).await.unwrap();
+    assert_eq!(
+        read_tags(&mut raw, b"CE", 1).await,
+        "2C",
+        "the second shard's row"
+    );
+    raw.send(&wire::sync()).await.unwrap();
+    let (tags, status, _) = answers(&mut raw).await;
+    assert_eq!((tags.as_str(), status), ("Z", b'T'));
+    raw.simple_query("COMMIT").await;
+    assert_eq!(
+        (count(&c, a, "p1").await, count(&c, b, "p1").await),
+        ("1".into(), "1".into())
+    );
+    // A BEGIN in the pipeline, then every key's row in one request, then one more.
+    let mut m = wire::parse("", "BEGIN");
+    m.extend(wire::bind("", "", &[]));
+    m.extend(wire::execute("", 0));
+    for &k in &ks {
+        m.extend(insert_row(k, "p2"));
+    }
+    m.extend(wire::flush());
+    raw.send(&m).await.unwrap();
+    let got = read_tags(&mut raw, b"CE", 1 + ks.len()).await;
+    assert_eq!(got, format!("12C{}", "2C".repeat(ks.len())));
+    let mut m = insert_row(b, "p2b");
+    m.extend(wire::flush());
+    raw.send(&m).await.unwrap();
+    assert_eq!(read_tags(&mut raw, b"CE", 1).await, "2C");
+    raw.send(&wire::sync()).await.unwrap();
+    let (tags, status, _) = answers(&mut raw).await;
+    assert_eq!((tags.as_str(), status), ("Z", b'T'));
+    raw.simple_query("COMMIT").await;
+    for &k in &ks {
+        assert_eq!(count(&c, k, "p2").await, "1", "key {k}");
+    }
+    // An error in such a request: the rest up to the Sync is skipped, the transaction aborted.
+    raw.simple_query("BEGIN").await;
+    let mut m = Vec::new();
+    for &k in &ks {
+        m.extend(insert_row(k, "p3"));
+    }
+    m.extend(insert_row(a, "p1")); // exists: 23505
+    m.extend(wire::flush());
+    raw.send(&m).await.unwrap();
+    let got = read_tags(&mut raw, b"E", 1).await;
+    assert_eq!(got, format!("{}2E", "2C".repeat(ks.len())));
+    let mut m = insert_row(b, "p3b");
+    m.extend(wire::sync());
+    raw.send(&m).await.unwrap();
+    let (tags, status, _) = answers(&mut raw).await;
+    assert_eq!(
+        (tags.as_str(), status),
+        ("Z", b'E'),
+        "skipped up to the Sync"
+    );
+    raw.simple_query("ROLLBACK").await;
+    for &k in &ks {
+        assert_eq!(count(&c, k, "p3").await, "0", "key {k}");
+    }
+    // Outside a transaction: refused, nothing stored.
+    let mut m = insert_row(a, "p4");
+    m.extend(wire::flush());
+    raw.send(&m).await.unwrap();
+    assert_eq!(read_tags(&mut raw, b"CE", 1).await, "2C");
+    let mut m = insert_row(b, "p4");
+    m.extend(wire::flush());
+    raw.send(&m).await.unwrap();
+    let got = read_tags(&mut raw, b"CE", 1).await;
+    assert!(got.ends_with('E'), "{got}");
+    raw.send(&wire::sync()).await.unwrap();
+    let (tags, status, _) = answers(&mut raw).await;
+    assert_eq!((tags.as_str(), status), ("Z", b'I'));
+    assert_eq!(
+        (count(&c, a, "p4").await, count(&c, b, "p4").await),
+        ("0".into(), "0".into())
+    );
+}

@@ -26,6 +26,9 @@ pub struct Batch {
     parts: VecDeque<Bytes>,
     /// pgproxy opens the transaction (BEGIN first): COMMIT or ROLLBACK at the end.
     implicit: bool,
+    /// The client's request ended with Flush (a pipeline inside its transaction): no
+    /// ReadyForQuery at the end; after an error its messages are skipped up to its Sync.
+    flush_ended: bool,
     /// The BEGIN was sent (or is not needed).
     begun: bool,
     /// The end (COMMIT / ROLLBACK) was sent.
@@ -51,7 +54,7 @@ enum Role {
 
 /// The request cut where the shard of the Executes changes (`per_execute`: the shard of each
 /// Execute, None for any). Every part ends with a Sync; messages after the last Execute go
-/// with the last part.
+/// with the last part (a final Flush too).
 fn cut(frames: &[u8], per_execute: &[Option<usize>]) -> VecDeque<Bytes> {
     let sync = message::sync();
     let mut parts = VecDeque::new();
@@ -137,6 +140,7 @@ impl Session {
         tracing::debug!(parts = parts.len(), implicit, "batch across shards");
         self.batch = Some(Box::new(Batch {
             parts,
+            flush_ended: frame_tags(frames).last() == Some(fe::FLUSH),
             implicit,
             begun: !implicit,
             ended: false,
@@ -149,8 +153,24 @@ impl Session {
 
     /// Why the request cannot run as a batch, if it cannot.
     fn batch_obstacle(&mut self, frames: &[u8]) -> Option<String> {
-        if frame_tags(frames).last() != Some(fe::SYNC) {
-            return Some("the request does not end with Sync".into());
+        let begins = self.unit_sql(frames).kinds.first() == Some(&Kind::Begin);
+        if self.repl_mut().implicit
+            || (self.since_sync && self.pipeline_ran && self.tx_status == b'I')
+        {
+            // It continues a pipeline whose implicit transaction holds work on one shard
+            // (statements only prepared before it, as asyncpg does, are no obstacle).
+            return Some("the request continues a pipeline outside a transaction".into());
+        }
+        match frame_tags(frames).last() {
+            Some(fe::SYNC) => {}
+            // A pipeline inside a transaction (psycopg 3's executemany(…, returning=True)).
+            Some(fe::FLUSH) if self.tx_status == b'T' || begins => {}
+            _ => {
+                return Some(
+                    "the request ends with Flush outside a transaction (its implicit transaction cannot span shards)"
+                        .into(),
+                )
+            }
         }
         if !matches!(self.tx_status, b'I' | b'T') || self.lost_txn {
             return Some("the transaction is not in a state to continue on another shard".into());
@@ -161,8 +181,10 @@ impl Session {
         let sql = self.unit_sql(frames);
         // A BEGIN first is allowed (pgjdbc sends it with the first batch of a transaction).
         let skip = usize::from(sql.kinds.first() == Some(&Kind::Begin) && self.tx_status == b'I');
-        let plain = sql.kinds[skip..]
+        let plain = sql
+            .kinds
             .iter()
+            .skip(skip)
             .all(|k| matches!(k, Kind::Read | Kind::Write | Kind::Empty));
         if !plain || sql.no_txn_block || sql.copy_in || sql.temp {
             return Some("not all of them are plain reads and writes".into());
@@ -215,10 +237,15 @@ impl Session {
             None => None,
         };
         let Some((role, part)) = next else {
-            // Done: the one ReadyForQuery of the client's request.
             let b = self.batch.take().expect("a batch");
-            self.to_client
-                .put_slice(message::ready_for_query(b.held).raw());
+            if !b.flush_ended {
+                // Done: the one ReadyForQuery of the client's request.
+                self.to_client
+                    .put_slice(message::ready_for_query(b.held).raw());
+            } else if failed {
+                // As PostgreSQL after an error in a pipeline: nothing until the client's Sync.
+                self.skip_until_sync = true;
+            }
             return Ok(Step::Continue);
         };
         b.roles.push_back(role);

@@ -91,6 +91,12 @@ pub struct Repl {
     /// A statement that changes settings (SET, SET LOCAL, RESET …) ran in this transaction:
     /// a read merged across shards would not see them (`merged_in_txn.rs`).
     pub txn_settings_changed: bool,
+    /// Since the client's last Sync, a unit began the transaction (a BEGIN inside a
+    /// pipeline, as psycopg 3 sends it): the pipeline runs in an explicit transaction.
+    pub pipe_begun: bool,
+    /// Since the client's last Sync, a unit ran other transaction control (COMMIT, ROLLBACK,
+    /// SAVEPOINT …): where the pipeline's transaction stands is not known.
+    pub pipe_control: bool,
     /// A CREATE, ALTER or DROP ran in this transaction: once it is over (on every node), a
     /// Parse makes a new shared statement (`StatementCache::schema_changed`).
     pub schema_changed: bool,
@@ -172,6 +178,8 @@ impl Repl {
             pending_begin: None,
             schema_changed: false,
             txn_settings_changed: false,
+            pipe_begun: false,
+            pipe_control: false,
         }
     }
 }
@@ -500,11 +508,23 @@ impl Session {
         {
             let changes_settings = sql.kinds.contains(&Kind::Session);
             let outside = self.tx_status == b'I';
+            let new_pipeline = !self.since_sync;
             let repl = self.repl_mut();
             if outside {
                 repl.txn_settings_changed = false;
             }
             repl.txn_settings_changed |= changes_settings;
+            if new_pipeline {
+                repl.pipe_begun = false;
+                repl.pipe_control = false;
+            }
+            let begins = sql.kinds.first() == Some(&Kind::Begin);
+            let other_control = sql.kinds.iter().skip(1).any(|k| k.is_txn_control());
+            if control && (other_control || !begins) {
+                repl.pipe_control = true;
+            } else if begins {
+                repl.pipe_begun = true;
+            }
         }
         let bytes = Bytes::copy_from_slice(frames);
         if control && sql.kinds.len() > 1 && !matches!(sql.kinds.first(), Some(Kind::Begin)) {

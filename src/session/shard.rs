@@ -244,10 +244,28 @@ impl Session {
             // (`extended::prepare_on_server`).
             self.end_pipeline().await;
         }
-        if self.since_sync && self.server.is_some() {
+        if self.since_sync && self.server.is_some() && self.pipeline_in_explicit_txn() {
+            // A pipeline inside the client's transaction (begun before it, or by a BEGIN in
+            // it): the transaction moves as for any statement of another shard (below); the
+            // old shard's connection is parked mid-pipeline, which is fine inside a
+            // transaction block (a simple Query there commits nothing).
+            self.tx_status = b'T';
+        } else if self.since_sync && self.server.is_some() {
             // A pipeline (Flush, no Sync yet) is open here: its implicit transaction cannot
             // move. It is aborted, as an error in a pipeline aborts it in PostgreSQL.
             self.abort_pipeline().await;
+            if self.repl_mut().implicit {
+                // On a replicated shard that transaction is pgproxy's own, around the
+                // pipeline's autocommit writes: rolled back on every node, so that the
+                // client's Sync finds it gone, as in PostgreSQL (it said 'E' and the client's
+                // next statements failed with 25P02).
+                self.repl_mut().implicit = false;
+                if self.server.is_some() {
+                    self.rollback_main().await?;
+                }
+                self.rollback_followers().await;
+                self.tx_status = b'I';
+            }
             return self
                 .refuse_msg(simple, "a pipeline (requests ended by Flush, not Sync) cannot continue on another shard; the pipeline was rolled back: send Sync before a statement for another key")
                 .map(Some);
@@ -297,6 +315,22 @@ impl Session {
         repl.shard = to;
         repl.node = cluster.topology.main(to).unwrap_or(0);
         Ok(None)
+    }
+
+    /// The open pipeline (no Sync since it began) runs inside an explicit transaction, with no
+    /// error and no transaction control but a BEGIN: the client's transaction was open at
+    /// its last Sync, or a BEGIN in the pipeline opened one.
+    fn pipeline_in_explicit_txn(&mut self) -> bool {
+        let ok = !self.server_skipping && !self.lost_txn;
+        let status = self.tx_status;
+        let repl = self.repl_mut();
+        let explicit = match status {
+            // Not a transaction pgproxy opened around an autocommit write (replicated shard).
+            b'T' => !repl.implicit,
+            b'I' => repl.pipe_begun,
+            _ => false,
+        };
+        ok && explicit && !repl.pipe_control
     }
 
     /// Aborts the implicit transaction of an unfinished pipeline on the attached server: an
