@@ -16,16 +16,12 @@ fn shard_of(key: i64) -> usize {
 const SCHEMA: &str =
     "CREATE TABLE contacts (id bigint PRIMARY KEY, user_id bigint NOT NULL, name text)";
 
-fn code(e: &tokio_postgres::Error) -> String {
-    e.code().map(|c| c.code().to_string()).unwrap_or_default()
-}
-
-#[tokio::test]
-async fn merged_reads_inside_a_read_committed_transaction() {
-    let c = ShardedCluster::start(2, 2, "").await;
-    let mut client = c.client().await;
+/// A cluster of 2 shards of `nodes` nodes with `rows` contacts, ids and keys 1..=rows.
+async fn seeded(nodes: usize, rows: i64) -> (ShardedCluster, tokio_postgres::Client) {
+    let c = ShardedCluster::start(2, nodes, "").await;
+    let client = c.client().await;
     client.batch_execute(SCHEMA).await.expect("schema");
-    for k in 1..=8i64 {
+    for k in 1..=rows {
         client
             .execute(
                 "INSERT INTO contacts (id, user_id, name) VALUES ($1, $1, 'x')",
@@ -34,6 +30,16 @@ async fn merged_reads_inside_a_read_committed_transaction() {
             .await
             .expect("insert");
     }
+    (c, client)
+}
+
+fn code(e: &tokio_postgres::Error) -> String {
+    e.code().map(|c| c.code().to_string()).unwrap_or_default()
+}
+
+#[tokio::test]
+async fn merged_reads_inside_a_read_committed_transaction() {
+    let (_c, mut client) = seeded(2, 8).await;
     assert!((1..=8).any(|k| shard_of(k) == 0) && (1..=8).any(|k| shard_of(k) == 1));
     // Extended protocol (tokio-postgres' query), a transaction that only reads: merged.
     let tx = client.transaction().await.expect("begin");
@@ -98,15 +104,7 @@ async fn merged_reads_inside_a_read_committed_transaction() {
 
 #[tokio::test]
 async fn merged_reads_refused_where_they_would_differ() {
-    let c = ShardedCluster::start(2, 1, "").await;
-    let client = c.client().await;
-    client.batch_execute(SCHEMA).await.expect("schema");
-    for k in 1..=4i64 {
-        client
-            .execute("INSERT INTO contacts (id, user_id) VALUES ($1, $1)", &[&k])
-            .await
-            .expect("insert");
-    }
+    let (_c, client) = seeded(1, 4).await;
     for (begin, what) in [
         ("BEGIN ISOLATION LEVEL REPEATABLE READ", "REPEATABLE READ"),
         ("BEGIN ISOLATION LEVEL SERIALIZABLE", "REPEATABLE READ"),
@@ -154,15 +152,7 @@ async fn merged_reads_refused_where_they_would_differ() {
 /// runs next on its own connection (pgproxy had forgotten where to send it).
 #[tokio::test]
 async fn a_cancel_after_a_merged_read_in_a_transaction_reaches_the_next_query() {
-    let c = ShardedCluster::start(2, 1, "").await;
-    let client = c.client().await;
-    client.batch_execute(SCHEMA).await.expect("schema");
-    for k in 1..=4i64 {
-        client
-            .execute("INSERT INTO contacts (id, user_id) VALUES ($1, $1)", &[&k])
-            .await
-            .expect("insert");
-    }
+    let (_c, client) = seeded(1, 4).await;
     client.batch_execute("BEGIN").await.expect("begin");
     client
         .query_one("SELECT id FROM contacts WHERE user_id = 1", &[])

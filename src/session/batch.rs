@@ -12,7 +12,7 @@
 //! answers to pgproxy's BEGIN and COMMIT).
 
 use super::relay::{frame_tags, Session};
-use super::replica::{Plan, Step};
+use super::replica::{Plan, Step, UnitSql};
 use super::SessionError;
 use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, be, fe};
@@ -61,6 +61,8 @@ fn cut(frames: &[u8], per_execute: &[Option<usize>]) -> VecDeque<Bytes> {
     let mut start = 0;
     let mut pos = 0;
     let mut exec = 0;
+    // Right after the last Execute: where the messages leading to the next one begin.
+    let mut after_exec = 0;
     let mut current: Option<usize> = None;
     while pos < frames.len() {
         let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
@@ -77,39 +79,23 @@ fn cut(frames: &[u8], per_execute: &[Option<usize>]) -> VecDeque<Bytes> {
                 if c != s {
                     // The part so far ends before the messages that lead to this Execute
                     // (its Parse / Bind / Describe): they start the next part.
-                    let lead = leading_start(frames, start, pos);
-                    let mut p = BytesMut::from(&frames[start..lead]);
+                    let mut p = BytesMut::from(&frames[start..after_exec]);
                     p.put_slice(sync.raw());
                     parts.push_back(p.freeze());
-                    start = lead;
+                    start = after_exec;
                 }
             }
             current = shard.or(current);
         }
         pos += n;
+        if tag == fe::EXECUTE {
+            after_exec = pos;
+        }
     }
     let mut p = BytesMut::from(&frames[start..pos]);
     p.put_slice(sync.raw());
     parts.push_back(p.freeze());
     parts
-}
-
-/// Where the messages leading to the Execute at `exec` begin: right after the previous
-/// Execute in `frames[start..exec]` (or at `start`).
-fn leading_start(frames: &[u8], start: usize, exec: usize) -> usize {
-    let mut pos = start;
-    let mut after_last = start;
-    while pos < exec {
-        let Ok(Some(n)) = frame::peek_frame_len(&frames[pos..], usize::MAX) else {
-            break;
-        };
-        let tag = frames[pos];
-        pos += n;
-        if tag == fe::EXECUTE {
-            after_last = pos;
-        }
-    }
-    after_last
 }
 
 impl Session {
@@ -120,13 +106,15 @@ impl Session {
         frames: &[u8],
         per_execute: &[Option<usize>],
     ) -> Result<Plan, SessionError> {
-        if let Some(why) = self.batch_obstacle(frames) {
+        let sql = self.unit_sql(frames);
+        let begins = sql.kinds.first() == Some(&Kind::Begin);
+        let last = frame_tags(frames).last();
+        if let Some(why) = self.batch_obstacle(frames, &sql, last) {
             return self.refuse_msg(
                 false,
                 &format!("the statements of this request go to different shards and {why}: send them one at a time (or in one transaction per key)"),
             );
         }
-        let begins = self.unit_sql(frames).kinds.first() == Some(&Kind::Begin);
         let implicit = self.tx_status == b'I' && !begins;
         if self.tx_status == b'I' {
             // The transaction begins on the first part's shard.
@@ -140,7 +128,7 @@ impl Session {
         tracing::debug!(parts = parts.len(), implicit, "batch across shards");
         self.batch = Some(Box::new(Batch {
             parts,
-            flush_ended: frame_tags(frames).last() == Some(fe::FLUSH),
+            flush_ended: last == Some(fe::FLUSH),
             implicit,
             begun: !implicit,
             ended: false,
@@ -151,9 +139,10 @@ impl Session {
         Ok(Plan::Done)
     }
 
-    /// Why the request cannot run as a batch, if it cannot.
-    fn batch_obstacle(&mut self, frames: &[u8]) -> Option<String> {
-        let begins = self.unit_sql(frames).kinds.first() == Some(&Kind::Begin);
+    /// Why the request cannot run as a batch, if it cannot (`sql`: what it executes,
+    /// `last`: the tag of its last message).
+    fn batch_obstacle(&mut self, frames: &[u8], sql: &UnitSql, last: Option<u8>) -> Option<String> {
+        let begins = sql.kinds.first() == Some(&Kind::Begin);
         if self.repl_mut().implicit
             || (self.since_sync && self.pipeline_ran && self.tx_status == b'I')
         {
@@ -161,7 +150,7 @@ impl Session {
             // (statements only prepared before it, as asyncpg does, are no obstacle).
             return Some("the request continues a pipeline outside a transaction".into());
         }
-        match frame_tags(frames).last() {
+        match last {
             Some(fe::SYNC) => {}
             // A pipeline inside a transaction (psycopg 3's executemany(…, returning=True)).
             Some(fe::FLUSH) if self.tx_status == b'T' || begins => {}
@@ -178,9 +167,8 @@ impl Session {
         if !each_execute_bound_before(frames) {
             return Some("an Execute runs a portal not bound right before it".into());
         }
-        let sql = self.unit_sql(frames);
         // A BEGIN first is allowed (pgjdbc sends it with the first batch of a transaction).
-        let skip = usize::from(sql.kinds.first() == Some(&Kind::Begin) && self.tx_status == b'I');
+        let skip = usize::from(begins && self.tx_status == b'I');
         let plain = sql
             .kinds
             .iter()

@@ -1471,47 +1471,34 @@ public class PgjdbcTest {
     }
   }
 
+  /** Adds one row (id, user, name, n) to the batch of {@code ins}. */
+  static void addRow(PreparedStatement ins, long id, long user, String name, int n) throws SQLException {
+    ins.setLong(1, id);
+    ins.setLong(2, user);
+    ins.setString(3, name);
+    ins.setInt(4, n);
+    ins.addBatch();
+  }
+
   static void tShBatch() throws Exception {
     long[] ab = shTwoUsers();
     try (Connection c = connect();
         PreparedStatement ins = c.prepareStatement("INSERT INTO " + SH + " (id, user_id, name, n) VALUES (?, ?, ?, ?)")) {
       // a batch for one user: one shard
-      for (int i = 20; i < 25; i++) {
-        ins.setLong(1, i);
-        ins.setLong(2, ab[0]);
-        ins.setString(3, "batch");
-        ins.setInt(4, i);
-        ins.addBatch();
-      }
+      for (int i = 20; i < 25; i++) addRow(ins, i, ab[0], "batch", i);
       int[] counts = ins.executeBatch();
       eq(counts.length, 5, "batch counts");
       for (int i = 20; i < 25; i++) shPut(ab[0], i, "batch", i);
       shCheckAll(c, "after the one-user batch");
       // a batch for users on two shards (one request, several Executes, one Sync): pgproxy
       // runs it shard by shard as one transaction (SHARDING.md)
-      for (int j = 0; j < 2; j++) {
-        ins.setLong(1, 30);
-        ins.setLong(2, ab[j]);
-        ins.setString(3, "batch2");
-        ins.setInt(4, 30);
-        ins.addBatch();
-      }
+      for (int j = 0; j < 2; j++) addRow(ins, 30, ab[j], "batch2", 30);
       eq(ins.executeBatch().length, 2, "two-shard batch counts");
       for (int j = 0; j < 2; j++) shPut(ab[j], 30, "batch2", 30);
       shCheckAll(c, "after the two-shard batch");
       // a duplicate in its last row: 23505, and nothing of the batch stays on either shard
-      for (int j = 0; j < 2; j++) {
-        ins.setLong(1, 31);
-        ins.setLong(2, ab[j]);
-        ins.setString(3, "batch3");
-        ins.setInt(4, 31);
-        ins.addBatch();
-      }
-      ins.setLong(1, 30);
-      ins.setLong(2, ab[1]);
-      ins.setString(3, "dup");
-      ins.setInt(4, 0);
-      ins.addBatch();
+      for (int j = 0; j < 2; j++) addRow(ins, 31, ab[j], "batch3", 31);
+      addRow(ins, 30, ab[1], "dup", 0);
       try {
         ins.executeBatch();
         throw new AssertionError("duplicate in a two-shard batch not reported");
@@ -1523,13 +1510,7 @@ public class PgjdbcTest {
       // autocommit off: pgjdbc sends BEGIN with the batch; rolled back, then committed
       c.setAutoCommit(false);
       for (String end : new String[] {"rollback", "commit"}) {
-        for (int j = 0; j < 2; j++) {
-          ins.setLong(1, 32);
-          ins.setLong(2, ab[j]);
-          ins.setString(3, end);
-          ins.setInt(4, 32);
-          ins.addBatch();
-        }
+        for (int j = 0; j < 2; j++) addRow(ins, 32, ab[j], end, 32);
         eq(ins.executeBatch().length, 2, "two-shard batch in a transaction (" + end + ")");
         if (end.equals("commit")) {
           c.commit();
