@@ -45,18 +45,7 @@ fn batch_limit(rows: &[(i64, &str)], begin: bool, max_rows: i32) -> Vec<u8> {
 
 /// The answers up to ReadyForQuery, as tags, and the ReadyForQuery status.
 async fn answers(raw: &mut RawConn) -> (String, u8, Vec<wire::Msg>) {
-    let mut got = Vec::new();
-    loop {
-        let m = raw
-            .recv()
-            .await
-            .expect("connection closed before ReadyForQuery");
-        let ready = m.tag == b'Z';
-        got.push(m);
-        if ready {
-            break;
-        }
-    }
+    let got = raw.through_ready().await;
     let tags: String = got.iter().map(|m| m.tag as char).collect();
     let status = got
         .last()

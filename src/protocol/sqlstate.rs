@@ -42,6 +42,12 @@ pub const UNDEFINED_OBJECT: &str = "42704";
 pub const CANT_CHANGE_RUNTIME_PARAM: &str = "55P02";
 /// insufficient_privilege.
 pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+/// bad_copy_file_format.
+pub const BAD_COPY_FILE_FORMAT: &str = "22P04";
+/// not_null_violation.
+pub const NOT_NULL_VIOLATION: &str = "23502";
+/// undefined_column.
+pub const UNDEFINED_COLUMN: &str = "42703";
 
 /// `code` as one of the constants above when it is one of those a node gives for a bad
 /// setting; invalid_parameter_value otherwise.

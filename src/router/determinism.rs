@@ -8,6 +8,8 @@
 
 mod batch;
 mod copy;
+mod copy_binary;
+mod copy_field;
 mod defaults;
 mod fallback;
 mod overlay;
@@ -28,7 +30,9 @@ use sqlparser::tokenizer::{Location, Token, TokenWithSpan};
 
 use super::classify::lex::Lexed;
 use super::classify::{object_key, statement_kind, Kind};
-pub use copy::{plan_copy, AddedColumn, CopyFormat, CopyPlan, RowCutter};
+pub use copy::{copy_format, plan_copy, AddedColumn, CopyFormat, CopyPlan, CutRow, RowCutter};
+pub use copy_binary::{BinaryCutter, BinaryTuple, TRAILER as COPY_BINARY_TRAILER};
+pub use copy_field::field_of;
 use fallback::strip_overriding;
 use render::{Piece, Slot};
 use rewrite::Collector;

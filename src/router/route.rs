@@ -9,6 +9,7 @@
 //! exist on every shard), or a fan-out over every shard of a sharded read (merged by
 //! `merge.rs`) or a keyless UPDATE/DELETE.
 
+mod copy_in;
 mod explain;
 mod hint;
 mod listed;
@@ -17,6 +18,7 @@ mod scope;
 mod split;
 mod statement;
 
+pub use copy_in::{copy_into, CopyInto};
 pub use explain::explain;
 pub use merge::{Agg, MergeKind, MergeSpec, SortKey};
 pub use split::{Split, SplitPart};
@@ -74,6 +76,9 @@ pub enum Target {
         /// CLOSE (the cursor is gone afterwards).
         closes: bool,
     },
+    /// `COPY <sharded table> FROM STDIN`: every shard; pgproxy reads each row's key and sends
+    /// the row to its shard (`copy_in.rs`, `session/shard_copy.rs`).
+    CopyIn,
     /// Cannot be run correctly: 0A000 with this explanation.
     Refuse(String),
 }
@@ -141,6 +146,8 @@ pub struct Route {
     /// A write of sharded rows on several shards (no key, or keys on several shards): each
     /// shard changes different rows, unlike `All` (the same change everywhere).
     pub keyless: bool,
+    /// `COPY <sharded table> FROM STDIN`: each row goes to its key's shard.
+    pub copy_in: bool,
     /// Why.
     pub why: String,
 }
@@ -254,6 +261,7 @@ impl RoutePlan {
                 split: None,
                 write: self.statements.iter().any(|s| s.write),
                 keyless: false,
+                copy_in: false,
                 why: format!("hint: {}", h.describe(map)),
             });
         }
@@ -271,6 +279,7 @@ impl RoutePlan {
             split: None,
             write: false,
             keyless: false,
+            copy_in: false,
             why: "no statement".into(),
         }))
     }
@@ -296,6 +305,7 @@ fn combine(a: Route, b: Route, n: usize) -> Result<Route, RouteError> {
         split: None,
         write: a.write || b.write,
         keyless: a.keyless || b.keyless,
+        copy_in: a.copy_in || b.copy_in,
         why: format!("{}; {}", a.why, b.why),
     })
 }
@@ -393,6 +403,7 @@ fn resolve_one<'p>(
         split: None,
         write: st.write,
         keyless: false,
+        copy_in: false,
         why,
     };
     // The session's shard key stands in for what the statement does not pin itself.
@@ -465,6 +476,15 @@ fn resolve_one<'p>(
             Ok(route(Shards::Some(vec![one.unwrap_or(0)]), st.why.clone()))
         }
         Target::Fanout => fanout(st, map, all(map), session_shard()?),
+        Target::CopyIn => Ok(Route {
+            shards: Shards::Some(all(map)),
+            merge: None,
+            split: None,
+            write: true,
+            keyless: all(map).len() > 1,
+            copy_in: true,
+            why: st.why.clone(),
+        }),
         Target::Rows(rows) => split::split_rows(st, rows, map, params),
     }
 }
@@ -497,6 +517,7 @@ fn fanout(
             split: None,
             write: st.write,
             keyless: false,
+            copy_in: false,
             why: "SET pgproxy.shard_key".into(),
         });
     }
@@ -507,6 +528,7 @@ fn fanout(
             split: None,
             write: st.write,
             keyless: false,
+            copy_in: false,
             why: st.why.clone(),
         });
     }
@@ -524,6 +546,7 @@ fn fanout(
             split: None,
             write: true,
             keyless: true,
+            copy_in: false,
             why: format!("{} (no key: every shard)", st.why),
         });
     }
@@ -534,6 +557,7 @@ fn fanout(
             split: None,
             write: false,
             keyless: false,
+            copy_in: false,
             why: format!(
                 "{} (no single shard: runs on {} shards, results merged)",
                 st.why,

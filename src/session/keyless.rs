@@ -49,6 +49,11 @@ pub(super) struct Answer {
 /// Sends `request` and reads the node's answer up to its ReadyForQuery.
 pub(super) async fn run(conn: &mut Pooled, request: &[u8]) -> Result<Answer, BackendError> {
     conn.write_all(request).await?;
+    read_answer(conn).await
+}
+
+/// Reads the node's answer up to its ReadyForQuery.
+pub(super) async fn read_answer(conn: &mut Pooled) -> Result<Answer, BackendError> {
     let mut a = Answer::default();
     loop {
         let f = conn.read_frame().await?;
@@ -80,7 +85,7 @@ pub(super) async fn run(conn: &mut Pooled, request: &[u8]) -> Result<Answer, Bac
 }
 
 /// "UPDATE 3" + "UPDATE 4" = "UPDATE 7" (the last number is the row count).
-fn add_tags(a: &str, b: &str) -> String {
+pub(super) fn add_tags(a: &str, b: &str) -> String {
     let split = |t: &str| -> (String, u64) {
         match t.rsplit_once(' ') {
             Some((head, n)) => (head.to_string(), n.parse().unwrap_or(0)),
@@ -400,7 +405,7 @@ impl Session {
 
     /// Connections to every up node of each shard, inside the transaction (the session's own
     /// transaction parked first, when there is one).
-    async fn keyless_participants(
+    pub(super) async fn keyless_participants(
         &mut self,
         shards: &[usize],
         in_txn: bool,
@@ -538,7 +543,12 @@ impl Session {
 
     /// Inside a transaction: the participants stay in it (parked), and one shard becomes the
     /// session's current one again (the one that failed, if one did).
-    fn keyless_keep(&mut self, parts: Vec<Participant>, failed: bool, mains: &[(usize, Answer)]) {
+    pub(super) fn keyless_keep(
+        &mut self,
+        parts: Vec<Participant>,
+        failed: bool,
+        mains: &[(usize, Answer)],
+    ) {
         let failed_shard = mains
             .iter()
             .find(|(_, a)| a.error.is_some())
@@ -588,7 +598,7 @@ impl Session {
     }
 
     /// Two-phase commit of an autocommit write across shards.
-    async fn keyless_commit(&mut self, parts: &mut [Participant]) -> Result<(), Frame> {
+    pub(super) async fn keyless_commit(&mut self, parts: &mut [Participant]) -> Result<(), Frame> {
         let gid = self.shared.gids.next();
         let prepare = message::query(&format!("PREPARE TRANSACTION {}", quote(&gid)));
         let prepared = join_all(parts.iter_mut().map(|p| run(&mut p.conn, prepare.raw()))).await;

@@ -32,6 +32,7 @@ mod scatter_ext;
 mod settings;
 mod shape;
 mod shard;
+mod shard_copy;
 mod startup;
 mod statements;
 mod txn_ts;

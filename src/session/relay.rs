@@ -86,6 +86,8 @@ pub struct Session {
     pub(super) repl: Option<Box<super::replica::Repl>>,
     /// A request of statements for several shards being run part by part (`batch.rs`).
     pub(super) batch: Option<Box<super::batch::Batch>>,
+    /// A COPY into a sharded table being routed row by row (`shard_copy.rs`).
+    pub(super) shard_copy: Option<Box<super::shard_copy::ShardCopy>>,
     /// The last Query/Execute whose text might start a COPY FROM STDIN.
     pub(super) copy_risk: Option<u64>,
     /// The answer to the last shape check (see `shape.rs`): the new plan's result columns
@@ -142,6 +144,7 @@ impl Session {
             skip_until_sync: false,
             abort_owed: false,
             batch: None,
+            shard_copy: None,
             server_skipping: false,
             server_copy: None,
             exec_seq: 0,

@@ -228,6 +228,9 @@ impl Session {
         pos: &mut usize,
     ) -> Result<Step, SessionError> {
         let rest = &buf[*pos..];
+        if self.shard_copy.is_some() {
+            return self.shard_copy_step(rest, pos).await;
+        }
         let max = self.client.max_message;
         let busy = !self.queue.is_empty() || self.repl_mut().unit.is_some();
         if busy {

@@ -202,6 +202,10 @@ impl Session {
             }
             return self.scatter_read(spec, &shards).await.map(Some);
         }
+        if r.copy_in && shards.len() > 1 {
+            let sql = first_query_text(frames).unwrap_or_default();
+            return self.start_shard_copy(&shards, &sql, simple).await.map(Some);
+        }
         if r.split.is_some() || r.keyless {
             if unit.executes != 1 {
                 return self.refuse_msg(simple, "a write on several shards must be sent on its own (not with BEGIN/COMMIT or other statements in the same request)").map(Some);
@@ -635,6 +639,7 @@ impl Session {
                 split: None,
                 write: false,
                 keyless: false,
+                copy_in: false,
                 why: String::new(),
             }),
             executes,
@@ -796,6 +801,7 @@ fn cursor_portal_route(st: &ShardState, name: &str) -> Option<Route> {
         split: None,
         write: false,
         keyless: false,
+        copy_in: false,
         why: "the cursor's shard".into(),
     })
 }
@@ -973,6 +979,7 @@ fn combine(a: Option<Route>, b: Route) -> Result<Route, RouteError> {
         split: None,
         write: a.write || b.write,
         keyless: a.keyless || b.keyless,
+        copy_in: a.copy_in || b.copy_in,
         why: a.why,
     })
 }

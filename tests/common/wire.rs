@@ -197,19 +197,28 @@ impl RawConn {
         msgs
     }
 
-    /// Reads through the next ReadyForQuery (errors included); panics on EOF.
-    pub async fn until_ready_any(&mut self) -> Vec<Msg> {
+    /// Reads through the next ReadyForQuery, which is the last message returned (errors
+    /// included); panics on EOF.
+    pub async fn through_ready(&mut self) -> Vec<Msg> {
         let mut msgs = Vec::new();
         loop {
             let msg = self
                 .recv()
                 .await
                 .expect("connection closed before ReadyForQuery");
-            if msg.tag == b'Z' {
+            let ready = msg.tag == b'Z';
+            msgs.push(msg);
+            if ready {
                 return msgs;
             }
-            msgs.push(msg);
         }
+    }
+
+    /// Reads through the next ReadyForQuery (errors included); panics on EOF.
+    pub async fn until_ready_any(&mut self) -> Vec<Msg> {
+        let mut msgs = self.through_ready().await;
+        msgs.pop();
+        msgs
     }
 
     /// Reads until an ErrorResponse or close. Other messages (e.g. a NoticeResponse) are skipped.

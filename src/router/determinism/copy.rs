@@ -54,6 +54,13 @@ pub struct CopyFormat {
     pub null: Vec<u8>,
 }
 
+impl CopyFormat {
+    /// PostgreSQL's text format with its defaults.
+    pub fn text() -> CopyFormat {
+        Given::default().format()
+    }
+}
+
 /// The options as given, before the format's defaults fill the rest.
 #[derive(Default)]
 struct Given {
@@ -231,6 +238,14 @@ fn quoted_ident(name: &str) -> Ident {
 }
 
 /// The data format, or what pgproxy cannot add values to.
+/// The data format a COPY's options describe; Err names what pgproxy cannot read (binary).
+pub fn copy_format(
+    options: &[CopyOption],
+    legacy: &[CopyLegacyOption],
+) -> Result<CopyFormat, String> {
+    format_of(options, legacy)
+}
+
 fn format_of(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<CopyFormat, String> {
     let mut g = Given::default();
     for o in options {
@@ -279,6 +294,17 @@ fn format_of(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> Result<Copy
 
 #[path = "copy_options.rs"]
 mod copy_options;
+
+/// A row `RowCutter::drain` gives.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CutRow {
+    /// The CSV header line.
+    Header,
+    /// A data row with at least the fields the cutter was made for.
+    Data,
+    /// A data row with fewer fields.
+    Odd,
+}
 
 /// What a cut row is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -390,6 +416,29 @@ impl RowCutter {
         self.buf.drain(..done);
         self.scan = self.scan.saturating_sub(done);
         Ok(out)
+    }
+
+    /// Takes the complete rows as they are (after `finish`: everything up to the end-of-data
+    /// marker), giving `each` the row's kind, its content and its whole bytes (line terminator
+    /// included). The marker and what follows it are dropped (PostgreSQL ignores them).
+    pub fn drain(&mut self, mut each: impl FnMut(CutRow, &[u8], &[u8])) {
+        let ready = self.ready_end();
+        for r in std::mem::take(&mut self.rows) {
+            let kind = match r.kind {
+                RowKind::Header => CutRow::Header,
+                RowKind::Data => CutRow::Data,
+                RowKind::Odd => CutRow::Odd,
+                RowKind::End => continue,
+            };
+            each(
+                kind,
+                &self.buf[r.start..r.content_end],
+                &self.buf[r.start..r.end],
+            );
+        }
+        let done = if self.ended { self.buf.len() } else { ready };
+        self.buf.drain(..done);
+        self.scan = self.scan.saturating_sub(done);
     }
 
     /// The end-of-data marker was seen: what comes after passes as it is (`take`).

@@ -70,6 +70,7 @@ pub(super) fn split_rows<'p>(
         shards: Shards::Some(shards),
         merge: None,
         keyless: split.is_some(),
+        copy_in: false,
         split,
         write: true,
         why: st.why.clone(),

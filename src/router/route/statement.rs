@@ -25,7 +25,18 @@ pub(super) fn plan_one(lexed: &Lexed<'_>, r: Range<usize>, map: &ShardMap) -> St
     }
     let stmts = match lexed.parse(r.clone()) {
         Ok(s) if s.len() == 1 => s,
-        _ => return unparsed(&lexed.words(r, 3), map),
+        _ => {
+            let words = lexed.words(r.clone(), 16);
+            if words.first().is_some_and(|w| w == "copy") {
+                // `COPY … FROM STDIN` without a semicolon (sqlparser reads inline data).
+                match super::copy_in::parse_copy(lexed.text(r.clone())) {
+                    Some(s) => s,
+                    None => return unparsed(&words, map),
+                }
+            } else {
+                return unparsed(&lexed.words(r, 3), map);
+            }
+        }
     };
     let stmt = &stmts[0];
     let kind = statement_kind(stmt);
@@ -169,11 +180,15 @@ fn unparsed(words: &[String], map: &ShardMap) -> StmtPlan {
     let first = words.first().map(String::as_str).unwrap_or("");
     if first == "copy" {
         let table = words.get(1).map(String::as_str).unwrap_or("");
-        let (schema, name) = match table.split_once('.') {
-            Some((s, n)) => (Some(s), n),
-            None => (None, table),
+        let (schema, name, next) = match (words.get(2), words.get(3)) {
+            (Some(dot), Some(n)) if dot == "." => (Some(table), n.as_str(), 4),
+            _ => (None, table, 2),
         };
-        let to = words.get(2).is_some_and(|w| w == "to");
+        let to = words
+            .iter()
+            .skip(next)
+            .find(|w| *w == "to" || *w == "from")
+            .is_some_and(|w| w == "to");
         if map.key_column(schema, name).is_none() && !table.starts_with('(') {
             return if to {
                 StmtPlan::simple(Target::Any, false, "COPY from a shared table: one shard")
@@ -187,8 +202,9 @@ fn unparsed(words: &[String], map: &ShardMap) -> StmtPlan {
         }
         return StmtPlan::simple(
             Target::Refuse(format!(
-                "COPY {table} {} is not supported across shards yet: use INSERT, or COPY (SELECT … WHERE key = …) TO STDOUT",
-                if to { "TO" } else { "FROM" }
+                "COPY {table} {}: pgproxy could not read this COPY (an option or clause its parser does not know), so it cannot route its rows; {}",
+                if to { "TO" } else { "FROM" },
+                if to { "use COPY (SELECT … WHERE key = …) TO STDOUT" } else { "use COPY <table> [(columns)] FROM STDIN [WITH (FORMAT text|csv, …)]" }
             )),
             !to,
             "COPY",
@@ -760,11 +776,16 @@ fn plan_copy(source: &CopySource, to: bool, map: &ShardMap) -> StmtPlan {
             match (sharded, to) {
                 (false, true) => StmtPlan::simple(Target::Any, false, "COPY from a shared table: one shard"),
                 (false, false) => StmtPlan::simple(Target::All, true, "COPY into a shared table: every node of every shard"),
-                (true, _) => StmtPlan::simple(
+                (true, false) => StmtPlan::simple(
+                    Target::CopyIn,
+                    true,
+                    "COPY into a sharded table: each row to its key's shard",
+                ),
+                (true, true) => StmtPlan::simple(
                     Target::Refuse(format!(
-                        "COPY of sharded table {table_name} is not supported yet: use INSERT / SELECT with the key, or COPY (SELECT … WHERE key = …)"
+                        "COPY of sharded table {table_name} TO is not supported yet: use COPY (SELECT … WHERE key = …) TO, or one COPY per shard with a /* pgproxy: shard=… */ hint"
                     )),
-                    !to,
+                    false,
                     "COPY",
                 ),
             }

@@ -652,6 +652,30 @@ async function tShMerged() {
   })
 }
 
+async function tShCopy() {
+  await withClient(async (c) => {
+    const copy = `COPY ${SH} (id, user_id, name, n) FROM STDIN`
+    const lines = []
+    for (let u = SH_LO; u <= SH_HI; u++) lines.push(`4\t${u}\tcopied ${u}\t${u - SH_LO}\n`)
+    // pgproxy sends each row to its user's shard; the shards commit together
+    await pipeline(Readable.from(lines), c.query(copyFrom(copy)))
+    for (let u = SH_LO; u <= SH_HI; u++) shRows.set(`${u}/4`, [u, 4, `copied ${u}`, u - SH_LO])
+    let placed = 0
+    for (const shard of ['s0', 's1']) {
+      const r = await c.query(`/* pgproxy: shard=${shard} */ SELECT user_id FROM ${SH} WHERE ${SH_RANGE} AND id = 4`)
+      for (const x of r.rows) assert.equal(shShard.get(Number(x.user_id)), shard, `copied row of user ${x.user_id}`)
+      placed += r.rows.length
+    }
+    assert.equal(placed, SH_USERS, 'every copied row on one shard')
+    // a duplicate on one shard: nothing of that COPY is written on any shard
+    await assert.rejects(
+      pipeline(Readable.from([`5\t${SH_LO}\tnew\t0\n`, `5\t${SH_HI}\tnew\t0\n`, `4\t${SH_HI}\tdup\t0\n`]), c.query(copyFrom(copy))),
+      (e) => e.code === '23505',
+    )
+    assert.deepEqual(await shAll(c), shExpected())
+  })
+}
+
 async function tShCleanup() {
   await withClient(async (c) => {
     const r = await c.query(`DELETE FROM ${SH} WHERE ${SH_RANGE}`)
@@ -685,6 +709,7 @@ async function main() {
       await check('sharded table: reads, UPDATE, DELETE by key (named statements)', tShByKey)
       await check('sharded table: transactions on one user and on two shards (2PC)', tShTx)
       await check('sharded table: keyless reads merged, hints, refusals (0A000)', tShMerged)
+      await check('sharded table: COPY FROM STDIN, rows to their shards (pg-copy-streams)', tShCopy)
     }
     await check('sharded table: cleanup', tShCleanup)
   }

@@ -686,6 +686,22 @@ async def t_sh_executemany():
         eq(await conn.fetchval(f"SELECT count(*) FROM {SH} WHERE {band}"), 2 * SH_USERS, "committed")
         row = await conn.fetchrow(f"SELECT user_id, id FROM {SH} WHERE {band} ORDER BY user_id, id")
         eq(tuple(row), (SH_LO, 1), "fetchrow of a merged read")
+        # copy_records_to_table (binary COPY): each row to its user's shard, all or nothing
+        res = await conn.copy_records_to_table(
+            SH, records=[(4, u, "copied", 4) for u in users], columns=["id", "user_id", "name", "n"])
+        eq(res, f"COPY {SH_USERS}", "copy_records_to_table")
+        for u in users:
+            eq(await conn.fetchval(f"SELECT name FROM {SH} WHERE user_id = $1 AND id = 4", u),
+               "copied", f"copied row of user {u}")
+        try:
+            await conn.copy_records_to_table(
+                SH, records=[(5, u, "new", 5) for u in users] + [(4, users[-1], "dup", 0)],
+                columns=["id", "user_id", "name", "n"])
+        except asyncpg.exceptions.UniqueViolationError:
+            pass
+        else:
+            raise AssertionError("duplicate in a COPY not reported")
+        eq(await conn.fetchval(f"SELECT count(*) FROM {SH} WHERE {band}"), 3 * SH_USERS, "COPY atomic")
         await conn.execute(f"DELETE FROM {SH} WHERE {band}")
     finally:
         await conn.close()
@@ -723,7 +739,8 @@ async def main():
     await C.arun("big values, 200000 rows, errors mid-result and mid-COPY", t_big_results, timeout=120)
     await C.arun("COPY into a table with a serial column", t_copy_serial)
     if TARGET == "sharded":
-        await C.arun("sharded table: executemany across users, fetchval/fetchrow merged", t_sh_executemany)
+        await C.arun("sharded table: executemany across users, fetchval/fetchrow merged, "
+                     "copy_records_to_table", t_sh_executemany)
     await C.arun("cleanup", t_cleanup)
 
 

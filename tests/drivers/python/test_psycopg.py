@@ -492,6 +492,43 @@ def t_sh_setup():
         sh_check_all(conn, "all rows")
 
 
+def t_sh_copy():
+    """cursor.copy() into the sharded table: text rows and binary rows, each to its user's
+    shard, inside psycopg's transaction and in autocommit; a duplicate writes nothing."""
+    users = list(range(SH_LO, SH_HI + 1))
+    with connect() as conn:
+        with conn.cursor() as cur:
+            with cur.copy(f"COPY {SH} (id, user_id, name, n) FROM STDIN") as cp:
+                for u in users:
+                    cp.write_row((4, u, f"copied {u}", 4))
+            eq(cur.rowcount, SH_USERS, "COPY rowcount")
+        conn.commit()
+        for u in users:
+            sh_rows[(u, 4)] = (f"copied {u}", 4)
+    with connect(autocommit=True) as conn:
+        with conn.cursor(binary=True) as cur:
+            with cur.copy(f"COPY {SH} (id, user_id, name, n) FROM STDIN (FORMAT binary)") as cp:
+                cp.set_types(["int8", "int8", "text", "int4"])
+                for u in users:
+                    cp.write_row((5, u, "bin", 5))
+        for u in users:
+            sh_rows[(u, 5)] = ("bin", 5)
+        for shard in ("s0", "s1"):
+            for (u,) in conn.execute(f"/* pgproxy: shard={shard} */ SELECT user_id FROM {SH}"
+                                     f" WHERE {SH_RANGE} AND id IN (4, 5)").fetchall():
+                eq(sh_port[u], shard, f"copied rows of user {u}")
+        try:
+            with conn.cursor().copy(f"COPY {SH} (id, user_id, name, n) FROM STDIN") as cp:
+                for u in users:
+                    cp.write_row((6, u, "new", 6))
+                cp.write_row((4, users[-1], "dup", 0))
+        except errors.UniqueViolation:
+            pass
+        else:
+            raise AssertionError("duplicate in a COPY not reported")
+        sh_check_all(conn, "after COPY")
+
+
 def t_sh_point_reads():
     with connect(autocommit=True) as conn:
         for rnd in range(2):
@@ -771,6 +808,7 @@ if TARGET == "sharded":
         C.run("sharded table: keyless reads merged (count, sum, avg, ORDER BY LIMIT, GROUP BY)", t_sh_merged_reads)
         C.run("sharded table: shard_key comment hint, SET pgproxy.shard_key", t_sh_hints)
         C.run("sharded table: refused with 0A000 (no key on INSERT, window function, ...)", t_sh_refused)
+        C.run("sharded table: cursor.copy() text and binary, rows to their shards", t_sh_copy)
     C.run("sharded table: INSERT with the key as an int4 parameter", t_sh_int4_key)
     C.run("sharded table: cleanup", t_sh_cleanup)
 C.run("cleanup", t_cleanup)

@@ -1,0 +1,686 @@
+//! `COPY <sharded table> [(columns)] FROM STDIN` in the simple query protocol (psql's
+//! `\copy`, a data load, most drivers' COPY APIs): every up node of every shard starts the
+//! same COPY inside a transaction (`keyless_participants`), pgproxy cuts the client's data into
+//! rows as it streams in (`RowCutter`), reads each row's key (`field_of`) and sends the row to
+//! the nodes of the key's shard in batches. At the client's CopyDone every node ends its COPY;
+//! the shards' row counts add up to the client's `COPY n`. Outside a transaction the shards
+//! commit together (two-phase commit) or nothing is written; inside one they join it.
+//!
+//! A row whose key is NULL or does not parse, or that no shard holds, fails the whole COPY with
+//! pgproxy's error (the nodes get CopyFail). A row with fewer fields than the key's position
+//! goes to one shard, which reports it as PostgreSQL does. On replicated shards a column left
+//! out of the list whose default every node would compute itself (serial, now(), …) is refused
+//! before anything runs: list it and send its values.
+
+use super::keyless::{add_tags, read_answer, Answer, Participant};
+use super::relay::Session;
+use super::replica::{Plan, Step};
+use super::SessionError;
+use crate::cluster::DetachCause;
+use crate::protocol::frame::{self, Frame};
+use crate::protocol::message::{self, be, fe};
+use crate::protocol::sqlstate;
+use crate::router::determinism::{
+    field_of, plan_copy, BinaryCutter, CopyFormat, CutRow, RowCutter, COPY_BINARY_TRAILER,
+};
+use crate::router::route::{copy_into, CopyInto};
+use crate::shard::{KeyType, KeyValue, ShardError, ShardMap};
+use futures_util::future::join_all;
+use std::collections::HashMap;
+use std::sync::Arc;
+use tracing::warn;
+
+/// Bytes of rows gathered for one shard before they are sent.
+const SEND_BYTES: usize = 64 * 1024;
+/// The longest row pgproxy holds while it waits for the row's end.
+const MAX_ROW: usize = 64 * 1024 * 1024;
+
+/// A COPY into a sharded table in progress.
+pub(super) struct ShardCopy {
+    parts: Vec<Participant>,
+    cutter: Cutter,
+    format: CopyFormat,
+    map: Arc<ShardMap>,
+    /// The field holding the key, and the key column's name.
+    key: usize,
+    key_column: String,
+    /// Rows waiting, per shard number.
+    pending: Vec<Vec<u8>>,
+    /// The shard that gets rows too short to hold a key (it reports them).
+    first: usize,
+    /// Data rows seen (for error messages: PostgreSQL counts lines from 1).
+    line: u64,
+    in_txn: bool,
+    /// pgproxy's own error: the nodes were sent CopyFail; the client's data is dropped until
+    /// its CopyDone or CopyFail.
+    own: Option<Frame>,
+}
+
+/// Cuts the client's data into rows.
+enum Cutter {
+    /// Text or CSV.
+    Text(RowCutter),
+    /// Binary: the header goes to every shard, then each tuple to its shard, then a trailer.
+    Binary(BinaryCutter),
+}
+
+impl Cutter {
+    fn push(&mut self, data: &[u8]) {
+        match self {
+            Cutter::Text(c) => c.push(data),
+            Cutter::Binary(c) => c.push(data),
+        }
+    }
+
+    fn partial_bytes(&self) -> usize {
+        match self {
+            Cutter::Text(c) => c.partial_bytes(),
+            Cutter::Binary(c) => c.partial_bytes(),
+        }
+    }
+}
+
+/// The shard of a key in binary form: integers of any width for an integer key type (their
+/// hashes agree across widths), else the key type's own binary form.
+fn binary_shard(map: &ShardMap, v: &[u8]) -> Result<usize, ShardError> {
+    let ty = map.key_type();
+    let int = matches!(ty, KeyType::Smallint | KeyType::Integer | KeyType::Bigint);
+    let key = match v.len() {
+        2 if int => Ok(KeyValue::Int(i16::from_be_bytes([v[0], v[1]]).into())),
+        4 if int => Ok(KeyValue::Int(
+            i32::from_be_bytes([v[0], v[1], v[2], v[3]]).into(),
+        )),
+        _ => ty.parse_binary(v),
+    }
+    .map_err(|why| ShardError::BadKey {
+        key: format!("({} bytes of binary data)", v.len()),
+        why,
+    })?;
+    map.shard_of(&key)
+}
+
+/// How a node answered the COPY statement.
+enum Started {
+    /// CopyInResponse: it waits for data.
+    Copying(Frame),
+    /// It refused (the error and its ReadyForQuery were read).
+    Refused(Answer),
+}
+
+async fn start(p: &mut Participant, sql: &[u8]) -> Result<Started, crate::backend::BackendError> {
+    p.conn.write_all(sql).await?;
+    let mut a = Answer::default();
+    loop {
+        let f = p.conn.read_frame().await?;
+        match f.tag() {
+            be::COPY_IN_RESPONSE => return Ok(Started::Copying(f)),
+            be::ERROR_RESPONSE => {
+                a.error.get_or_insert(f);
+            }
+            be::READY_FOR_QUERY => {
+                a.status = f.body().first().copied().unwrap_or(b'I');
+                return Ok(Started::Refused(a));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn own_error(code: &str, msg: &str, hint: Option<&str>) -> Frame {
+    message::error_response(message::Severity::Error, code, msg, hint)
+}
+
+impl ShardCopy {
+    /// Routes the complete rows cut so far to their shards' batches; Err: pgproxy's error.
+    fn route_rows(&mut self) -> Result<(), Frame> {
+        let mut err = None;
+        let (pending, map, format) = (&mut self.pending, &self.map, &self.format);
+        let pending: &mut Vec<Vec<u8>> = pending;
+        let (key, first, line) = (self.key, self.first, &mut self.line);
+        let key_column = &self.key_column;
+        let mut route = |line: u64, key: Option<Option<&[u8]>>, whole: &[u8], binary: bool| {
+            let shard = match key {
+                None => Ok(first),
+                Some(None) => Err(own_error(
+                    sqlstate::NOT_NULL_VIOLATION,
+                    &format!("COPY row {line}: the sharding key {key_column} is NULL, so the row belongs to no shard; nothing was written"),
+                    Some("give every row its key"),
+                )),
+                Some(Some(v)) => {
+                    let s = if binary {
+                        binary_shard(map, v)
+                    } else {
+                        map.shard_of_text(&String::from_utf8_lossy(v))
+                    };
+                    s.map_err(|e| {
+                        own_error(
+                            e.sqlstate(),
+                            &format!("COPY row {line}: {e}; nothing was written"),
+                            None,
+                        )
+                    })
+                }
+            };
+            match shard {
+                Ok(s) => match pending.get_mut(s) {
+                    Some(b) => b.extend_from_slice(whole),
+                    None => pending[first].extend_from_slice(whole),
+                },
+                Err(e) => {
+                    err.get_or_insert(e);
+                }
+            }
+        };
+        // The first thing of the data, before any row: every shard gets it first.
+        let mut header: Option<Vec<u8>> = None;
+        match &mut self.cutter {
+            Cutter::Text(c) => c.drain(|kind, content, whole| match kind {
+                CutRow::Header => header = Some(whole.to_vec()),
+                CutRow::Odd => route(0, None, whole, false),
+                CutRow::Data => {
+                    *line += 1;
+                    let v = field_of(content, key, format);
+                    route(*line, v.as_ref().map(|o| o.as_deref()), whole, false);
+                }
+            }),
+            Cutter::Binary(c) => {
+                header = c
+                    .take_header()
+                    .map_err(|why: String| own_error(sqlstate::BAD_COPY_FILE_FORMAT, &why, None))?;
+                c.drain(key, |t| {
+                    *line += 1;
+                    route(*line, t.key, t.bytes, true);
+                })
+                .map_err(|why: String| own_error(sqlstate::BAD_COPY_FILE_FORMAT, &why, None))?;
+            }
+        }
+        if let Some(h) = header {
+            for b in self.pending.iter_mut() {
+                b.splice(0..0, h.iter().copied());
+            }
+        }
+        match err {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// Binary data: every shard's tuples end with the trailer; what is left that makes no
+    /// complete tuple goes to the first shard, which reports it as PostgreSQL does.
+    fn end_binary(&mut self) {
+        let Cutter::Binary(c) = &mut self.cutter else {
+            return;
+        };
+        let rest = c.take_rest();
+        if !rest.is_empty() {
+            self.pending[self.first].extend_from_slice(&rest);
+        } else if c.header_seen() {
+            for b in self.pending.iter_mut() {
+                b.extend_from_slice(&COPY_BINARY_TRAILER);
+            }
+        }
+    }
+
+    /// Sends each shard's gathered rows once they reach `min` bytes (0: all of them).
+    async fn send(&mut self, min: usize) -> Vec<(usize, String)> {
+        let mut failed = Vec::new();
+        for s in 0..self.pending.len() {
+            if self.pending[s].is_empty() || self.pending[s].len() < min.max(1) {
+                continue;
+            }
+            let data = Frame::new(fe::COPY_DATA, &std::mem::take(&mut self.pending[s]));
+            for (i, p) in self.parts.iter_mut().enumerate() {
+                if p.shard == s {
+                    if let Err(e) = p.conn.write_all(data.raw()).await {
+                        failed.push((i, e.to_string()));
+                    }
+                }
+            }
+        }
+        failed
+    }
+}
+
+impl Session {
+    /// Starts a COPY into a sharded table (see the module doc).
+    pub(super) async fn start_shard_copy(
+        &mut self,
+        shards: &[usize],
+        sql: &str,
+        simple: bool,
+    ) -> Result<Plan, SessionError> {
+        if !simple {
+            return self.refuse_msg(false, "COPY into a sharded table is routed row by row only when sent as a simple Query (psql's \\copy and most drivers' COPY APIs do): send it that way, or one COPY per shard with a /* pgproxy: shard=… */ hint");
+        }
+        let map = self.shared.cluster.shard_map();
+        let copy = match copy_into(sql, &map) {
+            Some(Ok(c)) => c,
+            Some(Err(why)) => return self.refuse_msg(true, &why),
+            None => return self.refuse_msg(true, "pgproxy could not read this COPY into a sharded table (only COPY <table> [(columns)] FROM STDIN [WITH (…)] alone in its Query): send one COPY per shard with a /* pgproxy: shard=… */ hint"),
+        };
+        let cfg = self.shared.cluster.config();
+        let in_txn = self.tx_status != b'I';
+        if in_txn {
+            if let Some(why) = self.cross_shard_obstacle(&cfg) {
+                return self.refuse_msg(true, &format!("this COPY writes on every shard, but the transaction cannot continue on other shards: {why}"));
+            }
+        }
+        let mut parts = match self.keyless_participants(shards, in_txn).await {
+            Ok(p) => p,
+            Err(e) => {
+                self.report_error(&e, true);
+                return Ok(Plan::Done);
+            }
+        };
+        let headless = shards
+            .iter()
+            .any(|s| !parts.iter().any(|p| p.main && p.shard == *s));
+        let prepared = if headless {
+            Err(own_error(
+                sqlstate::CONNECTION_FAILURE,
+                "a shard this COPY needs has no node up; nothing was written",
+                Some("retry when the shard is back"),
+            ))
+        } else {
+            let replicated = shards
+                .iter()
+                .any(|&s| cfg.shards.get(s).is_some_and(|x| x.nodes.len() > 1));
+            check_columns(&copy, sql, replicated, &mut parts).await
+        };
+        let key = match prepared {
+            Ok(k) => k,
+            Err(e) => {
+                self.end_shard_copy_early(parts, in_txn, e, true).await;
+                return Ok(Plan::Done);
+            }
+        };
+        // Every node starts the COPY; one that refuses (PostgreSQL's error) ends it everywhere.
+        let q = message::query(sql);
+        let started = join_all(parts.iter_mut().map(|p| start(p, q.raw()))).await;
+        let mut response = None;
+        let mut refusal: Option<Frame> = None;
+        for (p, s) in parts.iter().zip(&started) {
+            match s {
+                Ok(Started::Copying(f)) => {
+                    response.get_or_insert_with(|| f.clone());
+                }
+                Ok(Started::Refused(a)) if p.main => {
+                    if let Some(e) = &a.error {
+                        refusal.get_or_insert_with(|| e.clone());
+                    }
+                }
+                _ => {
+                    refusal.get_or_insert_with(|| {
+                        own_error(
+                            sqlstate::CONNECTION_FAILURE,
+                            "a node could not start this COPY; nothing was written",
+                            Some("retry the COPY"),
+                        )
+                    });
+                }
+            }
+        }
+        if let (None, Some(response)) = (refusal.clone(), response) {
+            self.to_client.extend_from_slice(response.raw());
+            self.shard_copy = Some(Box::new(ShardCopy {
+                parts,
+                cutter: if copy.binary {
+                    Cutter::Binary(BinaryCutter::default())
+                } else {
+                    Cutter::Text(RowCutter::new(copy.format.clone(), key + 1))
+                },
+                format: copy.format,
+                map: map.clone(),
+                key,
+                key_column: copy.key_column,
+                pending: vec![Vec::new(); map.shard_count()],
+                first: shards[0],
+                line: 0,
+                in_txn,
+                own: None,
+            }));
+            return Ok(Plan::Done);
+        }
+        // Nodes still in COPY mode are ended; then the error is reported.
+        let fail = message::copy_fail("pgproxy ended the COPY: another node refused it");
+        for (p, s) in parts.iter_mut().zip(&started) {
+            if matches!(s, Ok(Started::Copying(_))) && p.conn.write_all(fail.raw()).await.is_ok() {
+                let _ = read_answer(&mut p.conn).await;
+            }
+        }
+        let e = refusal.unwrap_or_else(|| {
+            own_error(
+                sqlstate::CONNECTION_FAILURE,
+                "no node started this COPY",
+                None,
+            )
+        });
+        self.end_shard_copy_early(parts, in_txn, e, false).await;
+        Ok(Plan::Done)
+    }
+
+    /// The COPY ends before its data: rolled back (outside a transaction), or the nodes stay
+    /// in the client's transaction, which the error aborts; `mains`: the mains' answers
+    /// (`own`: pgproxy's error, the nodes ran nothing wrong).
+    async fn end_shard_copy_early(
+        &mut self,
+        mut parts: Vec<Participant>,
+        in_txn: bool,
+        error: Frame,
+        own: bool,
+    ) {
+        if in_txn {
+            let mains: Vec<(usize, Answer)> = parts
+                .iter()
+                .filter(|p| p.main)
+                .map(|p| {
+                    let a = Answer {
+                        error: (!own).then(|| error.clone()),
+                        status: if own { b'T' } else { b'E' },
+                        ..Answer::default()
+                    };
+                    (p.shard, a)
+                })
+                .collect();
+            self.keyless_keep(parts, !own, &mains);
+            self.to_client.extend_from_slice(error.raw());
+            if own {
+                self.note_refusal();
+            }
+            self.to_client
+                .extend_from_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+            return;
+        }
+        let rollback = message::query("ROLLBACK");
+        let _ = join_all(
+            parts
+                .iter_mut()
+                .map(|p| super::keyless::run(&mut p.conn, rollback.raw())),
+        )
+        .await;
+        for p in parts {
+            p.conn.release();
+        }
+        self.to_client.extend_from_slice(error.raw());
+        self.to_client
+            .extend_from_slice(message::ready_for_query(b'I').raw());
+    }
+
+    /// The next client message while a COPY into a sharded table runs.
+    pub(super) async fn shard_copy_step(
+        &mut self,
+        rest: &[u8],
+        pos: &mut usize,
+    ) -> Result<Step, SessionError> {
+        let n = match frame::peek_frame_len(rest, self.client.max_message) {
+            Ok(Some(n)) => n,
+            Ok(None) => return Ok(Step::Wait),
+            Err(e) => return Err(super::client::frame_error(e)),
+        };
+        *pos += n;
+        let (tag, body) = (rest[0], &rest[5..n]);
+        let Some(mut sc) = self.shard_copy.take() else {
+            return Ok(Step::Continue);
+        };
+        let end = match tag {
+            fe::COPY_DATA if sc.own.is_none() => {
+                sc.cutter.push(body);
+                if sc.cutter.partial_bytes() > MAX_ROW {
+                    sc.own = Some(own_error(
+                        sqlstate::PROGRAM_LIMIT_EXCEEDED,
+                        &format!("a COPY row longer than {MAX_ROW} bytes; nothing was written"),
+                        None,
+                    ));
+                } else if let Err(e) = sc.route_rows() {
+                    sc.own = Some(e);
+                }
+                let failed = sc.send(SEND_BYTES).await;
+                self.shard_copy_lost(&mut sc, failed);
+                None
+            }
+            fe::COPY_DONE => {
+                if sc.own.is_none() {
+                    if let Cutter::Text(c) = &mut sc.cutter {
+                        c.finish();
+                    }
+                    if let Err(e) = sc.route_rows() {
+                        sc.own = Some(e);
+                    }
+                    sc.end_binary();
+                    let failed = sc.send(0).await;
+                    self.shard_copy_lost(&mut sc, failed);
+                }
+                Some(match sc.own {
+                    None => Frame::new(fe::COPY_DONE, &[]),
+                    Some(_) => message::copy_fail("pgproxy ended the COPY"),
+                })
+            }
+            // The client's own CopyFail: the nodes answer it as PostgreSQL does.
+            fe::COPY_FAIL => Some(Frame::new(fe::COPY_FAIL, body)),
+            // PostgreSQL ignores these during a COPY from a simple Query.
+            fe::COPY_DATA | fe::FLUSH | fe::SYNC => None,
+            fe::TERMINATE => {
+                // The nodes' connections close with `sc`: their transactions roll back.
+                return Ok(Step::Terminate);
+            }
+            other => {
+                sc.own.get_or_insert_with(|| {
+                    own_error(
+                        sqlstate::PROTOCOL_VIOLATION,
+                        &format!("unexpected message type 0x{other:02X} during COPY from stdin"),
+                        None,
+                    )
+                });
+                Some(message::copy_fail("pgproxy ended the COPY"))
+            }
+        };
+        match end {
+            None => self.shard_copy = Some(sc),
+            Some(end) => self.finish_shard_copy(*sc, end).await,
+        }
+        Ok(Step::Continue)
+    }
+
+    /// Nodes whose connection failed mid-COPY: a follower is detached and the COPY goes on
+    /// without it; a main fails the COPY.
+    fn shard_copy_lost(&mut self, sc: &mut ShardCopy, failed: Vec<(usize, String)>) {
+        for (i, why) in failed.into_iter().rev() {
+            let p = sc.parts.remove(i);
+            if p.main {
+                sc.own.get_or_insert_with(|| {
+                    own_error(
+                        sqlstate::SERIALIZATION_FAILURE,
+                        "a shard's main node failed during the COPY; nothing was written",
+                        Some("retry the COPY"),
+                    )
+                });
+            } else {
+                let why = format!("COPY into a sharded table: {why}");
+                warn!(shard = p.shard, node = p.node, detail = %why, "node detached");
+                self.shared
+                    .cluster
+                    .detach(p.shard, p.node, DetachCause::ConnectionFailed, &why);
+            }
+        }
+    }
+
+    /// Ends the COPY on every node (`end`: CopyDone or CopyFail), then commits, rolls back or
+    /// keeps the nodes in the client's transaction, and answers the client.
+    async fn finish_shard_copy(&mut self, sc: ShardCopy, end: Frame) {
+        let ShardCopy {
+            mut parts,
+            own,
+            in_txn,
+            ..
+        } = sc;
+        let answers = join_all(parts.iter_mut().map(|p| {
+            let end = end.clone();
+            async move {
+                p.conn.write_all(end.raw()).await?;
+                read_answer(&mut p.conn).await
+            }
+        }))
+        .await;
+        let mut error = own.clone();
+        let mut mains: Vec<(usize, Answer)> = Vec::new();
+        for (p, a) in parts.iter().zip(&answers) {
+            if !p.main {
+                continue;
+            }
+            match a {
+                Ok(a) => {
+                    if let Some(e) = &a.error {
+                        error.get_or_insert_with(|| e.clone());
+                    }
+                    mains.push((p.shard, a.clone()));
+                }
+                Err(_) => {
+                    error.get_or_insert_with(|| {
+                        own_error(
+                            sqlstate::SERIALIZATION_FAILURE,
+                            "a shard's main node failed during the COPY; nothing was written",
+                            Some("retry the COPY"),
+                        )
+                    });
+                }
+            }
+        }
+        // A follower that answered otherwise than its main is detached.
+        let mut kept = Vec::new();
+        for (p, a) in parts.into_iter().zip(answers) {
+            let main = mains.iter().find(|(s, _)| *s == p.shard).map(|(_, a)| a);
+            let agrees = match (&a, main) {
+                _ if p.main => a.is_ok(),
+                (Ok(a), Some(m)) => a.error.is_none() == m.error.is_none() && a.tag == m.tag,
+                (_, None) => true,
+                (Err(_), Some(_)) => false,
+            };
+            if agrees {
+                kept.push(p);
+            } else {
+                let why = format!(
+                    "COPY into a sharded table: main {:?}, node {:?}",
+                    main.and_then(|m| m.tag.clone()),
+                    a.ok().and_then(|a| a.tag)
+                );
+                warn!(shard = p.shard, node = p.node, detail = %why, "node detached");
+                self.shared
+                    .cluster
+                    .detach(p.shard, p.node, DetachCause::Divergence, &why);
+            }
+        }
+        let mut tag: Option<String> = None;
+        for (_, a) in &mains {
+            if let Some(t) = &a.tag {
+                tag = Some(match tag {
+                    None => t.clone(),
+                    Some(prev) => add_tags(&prev, t),
+                });
+            }
+        }
+        let done = message::command_complete(tag.as_deref().unwrap_or("COPY 0"));
+        if in_txn {
+            self.keyless_keep(kept, error.is_some(), &mains);
+            match error {
+                Some(e) => {
+                    self.to_client.extend_from_slice(e.raw());
+                    if own.is_some() {
+                        self.note_refusal();
+                    }
+                }
+                None => self.to_client.extend_from_slice(done.raw()),
+            }
+            self.to_client
+                .extend_from_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+            return;
+        }
+        let result = match error {
+            Some(e) => {
+                let rollback = message::query("ROLLBACK");
+                let _ = join_all(
+                    kept.iter_mut()
+                        .map(|p| super::keyless::run(&mut p.conn, rollback.raw())),
+                )
+                .await;
+                Err(e)
+            }
+            None => self.keyless_commit(&mut kept).await,
+        };
+        for p in kept {
+            p.conn.release();
+        }
+        match result {
+            Ok(()) => self.to_client.extend_from_slice(done.raw()),
+            Err(e) => self.to_client.extend_from_slice(e.raw()),
+        }
+        self.to_client
+            .extend_from_slice(message::ready_for_query(b'I').raw());
+    }
+}
+
+/// The field of the key; on replicated shards, refuses a column left out whose default each
+/// node would compute itself. Reads the table's columns on the first shard's main (inside the
+/// transaction just begun).
+async fn check_columns(
+    copy: &CopyInto,
+    sql: &str,
+    replicated: bool,
+    parts: &mut [Participant],
+) -> Result<usize, Frame> {
+    let Some(main) = parts.iter_mut().find(|p| p.main) else {
+        return Err(own_error(
+            sqlstate::CONNECTION_FAILURE,
+            "a shard this COPY needs has no node up; nothing was written",
+            Some("retry when the shard is back"),
+        ));
+    };
+    let defaults = match super::catalog::table_defaults(&mut main.conn, &copy.table).await {
+        Ok(Ok(t)) => t,
+        Ok(Err(e)) => return Err(e),
+        Err(_) => {
+            return Err(own_error(
+                sqlstate::SERIALIZATION_FAILURE,
+                "a shard's main node failed before the COPY; nothing was written",
+                Some("retry the COPY"),
+            ))
+        }
+    };
+    if defaults.all_columns.is_empty() {
+        // No such table: the nodes report it when the COPY starts.
+        return Ok(0);
+    }
+    if replicated {
+        let schema: HashMap<String, _> = [(copy.table_key.clone(), defaults.clone())]
+            .into_iter()
+            .collect();
+        let left_out = match plan_copy(sql, &schema) {
+            None => None,
+            Some(Ok(plan)) => Some(
+                plan.added
+                    .iter()
+                    .map(|a| format!("{} (default {})", a.name, a.expr))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ),
+            Some(Err(why)) => Some(why),
+        };
+        if let Some(what) = left_out {
+            return Err(own_error(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                &format!("COPY into a sharded table on replicated shards leaves out a column whose default every node would compute itself: {what}; list every such column and send its values"),
+                None,
+            ));
+        }
+    }
+    match copy.key_field(&defaults.all_columns) {
+        Some(k) => Ok(k),
+        None => Err(own_error(
+            sqlstate::UNDEFINED_COLUMN,
+            &format!(
+                "table {} has no sharding key column {}",
+                copy.table, copy.key_column
+            ),
+            None,
+        )),
+    }
+}

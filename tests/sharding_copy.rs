@@ -1,0 +1,409 @@
+//! `COPY <sharded table> FROM STDIN`: pgproxy reads each row's key and sends the row to its
+//! shard; all shards commit together or nothing is written. Real PostgreSQL shards (two nodes
+//! each where replication matters), driven by the raw protocol and by psql's `\copy`.
+
+mod common;
+
+use common::psql;
+use common::sharded::ShardedCluster;
+use common::wire::{self, error_fields, Msg, RawConn};
+use pgproxy::shard::{hash_shard, KeyType, KeyValue};
+
+fn shard_of(key: i64) -> usize {
+    hash_shard(KeyType::Bigint, &KeyValue::Int(key), 2) as usize
+}
+
+const SCHEMA: &str = "CREATE TABLE contacts (user_id bigint NOT NULL, name text NOT NULL, \
+                      PRIMARY KEY (user_id, name))";
+
+/// Sends a COPY … FROM STDIN, then `chunks` as CopyData and CopyDone; the answers through
+/// ReadyForQuery (the CopyInResponse included).
+async fn copy(raw: &mut RawConn, sql: &str, chunks: &[&[u8]]) -> Vec<Msg> {
+    raw.send(&wire::query(sql)).await.unwrap();
+    let first = raw.recv().await.expect("an answer to the COPY");
+    if first.tag != b'G' {
+        if first.tag == b'Z' {
+            return vec![first];
+        }
+        let mut rest = raw.through_ready().await;
+        rest.insert(0, first);
+        return rest;
+    }
+    for c in chunks {
+        raw.send(&wire::copy_data(c)).await.unwrap();
+    }
+    raw.send(&wire::copy_done()).await.unwrap();
+    let mut got = raw.through_ready().await;
+    got.insert(0, first);
+    got
+}
+
+fn tag(msgs: &[Msg]) -> Option<String> {
+    msgs.iter()
+        .find(|m| m.tag == b'C')
+        .map(|m| String::from_utf8_lossy(&m.body[..m.body.len() - 1]).to_string())
+}
+
+fn error_code(msgs: &[Msg]) -> Option<String> {
+    msgs.iter()
+        .find(|m| m.tag == b'E')
+        .and_then(|m| error_fields(&m.body).get(&b'C').cloned())
+}
+
+fn status(msgs: &[Msg]) -> u8 {
+    msgs.last()
+        .and_then(|m| m.body.first().copied())
+        .unwrap_or(0)
+}
+
+/// Rows of `contacts` on each shard (every node of a shard agreeing), as "key:name" sorted.
+async fn rows_per_shard(c: &ShardedCluster) -> Vec<Vec<String>> {
+    let mut out = Vec::new();
+    for (s, _) in c.shards.iter().enumerate() {
+        let v = c
+            .shard_scalar(
+                s,
+                "SELECT coalesce(string_agg(user_id || ':' || name, '|' ORDER BY user_id, name), '') FROM contacts",
+            )
+            .await;
+        out.push(if v.is_empty() {
+            Vec::new()
+        } else {
+            v.split('|').map(str::to_string).collect()
+        });
+    }
+    out
+}
+
+/// A cluster of `shards` shards of `nodes` nodes with the contacts table, and a raw client.
+async fn setup(shards: usize, nodes: usize) -> (ShardedCluster, RawConn) {
+    let c = ShardedCluster::start(shards, nodes, "").await;
+    c.client()
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .expect("schema");
+    let raw = RawConn::login_password(c.proxy.port(), "app", "secret", "app").await;
+    (c, raw)
+}
+
+/// Every row is on its key's shard.
+fn assert_placed(per: &[Vec<String>]) {
+    for (s, rows) in per.iter().enumerate() {
+        for r in rows {
+            let key: i64 = r.split(':').next().unwrap().parse().unwrap();
+            assert_eq!(shard_of(key), s, "row {r} on shard {s}");
+        }
+    }
+}
+
+async fn no_prepared_left(c: &ShardedCluster) {
+    for node in c.all_nodes() {
+        let left = node.scalar("SELECT count(*) FROM pg_prepared_xacts").await;
+        assert_eq!(left, "0", "no prepared transaction left behind");
+    }
+}
+
+#[tokio::test]
+async fn copy_into_a_sharded_table_sends_each_row_to_its_shard() {
+    let (c, mut raw) = setup(2, 2).await;
+    let data: String = (1..=40).map(|k| format!("{k}\tname {k}\n")).collect();
+    // Chunks cut mid-row, as a client streaming a file sends them.
+    let bytes = data.as_bytes();
+    let chunks: Vec<&[u8]> = bytes.chunks(37).collect();
+    let got = copy(
+        &mut raw,
+        "COPY contacts (user_id, name) FROM STDIN",
+        &chunks,
+    )
+    .await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 40"), "{got:?}");
+    assert_eq!(status(&got), b'I');
+    let per = rows_per_shard(&c).await;
+    assert_placed(&per);
+    for (s, rows) in per.iter().enumerate() {
+        let want: Vec<String> = (1..=40)
+            .filter(|&k| shard_of(k) == s)
+            .map(|k| format!("{k}:name {k}"))
+            .collect();
+        assert_eq!(rows, &want, "shard {s}");
+    }
+    no_prepared_left(&c).await;
+    // The session goes on: a read by key.
+    let n = raw
+        .simple_query("SELECT count(*) FROM contacts WHERE user_id = 7")
+        .await;
+    assert_eq!(n, vec![vec![Some("1".to_string())]]);
+}
+
+#[tokio::test]
+async fn csv_with_a_header_and_no_column_list_and_escaped_text() {
+    let (c, mut raw) = setup(2, 1).await;
+    let got = copy(
+        &mut raw,
+        "COPY contacts FROM STDIN WITH (FORMAT csv, HEADER true)",
+        &[
+            b"user_id,name\r\n\"3\",\"a,b\"\r\n4,\"multi\nline\"\r\n",
+            b"5,x\r\n",
+        ],
+    )
+    .await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 3"), "{got:?}");
+    let got = copy(
+        &mut raw,
+        "COPY contacts (name, user_id) FROM STDIN",
+        &[b"tab\\there\t\\061\\x30\nplain\t11\n"],
+    )
+    .await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 2"), "{got:?}");
+    let per = rows_per_shard(&c).await;
+    let all: Vec<&String> = per.iter().flatten().collect();
+    assert_eq!(all.len(), 5, "{per:?}");
+    assert_placed(&per);
+    let ten = c
+        .shard_scalar(shard_of(10), "SELECT name FROM contacts WHERE user_id = 10")
+        .await;
+    assert_eq!(ten, "tab\there");
+    let three = c
+        .shard_scalar(shard_of(3), "SELECT name FROM contacts WHERE user_id = 3")
+        .await;
+    assert_eq!(three, "a,b");
+}
+
+#[tokio::test]
+async fn a_bad_row_anywhere_writes_nothing_on_any_shard() {
+    let c = ShardedCluster::start(2, 2, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    client
+        .batch_execute("INSERT INTO contacts (user_id, name) VALUES (8, 'dup')")
+        .await
+        .expect("seed");
+    let mut raw = RawConn::login_password(c.proxy.port(), "app", "secret", "app").await;
+    let sql = "COPY contacts (user_id, name) FROM STDIN";
+    // A duplicate on one shard after rows of both.
+    let got = copy(&mut raw, sql, &[b"1\ta\n2\ta\n3\ta\n8\tdup\n"]).await;
+    assert_eq!(error_code(&got).as_deref(), Some("23505"), "{got:?}");
+    assert_eq!(status(&got), b'I');
+    // A NULL key, a key that is not a bigint.
+    let got = copy(&mut raw, sql, &[b"1\ta\n\\N\tb\n"]).await;
+    assert_eq!(error_code(&got).as_deref(), Some("23502"), "{got:?}");
+    let got = copy(&mut raw, sql, &[b"1\ta\nabc\tb\n"]).await;
+    assert_eq!(error_code(&got).as_deref(), Some("22P02"), "{got:?}");
+    // A row too short: PostgreSQL's own error.
+    let got = copy(&mut raw, sql, &[b"1\ta\n2\n"]).await;
+    assert_eq!(error_code(&got).as_deref(), Some("22P04"), "{got:?}");
+    // The client gives up: CopyFail.
+    raw.send(&wire::query(sql)).await.unwrap();
+    assert_eq!(raw.recv().await.expect("G").tag, b'G');
+    raw.send(&wire::copy_data(b"1\ta\n2\ta\n")).await.unwrap();
+    let mut fail = vec![b'f'];
+    let msg = b"client gave up\0";
+    fail.extend(((4 + msg.len()) as i32).to_be_bytes());
+    fail.extend(msg);
+    raw.send(&fail).await.unwrap();
+    let got = raw.through_ready().await;
+    assert_eq!(error_code(&got).as_deref(), Some("57014"), "{got:?}");
+    let per = rows_per_shard(&c).await;
+    assert_eq!(
+        per.iter().flatten().count(),
+        1,
+        "only the seed row: {per:?}"
+    );
+    no_prepared_left(&c).await;
+    let n = raw.simple_query("SELECT 1").await;
+    assert_eq!(n, vec![vec![Some("1".to_string())]]);
+}
+
+#[tokio::test]
+async fn copy_inside_a_transaction_joins_it() {
+    let (c, mut raw) = setup(2, 2).await;
+    let sql = "COPY contacts (user_id, name) FROM STDIN";
+    let data = b"1\ta\n2\ta\n3\ta\n4\ta\n";
+    raw.simple_query("BEGIN").await;
+    let got = copy(&mut raw, sql, &[data]).await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 4"), "{got:?}");
+    assert_eq!(status(&got), b'T');
+    raw.simple_query("ROLLBACK").await;
+    assert_eq!(rows_per_shard(&c).await.iter().flatten().count(), 0);
+    raw.simple_query("BEGIN").await;
+    raw.simple_query("INSERT INTO contacts (user_id, name) VALUES (9, 'before')")
+        .await;
+    let got = copy(&mut raw, sql, &[data]).await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 4"), "{got:?}");
+    raw.simple_query("COMMIT").await;
+    assert_eq!(rows_per_shard(&c).await.iter().flatten().count(), 5);
+    // An error inside the transaction aborts it, as in PostgreSQL.
+    raw.simple_query("BEGIN").await;
+    let got = copy(&mut raw, sql, &[b"20\tx\n\\N\ty\n"]).await;
+    assert_eq!(error_code(&got).as_deref(), Some("23502"), "{got:?}");
+    assert_eq!(status(&got), b'E');
+    raw.send(&wire::query("SELECT 1")).await.unwrap();
+    let got = raw.through_ready().await;
+    assert_eq!(error_code(&got).as_deref(), Some("25P02"), "{got:?}");
+    raw.simple_query("ROLLBACK").await;
+    assert_eq!(rows_per_shard(&c).await.iter().flatten().count(), 5);
+    no_prepared_left(&c).await;
+}
+
+#[tokio::test]
+async fn psql_copy_loads_a_file_into_a_sharded_table() {
+    let c = ShardedCluster::start(2, 2, "").await;
+    c.client()
+        .await
+        .batch_execute(SCHEMA)
+        .await
+        .expect("schema");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("contacts.csv");
+    let data: String = (1..=500).map(|k| format!("{k},person {k}\n")).collect();
+    std::fs::write(&file, data).expect("write");
+    let out = psql(
+        c.proxy.port(),
+        "app",
+        "secret",
+        "app",
+        &format!(
+            "\\copy contacts (user_id, name) FROM '{}' WITH (FORMAT csv)",
+            file.display()
+        ),
+    )
+    .await;
+    assert!(out.status.success(), "psql: {}", out.stderr);
+    assert!(out.stdout.contains("COPY 500"), "{}", out.stdout);
+    let per = rows_per_shard(&c).await;
+    assert_eq!(per.iter().flatten().count(), 500);
+    assert!(
+        per.iter().all(|rows| !rows.is_empty()),
+        "both shards got rows"
+    );
+    assert_placed(&per);
+}
+
+#[tokio::test]
+async fn copy_leaving_out_a_serial_column_on_replicated_shards_is_refused() {
+    let c = ShardedCluster::start(2, 2, "").await;
+    c.client()
+        .await
+        .batch_execute("CREATE TABLE notes (id serial, user_id bigint NOT NULL, body text)")
+        .await
+        .expect("schema");
+    let mut raw = RawConn::login_password(c.proxy.port(), "app", "secret", "app").await;
+    let got = copy(
+        &mut raw,
+        "COPY notes (user_id, body) FROM STDIN",
+        &[b"1\ta\n2\tb\n"],
+    )
+    .await;
+    assert_eq!(error_code(&got).as_deref(), Some("0A000"), "{got:?}");
+    assert_eq!(status(&got), b'I');
+    // Listing the column: accepted.
+    let got = copy(
+        &mut raw,
+        "COPY notes (id, user_id, body) FROM STDIN",
+        &[b"1\t1\ta\n2\t2\tb\n"],
+    )
+    .await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 2"), "{got:?}");
+}
+
+#[tokio::test]
+async fn copy_in_the_extended_protocol_is_refused_cleanly() {
+    let c = ShardedCluster::start(2, 1, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    let sink = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        client.copy_in::<_, bytes::Bytes>("COPY contacts (user_id, name) FROM STDIN"),
+    )
+    .await
+    .expect("an answer, not a hang");
+    let err = match sink {
+        Ok(_) => panic!("COPY in the extended protocol was accepted"),
+        Err(e) => e,
+    };
+    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err:?}");
+    // tokio-postgres itself cannot go on after a failed copy_in (its CopyFail + Sync get a
+    // ReadyForQuery it takes for the next query's answer; the same against PostgreSQL, e.g.
+    // for a COPY into a table without INSERT privilege). The raw protocol shows pgproxy
+    // answers as PostgreSQL does: the error, then ReadyForQuery at each Sync.
+    let mut raw = RawConn::login_password(c.proxy.port(), "app", "secret", "app").await;
+    let mut m = Vec::new();
+    m.extend(wire::parse(
+        "s0",
+        "COPY contacts (user_id, name) FROM STDIN",
+    ));
+    m.extend(wire::describe(b'S', "s0"));
+    m.extend(wire::sync());
+    raw.send(&m).await.unwrap();
+    let tags: Vec<u8> = raw.through_ready().await.iter().map(|m| m.tag).collect();
+    assert_eq!(
+        tags, b"1tnZ",
+        "Parse and Describe of the COPY as PostgreSQL answers them"
+    );
+    let mut m = Vec::new();
+    m.extend(wire::bind("", "s0", &[]));
+    m.extend(wire::execute("", 0));
+    m.extend(wire::sync());
+    raw.send(&m).await.unwrap();
+    let got = raw.through_ready().await;
+    assert_eq!(error_code(&got).as_deref(), Some("0A000"), "{got:?}");
+    assert_eq!(status(&got), b'I');
+    let mut fail = vec![b'f'];
+    fail.extend(5i32.to_be_bytes());
+    fail.push(0);
+    fail.extend(wire::sync());
+    raw.send(&fail).await.unwrap();
+    let tags: Vec<u8> = raw.through_ready().await.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"Z", "a stray CopyFail is ignored, the Sync answered");
+    let n = raw.simple_query("SELECT 1").await;
+    assert_eq!(n, vec![vec![Some("1".to_string())]]);
+}
+
+/// Binary COPY data: header, one tuple per (key, name) with the key as int8, trailer.
+fn binary_data(rows: &[(i64, &str)]) -> Vec<u8> {
+    let mut d = b"PGCOPY\n\xff\r\n\0".to_vec();
+    d.extend(0i32.to_be_bytes());
+    d.extend(0i32.to_be_bytes());
+    for (k, name) in rows {
+        d.extend(2i16.to_be_bytes());
+        d.extend(8i32.to_be_bytes());
+        d.extend(k.to_be_bytes());
+        d.extend((name.len() as i32).to_be_bytes());
+        d.extend(name.as_bytes());
+    }
+    d.extend((-1i16).to_be_bytes());
+    d
+}
+
+#[tokio::test]
+async fn binary_copy_sends_each_tuple_to_its_shard() {
+    let (c, mut raw) = setup(2, 2).await;
+    let rows: Vec<(i64, String)> = (1..=30).map(|k| (k, format!("bin {k}"))).collect();
+    let refs: Vec<(i64, &str)> = rows.iter().map(|(k, n)| (*k, n.as_str())).collect();
+    let data = binary_data(&refs);
+    // Chunks of 7 bytes: the header and every tuple cut across messages.
+    let chunks: Vec<&[u8]> = data.chunks(7).collect();
+    let sql = "COPY contacts (user_id, name) FROM STDIN WITH (FORMAT binary)";
+    let got = copy(&mut raw, sql, &chunks).await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 30"), "{got:?}");
+    let per = rows_per_shard(&c).await;
+    assert_eq!(per.iter().flatten().count(), 30);
+    assert!(
+        per.iter().all(|rows| !rows.is_empty()),
+        "both shards got rows"
+    );
+    assert_placed(&per);
+    for r in per.iter().flatten() {
+        let key = r.split(':').next().unwrap_or_default();
+        assert_eq!(r, &format!("{key}:bin {key}"));
+    }
+    // A duplicate on one shard: nothing written. Data that is no binary COPY file: 22P04.
+    let dup = binary_data(&[(40, "x"), (41, "x"), (1, "bin 1")]);
+    let got = copy(&mut raw, sql, &[&dup]).await;
+    assert_eq!(error_code(&got).as_deref(), Some("23505"), "{got:?}");
+    let got = copy(&mut raw, sql, &[b"1\tnot binary\n"]).await;
+    assert_eq!(error_code(&got).as_deref(), Some("22P04"), "{got:?}");
+    assert_eq!(rows_per_shard(&c).await.iter().flatten().count(), 30);
+    no_prepared_left(&c).await;
+}
