@@ -407,3 +407,105 @@ async fn binary_copy_sends_each_tuple_to_its_shard() {
     assert_eq!(rows_per_shard(&c).await.iter().flatten().count(), 30);
     no_prepared_left(&c).await;
 }
+
+/// A COPY … TO STDOUT: the CopyData bodies concatenated, and the answers.
+async fn copy_out(raw: &mut RawConn, sql: &str) -> (Vec<u8>, Vec<Msg>) {
+    raw.send(&wire::query(sql)).await.unwrap();
+    let got = raw.through_ready().await;
+    let data = got
+        .iter()
+        .filter(|m| m.tag == b'd')
+        .flat_map(|m| m.body.clone())
+        .collect();
+    (data, got)
+}
+
+#[tokio::test]
+async fn copy_out_of_a_sharded_table_puts_every_shard_together() {
+    let (c, mut raw) = setup(2, 2).await;
+    let data: String = (1..=40).map(|k| format!("{k}\tname {k}\n")).collect();
+    let got = copy(&mut raw, "COPY contacts FROM STDIN", &[data.as_bytes()]).await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 40"), "{got:?}");
+    // Text: every row once, in some order; one CopyOutResponse, one COPY 40.
+    let (out, got) = copy_out(&mut raw, "COPY contacts TO STDOUT").await;
+    assert_eq!(got.iter().filter(|m| m.tag == b'H').count(), 1, "{got:?}");
+    assert_eq!(tag(&got).as_deref(), Some("COPY 40"));
+    assert_eq!(status(&got), b'I');
+    let mut lines: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
+    lines.sort();
+    let mut want: Vec<String> = (1..=40).map(|k| format!("{k}\tname {k}")).collect();
+    want.sort();
+    assert_eq!(lines, want);
+    // CSV with a header: the header line once, first.
+    let (out, got) = copy_out(
+        &mut raw,
+        "COPY contacts (name, user_id) TO STDOUT WITH (FORMAT csv, HEADER)",
+    )
+    .await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 40"));
+    let text = String::from_utf8(out).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 41);
+    assert_eq!(lines[0], "name,user_id");
+    assert!(!lines[1..].contains(&"name,user_id"));
+    // Binary: one file header, 40 tuples, one trailer; what a plain PostgreSQL would send for
+    // the same rows, up to the order of the tuples.
+    let (out, got) = copy_out(&mut raw, "COPY contacts TO STDOUT (FORMAT binary)").await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 40"));
+    assert_eq!(&out[..11], b"PGCOPY\n\xff\r\n\0");
+    assert_eq!(&out[out.len() - 2..], &[0xff, 0xff]);
+    let mut pos = 19;
+    let mut tuples = 0;
+    while pos < out.len() - 2 {
+        let n = i16::from_be_bytes([out[pos], out[pos + 1]]);
+        assert_eq!(n, 2, "tuple {tuples} at {pos}");
+        pos += 2;
+        for _ in 0..n {
+            let len = i32::from_be_bytes(out[pos..pos + 4].try_into().unwrap());
+            pos += 4 + len.max(0) as usize;
+        }
+        tuples += 1;
+    }
+    assert_eq!((tuples, pos), (40, out.len() - 2));
+    // psql's \copy to a file.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("out.csv");
+    let out = psql(
+        c.proxy.port(),
+        "app",
+        "secret",
+        "app",
+        &format!("\\copy contacts TO '{}' WITH (FORMAT csv)", file.display()),
+    )
+    .await;
+    assert!(out.status.success(), "psql: {}", out.stderr);
+    let written = std::fs::read_to_string(&file).expect("file");
+    assert_eq!(written.lines().count(), 40);
+    // In a transaction: before a write, yes; after one, refused (its rows would be missing).
+    raw.simple_query("BEGIN").await;
+    let (_, got) = copy_out(&mut raw, "COPY contacts TO STDOUT").await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 40"), "{got:?}");
+    raw.simple_query("INSERT INTO contacts (user_id, name) VALUES (99, 'x')")
+        .await;
+    let (_, got) = copy_out(&mut raw, "COPY contacts TO STDOUT").await;
+    assert_eq!(error_code(&got).as_deref(), Some("0A000"), "{got:?}");
+    raw.simple_query("ROLLBACK").await;
+    // A shard without rows: its binary header and trailer alone are left out.
+    let on_first: Vec<i64> = (1..=40).filter(|&k| shard_of(k) == 0).collect();
+    for k in &on_first {
+        raw.simple_query(&format!("DELETE FROM contacts WHERE user_id = {k}"))
+            .await;
+    }
+    let (out, got) = copy_out(&mut raw, "COPY contacts TO STDOUT (FORMAT binary)").await;
+    let left = 40 - on_first.len();
+    assert_eq!(tag(&got), Some(format!("COPY {left}")));
+    let mut reference = copy_out(
+        &mut raw,
+        "/* pgproxy: shard=s1 */ COPY contacts TO STDOUT (FORMAT binary)",
+    )
+    .await
+    .0;
+    assert_eq!(out.len(), reference.len());
+    reference.truncate(19);
+    assert_eq!(&out[..19], &reference[..], "one file header");
+}

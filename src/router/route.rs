@@ -18,7 +18,7 @@ mod scope;
 mod split;
 mod statement;
 
-pub use copy_in::{copy_into, CopyInto};
+pub use copy_in::{copy_into, copy_out_shape, CopyInto, CopyOutShape};
 pub use explain::explain;
 pub use merge::{Agg, MergeKind, MergeSpec, SortKey};
 pub use split::{Split, SplitPart};
@@ -79,6 +79,9 @@ pub enum Target {
     /// `COPY <sharded table> FROM STDIN`: every shard; pgproxy reads each row's key and sends
     /// the row to its shard (`copy_in.rs`, `session/shard_copy.rs`).
     CopyIn,
+    /// `COPY <sharded table> TO STDOUT`: every shard, the outputs concatenated
+    /// (`session/shard_copy_out.rs`).
+    CopyOut,
     /// Cannot be run correctly: 0A000 with this explanation.
     Refuse(String),
 }
@@ -148,6 +151,8 @@ pub struct Route {
     pub keyless: bool,
     /// `COPY <sharded table> FROM STDIN`: each row goes to its key's shard.
     pub copy_in: bool,
+    /// `COPY <sharded table> TO STDOUT`: every shard's rows, one after the other.
+    pub copy_out: bool,
     /// Why.
     pub why: String,
 }
@@ -262,6 +267,7 @@ impl RoutePlan {
                 write: self.statements.iter().any(|s| s.write),
                 keyless: false,
                 copy_in: false,
+                copy_out: false,
                 why: format!("hint: {}", h.describe(map)),
             });
         }
@@ -280,6 +286,7 @@ impl RoutePlan {
             write: false,
             keyless: false,
             copy_in: false,
+            copy_out: false,
             why: "no statement".into(),
         }))
     }
@@ -306,6 +313,7 @@ fn combine(a: Route, b: Route, n: usize) -> Result<Route, RouteError> {
         write: a.write || b.write,
         keyless: a.keyless || b.keyless,
         copy_in: a.copy_in || b.copy_in,
+        copy_out: a.copy_out || b.copy_out,
         why: format!("{}; {}", a.why, b.why),
     })
 }
@@ -404,6 +412,7 @@ fn resolve_one<'p>(
         write: st.write,
         keyless: false,
         copy_in: false,
+        copy_out: false,
         why,
     };
     // The session's shard key stands in for what the statement does not pin itself.
@@ -476,6 +485,16 @@ fn resolve_one<'p>(
             Ok(route(Shards::Some(vec![one.unwrap_or(0)]), st.why.clone()))
         }
         Target::Fanout => fanout(st, map, all(map), session_shard()?),
+        Target::CopyOut => Ok(Route {
+            shards: Shards::Some(all(map)),
+            merge: None,
+            split: None,
+            write: false,
+            keyless: false,
+            copy_in: false,
+            copy_out: true,
+            why: st.why.clone(),
+        }),
         Target::CopyIn => Ok(Route {
             shards: Shards::Some(all(map)),
             merge: None,
@@ -483,6 +502,7 @@ fn resolve_one<'p>(
             write: true,
             keyless: all(map).len() > 1,
             copy_in: true,
+            copy_out: false,
             why: st.why.clone(),
         }),
         Target::Rows(rows) => split::split_rows(st, rows, map, params),
@@ -518,6 +538,7 @@ fn fanout(
             write: st.write,
             keyless: false,
             copy_in: false,
+            copy_out: false,
             why: "SET pgproxy.shard_key".into(),
         });
     }
@@ -529,6 +550,7 @@ fn fanout(
             write: st.write,
             keyless: false,
             copy_in: false,
+            copy_out: false,
             why: st.why.clone(),
         });
     }
@@ -547,6 +569,7 @@ fn fanout(
             write: true,
             keyless: true,
             copy_in: false,
+            copy_out: false,
             why: format!("{} (no key: every shard)", st.why),
         });
     }
@@ -558,6 +581,7 @@ fn fanout(
             write: false,
             keyless: false,
             copy_in: false,
+            copy_out: false,
             why: format!(
                 "{} (no single shard: runs on {} shards, results merged)",
                 st.why,

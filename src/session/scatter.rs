@@ -57,8 +57,8 @@ pub(super) struct Request {
 type Out<'a> = (usize, &'a [Option<u32>]);
 
 /// One shard's connection while it answers.
-struct Part {
-    conn: Option<Pooled>,
+pub(super) struct Part {
+    pub(super) conn: Option<Pooled>,
     /// CommandComplete (or an error) was read: only ReadyForQuery remains.
     finished: bool,
     /// ParseComplete (1) and BindComplete (2) were read.
@@ -177,7 +177,7 @@ impl Part {
     }
 
     /// Reads to ReadyForQuery and gives the connection back (dropped if it broke).
-    async fn finish(mut self) {
+    pub(super) async fn finish(mut self) {
         let Some(mut conn) = self.conn.take() else {
             return;
         };
@@ -342,7 +342,7 @@ impl Session {
     }
 
     /// A connection to one node of each shard (by weight), with the session's settings.
-    async fn scatter_connect(
+    pub(super) async fn scatter_connect(
         &mut self,
         shards: &[usize],
     ) -> Result<Vec<Part>, crate::pool::PoolError> {

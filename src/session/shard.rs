@@ -202,6 +202,13 @@ impl Session {
             }
             return self.scatter_read(spec, &shards).await.map(Some);
         }
+        if r.copy_out && shards.len() > 1 {
+            let sql = first_query_text(frames).unwrap_or_default();
+            return self
+                .copy_out_of_shards(&shards, &sql, simple)
+                .await
+                .map(Some);
+        }
         if r.copy_in && shards.len() > 1 {
             let sql = first_query_text(frames).unwrap_or_default();
             return self.start_shard_copy(&shards, &sql, simple).await.map(Some);
@@ -640,6 +647,7 @@ impl Session {
                 write: false,
                 keyless: false,
                 copy_in: false,
+                copy_out: false,
                 why: String::new(),
             }),
             executes,
@@ -802,6 +810,7 @@ fn cursor_portal_route(st: &ShardState, name: &str) -> Option<Route> {
         write: false,
         keyless: false,
         copy_in: false,
+        copy_out: false,
         why: "the cursor's shard".into(),
     })
 }
@@ -980,6 +989,7 @@ fn combine(a: Option<Route>, b: Route) -> Result<Route, RouteError> {
         write: a.write || b.write,
         keyless: a.keyless || b.keyless,
         copy_in: a.copy_in || b.copy_in,
+        copy_out: a.copy_out || b.copy_out,
         why: a.why,
     })
 }

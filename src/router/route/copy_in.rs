@@ -68,12 +68,7 @@ pub fn copy_into(sql: &str, map: &ShardMap) -> Option<Result<CopyInto, String>> 
             "COPY into sharded table {table_name} from a file or program on the server: pgproxy routes rows by key only for COPY … FROM STDIN (psql's \\copy sends that)"
         )));
     }
-    let binary = options
-        .iter()
-        .any(|o| matches!(o, CopyOption::Format(f) if f.value.eq_ignore_ascii_case("binary")))
-        || legacy_options
-            .iter()
-            .any(|o| matches!(o, CopyLegacyOption::Binary));
+    let binary = is_binary(options, legacy_options);
     let format = match copy_format(options, legacy_options) {
         Ok(f) => f,
         Err(_) if binary => CopyFormat::text(),
@@ -112,4 +107,53 @@ pub(crate) fn parse_copy(sql: &str) -> Option<Vec<Statement>> {
     let text = text.strip_suffix(';').unwrap_or(text);
     let stmts = Parser::parse_sql(&PostgreSqlDialect {}, &format!("{text};")).ok()?;
     (stmts.len() == 1 && matches!(stmts[0], Statement::Copy { .. })).then_some(stmts)
+}
+
+/// What a `COPY <table> TO STDOUT` sends, as far as concatenating shards' outputs goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CopyOutShape {
+    /// Binary format (each shard's output has a file header and a trailer).
+    pub binary: bool,
+    /// Text or CSV with HEADER: each shard's output starts with a header line.
+    pub header: bool,
+}
+
+/// The shape of a single `COPY <table> [(columns)] TO STDOUT`; Err: why pgproxy cannot put
+/// the shards' outputs together.
+pub fn copy_out_shape(sql: &str) -> Result<CopyOutShape, String> {
+    let stmts = parse_copy(sql).ok_or("pgproxy could not read this COPY")?;
+    let [Statement::Copy {
+        source: CopySource::Table { .. },
+        to: true,
+        target,
+        options,
+        legacy_options,
+        ..
+    }] = stmts.as_slice()
+    else {
+        return Err("not a COPY of a table TO STDOUT".into());
+    };
+    if !matches!(target, CopyTarget::Stdout) {
+        return Err("COPY TO a file or program on the server".into());
+    }
+    let binary = is_binary(options, legacy_options);
+    if binary {
+        return Ok(CopyOutShape {
+            binary,
+            header: false,
+        });
+    }
+    let format = copy_format(options, legacy_options)?;
+    Ok(CopyOutShape {
+        binary: false,
+        header: format.header,
+    })
+}
+
+/// The options ask for the binary format.
+fn is_binary(options: &[CopyOption], legacy: &[CopyLegacyOption]) -> bool {
+    options
+        .iter()
+        .any(|o| matches!(o, CopyOption::Format(f) if f.value.eq_ignore_ascii_case("binary")))
+        || legacy.iter().any(|o| matches!(o, CopyLegacyOption::Binary))
 }

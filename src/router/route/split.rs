@@ -71,6 +71,7 @@ pub(super) fn split_rows<'p>(
         merge: None,
         keyless: split.is_some(),
         copy_in: false,
+        copy_out: false,
         split,
         write: true,
         why: st.why.clone(),

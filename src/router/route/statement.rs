@@ -774,19 +774,23 @@ fn plan_copy(source: &CopySource, to: bool, map: &ShardMap) -> StmtPlan {
             let (s, t) = split_name(table_name);
             let sharded = map.key_column(s.as_deref(), &t).is_some();
             match (sharded, to) {
-                (false, true) => StmtPlan::simple(Target::Any, false, "COPY from a shared table: one shard"),
-                (false, false) => StmtPlan::simple(Target::All, true, "COPY into a shared table: every node of every shard"),
+                (false, true) => {
+                    StmtPlan::simple(Target::Any, false, "COPY from a shared table: one shard")
+                }
+                (false, false) => StmtPlan::simple(
+                    Target::All,
+                    true,
+                    "COPY into a shared table: every node of every shard",
+                ),
                 (true, false) => StmtPlan::simple(
                     Target::CopyIn,
                     true,
                     "COPY into a sharded table: each row to its key's shard",
                 ),
                 (true, true) => StmtPlan::simple(
-                    Target::Refuse(format!(
-                        "COPY of sharded table {table_name} TO is not supported yet: use COPY (SELECT … WHERE key = …) TO, or one COPY per shard with a /* pgproxy: shard=… */ hint"
-                    )),
+                    Target::CopyOut,
                     false,
-                    "COPY",
+                    "COPY out of a sharded table: every shard's rows, one shard after the other",
                 ),
             }
         }

@@ -64,6 +64,9 @@ fn check(m: &ShardMap, sql: &str, params: &[Option<&str>], want: &str) {
             r.shards == Shards::Some(vec![0, 1, 2]) && r.merge.is_some()
         }
         (None, Ok(r)) if want == "split" => r.split.is_some(),
+        (None, Ok(r)) if want == "copy_out" => {
+            r.shards == Shards::Some(vec![0, 1, 2]) && r.copy_out && !r.write
+        }
         (None, Ok(r)) if want == "copy_in" => {
             r.shards == Shards::Some(vec![0, 1, 2]) && r.copy_in && r.keyless
         }
@@ -403,7 +406,8 @@ const CASES: &[(&str, &str)] = &[
     // `public` for the table, a shared one, and sent the rows to every shard).
     ("COPY public.contacts FROM STDIN WITH (HEADER MATCH)", "refuse:could not read"),
     ("COPY public.contacts (user_id) TO STDOUT WITH (NEW_OPTION)", "refuse:COPY (SELECT"),
-    ("COPY contacts TO STDOUT", "refuse:COPY"),
+    ("COPY contacts TO STDOUT", "copy_out"),
+    ("COPY public.contacts (user_id, name) TO STDOUT WITH (FORMAT csv, HEADER)", "copy_out"),
     ("COPY countries TO STDOUT", "any"),
     ("COPY countries FROM STDIN", "all"),
     ("COPY countries (code, name) FROM STDIN WITH (FORMAT csv)", "all"),

@@ -667,6 +667,12 @@ async function tShCopy() {
       placed += r.rows.length
     }
     assert.equal(placed, SH_USERS, 'every copied row on one shard')
+    // COPY TO of the whole table: every shard's rows put together
+    const chunks = []
+    await pipeline(c.query(copyTo(`COPY ${SH} (user_id, id) TO STDOUT`)), new Writable({ write(ch, _e, cb) { chunks.push(ch); cb() } }))
+    const mine = Buffer.concat(chunks).toString().split('\n').filter((l) => l).map((l) => l.split('\t').map(Number))
+      .filter(([u, i]) => u >= SH_LO && u <= SH_HI && i === 4)
+    assert.equal(mine.length, SH_USERS, 'COPY TO: every copied row once')
     // a duplicate on one shard: nothing of that COPY is written on any shard
     await assert.rejects(
       pipeline(Readable.from([`5\t${SH_LO}\tnew\t0\n`, `5\t${SH_HI}\tnew\t0\n`, `4\t${SH_HI}\tdup\t0\n`]), c.query(copyFrom(copy))),
@@ -709,7 +715,7 @@ async function main() {
       await check('sharded table: reads, UPDATE, DELETE by key (named statements)', tShByKey)
       await check('sharded table: transactions on one user and on two shards (2PC)', tShTx)
       await check('sharded table: keyless reads merged, hints, refusals (0A000)', tShMerged)
-      await check('sharded table: COPY FROM STDIN, rows to their shards (pg-copy-streams)', tShCopy)
+      await check('sharded table: COPY FROM STDIN rows to their shards, COPY TO of every shard (pg-copy-streams)', tShCopy)
     }
     await check('sharded table: cleanup', tShCleanup)
   }
