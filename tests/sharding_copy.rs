@@ -97,6 +97,18 @@ fn assert_placed(per: &[Vec<String>]) {
     }
 }
 
+/// `n` rows in all, on both shards, each on its key's shard; the rows per shard.
+async fn assert_spread(c: &ShardedCluster, n: usize) -> Vec<Vec<String>> {
+    let per = rows_per_shard(c).await;
+    assert_eq!(per.iter().flatten().count(), n);
+    assert!(
+        per.iter().all(|rows| !rows.is_empty()),
+        "both shards got rows"
+    );
+    assert_placed(&per);
+    per
+}
+
 async fn no_prepared_left(c: &ShardedCluster) {
     for node in c.all_nodes() {
         let left = node.scalar("SELECT count(*) FROM pg_prepared_xacts").await;
@@ -271,13 +283,7 @@ async fn psql_copy_loads_a_file_into_a_sharded_table() {
     .await;
     assert!(out.status.success(), "psql: {}", out.stderr);
     assert!(out.stdout.contains("COPY 500"), "{}", out.stdout);
-    let per = rows_per_shard(&c).await;
-    assert_eq!(per.iter().flatten().count(), 500);
-    assert!(
-        per.iter().all(|rows| !rows.is_empty()),
-        "both shards got rows"
-    );
-    assert_placed(&per);
+    assert_spread(&c, 500).await;
 }
 
 #[tokio::test]
@@ -308,56 +314,82 @@ async fn copy_leaving_out_a_serial_column_on_replicated_shards_is_refused() {
 }
 
 #[tokio::test]
-async fn copy_in_the_extended_protocol_is_refused_cleanly() {
-    let c = ShardedCluster::start(2, 1, "").await;
+async fn copy_in_the_extended_protocol_tokio_postgres() {
+    use futures_util::SinkExt;
+    let (c, mut raw) = setup(2, 2).await;
     let client = c.client().await;
-    client.batch_execute(SCHEMA).await.expect("schema");
-    let sink = tokio::time::timeout(
-        std::time::Duration::from_secs(20),
-        client.copy_in::<_, bytes::Bytes>("COPY contacts (user_id, name) FROM STDIN"),
-    )
-    .await
-    .expect("an answer, not a hang");
-    let err = match sink {
-        Ok(_) => panic!("COPY in the extended protocol was accepted"),
-        Err(e) => e,
-    };
-    assert_eq!(err.code().map(|c| c.code()), Some("0A000"), "{err:?}");
-    // tokio-postgres itself cannot go on after a failed copy_in (its CopyFail + Sync get a
-    // ReadyForQuery it takes for the next query's answer; the same against PostgreSQL, e.g.
-    // for a COPY into a table without INSERT privilege). The raw protocol shows pgproxy
-    // answers as PostgreSQL does: the error, then ReadyForQuery at each Sync.
-    let mut raw = RawConn::login_password(c.proxy.port(), "app", "secret", "app").await;
+    // tokio-postgres' copy_in: Parse/Describe/Sync, then Bind/Execute/Sync, the data,
+    // CopyDone/Sync.
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY contacts (user_id, name) FROM STDIN")
+        .await
+        .expect("copy_in");
+    futures_util::pin_mut!(sink);
+    for k in 1..=30 {
+        sink.send(bytes::Bytes::from(format!("{k}\tvia copy_in\n")))
+            .await
+            .expect("send");
+    }
+    assert_eq!(sink.finish().await.expect("finish"), 30);
+    assert_spread(&c, 30).await;
+    // An error (a duplicate on one shard): nothing written, the client goes on.
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY contacts (user_id, name) FROM STDIN")
+        .await
+        .expect("copy_in");
+    futures_util::pin_mut!(sink);
+    sink.send(bytes::Bytes::from_static(b"31\tnew\n5\tvia copy_in\n"))
+        .await
+        .expect("send");
+    let err = sink.finish().await.expect_err("duplicate");
+    assert_eq!(err.code().map(|c| c.code()), Some("23505"), "{err:?}");
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM contacts WHERE user_id = 31", &[])
+        .await
+        .expect("session goes on")
+        .get(0);
+    assert_eq!(n, 0);
+    // The same by hand: what PostgreSQL answers at each step.
     let mut m = Vec::new();
-    m.extend(wire::parse(
-        "s0",
-        "COPY contacts (user_id, name) FROM STDIN",
-    ));
-    m.extend(wire::describe(b'S', "s0"));
+    m.extend(wire::parse("", "COPY contacts (user_id, name) FROM STDIN"));
+    m.extend(wire::bind("", "", &[]));
+    m.extend(wire::describe(b'P', ""));
+    m.extend(wire::execute("", 0));
     m.extend(wire::sync());
     raw.send(&m).await.unwrap();
-    let tags: Vec<u8> = raw.through_ready().await.iter().map(|m| m.tag).collect();
+    let mut tags = Vec::new();
+    for _ in 0..4 {
+        tags.push(raw.recv().await.expect("answer").tag);
+    }
     assert_eq!(
-        tags, b"1tnZ",
-        "Parse and Describe of the COPY as PostgreSQL answers them"
+        tags, b"12nG",
+        "ParseComplete, BindComplete, NoData, CopyInResponse"
     );
+    raw.send(&wire::copy_data(b"40\tby hand\n41\tby hand\n"))
+        .await
+        .unwrap();
+    raw.send(&wire::copy_done()).await.unwrap();
+    raw.send(&wire::sync()).await.unwrap();
+    let got = raw.through_ready().await;
+    let tags: Vec<u8> = got.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"CZ", "{got:?}");
+    assert_eq!(tag(&got).as_deref(), Some("COPY 2"));
+    assert_eq!(status(&got), b'I');
+    // A COPY the nodes refuse (no such column): PostgreSQL's error at the Execute.
     let mut m = Vec::new();
-    m.extend(wire::bind("", "s0", &[]));
+    m.extend(wire::parse(
+        "",
+        "COPY contacts (user_id, nosuch) FROM STDIN",
+    ));
+    m.extend(wire::bind("", "", &[]));
     m.extend(wire::execute("", 0));
     m.extend(wire::sync());
     raw.send(&m).await.unwrap();
     let got = raw.through_ready().await;
-    assert_eq!(error_code(&got).as_deref(), Some("0A000"), "{got:?}");
-    assert_eq!(status(&got), b'I');
-    let mut fail = vec![b'f'];
-    fail.extend(5i32.to_be_bytes());
-    fail.push(0);
-    fail.extend(wire::sync());
-    raw.send(&fail).await.unwrap();
-    let tags: Vec<u8> = raw.through_ready().await.iter().map(|m| m.tag).collect();
-    assert_eq!(tags, b"Z", "a stray CopyFail is ignored, the Sync answered");
-    let n = raw.simple_query("SELECT 1").await;
-    assert_eq!(n, vec![vec![Some("1".to_string())]]);
+    let tags: Vec<u8> = got.iter().map(|m| m.tag).collect();
+    assert_eq!(tags, b"12EZ", "{got:?}");
+    assert_eq!(error_code(&got).as_deref(), Some("42703"));
+    no_prepared_left(&c).await;
 }
 
 /// Binary COPY data: header, one tuple per (key, name) with the key as int8, trailer.
@@ -387,13 +419,7 @@ async fn binary_copy_sends_each_tuple_to_its_shard() {
     let sql = "COPY contacts (user_id, name) FROM STDIN WITH (FORMAT binary)";
     let got = copy(&mut raw, sql, &chunks).await;
     assert_eq!(tag(&got).as_deref(), Some("COPY 30"), "{got:?}");
-    let per = rows_per_shard(&c).await;
-    assert_eq!(per.iter().flatten().count(), 30);
-    assert!(
-        per.iter().all(|rows| !rows.is_empty()),
-        "both shards got rows"
-    );
-    assert_placed(&per);
+    let per = assert_spread(&c, 30).await;
     for r in per.iter().flatten() {
         let key = r.split(':').next().unwrap_or_default();
         assert_eq!(r, &format!("{key}:bin {key}"));

@@ -210,8 +210,10 @@ impl Session {
                 .map(Some);
         }
         if r.copy_in && shards.len() > 1 {
-            let sql = first_query_text(frames).unwrap_or_default();
-            return self.start_shard_copy(&shards, &sql, simple).await.map(Some);
+            return self
+                .start_shard_copy(&r, &shards, frames, simple)
+                .await
+                .map(Some);
         }
         if r.split.is_some() || r.keyless {
             if unit.executes != 1 {
@@ -875,7 +877,7 @@ fn binary_int_text(oid: u32, format: i16, v: &[u8]) -> Option<String> {
 }
 
 /// The text of a unit's first message when it is a Query.
-fn first_query_text(frames: &[u8]) -> Option<String> {
+pub(super) fn first_query_text(frames: &[u8]) -> Option<String> {
     if frames.first() != Some(&fe::QUERY) {
         return None;
     }

@@ -13,6 +13,8 @@
 //! before anything runs: list it and send its values.
 
 use super::keyless::{add_tags, read_answer, Answer, Participant};
+use super::keyless_request::{Request, Unfit};
+use super::keyless_split::parameter_description;
 use super::relay::Session;
 use super::replica::{Plan, Step};
 use super::SessionError;
@@ -23,7 +25,7 @@ use crate::protocol::sqlstate;
 use crate::router::determinism::{
     field_of, plan_copy, BinaryCutter, CopyFormat, CutRow, RowCutter, COPY_BINARY_TRAILER,
 };
-use crate::router::route::{copy_into, CopyInto};
+use crate::router::route::{copy_into, CopyInto, Route};
 use crate::shard::{KeyType, KeyValue, ShardError, ShardMap};
 use futures_util::future::join_all;
 use std::collections::HashMap;
@@ -51,6 +53,8 @@ pub(super) struct ShardCopy {
     /// Data rows seen (for error messages: PostgreSQL counts lines from 1).
     line: u64,
     in_txn: bool,
+    /// The COPY came in the extended protocol: ReadyForQuery waits for the client's Sync.
+    extended: bool,
     /// pgproxy's own error: the nodes were sent CopyFail; the client's data is dropped until
     /// its CopyDone or CopyFail.
     own: Option<Frame>,
@@ -245,33 +249,57 @@ impl Session {
     /// Starts a COPY into a sharded table (see the module doc).
     pub(super) async fn start_shard_copy(
         &mut self,
+        route: &Route,
         shards: &[usize],
-        sql: &str,
+        frames: &[u8],
         simple: bool,
     ) -> Result<Plan, SessionError> {
-        if !simple {
-            return self.refuse_msg(false, "COPY into a sharded table is routed row by row only when sent as a simple Query (psql's \\copy and most drivers' COPY APIs do): send it that way, or one COPY per shard with a /* pgproxy: shard=… */ hint");
-        }
+        // What the client hears before the CopyInResponse: in the extended protocol, as
+        // PostgreSQL answers its Parse / Bind / Describe of a COPY.
+        let (sql, prefix) = if simple {
+            (
+                super::shard::first_query_text(frames).unwrap_or_default(),
+                None,
+            )
+        } else {
+            match self.keyless_request(route, frames, false, shards) {
+                Ok(req) => {
+                    let prefix = extended_prefix(&req);
+                    (req.sql, Some(prefix))
+                }
+                Err(Unfit::Unsupported(what)) => {
+                    return self.refuse_msg(false, &format!("a COPY into a sharded table is not supported with {what}: send Parse/Bind/Execute/Sync, or the COPY as a simple Query"));
+                }
+                Err(Unfit::Error(code, msg)) => {
+                    let e = message::error_response(message::Severity::Error, code, &msg, None);
+                    self.to_client.extend_from_slice(e.raw());
+                    self.end_refused(false);
+                    return Ok(Plan::Done);
+                }
+            }
+        };
+        let extended = prefix.is_some();
         let map = self.shared.cluster.shard_map();
-        let copy = match copy_into(sql, &map) {
+        let copy = match copy_into(&sql, &map) {
             Some(Ok(c)) => c,
-            Some(Err(why)) => return self.refuse_msg(true, &why),
-            None => return self.refuse_msg(true, "pgproxy could not read this COPY into a sharded table (only COPY <table> [(columns)] FROM STDIN [WITH (…)] alone in its Query): send one COPY per shard with a /* pgproxy: shard=… */ hint"),
+            Some(Err(why)) => return self.refuse_msg(simple, &why),
+            None => return self.refuse_msg(simple, "pgproxy could not read this COPY into a sharded table (only COPY <table> [(columns)] FROM STDIN [WITH (…)] alone in its Query): send one COPY per shard with a /* pgproxy: shard=… */ hint"),
         };
         let cfg = self.shared.cluster.config();
         let in_txn = self.tx_status != b'I';
         if in_txn {
             if let Some(why) = self.cross_shard_obstacle(&cfg) {
-                return self.refuse_msg(true, &format!("this COPY writes on every shard, but the transaction cannot continue on other shards: {why}"));
+                return self.refuse_msg(simple, &format!("this COPY writes on every shard, but the transaction cannot continue on other shards: {why}"));
             }
         }
         let mut parts = match self.keyless_participants(shards, in_txn).await {
             Ok(p) => p,
             Err(e) => {
-                self.report_error(&e, true);
+                self.report_error(&e, simple);
                 return Ok(Plan::Done);
             }
         };
+        let prefix = prefix.unwrap_or_default();
         let headless = shards
             .iter()
             .any(|s| !parts.iter().any(|p| p.main && p.shard == *s));
@@ -285,17 +313,19 @@ impl Session {
             let replicated = shards
                 .iter()
                 .any(|&s| cfg.shards.get(s).is_some_and(|x| x.nodes.len() > 1));
-            check_columns(&copy, sql, replicated, &mut parts).await
+            check_columns(&copy, &sql, replicated, &mut parts).await
         };
         let key = match prepared {
             Ok(k) => k,
             Err(e) => {
-                self.end_shard_copy_early(parts, in_txn, e, true).await;
+                self.to_client.extend_from_slice(&prefix);
+                self.end_shard_copy_early(parts, in_txn, e, true, extended)
+                    .await;
                 return Ok(Plan::Done);
             }
         };
         // Every node starts the COPY; one that refuses (PostgreSQL's error) ends it everywhere.
-        let q = message::query(sql);
+        let q = message::query(&sql);
         let started = join_all(parts.iter_mut().map(|p| start(p, q.raw()))).await;
         let mut response = None;
         let mut refusal: Option<Frame> = None;
@@ -321,6 +351,7 @@ impl Session {
             }
         }
         if let (None, Some(response)) = (refusal.clone(), response) {
+            self.to_client.extend_from_slice(&prefix);
             self.to_client.extend_from_slice(response.raw());
             self.shard_copy = Some(Box::new(ShardCopy {
                 parts,
@@ -337,6 +368,7 @@ impl Session {
                 first: shards[0],
                 line: 0,
                 in_txn,
+                extended,
                 own: None,
             }));
             return Ok(Plan::Done);
@@ -355,7 +387,9 @@ impl Session {
                 None,
             )
         });
-        self.end_shard_copy_early(parts, in_txn, e, false).await;
+        self.to_client.extend_from_slice(&prefix);
+        self.end_shard_copy_early(parts, in_txn, e, false, extended)
+            .await;
         Ok(Plan::Done)
     }
 
@@ -368,6 +402,7 @@ impl Session {
         in_txn: bool,
         error: Frame,
         own: bool,
+        extended: bool,
     ) {
         if in_txn {
             let mains: Vec<(usize, Answer)> = parts
@@ -387,8 +422,7 @@ impl Session {
             if own {
                 self.note_refusal();
             }
-            self.to_client
-                .extend_from_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+            self.copy_answer_end(extended);
             return;
         }
         let rollback = message::query("ROLLBACK");
@@ -402,8 +436,19 @@ impl Session {
             p.conn.release();
         }
         self.to_client.extend_from_slice(error.raw());
-        self.to_client
-            .extend_from_slice(message::ready_for_query(b'I').raw());
+        self.copy_answer_end(extended);
+    }
+
+    /// The end of the COPY's answer: ReadyForQuery now (simple protocol), or at the client's
+    /// next Sync (extended: the Sync after its CopyDone; the one after its Execute came
+    /// during the COPY and, as PostgreSQL does, got no answer).
+    fn copy_answer_end(&mut self, extended: bool) {
+        if extended {
+            self.skip_until_sync = true;
+        } else {
+            self.to_client
+                .extend_from_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+        }
     }
 
     /// The next client message while a COPY into a sharded table runs.
@@ -511,6 +556,7 @@ impl Session {
             mut parts,
             own,
             in_txn,
+            extended,
             ..
         } = sc;
         let answers = join_all(parts.iter_mut().map(|p| {
@@ -590,8 +636,7 @@ impl Session {
                 }
                 None => self.to_client.extend_from_slice(done.raw()),
             }
-            self.to_client
-                .extend_from_slice(message::ready_for_query(self.tx_status_for_client()).raw());
+            self.copy_answer_end(extended);
             return;
         }
         let result = match error {
@@ -613,8 +658,7 @@ impl Session {
             Ok(()) => self.to_client.extend_from_slice(done.raw()),
             Err(e) => self.to_client.extend_from_slice(e.raw()),
         }
-        self.to_client
-            .extend_from_slice(message::ready_for_query(b'I').raw());
+        self.copy_answer_end(extended);
     }
 }
 
@@ -683,4 +727,28 @@ async fn check_columns(
             None,
         )),
     }
+}
+
+/// PostgreSQL's answers to the client's Parse / Bind / Describe of a COPY, up to its Execute.
+fn extended_prefix(req: &Request) -> Vec<u8> {
+    let mut out = Vec::new();
+    let no_data = Frame::new(be::NO_DATA, &[]);
+    let statement = || {
+        let mut d = parameter_description(&[]).raw().to_vec();
+        d.extend_from_slice(no_data.raw());
+        d
+    };
+    if req.parse {
+        out.extend_from_slice(Frame::new(be::PARSE_COMPLETE, &[]).raw());
+    }
+    if req.describe == Some(b'S') && req.describe_first {
+        out.extend(statement());
+    }
+    out.extend_from_slice(Frame::new(be::BIND_COMPLETE, &[]).raw());
+    match req.describe {
+        Some(b'S') if !req.describe_first => out.extend(statement()),
+        Some(b'P') => out.extend_from_slice(no_data.raw()),
+        _ => {}
+    }
+    out
 }
