@@ -1524,6 +1524,35 @@ public class PgjdbcTest {
     }
   }
 
+  static void tShCopy() throws Exception {
+    // CopyManager into the sharded table: each row to its user's shard, all or nothing; COPY
+    // TO of the whole table puts every shard's rows together
+    try (Connection c = connect(); Statement s = c.createStatement()) {
+      CopyManager cm = c.unwrap(PGConnection.class).getCopyAPI();
+      String copy = "COPY " + SH + " (id, user_id, name, n) FROM STDIN";
+      StringBuilder sb = new StringBuilder();
+      for (long u = SH_LO; u <= SH_HI; u++) sb.append("4\t").append(u).append("\tcopied\t4\n");
+      eq(cm.copyIn(copy, new StringReader(sb.toString())), (long) SH_USERS, "copyIn count");
+      for (long u = SH_LO; u <= SH_HI; u++) shPut(u, 4, "copied", 4);
+      for (String shard : new String[] {"s0", "s1"}) {
+        for (String u : rows(c, "/* pgproxy: shard=" + shard + " */ SELECT user_id FROM " + SH
+            + " WHERE " + SH_RANGE + " AND id = 4")) {
+          eq(shShard.get(Long.parseLong(u)), shard, "copied row of user " + u);
+        }
+      }
+      String dup = "5\t" + SH_LO + "\tnew\t5\n4\t" + SH_HI + "\tdup\t0\n";
+      expectState(() -> cm.copyIn(copy, new StringReader(dup)), "23505", "duplicate in a COPY");
+      ByteArrayOutputStream out = new ByteArrayOutputStream();
+      cm.copyOut("COPY " + SH + " (user_id, id) TO STDOUT", out);
+      long mine = java.util.Arrays.stream(out.toString(StandardCharsets.UTF_8).split("\n"))
+          .filter(l -> !l.isEmpty()).map(l -> l.split("\t"))
+          .filter(f -> Long.parseLong(f[0]) >= SH_LO && Long.parseLong(f[0]) <= SH_HI && f[1].equals("4"))
+          .count();
+      eq(mine, (long) SH_USERS, "COPY TO: every copied row once");
+      shCheckAll(c, "after COPY");
+    }
+  }
+
   static void tShHints() throws Exception {
     long[] ab = shTwoUsers();
     long onA = shN.values().stream().filter(r -> shShard.get(r[0]).equals(shShard.get(ab[0]))).count();
@@ -1635,6 +1664,7 @@ public class PgjdbcTest {
         check("sharded table: batches for one user and across shards (atomic, in transactions)", PgjdbcTest::tShBatch);
         check("sharded table: keyless reads merged (count, sum, avg, ORDER BY LIMIT, GROUP BY)", PgjdbcTest::tShMergedReads);
         check("sharded table: keyless prepared reads with binaryTransfer, past prepareThreshold", PgjdbcTest::tShMergedBinary);
+        check("sharded table: CopyManager copyIn rows to their shards, copyOut of every shard", PgjdbcTest::tShCopy);
         check("sharded table: shard_key comment hint, SET pgproxy.shard_key", PgjdbcTest::tShHints);
         check("sharded table: refused with 0A000 (no key on INSERT, window function, string_agg)", PgjdbcTest::tShRefused);
       }
