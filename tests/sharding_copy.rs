@@ -287,30 +287,66 @@ async fn psql_copy_loads_a_file_into_a_sharded_table() {
 }
 
 #[tokio::test]
-async fn copy_leaving_out_a_serial_column_on_replicated_shards_is_refused() {
+async fn a_serial_column_left_out_on_replicated_shards_is_filled_in_per_shard() {
     let c = ShardedCluster::start(2, 2, "").await;
     c.client()
         .await
-        .batch_execute("CREATE TABLE notes (id serial, user_id bigint NOT NULL, body text)")
+        .batch_execute(
+            "CREATE TABLE notes (id serial, user_id bigint NOT NULL, body text, \
+             at timestamptz DEFAULT now(), PRIMARY KEY (user_id, id))",
+        )
         .await
         .expect("schema");
     let mut raw = RawConn::login_password(c.proxy.port(), "app", "secret", "app").await;
+    let data: String = (1..=40).map(|k| format!("{k}\tnote {k}\n")).collect();
+    let chunks: Vec<&[u8]> = data.as_bytes().chunks(50).collect();
+    let got = copy(&mut raw, "COPY notes (user_id, body) FROM STDIN", &chunks).await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 40"), "{got:?}");
+    // Every node of a shard holds the same ids and times (shard_scalar compares them); each
+    // shard counts its own ids from 1; the followers' sequences moved with the main's.
+    let mut total = 0;
+    for s in 0..2 {
+        let n: usize = (1..=40).filter(|&k| shard_of(k) == s).count();
+        let rows = c
+            .shard_scalar(
+                s,
+                "SELECT string_agg(id || ':' || user_id || ':' || at, ',' ORDER BY id) FROM notes",
+            )
+            .await;
+        assert_eq!(rows.split(',').count(), n, "shard {s}: {rows}");
+        let ids = c
+            .shard_scalar(
+                s,
+                "SELECT min(id) || '-' || max(id) || '/' || count(DISTINCT at) FROM notes",
+            )
+            .await;
+        assert_eq!(ids, format!("1-{n}/1"), "shard {s}");
+        let seq = c
+            .shard_scalar(s, "SELECT last_value FROM notes_id_seq")
+            .await;
+        assert_eq!(
+            seq,
+            n.to_string(),
+            "shard {s}: sequences moved on every node"
+        );
+        total += n;
+    }
+    assert_eq!(total, 40);
+    // With a CSV header and inside a transaction, rolled back: nothing.
+    raw.simple_query("BEGIN").await;
     let got = copy(
         &mut raw,
-        "COPY notes (user_id, body) FROM STDIN",
-        &[b"1\ta\n2\tb\n"],
-    )
-    .await;
-    assert_eq!(error_code(&got).as_deref(), Some("0A000"), "{got:?}");
-    assert_eq!(status(&got), b'I');
-    // Listing the column: accepted.
-    let got = copy(
-        &mut raw,
-        "COPY notes (id, user_id, body) FROM STDIN",
-        &[b"1\t1\ta\n2\t2\tb\n"],
+        "COPY notes (user_id, body) FROM STDIN WITH (FORMAT csv, HEADER)",
+        &[b"user_id,body\n1,again\n2,again\n"],
     )
     .await;
     assert_eq!(tag(&got).as_deref(), Some("COPY 2"), "{got:?}");
+    raw.simple_query("ROLLBACK").await;
+    let n = raw
+        .simple_query("SELECT count(*) FROM notes WHERE user_id = 1")
+        .await;
+    assert_eq!(n, vec![vec![Some("1".to_string())]]);
+    no_prepared_left(&c).await;
 }
 
 #[tokio::test]

@@ -443,22 +443,7 @@ impl Session {
             Some(Err(why)) => return Ok(Made::Refused(why)),
             Some(Ok(p)) => p,
         };
-        let encoding = self
-            .settings
-            .get("client_encoding")
-            .map(|e| e.to_ascii_uppercase().replace(['-', '_'], ""));
-        if let Some(e) = encoding.filter(|e| {
-            [
-                "SJIS",
-                "SHIFTJIS2004",
-                "BIG5",
-                "GBK",
-                "GB18030",
-                "UHC",
-                "JOHAB",
-            ]
-            .contains(&e.as_str())
-        }) {
+        if let Some(e) = self.copy_unsafe_encoding() {
             return Ok(Made::Refused(format!(
                 "COPY leaving out column {}, whose default every node would evaluate itself: pgproxy cannot add values to data in client_encoding {e}; list the column and send its values",
                 plan.added[0].name
@@ -494,6 +479,26 @@ impl Session {
             own,
             Box::new(super::copy_fill::CopyFill::new(plan, once)),
         ))
+    }
+
+    /// The client's encoding, when it is one whose bytes of a multibyte character can look
+    /// like ASCII delimiters (pgproxy cannot cut COPY rows in it).
+    pub(super) fn copy_unsafe_encoding(&self) -> Option<String> {
+        let e = self
+            .settings
+            .get("client_encoding")
+            .map(|e| e.to_ascii_uppercase().replace(['-', '_'], ""))?;
+        [
+            "SJIS",
+            "SHIFTJIS2004",
+            "BIG5",
+            "GBK",
+            "GB18030",
+            "UHC",
+            "JOHAB",
+        ]
+        .contains(&e.as_str())
+        .then_some(e)
     }
 
     /// What the schema cache is kept per: the database and the client's search_path (which

@@ -33,6 +33,7 @@ mod settings;
 mod shape;
 mod shard;
 mod shard_copy;
+mod shard_copy_fill;
 mod shard_copy_out;
 mod startup;
 mod statements;

@@ -9,21 +9,22 @@
 //! A row whose key is NULL or does not parse, or that no shard holds, fails the whole COPY with
 //! pgproxy's error (the nodes get CopyFail). A row with fewer fields than the key's position
 //! goes to one shard, which reports it as PostgreSQL does. On replicated shards a column left
-//! out of the list whose default every node would compute itself (serial, now(), …) is refused
-//! before anything runs: list it and send its values.
+//! out of the list whose default every node would compute itself (serial, now(), …) is filled
+//! in per shard (`shard_copy_fill`).
 
 use super::keyless::{add_tags, read_answer, Answer, Participant};
 use super::keyless_request::{Request, Unfit};
 use super::keyless_split::parameter_description;
 use super::relay::Session;
 use super::replica::{Plan, Step};
+use super::shard_copy_fill::{Connect, ShardFill};
 use super::SessionError;
 use crate::cluster::DetachCause;
 use crate::protocol::frame::{self, Frame};
 use crate::protocol::message::{self, be, fe};
 use crate::protocol::sqlstate;
 use crate::router::determinism::{
-    field_of, plan_copy, BinaryCutter, CopyFormat, CutRow, RowCutter, COPY_BINARY_TRAILER,
+    field_of, plan_copy, BinaryCutter, CopyFormat, CopyPlan, CutRow, RowCutter, COPY_BINARY_TRAILER,
 };
 use crate::router::route::{copy_into, CopyInto, Route};
 use crate::shard::{KeyType, KeyValue, ShardError, ShardMap};
@@ -58,6 +59,8 @@ pub(super) struct ShardCopy {
     /// pgproxy's own error: the nodes were sent CopyFail; the client's data is dropped until
     /// its CopyDone or CopyFail.
     own: Option<Frame>,
+    /// Values for columns left out whose defaults the nodes would compute each for itself.
+    fill: Option<ShardFill>,
 }
 
 /// Cuts the client's data into rows.
@@ -232,7 +235,23 @@ impl ShardCopy {
             if self.pending[s].is_empty() || self.pending[s].len() < min.max(1) {
                 continue;
             }
-            let data = Frame::new(fe::COPY_DATA, &std::mem::take(&mut self.pending[s]));
+            let mut data = std::mem::take(&mut self.pending[s]);
+            if let Some(fill) = self.fill.as_mut() {
+                match fill.complete(s, &data, min == 0).await {
+                    Ok(d) => data = d,
+                    Err(why) => {
+                        self.own.get_or_insert_with(|| {
+                            own_error(
+                                sqlstate::FEATURE_NOT_SUPPORTED,
+                                &format!("pgproxy could not fill in the columns left out of the COPY: {why}; nothing was written"),
+                                None,
+                            )
+                        });
+                        return failed;
+                    }
+                }
+            }
+            let data = Frame::new(fe::COPY_DATA, &data);
             for (i, p) in self.parts.iter_mut().enumerate() {
                 if p.shard == s {
                     if let Err(e) = p.conn.write_all(data.raw()).await {
@@ -285,6 +304,9 @@ impl Session {
             Some(Err(why)) => return self.refuse_msg(simple, &why),
             None => return self.refuse_msg(simple, "pgproxy could not read this COPY into a sharded table (only COPY <table> [(columns)] FROM STDIN [WITH (…)] alone in its Query): send one COPY per shard with a /* pgproxy: shard=… */ hint"),
         };
+        if let (false, Some(e)) = (copy.binary, self.copy_unsafe_encoding()) {
+            return self.refuse_msg(simple, &format!("COPY into a sharded table in client_encoding {e}: pgproxy cannot cut its rows (a character's second byte can look like a delimiter or backslash); use UTF8, or the binary format"));
+        }
         let cfg = self.shared.cluster.config();
         let in_txn = self.tx_status != b'I';
         if in_txn {
@@ -315,7 +337,15 @@ impl Session {
                 .any(|&s| cfg.shards.get(s).is_some_and(|x| x.nodes.len() > 1));
             check_columns(&copy, &sql, replicated, &mut parts).await
         };
-        let key = match prepared {
+        let prepared = match prepared {
+            Ok((key, Some(plan))) => self
+                .shard_fill(plan, &mut parts)
+                .await
+                .map(|(sql, fill)| (key, sql, Some(fill))),
+            Ok((key, None)) => Ok((key, sql.clone(), None)),
+            Err(e) => Err(e),
+        };
+        let (key, sql, fill) = match prepared {
             Ok(k) => k,
             Err(e) => {
                 self.to_client.extend_from_slice(&prefix);
@@ -370,6 +400,7 @@ impl Session {
                 in_txn,
                 extended,
                 own: None,
+                fill,
             }));
             return Ok(Plan::Done);
         }
@@ -391,6 +422,58 @@ impl Session {
         self.end_shard_copy_early(parts, in_txn, e, false, extended)
             .await;
         Ok(Plan::Done)
+    }
+
+    /// The COPY the nodes run (the left-out columns listed) and its fill; the values evaluated
+    /// once per COPY are read on the first shard's main, inside the transaction.
+    async fn shard_fill(
+        &mut self,
+        plan: CopyPlan,
+        parts: &mut [Participant],
+    ) -> Result<(String, ShardFill), Frame> {
+        if let Some(e) = self.copy_unsafe_encoding() {
+            return Err(own_error(
+                sqlstate::FEATURE_NOT_SUPPORTED,
+                &format!("COPY leaving out column {}, whose default every node would evaluate itself: pgproxy cannot add values to data in client_encoding {e}; list the column and send its values", plan.added[0].name),
+                None,
+            ));
+        }
+        let once_cols = ShardFill::once_exprs(&plan);
+        let mut once = vec![None; plan.added.len()];
+        if !once_cols.is_empty() {
+            let exprs: Vec<String> = once_cols.iter().map(|(_, e)| e.clone()).collect();
+            let main = parts
+                .iter_mut()
+                .find(|p| p.main)
+                .expect("check_columns found a main");
+            match super::catalog::values_on(&mut main.conn, &exprs).await {
+                Ok(Ok(row)) => {
+                    for ((i, _), v) in once_cols.iter().zip(row) {
+                        once[*i] = v;
+                    }
+                }
+                Ok(Err(e)) => return Err(e),
+                Err(e) => {
+                    return Err(own_error(
+                        sqlstate::SERIALIZATION_FAILURE,
+                        &format!(
+                            "a shard's main node failed before the COPY: {e}; nothing was written"
+                        ),
+                        Some("retry the COPY"),
+                    ))
+                }
+            }
+        }
+        let cluster = self.shared.cluster.clone();
+        let settings = self.settings.clone();
+        let r = self.repl_mut();
+        let connect = Connect {
+            cluster,
+            user: r.user.clone(),
+            db: r.db.clone(),
+            settings,
+        };
+        Ok((plan.sql.clone(), ShardFill::new(plan, once, connect)))
     }
 
     /// The COPY ends before its data: rolled back (outside a transaction), or the nodes stay
@@ -557,6 +640,7 @@ impl Session {
             own,
             in_txn,
             extended,
+            fill,
             ..
         } = sc;
         let answers = join_all(parts.iter_mut().map(|p| {
@@ -591,9 +675,24 @@ impl Session {
                 }
             }
         }
+        // The followers' sequences move past the values handed out on their shard.
+        let mut unsettled = Vec::new();
+        if let Some(fill) = fill {
+            if error.is_none() {
+                unsettled = fill.settle_followers(&mut parts).await;
+            }
+            fill.release();
+        }
         // A follower that answered otherwise than its main is detached.
         let mut kept = Vec::new();
-        for (p, a) in parts.into_iter().zip(answers) {
+        for (i, (p, a)) in parts.into_iter().zip(answers).enumerate() {
+            if let Some((_, why)) = unsettled.iter().find(|(j, _)| *j == i) {
+                warn!(shard = p.shard, node = p.node, detail = %why, "node detached");
+                self.shared
+                    .cluster
+                    .detach(p.shard, p.node, DetachCause::Divergence, why);
+                continue;
+            }
             let main = mains.iter().find(|(s, _)| *s == p.shard).map(|(_, a)| a);
             let agrees = match (&a, main) {
                 _ if p.main => a.is_ok(),
@@ -662,15 +761,15 @@ impl Session {
     }
 }
 
-/// The field of the key; on replicated shards, refuses a column left out whose default each
-/// node would compute itself. Reads the table's columns on the first shard's main (inside the
+/// The field of the key, and on replicated shards the plan that fills in the columns left out
+/// whose default each node would compute itself (`shard_copy_fill`). Reads the table's columns on the first shard's main (inside the
 /// transaction just begun).
 async fn check_columns(
     copy: &CopyInto,
     sql: &str,
     replicated: bool,
     parts: &mut [Participant],
-) -> Result<usize, Frame> {
+) -> Result<(usize, Option<CopyPlan>), Frame> {
     let Some(main) = parts.iter_mut().find(|p| p.main) else {
         return Err(own_error(
             sqlstate::CONNECTION_FAILURE,
@@ -691,33 +790,27 @@ async fn check_columns(
     };
     if defaults.all_columns.is_empty() {
         // No such table: the nodes report it when the COPY starts.
-        return Ok(0);
+        return Ok((0, None));
     }
+    let mut fill = None;
     if replicated {
         let schema: HashMap<String, _> = [(copy.table_key.clone(), defaults.clone())]
             .into_iter()
             .collect();
-        let left_out = match plan_copy(sql, &schema) {
-            None => None,
-            Some(Ok(plan)) => Some(
-                plan.added
-                    .iter()
-                    .map(|a| format!("{} (default {})", a.name, a.expr))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-            ),
-            Some(Err(why)) => Some(why),
-        };
-        if let Some(what) = left_out {
-            return Err(own_error(
-                sqlstate::FEATURE_NOT_SUPPORTED,
-                &format!("COPY into a sharded table on replicated shards leaves out a column whose default every node would compute itself: {what}; list every such column and send its values"),
-                None,
-            ));
+        match plan_copy(sql, &schema) {
+            None => {}
+            Some(Ok(plan)) => fill = Some(plan),
+            Some(Err(why)) => {
+                return Err(own_error(
+                    sqlstate::FEATURE_NOT_SUPPORTED,
+                    &format!("COPY into a sharded table on replicated shards leaves out a column whose default every node would compute itself, and pgproxy cannot fill it in: {why}"),
+                    None,
+                ));
+            }
         }
     }
     match copy.key_field(&defaults.all_columns) {
-        Some(k) => Ok(k),
+        Some(k) => Ok((k, fill)),
         None => Err(own_error(
             sqlstate::UNDEFINED_COLUMN,
             &format!(
