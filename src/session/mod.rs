@@ -35,6 +35,7 @@ mod shard;
 mod shard_copy;
 mod shard_copy_fill;
 mod shard_copy_out;
+mod shard_copy_rows;
 mod startup;
 mod statements;
 mod txn_ts;

@@ -87,7 +87,7 @@ pub struct Session {
     /// A request of statements for several shards being run part by part (`batch.rs`).
     pub(super) batch: Option<Box<super::batch::Batch>>,
     /// A COPY into a sharded table being routed row by row (`shard_copy.rs`).
-    pub(super) shard_copy: Option<Box<super::shard_copy::ShardCopy>>,
+    pub(super) shard_copy: Option<Box<super::shard_copy_rows::ShardCopy>>,
     /// The last Query/Execute whose text might start a COPY FROM STDIN.
     pub(super) copy_risk: Option<u64>,
     /// The answer to the last shape check (see `shape.rs`): the new plan's result columns
