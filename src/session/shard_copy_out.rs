@@ -100,6 +100,9 @@ impl Session {
                     self.to_client
                         .put_slice(Frame::new(be::COPY_DATA, &COPY_BINARY_TRAILER).raw());
                 }
+                // CopyDone, then the tag, as PostgreSQL ends a COPY TO.
+                self.to_client
+                    .put_slice(Frame::new(be::COPY_DONE, &[]).raw());
                 self.to_client
                     .put_slice(message::command_complete(&format!("COPY {total}")).raw());
             }

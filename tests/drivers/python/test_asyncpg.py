@@ -702,6 +702,12 @@ async def t_sh_executemany():
         else:
             raise AssertionError("duplicate in a COPY not reported")
         eq(await conn.fetchval(f"SELECT count(*) FROM {SH} WHERE {band}"), 3 * SH_USERS, "COPY atomic")
+        # copy_from_table: every shard's rows put together
+        out = io.BytesIO()
+        await conn.copy_from_table(SH, output=out, columns=["user_id", "id"])
+        mine = [ln for ln in out.getvalue().decode().splitlines()
+                if SH_LO <= int(ln.split("\t")[0]) < SH_LO + SH_USERS and ln.split("\t")[1] == "4"]
+        eq(len(mine), SH_USERS, "copy_from_table of the sharded table")
         await conn.execute(f"DELETE FROM {SH} WHERE {band}")
     finally:
         await conn.close()
@@ -740,7 +746,7 @@ async def main():
     await C.arun("COPY into a table with a serial column", t_copy_serial)
     if TARGET == "sharded":
         await C.arun("sharded table: executemany across users, fetchval/fetchrow merged, "
-                     "copy_records_to_table", t_sh_executemany)
+                     "copy_records_to_table, copy_from_table", t_sh_executemany)
     await C.arun("cleanup", t_cleanup)
 
 
