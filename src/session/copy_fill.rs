@@ -134,19 +134,8 @@ impl Session {
         fill: &mut CopyFill,
         n: usize,
     ) -> Result<Vec<Vec<String>>, String> {
-        let per_row: Vec<usize> = (0..fill.plan.added.len())
-            .filter(|&i| fill.plan.added[i].per_row)
-            .collect();
         let mut rows: Vec<Vec<Option<String>>> = Vec::new();
-        if n > 0 && !per_row.is_empty() {
-            let sql = format!(
-                "SELECT {} FROM pg_catalog.generate_series(1, {n})",
-                per_row
-                    .iter()
-                    .map(|&i| format!("({})::text", fill.plan.added[i].expr))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        if let Some(sql) = per_row_query(&fill.plan, n) {
             if fill.side.is_none() {
                 fill.side = Some(self.fill_connection().await?);
             }
@@ -161,25 +150,7 @@ impl Session {
                 }
             };
         }
-        let mut out = Vec::with_capacity(n);
-        for r in 0..n {
-            let mut row = Vec::with_capacity(fill.plan.added.len());
-            let evaluated = rows.get(r);
-            for (i, once) in fill.once.iter().enumerate() {
-                let v = match per_row.iter().position(|&p| p == i) {
-                    Some(k) => evaluated.and_then(|e| e.get(k)).cloned().flatten(),
-                    None => once.clone(),
-                };
-                let Some(v) = v else {
-                    return Err(format!(
-                        "the default of column {} is NULL, which pgproxy does not write into COPY data",
-                        fill.plan.added[i].name
-                    ));
-                };
-                row.push(v);
-            }
-            out.push(row);
-        }
+        let out = row_values(&fill.plan, &fill.once, &rows, n)?;
         if let Some(last) = out.last() {
             fill.last = last.iter().cloned().map(Some).collect();
         }
@@ -199,6 +170,55 @@ impl Session {
             .map_err(|(why, _)| why)?;
         Ok(conn)
     }
+}
+
+/// The query that evaluates the per-row columns of `plan` for `n` rows (nextval, random(),
+/// gen_random_uuid()); None when there is nothing to evaluate.
+pub(super) fn per_row_query(plan: &CopyPlan, n: usize) -> Option<String> {
+    let exprs: Vec<String> = plan
+        .added
+        .iter()
+        .filter(|a| a.per_row)
+        .map(|a| format!("({})::text", a.expr))
+        .collect();
+    (n > 0 && !exprs.is_empty()).then(|| {
+        format!(
+            "SELECT {} FROM pg_catalog.generate_series(1, {n})",
+            exprs.join(", ")
+        )
+    })
+}
+
+/// `n` rows of values, one text per added column: the per-row columns from `evaluated` (the
+/// rows of `per_row_query`, in its column order), the others from `once`.
+pub(super) fn row_values(
+    plan: &CopyPlan,
+    once: &[Option<String>],
+    evaluated: &[Vec<Option<String>>],
+    n: usize,
+) -> Result<Vec<Vec<String>>, String> {
+    let per_row: Vec<usize> = (0..plan.added.len())
+        .filter(|&i| plan.added[i].per_row)
+        .collect();
+    let mut out = Vec::with_capacity(n);
+    for r in 0..n {
+        let mut row = Vec::with_capacity(plan.added.len());
+        for (i, once) in once.iter().enumerate() {
+            let v = match per_row.iter().position(|&p| p == i) {
+                Some(k) => evaluated.get(r).and_then(|e| e.get(k)).cloned().flatten(),
+                None => once.clone(),
+            };
+            let Some(v) = v else {
+                return Err(format!(
+                    "the default of column {} is NULL, which pgproxy does not write into COPY data",
+                    plan.added[i].name
+                ));
+            };
+            row.push(v);
+        }
+        out.push(row);
+    }
+    Ok(out)
 }
 
 /// Fails the copy on every node with pgproxy's reason.

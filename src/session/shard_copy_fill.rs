@@ -7,6 +7,7 @@
 //! the transaction. After the COPY, each shard's followers' sequences move past the last value
 //! handed out there.
 
+use super::copy_fill::{per_row_query, row_values};
 use super::keyless::{run, Participant};
 use crate::cluster::Cluster;
 use crate::config::{Database, User};
@@ -105,19 +106,8 @@ impl ShardFill {
             side.cutter.finish();
         }
         let n = side.cutter.data_rows();
-        let per_row: Vec<usize> = (0..plan.added.len())
-            .filter(|&i| plan.added[i].per_row)
-            .collect();
         let mut evaluated: Vec<Vec<Option<String>>> = Vec::new();
-        if n > 0 && !per_row.is_empty() {
-            let sql = format!(
-                "SELECT {} FROM pg_catalog.generate_series(1, {n})",
-                per_row
-                    .iter()
-                    .map(|&i| format!("({})::text", plan.added[i].expr))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        if let Some(sql) = per_row_query(plan, n) {
             evaluated = match super::catalog::rows(&mut side.conn, &sql).await {
                 Ok(Ok(r)) if r.len() == n => r,
                 Ok(Ok(r)) => return Err(format!("{} values for {n} rows", r.len())),
@@ -125,24 +115,7 @@ impl ShardFill {
                 Err(e) => return Err(e.to_string()),
             };
         }
-        let mut values = Vec::with_capacity(n);
-        for r in 0..n {
-            let mut row = Vec::with_capacity(plan.added.len());
-            for (i, once) in self.once.iter().enumerate() {
-                let v = match per_row.iter().position(|&p| p == i) {
-                    Some(k) => evaluated.get(r).and_then(|e| e.get(k)).cloned().flatten(),
-                    None => once.clone(),
-                };
-                let Some(v) = v else {
-                    return Err(format!(
-                        "the default of column {} is NULL, which pgproxy does not write into COPY data",
-                        plan.added[i].name
-                    ));
-                };
-                row.push(v);
-            }
-            values.push(row);
-        }
+        let values = row_values(plan, &self.once, &evaluated, n)?;
         if let Some(l) = values.last() {
             side.last = l.iter().cloned().map(Some).collect();
         }
