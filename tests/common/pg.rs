@@ -210,7 +210,9 @@ impl PgNode {
                 self.child = None;
                 return Err(format!("postgres exited ({status}):\n{}", self.log_tail()));
             }
-            if connect_direct(self.port, "postgres").await.is_ok() {
+            // Another test's server may hold the port (two nodes picked the same free port and
+            // ours is about to exit with "could not bind"): only our own data directory counts.
+            if self.answers_as_itself().await {
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -219,6 +221,22 @@ impl PgNode {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+impl PgNode {
+    /// Whether the server on `self.port` accepts connections and is this node's (its
+    /// data_directory is ours).
+    async fn answers_as_itself(&self) -> bool {
+        let Ok(client) = connect_direct(self.port, "postgres").await else {
+            return false;
+        };
+        let Ok(row) = client.query_one("SHOW data_directory", &[]).await else {
+            return false;
+        };
+        let theirs = PathBuf::from(row.get::<_, String>(0));
+        let ours = self.data_dir();
+        theirs == ours || theirs.canonicalize().ok() == ours.canonicalize().ok()
     }
 }
 

@@ -147,7 +147,7 @@ fn spawn(dir: &Path) -> Child {
         .expect("spawn pgproxy")
 }
 
-/// Waits until `port` accepts TCP; on exit or timeout, the log tail.
+/// Waits until our pgproxy has bound `port` and it accepts TCP; on exit or timeout, the log tail.
 async fn wait_listening(child: &mut Child, port: u16, log_path: &Path) -> Result<(), String> {
     let deadline = Instant::now() + START_LIMIT;
     loop {
@@ -157,9 +157,14 @@ async fn wait_listening(child: &mut Child, port: u16, log_path: &Path) -> Result
                 tail(log_path, 60)
             ));
         }
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
-            .await
-            .is_ok()
+        // The port answering is not enough: another test's proxy or server may hold it while
+        // ours is about to fail its bind. Ours logs "pgproxy listening" (at info, so
+        // PGPROXY_TEST_LOG must keep info for pgproxy::server) only once it has bound.
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        if log.contains("pgproxy listening")
+            && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
         {
             return Ok(());
         }
