@@ -573,3 +573,106 @@ async fn copy_out_of_a_sharded_table_puts_every_shard_together() {
     reference.truncate(19);
     assert_eq!(&out[..19], &reference[..], "one file header");
 }
+
+#[tokio::test]
+async fn copy_out_in_the_extended_protocol_tokio_postgres() {
+    use futures_util::TryStreamExt;
+    let (c, mut raw) = setup(2, 2).await;
+    let data: String = (1..=40).map(|k| format!("{k}\tname {k}\n")).collect();
+    let got = copy(&mut raw, "COPY contacts FROM STDIN", &[data.as_bytes()]).await;
+    assert_eq!(tag(&got).as_deref(), Some("COPY 40"), "{got:?}");
+    // tokio-postgres' copy_out: Parse/Describe/Sync, then Bind/Execute/Sync.
+    let client = c.client().await;
+    let stream = client
+        .copy_out("COPY contacts (user_id, name) TO STDOUT WITH (FORMAT csv, HEADER)")
+        .await
+        .expect("copy_out");
+    futures_util::pin_mut!(stream);
+    let mut out = Vec::new();
+    while let Some(chunk) = stream.try_next().await.expect("copy data") {
+        out.extend_from_slice(&chunk);
+    }
+    let text = String::from_utf8(out).expect("utf-8");
+    let mut lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.remove(0), "user_id,name", "the header once, first");
+    lines.sort();
+    let mut want: Vec<String> = (1..=40).map(|k| format!("{k},name {k}")).collect();
+    want.sort();
+    assert_eq!(lines, want);
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM contacts WHERE user_id = 7", &[])
+        .await
+        .expect("the session goes on")
+        .get(0);
+    assert_eq!(n, 1);
+    // By hand, message by message as PostgreSQL answers a COPY in the extended protocol;
+    // with the portal described and closed after its Execute (sqlx closes it).
+    let mut m = Vec::new();
+    m.extend(wire::parse("", "COPY contacts TO STDOUT"));
+    m.extend(wire::bind("", "", &[]));
+    m.extend(wire::describe(b'P', ""));
+    m.extend(wire::execute("", 0));
+    m.extend(wire::message(b'C', b"P\0"));
+    m.extend(wire::sync());
+    raw.send(&m).await.unwrap();
+    let got = raw.through_ready().await;
+    let tags: String = got.iter().map(|m| m.tag as char).collect();
+    assert_eq!(tags, format!("12nH{}cC3Z", "d".repeat(40)), "{got:?}");
+    assert_eq!(tag(&got).as_deref(), Some("COPY 40"));
+    assert_eq!(status(&got), b'I');
+    // A named statement described first, then bound (pgjdbc's and tokio-postgres' order).
+    let mut m = Vec::new();
+    m.extend(wire::parse("out", "COPY contacts (name) TO STDOUT"));
+    m.extend(wire::describe(b'S', "out"));
+    m.extend(wire::sync());
+    raw.send(&m).await.unwrap();
+    let got = raw.through_ready().await;
+    let tags: String = got.iter().map(|m| m.tag as char).collect();
+    assert_eq!(tags, "1tnZ", "{got:?}");
+    let mut m = Vec::new();
+    m.extend(wire::bind("", "out", &[]));
+    m.extend(wire::execute("", 0));
+    m.extend(wire::sync());
+    raw.send(&m).await.unwrap();
+    let got = raw.through_ready().await;
+    let tags: String = got.iter().map(|m| m.tag as char).collect();
+    assert_eq!(tags, format!("2H{}cCZ", "d".repeat(40)), "{got:?}");
+    // A COPY the nodes refuse: PostgreSQL's error at the Execute, and the session goes on.
+    let mut m = Vec::new();
+    m.extend(wire::parse("", "COPY contacts (nosuch) TO STDOUT"));
+    m.extend(wire::bind("", "", &[]));
+    m.extend(wire::execute("", 0));
+    m.extend(wire::sync());
+    raw.send(&m).await.unwrap();
+    let got = raw.through_ready().await;
+    let tags: String = got.iter().map(|m| m.tag as char).collect();
+    assert_eq!(tags, "12EZ", "{got:?}");
+    assert_eq!(error_code(&got).as_deref(), Some("42703"));
+    // Inside a transaction that wrote: refused (its rows would be missing), the transaction
+    // aborted as by any error.
+    raw.simple_query("BEGIN").await;
+    raw.simple_query("INSERT INTO contacts (user_id, name) VALUES (99, 'x')")
+        .await;
+    let mut m = Vec::new();
+    m.extend(wire::parse("", "COPY contacts TO STDOUT"));
+    m.extend(wire::bind("", "", &[]));
+    m.extend(wire::execute("", 0));
+    m.extend(wire::sync());
+    raw.send(&m).await.unwrap();
+    let got = raw.through_ready().await;
+    assert_eq!(error_code(&got).as_deref(), Some("0A000"), "{got:?}");
+    assert_eq!(status(&got), b'E');
+    raw.simple_query("ROLLBACK").await;
+    // Ended by Flush instead of Sync: refused, then the Sync answers.
+    let mut m = Vec::new();
+    m.extend(wire::parse("", "COPY contacts TO STDOUT"));
+    m.extend(wire::bind("", "", &[]));
+    m.extend(wire::execute("", 0));
+    m.extend(wire::flush());
+    raw.send(&m).await.unwrap();
+    raw.send(&wire::sync()).await.unwrap();
+    let got = raw.through_ready().await;
+    assert_eq!(error_code(&got).as_deref(), Some("0A000"), "{got:?}");
+    assert_eq!(status(&got), b'I');
+    no_prepared_left(&c).await;
+}

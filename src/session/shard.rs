@@ -203,9 +203,8 @@ impl Session {
             return self.scatter_read(spec, &shards).await.map(Some);
         }
         if r.copy_out && shards.len() > 1 {
-            let sql = first_query_text(frames).unwrap_or_default();
             return self
-                .copy_out_of_shards(&shards, &sql, simple)
+                .copy_out_of_shards(&r, &shards, frames, simple)
                 .await
                 .map(Some);
         }

@@ -615,7 +615,7 @@ async fn check_columns(
 }
 
 /// PostgreSQL's answers to the client's Parse / Bind / Describe of a COPY, up to its Execute.
-fn extended_prefix(req: &Request) -> Vec<u8> {
+pub(super) fn extended_prefix(req: &Request) -> Vec<u8> {
     let mut out = Vec::new();
     let no_data = Frame::new(be::NO_DATA, &[]);
     let statement = || {

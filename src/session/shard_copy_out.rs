@@ -1,18 +1,20 @@
-//! `COPY <sharded table> TO STDOUT` (simple query protocol): the same COPY runs on one node of
+//! `COPY <sharded table> TO STDOUT` (simple or extended protocol): the same COPY runs on one node of
 //! each shard, one shard after the other, and the client gets one COPY: the first shard's
 //! CopyOutResponse, every shard's rows (a CSV header line once; in binary format the file
 //! header once and one trailer at the end), one `COPY <total>`. Rows stream through (a few
 //! messages buffered at a time). A shard's error ends the COPY with that error, as PostgreSQL
 //! ends a COPY that fails midway.
 
+use super::keyless_request::Unfit;
 use super::relay::Session;
 use super::replica::Plan;
+use super::shard_copy::extended_prefix;
 use super::SessionError;
 use crate::protocol::frame::Frame;
-use crate::protocol::message::{self, be};
+use crate::protocol::message::{self, be, fe};
 use crate::protocol::sqlstate;
 use crate::router::determinism::COPY_BINARY_TRAILER;
-use crate::router::route::{copy_out_shape, CopyOutShape};
+use crate::router::route::{copy_out_shape, CopyOutShape, Route};
 use bytes::BufMut;
 
 /// Bytes for the client gathered before they are written.
@@ -33,32 +35,62 @@ impl Session {
     /// Runs a COPY out of a sharded table (see the module doc).
     pub(super) async fn copy_out_of_shards(
         &mut self,
+        route: &Route,
         shards: &[usize],
-        sql: &str,
+        frames: &[u8],
         simple: bool,
     ) -> Result<Plan, SessionError> {
-        if !simple {
-            return self.refuse_msg(false, "COPY out of a sharded table is put together from every shard only when sent as a simple Query (psql's \\copy and most drivers' COPY APIs do): send it that way, or one COPY per shard with a /* pgproxy: shard=… */ hint");
-        }
+        // In the extended protocol (tokio-postgres' copy_out): the nodes run the COPY as a
+        // simple Query; pgproxy answers the client's Parse / Bind / Describe itself, as
+        // PostgreSQL answers them for a COPY, and its Sync after the COPY's end.
+        let (sql, prefix, close_portal) = if simple {
+            (
+                super::shard::first_query_text(frames).unwrap_or_default(),
+                Vec::new(),
+                false,
+            )
+        } else {
+            let ends_sync = frames.len() >= 5 && frames[frames.len() - 5] == fe::SYNC;
+            if !ends_sync {
+                return self.refuse_msg(false, "a COPY out of a sharded table is put together from every shard only in a request that ends with Sync: send Parse/Bind/Execute/Sync, or the COPY as a simple Query");
+            }
+            match self.keyless_request(route, frames, false, shards) {
+                Ok(req) => {
+                    let prefix = extended_prefix(&req);
+                    (req.sql, prefix, req.close_portal)
+                }
+                Err(Unfit::Unsupported(what)) => {
+                    return self.refuse_msg(false, &format!("a COPY out of a sharded table is not supported with {what}: send Parse/Bind/Execute/Sync, or the COPY as a simple Query"));
+                }
+                Err(Unfit::Error(code, msg)) => {
+                    let e = message::error_response(message::Severity::Error, code, &msg, None);
+                    self.to_client.put_slice(e.raw());
+                    self.end_refused(false);
+                    return Ok(Plan::Done);
+                }
+            }
+        };
+        let sql = sql.as_str();
         let shape = match copy_out_shape(sql) {
             Ok(s) => s,
             Err(why) => {
-                return self.refuse_msg(true, &format!("COPY out of a sharded table: {why}; use COPY <table> [(columns)] TO STDOUT [WITH (…)]"));
+                return self.refuse_msg(simple, &format!("COPY out of a sharded table: {why}; use COPY <table> [(columns)] TO STDOUT [WITH (…)]"));
             }
         };
         if self.tx_status != b'I' {
             if let Some(why) = self.merged_read_in_txn_obstacle().await {
-                return self.refuse_msg(true, &format!("a COPY out of a sharded table reads every shard, which pgproxy does inside a transaction only while it is READ COMMITTED, has not written and changed no setting; not {why}: run it outside the transaction"));
+                return self.refuse_msg(simple, &format!("a COPY out of a sharded table reads every shard, which pgproxy does inside a transaction only while it is READ COMMITTED, has not written and changed no setting; not {why}: run it outside the transaction"));
             }
         }
         let mut parts = match self.scatter_connect(shards).await {
             Ok(p) => p,
             Err(e) => {
                 self.note_refusal();
-                self.report_error(&e, true);
+                self.report_error(&e, simple);
                 return Ok(Plan::Done);
             }
         };
+        self.to_client.put_slice(&prefix);
         let query = message::query(sql);
         let mut total = 0u64;
         let mut error = None;
@@ -105,6 +137,10 @@ impl Session {
                     .put_slice(Frame::new(be::COPY_DONE, &[]).raw());
                 self.to_client
                     .put_slice(message::command_complete(&format!("COPY {total}")).raw());
+                if close_portal {
+                    self.to_client
+                        .put_slice(Frame::new(be::CLOSE_COMPLETE, &[]).raw());
+                }
             }
             Some(e) => {
                 self.to_client.put_slice(e.raw());

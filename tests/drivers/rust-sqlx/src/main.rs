@@ -1258,6 +1258,52 @@ async fn t_sh_merged_simple(cx: &Cx, sh: &mut Sh) -> Res {
     Ok(())
 }
 
+/// COPY into the sharded table (each row to its key's shard) and out of it (every shard's rows
+/// together); the model gets the rows, then they are deleted again by key.
+async fn t_sh_copy(cx: &Cx, sh: &mut Sh) -> Res {
+    let mut c = cx.conn().await?;
+    let mut data = String::new();
+    let mut added = Vec::new();
+    for u in sh.lo..=sh.hi {
+        let (id, name, n) = (100i64, format!("copied {u}"), 7i32);
+        data.push_str(&format!("{id}\t{u}\t{name}\t{n}\n"));
+        added.push(((u, id), (name, n)));
+    }
+    let mut cp = c.copy_in_raw(&format!("COPY {SH} (id, user_id, name, n) FROM STDIN")).await?;
+    for chunk in data.as_bytes().chunks(37) {
+        cp.send(chunk).await?;
+    }
+    eq!(cp.finish().await?, added.len() as u64, "COPY in rows");
+    sh.rows.extend(added.iter().cloned());
+    sh.check_all(&mut c, "after COPY in").await?;
+    // out: the whole table (other runs' rows too), this run's rows picked by key
+    let mut out = Vec::new();
+    {
+        let mut s = c.copy_out_raw(&format!("COPY {SH} (user_id, id, name, n) TO STDOUT (FORMAT csv)")).await?;
+        while let Some(chunk) = s.try_next().await? {
+            out.extend_from_slice(&chunk);
+        }
+    }
+    let text = String::from_utf8(out)?;
+    let mut mine: Vec<String> = text
+        .lines()
+        .filter(|l| l.split(',').next().and_then(|k| k.parse::<i64>().ok()).is_some_and(|k| (sh.lo..=sh.hi).contains(&k)))
+        .map(str::to_string)
+        .collect();
+    mine.sort();
+    let mut want: Vec<String> =
+        sh.rows.iter().map(|((u, id), (name, n))| format!("{u},{id},{name},{n}")).collect();
+    want.sort();
+    eq!(mine, want, "COPY out, this run's rows");
+    for ((u, id), _) in &added {
+        sqlx::query(sql(format!("DELETE FROM {SH} WHERE user_id = $1 AND id = $2"))).bind(u).bind(id).execute(&mut c).await?;
+        sh.rows.remove(&(*u, *id));
+    }
+    sh.check_all(&mut c, "after deleting the copied rows").await?;
+    c.close().await?;
+    Ok(())
+}
+
 /// A keyless read inside a transaction: merged until the transaction writes, then refused by
 /// design (0A000); after the rollback, fine.
 async fn t_sh_fanout_in_tx(cx: &Cx, sh: &mut Sh) -> Res {
@@ -1456,6 +1502,7 @@ async fn main() {
             c.run("sharded table: keyless read in a transaction merged, refused after a write (0A000)", 60, t_sh_fanout_in_tx(&cx, &mut sh)).await;
             c.run("sharded table: keyless UPDATE / DELETE with binds, query() (2PC)", 60, t_sh_keyless_write(&cx, &mut sh)).await;
             c.run("sharded table: hints, refusals (0A000)", 60, t_sh_hints_refusals(&cx, &mut sh)).await;
+            c.run("sharded table: COPY in (rows to their shards) and out (copy_in_raw, copy_out_raw)", 60, t_sh_copy(&cx, &mut sh)).await;
         }
         c.run("sharded table: cleanup", 60, t_sh_cleanup(&cx, &mut sh)).await;
     }
