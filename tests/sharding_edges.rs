@@ -2674,3 +2674,94 @@ async fn merged_read_with_a_row_limit_answers_like_postgresql() {
     })
     .await
 }
+
+/// Text is merged in byte order; a collation that orders otherwise must not be merged by
+/// bytes: a COLLATE in the query, or a column (or domain) of such a collation in the
+/// database, is refused (0A000) where the merge compares text; with neither, the answer is
+/// PostgreSQL's.
+#[tokio::test]
+async fn text_of_another_collation_is_not_merged_in_byte_order() {
+    within(120, "test", async {
+        let (c, reference) = tokio::join!(ShardedCluster::start(2, 1, ""), PgNode::start());
+        let (client, direct) = setup_both(&c, &reference, false).await;
+        // 'B' < 'a' in byte order, 'a' < 'B' in any language's.
+        for (u, name) in [
+            (1i64, "a"),
+            (2, "B"),
+            (3, "c"),
+            (4, "D"),
+            (5, "e"),
+            (6, "F"),
+        ] {
+            let sql = format!(
+                "INSERT INTO contacts (id, user_id, name, age) VALUES ({u}, {u}, '{name}', {u})"
+            );
+            client.simple_query(&sql).await.expect("insert");
+            direct.simple_query(&sql).await.expect("insert");
+        }
+        let mut p = raw_proxy(&c).await;
+        let mut r = raw_node(&reference).await;
+        let merged = [
+            "SELECT name FROM contacts ORDER BY name",
+            "SELECT min(name), max(name) FROM contacts",
+        ];
+        for sql in merged {
+            same_answer(&mut p, &mut r, &wire::query(sql), sql).await;
+        }
+        for sql in [
+            "SELECT max(name COLLATE \"und-x-icu\") FROM contacts",
+            "SELECT name COLLATE \"und-x-icu\" AS n FROM contacts ORDER BY n",
+            "SELECT upper(name COLLATE \"und-x-icu\") FROM contacts ORDER BY 1",
+        ] {
+            let got = exchange(&mut p, &wire::query(sql)).await;
+            assert!(got.contains(&"Error 0A000".to_string()), "{sql}: {got:?}");
+        }
+        // A column of an ICU collation anywhere in the database: text is no longer merged by
+        // order (a new session asks again).
+        client
+            .simple_query("ALTER TABLE contacts ADD COLUMN nick text COLLATE \"und-x-icu\"")
+            .await
+            .expect("add column");
+        let mut p = raw_proxy(&c).await;
+        for sql in merged {
+            let got = exchange(&mut p, &wire::query(sql)).await;
+            assert!(got.contains(&"Error 0A000".to_string()), "{sql}: {got:?}");
+        }
+        // Merges that compare no text still run.
+        let got = exchange(&mut p, &wire::query("SELECT count(*) FROM contacts")).await;
+        assert!(got.iter().any(|s| s.contains("6")), "{got:?}");
+        client
+            .simple_query("ALTER TABLE contacts DROP COLUMN nick")
+            .await
+            .expect("drop column");
+        let mut p = raw_proxy(&c).await;
+        for sql in merged {
+            same_answer(&mut p, &mut r, &wire::query(sql), sql).await;
+        }
+        // A nondeterministic (case-insensitive) collation: 'a' and 'A' are one group in
+        // PostgreSQL, two byte strings in pgproxy's merge: grouping text is refused.
+        let grouped = [
+            "SELECT name, count(*) FROM contacts GROUP BY name",
+            "SELECT DISTINCT name FROM contacts",
+        ];
+        for sql in grouped {
+            let got = exchange(&mut p, &wire::query(sql)).await;
+            assert!(!got.iter().any(|s| s.starts_with("Error")), "{sql}: {got:?}");
+        }
+        client
+            .batch_execute(
+                "CREATE COLLATION ci (provider = icu, locale = 'und-u-ks-level2', deterministic = false); \
+                 ALTER TABLE contacts ADD COLUMN nick text COLLATE ci",
+            )
+            .await
+            .expect("nondeterministic collation");
+        let mut p = raw_proxy(&c).await;
+        for sql in grouped {
+            let got = exchange(&mut p, &wire::query(sql)).await;
+            assert!(got.contains(&"Error 0A000".to_string()), "{sql}: {got:?}");
+        }
+        let got = exchange(&mut p, &wire::query("SELECT count(*) FROM contacts")).await;
+        assert!(got.iter().any(|s| s.contains("6")), "{got:?}");
+    })
+    .await
+}

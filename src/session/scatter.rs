@@ -420,7 +420,7 @@ impl Session {
                 "unexpected columns from a shard".into(),
             )
         })?;
-        let mut out_fields = self.check_merge(spec, &fields, visible, parts).await?;
+        let mut out_fields = self.check_merge(spec, &fields, visible).await?;
         // Columns the client wants in binary: their types (encoded from the merged text).
         // (Empty when every column is text: rows go out as the shards sent them.)
         let mut binary: Vec<Option<u32>> = Vec::new();
@@ -527,12 +527,12 @@ impl Session {
         spec: &MergeSpec,
         fields: &[Field],
         visible: usize,
-        parts: &mut [Part],
     ) -> Result<Vec<Field>, Stop> {
         let refuse =
             |what: String| Stop::Own(crate::protocol::sqlstate::FEATURE_NOT_SUPPORTED, what);
         let mut out: Vec<Field> = fields[..visible].to_vec();
         let mut text_order = false;
+        let mut text_group = false;
         for k in &spec.order {
             let f = &fields[col(k.col, visible)];
             if !value::is_orderable(f.type_oid) {
@@ -549,6 +549,7 @@ impl Session {
                 None => (0..visible).collect(),
             };
             for i in key_cols {
+                text_group |= is_text(fields[i].type_oid);
                 if !canonical(fields[i].type_oid) {
                     return Err(refuse(format!(
                         "grouping by column \"{}\" (type oid {}) across shards is not supported",
@@ -619,9 +620,15 @@ impl Session {
                 ));
             }
         }
-        if text_order && !self.bytewise_text(parts).await? {
+        if text_order && !self.text_rules().await?.byte_order {
             return Err(refuse(
-                "ordering text across shards needs the database's collation to be C (byte order)"
+                "ordering text across shards needs the database's collation to be C (byte order) and no column or domain of another collation"
+                    .into(),
+            ));
+        }
+        if text_group && !self.text_rules().await?.byte_equality {
+            return Err(refuse(
+                "grouping text across shards needs every collation in the database to be deterministic (equal text is equal bytes)"
                     .into(),
             ));
         }
@@ -656,15 +663,10 @@ impl Session {
         }
     }
 
-    /// Whether the database compares text bytewise (C / POSIX collation), asked once per session.
-    async fn bytewise_text(&mut self, _parts: &mut [Part]) -> Result<bool, Stop> {
-        if let Some(b) = self
-            .repl_mut()
-            .sharding
-            .as_ref()
-            .and_then(|s| s.bytewise_text)
-        {
-            return Ok(b);
+    /// How the database compares text (see [`TextRules`]), asked once per session.
+    async fn text_rules(&mut self) -> Result<TextRules, Stop> {
+        if let Some(t) = self.repl_mut().sharding.as_ref().and_then(|s| s.text_rules) {
+            return Ok(t);
         }
         // Asked on a connection of its own: the shards' connections are mid-result.
         let shard = self.repl_mut().shard;
@@ -679,25 +681,23 @@ impl Session {
             .checkout()
             .await
             .map_err(|e| Stop::Own(crate::protocol::sqlstate::CONNECTION_FAILURE, e.to_string()))?;
-        let r = conn
-            .run_internal(
-                "SELECT datcollate FROM pg_catalog.pg_database WHERE datname = current_database()",
-            )
-            .await?;
+        let r = conn.run_internal(TEXT_RULES_SQL).await?;
         conn.release();
-        let coll = r
-            .rows
-            .first()
-            .and_then(|row| row.first().cloned().flatten())
-            .unwrap_or_default();
-        let bytewise = matches!(
-            coll.as_str(),
-            "C" | "POSIX" | "C.UTF-8" | "C.utf8" | "ucs_basic"
-        );
+        let field = |i: usize| r.rows.first().and_then(|row| row.get(i).cloned().flatten());
+        let coll = field(0).unwrap_or_default();
+        let provider = field(1);
+        let rules = TextRules {
+            byte_order: matches!(
+                coll.as_str(),
+                "C" | "POSIX" | "C.UTF-8" | "C.utf8" | "ucs_basic"
+            ) && provider.as_deref().is_none_or(|p| p == "c")
+                && field(2).as_deref() == Some("f"),
+            byte_equality: field(3).as_deref() == Some("f"),
+        };
         if let Some(s) = self.repl_mut().sharding.as_mut() {
-            s.bytewise_text = Some(bytewise);
+            s.text_rules = Some(rules);
         }
-        Ok(bytewise)
+        Ok(rules)
     }
 
     /// Sends one row (visible columns; those with a type in `binary` encoded so, `binary`
@@ -862,3 +862,34 @@ impl Session {
         Ok(groups)
     }
 }
+
+/// How the database compares text, as far as merging across shards goes.
+#[derive(Debug, Clone, Copy)]
+pub struct TextRules {
+    /// Text orders bytewise: the database's collation is C / POSIX (by the C library) and no
+    /// column or domain of its own has a collation that orders otherwise. ORDER BY and
+    /// min/max of text can merge.
+    pub byte_order: bool,
+    /// Equal text is equal bytes: no column or domain has a nondeterministic collation
+    /// (PostgreSQL's default collations are deterministic). GROUP BY / DISTINCT of text can
+    /// merge.
+    pub byte_equality: bool,
+}
+
+/// The database's collation, its provider (PostgreSQL 15+: `c` libc, `i` ICU), whether any
+/// user column or domain has a collation other than the default or byte order, and whether
+/// any has a nondeterministic one.
+const TEXT_RULES_SQL: &str = "WITH used AS ( \
+       SELECT a.attcollation AS coll FROM pg_catalog.pg_attribute a \
+       JOIN pg_catalog.pg_class c ON c.oid = a.attrelid \
+       WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attcollation <> 0 \
+         AND c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace) \
+       UNION SELECT t.typcollation FROM pg_catalog.pg_type t \
+       WHERE t.typcollation <> 0 \
+         AND t.typnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace)), \
+     colls AS (SELECT co.* FROM used JOIN pg_catalog.pg_collation co ON co.oid = used.coll) \
+     SELECT d.datcollate, pg_catalog.to_jsonb(d) ->> 'datlocprovider', \
+       EXISTS (SELECT 1 FROM colls WHERE collprovider <> 'd' \
+         AND NOT (collprovider = 'c' AND collcollate IN ('C', 'POSIX', 'C.UTF-8', 'C.utf8'))), \
+       EXISTS (SELECT 1 FROM colls WHERE NOT collisdeterministic) \
+     FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()";

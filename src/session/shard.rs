@@ -32,8 +32,8 @@ pub struct ShardState {
     portals: HashMap<String, Route>,
     /// Route plans by SQL text (a prepared statement is not parsed again per execution).
     plans: HashMap<String, Arc<RoutePlan>>,
-    /// The database sorts text bytewise (C collation): text ORDER BY / min / max can merge.
-    pub bytewise_text: Option<bool>,
+    /// How the database compares text, once asked (`scatter.rs`).
+    pub text_rules: Option<super::scatter::TextRules>,
     /// The key before the open transaction first changed it (restored by ROLLBACK).
     key_before_txn: Option<Option<String>>,
     /// SQL-level cursors and the shards they live on.
@@ -48,7 +48,7 @@ impl ShardState {
             key: None,
             portals: HashMap::new(),
             plans: HashMap::new(),
-            bytewise_text: None,
+            text_rules: None,
             key_before_txn: None,
             cursors: Default::default(),
         }

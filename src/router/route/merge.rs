@@ -194,6 +194,9 @@ struct AggScan {
     /// A function pgproxy does not know: it could be a user-defined aggregate.
     unknown: Option<String>,
     hex: bool,
+    /// A COLLATE whose order is not byte order: merging by bytes would order or pick
+    /// (min/max) differently from PostgreSQL.
+    odd_collate: Option<String>,
     depth: usize,
 }
 
@@ -211,6 +214,20 @@ impl Visitor for AggScan {
         if let Expr::Value(v) = e {
             // sqlparser prints 0x1F back as X'1F' (a bit string in PostgreSQL).
             self.hex |= matches!(v.value, Value::HexStringLiteral(_));
+        }
+        if let Expr::Collate { collation, .. } = e {
+            let name = collation
+                .0
+                .last()
+                .and_then(|p| p.as_ident())
+                .map(|i| i.value.clone())
+                .unwrap_or_default();
+            if !BYTE_ORDER_COLLATIONS
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case(&name))
+            {
+                self.odd_collate.get_or_insert(collation.to_string());
+            }
         }
         if self.depth > 0 {
             return ControlFlow::Continue(());
@@ -235,6 +252,20 @@ impl Visitor for AggScan {
             }
         }
         ControlFlow::Continue(())
+    }
+}
+
+/// Collations that order text as pgproxy compares it (bytes), or as the database's default
+/// (which the session checks is byte order before it merges text by order).
+const BYTE_ORDER_COLLATIONS: &[&str] = &["C", "POSIX", "ucs_basic", "default"];
+
+/// Refuses a COLLATE other than byte order in a select-list item, GROUP BY or ORDER BY.
+fn no_odd_collate(s: &AggScan) -> Result<(), String> {
+    match &s.odd_collate {
+        Some(c) => Err(format!(
+            "COLLATE {c} across shards is not supported (pgproxy merges text in byte order)"
+        )),
+        None => Ok(()),
     }
 }
 
@@ -365,6 +396,9 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
     {
         return Err("ROLLUP / CUBE / GROUPING SETS across shards is not supported".into());
     }
+    for g in &group_exprs {
+        no_odd_collate(&scan(g))?;
+    }
     let wildcard = sel.projection.iter().any(|i| {
         matches!(
             i,
@@ -403,6 +437,7 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
             _ => continue,
         };
         let s = scan(&expr);
+        no_odd_collate(&s)?;
         if s.window {
             return Err("window functions across shards are not supported".into());
         }
@@ -511,6 +546,7 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
                 return Err("ORDER BY … COLLATE across shards is not supported".into());
             }
             let s = scan(&o.expr);
+            no_odd_collate(&s)?;
             if s.window || s.other_agg.is_some() {
                 return Err("this ORDER BY cannot be merged across shards".into());
             }

@@ -201,6 +201,13 @@ const CASES: &[(&str, &str)] = &[
     ("SELECT * INTO newtable FROM contacts", "refuse:INTO"),
     ("SELECT bool_and(x) FROM contacts", "refuse:bool_and"),
     ("SELECT * FROM contacts WHERE user_id IN (A, B) ORDER BY name COLLATE \"C\"", "refuse:COLLATE"),
+    // Merged by bytes: a COLLATE in what is compared would order or pick differently.
+    ("SELECT max(name COLLATE \"de-x-icu\") FROM contacts", "refuse:COLLATE"),
+    ("SELECT name COLLATE \"en_US\" AS n FROM contacts ORDER BY n", "refuse:COLLATE"),
+    ("SELECT lower(name COLLATE \"en_US\") FROM contacts ORDER BY 1", "refuse:COLLATE"),
+    ("SELECT name, count(*) FROM contacts GROUP BY name COLLATE \"und-x-icu\"", "refuse:COLLATE"),
+    ("SELECT min(name COLLATE \"POSIX\") FROM contacts", "merge"),
+    ("SELECT * FROM contacts WHERE name COLLATE \"en_US\" > 'a'", "merge"),
     // --- joins between sharded tables
     ("SELECT * FROM contacts c JOIN notes n ON n.user_id = c.user_id WHERE c.user_id = A", "key:A"),
     ("SELECT * FROM contacts c JOIN notes n ON n.user_id = c.user_id WHERE n.user_id = B", "key:B"),
