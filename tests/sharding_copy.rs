@@ -676,3 +676,45 @@ async fn copy_out_in_the_extended_protocol_tokio_postgres() {
     assert_eq!(status(&got), b'I');
     no_prepared_left(&c).await;
 }
+
+/// A CancelRequest during a COPY into a sharded table fails the whole COPY with 57014, as
+/// PostgreSQL cancels a COPY: nothing is written on any shard, and the session goes on.
+#[tokio::test]
+async fn a_cancel_stops_a_copy_into_a_sharded_table() {
+    use futures_util::SinkExt;
+    let (c, _raw) = setup(2, 2).await;
+    let client = c.client().await;
+    let sink = client
+        .copy_in::<_, bytes::Bytes>("COPY contacts (user_id, name) FROM STDIN")
+        .await
+        .expect("copy_in");
+    futures_util::pin_mut!(sink);
+    for k in 1..=20 {
+        sink.send(bytes::Bytes::from(format!("{k}\tbefore the cancel\n")))
+            .await
+            .expect("send");
+    }
+    sink.flush().await.expect("flush");
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    client
+        .cancel_token()
+        .cancel_query(tokio_postgres::NoTls)
+        .await
+        .expect("send cancel");
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    for k in 21..=40 {
+        sink.send(bytes::Bytes::from(format!("{k}\tafter the cancel\n")))
+            .await
+            .expect("send");
+    }
+    let err = sink.finish().await.expect_err("cancelled");
+    assert_eq!(err.code().map(|c| c.code()), Some("57014"), "{err:?}");
+    assert_eq!(rows_per_shard(&c).await.iter().flatten().count(), 0);
+    no_prepared_left(&c).await;
+    let n: i64 = client
+        .query_one("SELECT count(*) FROM contacts", &[])
+        .await
+        .expect("the session goes on")
+        .get(0);
+    assert_eq!(n, 0);
+}

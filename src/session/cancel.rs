@@ -45,6 +45,24 @@ impl CancelSlot {
         *self.target.lock() = t;
     }
 
+    /// Points cancels at `t` instead of the current target, atomically; returns whether a
+    /// cancel was forwarded to the one replaced since the last `take_sent`/`swap` (and
+    /// forgets it). A scatter read or COPY on other connections swaps its own target in and
+    /// the session's back out: each learns whether its connection got a cancel.
+    pub fn swap(&self, t: Option<CancelTarget>) -> bool {
+        let mut target = self.target.lock();
+        *target = t;
+        self.sent.swap(false, Ordering::AcqRel)
+    }
+
+    /// Marks a cancel as forwarded to the current target again (what a `swap` returned for
+    /// it, once it is back).
+    pub fn restore_sent(&self, sent: bool) {
+        if sent {
+            self.sent.store(true, Ordering::Release);
+        }
+    }
+
     /// Whether a cancel was forwarded to the attached server connection (and forget it). Such
     /// a connection is closed rather than given to another client: PostgreSQL's postmaster
     /// signals the backend twice (its pid, then its process group), and a late second signal

@@ -281,14 +281,21 @@ impl Session {
         };
         // A CancelRequest reaches the first shard: its query fails with 57014, which ends the
         // merged read with that error (the others are read to their end and released).
-        if let Some(c) = parts.first().and_then(|p| p.conn.as_ref()) {
-            self.cancel.set(Some(super::cancel::CancelTarget::of(c)));
-        }
+        let first = parts.first().and_then(|p| p.conn.as_deref());
+        let before = self.cancel.swap(first.map(super::cancel::CancelTarget::of));
         let result = self.scatter_run(spec, &mut parts, &request).await;
         // Inside a transaction the session keeps its server connection: a later cancel goes
         // there again.
         let attached = self.server.as_deref().map(super::cancel::CancelTarget::of);
-        self.cancel.set(attached);
+        let cancelled = self.cancel.swap(attached);
+        self.cancel.restore_sent(before);
+        if cancelled {
+            // The first shard's connection got the cancel: closed, not pooled (a late second
+            // signal must not hit another query; `CancelSlot::take_sent`).
+            if let Some(p) = parts.first_mut() {
+                p.conn = None;
+            }
+        }
         if result.is_err() {
             // The answer is an error: the shards still running are cancelled, and their
             // connections closed rather than reused (a cancel that arrives late must not hit

@@ -12,6 +12,7 @@
 //! out of the list whose default every node would compute itself (serial, now(), …) is filled
 //! in per shard (`shard_copy_fill`).
 
+use super::cancel::CancelTarget;
 use super::keyless::{add_tags, read_answer, Answer, Participant};
 use super::keyless_request::{Request, Unfit};
 use super::keyless_split::parameter_description;
@@ -175,7 +176,14 @@ impl Session {
         if let (None, Some(response)) = (refusal.clone(), response) {
             self.to_client.extend_from_slice(&prefix);
             self.to_client.extend_from_slice(response.raw());
+            // A CancelRequest reaches the first node: its COPY fails with 57014 at its next
+            // row, which fails the whole COPY (nothing written anywhere), as PostgreSQL
+            // cancels a COPY.
+            let cancel_before = self
+                .cancel
+                .swap(parts.first().map(|p| CancelTarget::of(&p.conn)));
             self.shard_copy = Some(Box::new(ShardCopy {
+                cancel_before,
                 parts,
                 cutter: if copy.binary {
                     Cutter::Binary(BinaryCutter::default())
@@ -433,8 +441,13 @@ impl Session {
             in_txn,
             extended,
             fill,
+            cancel_before,
             ..
         } = sc;
+        let attached = self.server.as_deref().map(CancelTarget::of);
+        // A connection a cancel went to is closed, not pooled (`CancelSlot::take_sent`).
+        let cancelled = self.cancel.swap(attached);
+        self.cancel.restore_sent(cancel_before);
         let answers = join_all(parts.iter_mut().map(|p| {
             let end = end.clone();
             async move {
@@ -543,7 +556,11 @@ impl Session {
             None => self.keyless_commit(&mut kept).await,
         };
         for p in kept {
-            p.conn.release();
+            if cancelled {
+                drop(p.conn);
+            } else {
+                p.conn.release();
+            }
         }
         match result {
             Ok(()) => self.to_client.extend_from_slice(done.raw()),

@@ -92,13 +92,17 @@ impl Session {
         };
         self.to_client.put_slice(&prefix);
         let query = message::query(sql);
+        let before = self.cancel.swap(None);
+        let mut cancelled = false;
         let mut total = 0u64;
         let mut error = None;
         for (i, part) in parts.iter_mut().enumerate() {
             let Some(conn) = part.conn.as_mut() else {
                 continue;
             };
-            self.cancel.set(Some(super::cancel::CancelTarget::of(conn)));
+            cancelled |= self
+                .cancel
+                .swap(Some(super::cancel::CancelTarget::of(conn)));
             let outcome = self.copy_out_one(conn, query.raw(), shape, i).await;
             match outcome {
                 Ok(Outcome::Rows(n)) => total += n,
@@ -122,9 +126,13 @@ impl Session {
             }
         }
         let attached = self.server.as_deref().map(super::cancel::CancelTarget::of);
-        self.cancel.set(attached);
+        cancelled |= self.cancel.swap(attached);
+        self.cancel.restore_sent(before);
+        // A connection a cancel went to is closed, not pooled (`CancelSlot::take_sent`).
         for c in parts.into_iter().filter_map(|p| p.conn) {
-            c.release();
+            if !cancelled {
+                c.release();
+            }
         }
         match error {
             None => {

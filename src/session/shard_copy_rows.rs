@@ -35,6 +35,9 @@ pub(super) struct ShardCopy {
     /// Data rows seen (for error messages: PostgreSQL counts lines from 1).
     pub(super) line: u64,
     pub(super) in_txn: bool,
+    /// A cancel had been forwarded to the session's own connection before the COPY took the
+    /// cancel target (`CancelSlot::swap`).
+    pub(super) cancel_before: bool,
     /// The COPY came in the extended protocol: ReadyForQuery waits for the client's Sync.
     pub(super) extended: bool,
     /// pgproxy's own error: the nodes were sent CopyFail; the client's data is dropped until
