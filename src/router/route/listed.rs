@@ -6,7 +6,7 @@
 
 use sqlparser::ast::{CastKind, Expr, Query, SelectItem, SetExpr, TableFactor, Value};
 
-use super::scope::key_expr;
+use super::scope::{cast_kind, key_expr, KeyCast};
 use super::KeyExpr;
 use crate::router::classify::{ident_key, is_row_by_row_select};
 
@@ -95,7 +95,7 @@ fn column_name(e: &Expr) -> Option<String> {
             expr,
             data_type,
             ..
-        } if !data_type.to_string().contains('(') => column_name(expr),
+        } if matches!(cast_kind(&data_type.to_string()), KeyCast::Exact) => column_name(expr),
         Expr::Identifier(id) => Some(ident_key(&id.value, id.quote_style)),
         Expr::CompoundIdentifier(ids) if ids.len() == 2 => {
             ids.last().map(|id| ident_key(&id.value, id.quote_style))
@@ -111,8 +111,27 @@ fn array_keys(e: &Expr) -> Option<Vec<Option<KeyExpr>>> {
         Expr::Cast {
             kind: CastKind::Cast | CastKind::DoubleColon,
             expr,
+            data_type,
             ..
-        } => array_keys(expr),
+        } => {
+            let keys = array_keys(expr)?;
+            match cast_kind(data_type.to_string().trim_end_matches("[]")) {
+                KeyCast::Exact => Some(keys),
+                // numeric[] / float8[]: whole numbers the element type holds exactly only.
+                KeyCast::Whole(limit) => keys
+                    .iter()
+                    .all(|k| match k {
+                        Some(KeyExpr::Lit(n)) => n
+                            .trim()
+                            .parse::<i64>()
+                            .is_ok_and(|v| v.unsigned_abs() <= limit),
+                        Some(KeyExpr::Param(_)) => false,
+                        None => true,
+                    })
+                    .then_some(keys),
+                KeyCast::Other => None,
+            }
+        }
         Expr::Array(a) => Some(a.elem.iter().map(key_expr).collect()),
         Expr::Value(v) => match &v.value {
             Value::SingleQuotedString(s) => array_text(s),

@@ -672,14 +672,55 @@ pub fn key_expr(e: &Expr) -> Option<KeyExpr> {
             }
             _ => None,
         },
-        // Casts that keep the value (no length or precision: `varchar(3)` truncates).
+        // Casts that keep the value: to types whose comparison with the key is exact.
         Expr::Cast {
             kind: CastKind::Cast | CastKind::DoubleColon,
             expr,
             data_type,
             ..
-        } if !data_type.to_string().contains('(') => key_expr(expr),
+        } => {
+            let inner = key_expr(expr)?;
+            match cast_kind(&data_type.to_string()) {
+                KeyCast::Exact => Some(inner),
+                // A float compares with the key as a float: keys past the float's exact
+                // integers share one value (9007199254740993::float8 also equals …992). A
+                // numeric with a fraction is rounded into an integer key column.
+                KeyCast::Whole(limit) => match &inner {
+                    KeyExpr::Lit(n)
+                        if n.parse::<i64>().is_ok_and(|v| v.unsigned_abs() <= limit) =>
+                    {
+                        Some(inner)
+                    }
+                    _ => None,
+                },
+                KeyCast::Other => None,
+            }
+        }
         _ => None,
+    }
+}
+
+/// What a cast does to a key value compared with the key column.
+pub(super) enum KeyCast {
+    /// Keeps it (integer types, text and varchar without a length, uuid).
+    Exact,
+    /// Keeps a whole number up to this magnitude (numeric; floats: their exact integers).
+    Whole(u64),
+    /// Anything else (`char(n)`/`bpchar` drop trailing spaces, `name` truncates, `citext`
+    /// compares case-insensitively, `varchar(3)` truncates, …): not a key.
+    Other,
+}
+
+pub(super) fn cast_kind(type_name: &str) -> KeyCast {
+    let t = type_name.to_ascii_lowercase();
+    let t = t.strip_prefix("pg_catalog.").unwrap_or(&t);
+    match t {
+        "bigint" | "int8" | "integer" | "int" | "int4" | "smallint" | "int2" | "text"
+        | "varchar" | "character varying" | "uuid" | "unknown" => KeyCast::Exact,
+        "numeric" | "decimal" => KeyCast::Whole(u64::MAX),
+        "float8" | "double precision" | "float" => KeyCast::Whole(1 << 53),
+        "float4" | "real" => KeyCast::Whole(1 << 24),
+        _ => KeyCast::Other,
     }
 }
 
