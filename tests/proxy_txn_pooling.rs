@@ -280,3 +280,68 @@ async fn startup_parameters_follow_each_client() {
     })
     .await
 }
+
+/// currval / lastval read the session's sequence state, which lives on a server connection.
+/// A client gets the connection it used last when it is idle (its own value, as from one
+/// session); otherwise the connection forgets the other clients' state first, so the client
+/// sees 55000 (as a session that never called nextval), never another client's value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currval_never_answers_with_another_clients_value() {
+    within(120, "test", async {
+        let (_node, proxy) = node_and_proxy(|c| c.pool_size(3)).await;
+        let port = proxy.port();
+        let (mut a, mut b, mut d) = (
+            connect_app(port).await,
+            connect_app(port).await,
+            connect_app(port).await,
+        );
+        a.batch_execute("CREATE TABLE seqt (id serial PRIMARY KEY, v text)")
+            .await
+            .expect("ddl");
+        // A's insert runs on X, B's transaction on Y; both go back idle (Y on top).
+        let ta = a.transaction().await.expect("begin a");
+        ta.execute("INSERT INTO seqt (v) VALUES ('a')", &[])
+            .await
+            .expect("insert a");
+        let tb = b.transaction().await.expect("begin b");
+        tb.execute("SELECT 1", &[]).await.expect("select b");
+        ta.commit().await.expect("commit a");
+        tb.commit().await.expect("commit b");
+        // A's currval: its own connection (X), its own value.
+        assert_eq!(scalar(&a, "SELECT currval('seqt_id_seq')").await, "1");
+        // B never called nextval: 55000, as in PostgreSQL.
+        let e = b
+            .simple_query("SELECT currval('seqt_id_seq')")
+            .await
+            .expect_err("B has no currval");
+        assert_eq!(e.code().map(|c| c.code()), Some("55000"), "{e:?}");
+        // B inserts (id 2); A's lastval is still 1.
+        b.execute("INSERT INTO seqt (v) VALUES ('b')", &[])
+            .await
+            .expect("insert b");
+        assert_eq!(scalar(&a, "SELECT lastval()").await, "1");
+        assert_eq!(scalar(&b, "SELECT currval('seqt_id_seq')").await, "2");
+        // D holds A's connection: A gets another one, which must not answer with B's 2.
+        let td = d.transaction().await.expect("begin d");
+        td.execute("SELECT 1", &[]).await.expect("select d");
+        for _ in 0..3 {
+            match a.simple_query("SELECT currval('seqt_id_seq')").await {
+                Ok(rows) => {
+                    let got = rows.iter().find_map(|m| match m {
+                        tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                        _ => None,
+                    });
+                    assert_eq!(got.as_deref(), Some("1"), "A's currval");
+                }
+                Err(e) => assert_eq!(e.code().map(|c| c.code()), Some("55000"), "{e:?}"),
+            }
+            // The extended protocol too (Parse/Bind of an unnamed statement).
+            match a.query_one("SELECT lastval()", &[]).await {
+                Ok(row) => assert_eq!(row.get::<_, i64>(0), 1, "A's lastval"),
+                Err(e) => assert_eq!(e.code().map(|c| c.code()), Some("55000"), "{e:?}"),
+            }
+        }
+        td.commit().await.expect("commit d");
+    })
+    .await
+}

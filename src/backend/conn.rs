@@ -161,6 +161,9 @@ pub struct ServerConn {
     pub created: Instant,
     /// When it was last returned to the pool.
     pub last_used: Instant,
+    /// The client (pgproxy's BackendKeyData pid) whose statements ran on it last, 0 for none:
+    /// the session's sequence state (currval/lastval) is that client's.
+    pub last_client: i32,
     /// The node's activity counter (see `ConnectParams::activity`).
     activity: Option<Arc<AtomicU64>>,
     /// See `ConnectParams::detached`.
@@ -205,6 +208,7 @@ impl ServerConn {
             settings: BTreeMap::new(),
             created: Instant::now(),
             last_used: Instant::now(),
+            last_client: 0,
             activity: p.activity.clone(),
             detached: p.detached.clone(),
         };

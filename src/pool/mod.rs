@@ -179,6 +179,12 @@ impl Pool {
 
     /// Waits for a server connection (FIFO among waiters), up to the checkout timeout.
     pub async fn checkout(&self) -> Result<Pooled, PoolError> {
+        self.checkout_for(0).await
+    }
+
+    /// Like `checkout`, but takes the idle connection `client` used last when there is one
+    /// (`ServerConn::last_client`; 0: no preference).
+    pub async fn checkout_for(&self, client: i32) -> Result<Pooled, PoolError> {
         let settings = self.inner.settings.load_full();
         let permit = match self.inner.sem.clone().try_acquire_owned() {
             Ok(p) => p,
@@ -203,7 +209,7 @@ impl Pool {
             }
         };
         self.inner.stats.checkouts.fetch_add(1, Ordering::Relaxed);
-        while let Some(conn) = self.pop_idle() {
+        while let Some(conn) = self.pop_idle(client) {
             if self.is_reusable(&conn, &settings) {
                 return Ok(Pooled::new(conn, permit, self.inner.clone()));
             }
@@ -213,9 +219,15 @@ impl Pool {
         Ok(Pooled::new(conn, permit, self.inner.clone()))
     }
 
-    fn pop_idle(&self) -> Option<Box<ServerConn>> {
+    fn pop_idle(&self, client: i32) -> Option<Box<ServerConn>> {
+        let mut idle = self.inner.idle.lock();
+        if client != 0 {
+            if let Some(i) = idle.iter().rposition(|c| c.last_client == client) {
+                return idle.remove(i);
+            }
+        }
         // LIFO: the most recently used connection is warm and least likely to have timed out.
-        self.inner.idle.lock().pop_back()
+        idle.pop_back()
     }
 
     fn is_reusable(&self, conn: &ServerConn, s: &PoolSettings) -> bool {

@@ -50,6 +50,9 @@ pub struct Effects {
     pub restores_startup: bool,
     /// DISCARD ALL / DEALLOCATE ALL: every prepared statement of the session is gone.
     pub drops_statements: bool,
+    /// Reads the session's sequence state (currval, lastval): it must run where this client's
+    /// nextval ran, or see none (`reads_sequence_state`).
+    pub sequence_state: bool,
 }
 
 impl Effects {
@@ -60,6 +63,7 @@ impl Effects {
             && self.set_names.is_empty()
             && !self.reset_all
             && !self.drops_statements
+            && !self.sequence_state
     }
 }
 
@@ -114,9 +118,24 @@ fn worth_a_closer_look(sql: &str) -> bool {
         .any(|i| at(i + 1, b"advisory") || (i >= 3 && at(i - 3, b"set_config")))
 }
 
+/// Whether the text calls currval( or lastval( (any case; conservative: also in a string or
+/// comment). One memchr pass over the text's parentheses.
+pub fn reads_sequence_state(sql: &str) -> bool {
+    let b = sql.as_bytes();
+    memchr::memchr_iter(b'(', b).any(|i| {
+        i >= 7 && {
+            let w = &b[i - 7..i];
+            w.eq_ignore_ascii_case(b"currval") || w.eq_ignore_ascii_case(b"lastval")
+        }
+    })
+}
+
 /// Classifies SQL text. Fast path: nothing that can change session state → no effects.
 pub fn session_effects(sql: &str) -> Effects {
-    let mut e = Effects::default();
+    let mut e = Effects {
+        sequence_state: reads_sequence_state(sql),
+        ..Effects::default()
+    };
     if !worth_a_closer_look(sql) {
         return e;
     }

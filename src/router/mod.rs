@@ -9,5 +9,5 @@ mod effects;
 pub mod keywords;
 
 pub use classify::{classify, classify_with, Classified, Kind};
-pub use effects::{is_rollback, session_effects, Effects, PinReason};
+pub use effects::{is_rollback, reads_sequence_state, session_effects, Effects, PinReason};
 pub mod route;

@@ -404,6 +404,7 @@ impl Session {
             }
         }
         let mut copies = false;
+        let mut sequence_state = false;
         if tag == fe::QUERY {
             let sql = message::query_text(f.body())
                 .ok_or_else(|| SessionError::Protocol("malformed Query message".into()))?;
@@ -412,13 +413,17 @@ impl Session {
             }
             let e = crate::router::session_effects(sql);
             self.note_effects(&e);
+            sequence_state = e.sequence_state;
             copies = crate::router::keywords::may_copy_in(sql);
         }
         if self.server.is_none() && self.answer_without_server(f)? {
             return Ok(false);
         }
+        if self.server.is_none() && tag != fe::QUERY {
+            sequence_state = self.reads_sequence_state(f);
+        }
         if !self
-            .ensure_server(tag == fe::QUERY || tag == fe::FUNCTION_CALL)
+            .ensure_server(tag == fe::QUERY || tag == fe::FUNCTION_CALL, sequence_state)
             .await?
         {
             return Ok(false);
@@ -542,22 +547,54 @@ impl Session {
     }
 
     /// Attaches a server connection (cancel requests now reach it).
-    pub(super) fn attach(&mut self, server: Pooled) {
+    pub(super) fn attach(&mut self, mut server: Pooled) {
         self.cancel.set(Some(CancelTarget::of(&server)));
+        server.last_client = self.pid;
         self.server = Some(server);
+    }
+
+    /// Whether a Parse's text, or a Bind's statement, reads the session's sequence state.
+    fn reads_sequence_state(&self, f: FrameRef<'_>) -> bool {
+        match f.tag() {
+            fe::PARSE => message::Parse::parse(f.body())
+                .is_some_and(|p| crate::router::reads_sequence_state(p.query)),
+            fe::BIND => message::Bind::parse(f.body())
+                .and_then(|b| self.statements.get(b.statement))
+                .and_then(|s| s.effects.as_ref())
+                .is_some_and(|e| e.sequence_state),
+            _ => false,
+        }
     }
 
     /// Checks a server connection out if none is attached and brings its settings in line.
     /// On failure, reports the error to the client (for a Query: error + ReadyForQuery; for
     /// extended messages: error, then skip to Sync) and returns false.
-    async fn ensure_server(&mut self, simple: bool) -> Result<bool, SessionError> {
+    ///
+    /// `sequence_state`: the statement reads currval/lastval. In transaction mode the client
+    /// gets the connection it used last if it is idle; any other connection that ran another
+    /// client's statements forgets their sequence state first (DISCARD SEQUENCES), so that
+    /// currval answers as in a session that has not called nextval (55000), never with
+    /// another client's value.
+    async fn ensure_server(
+        &mut self,
+        simple: bool,
+        sequence_state: bool,
+    ) -> Result<bool, SessionError> {
         if self.server.is_some() {
             return Ok(true);
         }
         if self.shared.is_draining() {
             return Err(SessionError::Shutdown);
         }
-        let server = match self.pool.checkout().await {
+        // Replicated and sharded sessions check out their connections elsewhere (a
+        // follower's sequence state would have to follow the main's).
+        let affinity = sequence_state && self.mode == PoolMode::Transaction && self.repl.is_none();
+        let checkout = if affinity {
+            self.pool.checkout_for(self.pid).await
+        } else {
+            self.pool.checkout().await
+        };
+        let mut server = match checkout {
             Ok(s) => s,
             Err(e) => {
                 debug!(error = %e, "checkout failed");
@@ -565,6 +602,13 @@ impl Session {
                 return Ok(false);
             }
         };
+        if affinity && server.last_client != self.pid && server.last_client != 0 {
+            if let Err(e) = server.run_internal("DISCARD SEQUENCES").await {
+                drop(server);
+                self.report_error(&e, simple);
+                return Ok(false);
+            }
+        }
         self.attach_checked_out(server, simple).await?;
         Ok(self.server.is_some())
     }
