@@ -312,3 +312,85 @@ async fn orm_batch_inserts_with_serial_ids_land_identically() {
     })
     .await
 }
+
+/// currval() / lastval() after an autocommit INSERT (PHP PDO's lastInsertId, a child row
+/// inserted with `currval('parent_id_seq')`), from several clients whose main and follower
+/// connections pair up differently from one transaction to the next: the other nodes get the
+/// main's value, so nodes stay identical and none is detached. (Before, each node read its own
+/// connection's sequence state: a follower whose connection had not run the client's
+/// nextval answered 55000 where the main answered, and was quarantined.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn currval_and_lastval_after_an_insert_keep_every_node() {
+    within(120, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let mut a = cl.client().await;
+        let mut b = cl.client().await;
+        exec(
+            &a,
+            "CREATE TABLE parent (id serial PRIMARY KEY, v text);
+             CREATE TABLE child (id serial PRIMARY KEY, parent_id int, v text)",
+        )
+        .await;
+        for round in 0..6 {
+            // Overlapping transactions so the pools hand out connections in another order.
+            let ta = a.transaction().await.expect("begin a");
+            ta.execute(
+                "INSERT INTO parent (v) VALUES ($1)",
+                &[&format!("a{round}")],
+            )
+            .await
+            .expect("insert a");
+            let tb = b.transaction().await.expect("begin b");
+            tb.execute(
+                "INSERT INTO parent (v) VALUES ($1)",
+                &[&format!("b{round}")],
+            )
+            .await
+            .expect("insert b");
+            if round % 2 == 0 {
+                ta.commit().await.expect("commit a");
+                tb.commit().await.expect("commit b");
+            } else {
+                tb.commit().await.expect("commit b");
+                ta.commit().await.expect("commit a");
+            }
+            for (c, who) in [(&a, "a"), (&b, "b")] {
+                for sql in [
+                    "SELECT currval('parent_id_seq')",
+                    "SELECT lastval()",
+                    "INSERT INTO child (parent_id, v) VALUES (currval('parent_id_seq'), 'c')",
+                ] {
+                    match c.simple_query(sql).await {
+                        Ok(_) => {}
+                        Err(e) => assert_eq!(
+                            e.code().map(|c| c.code()),
+                            Some("55000"),
+                            "{who} {sql}: {e:?}"
+                        ),
+                    }
+                }
+                // In one transaction with its INSERT: always the client's own value.
+                c.batch_execute("BEGIN").await.expect("begin");
+                let id: i32 = c
+                    .query_one("INSERT INTO parent (v) VALUES ('t') RETURNING id", &[])
+                    .await
+                    .expect("insert in a transaction")
+                    .get(0);
+                let cur: i64 = c
+                    .query_one("SELECT currval('parent_id_seq')", &[])
+                    .await
+                    .expect("currval in the transaction")
+                    .get(0);
+                assert_eq!(cur, i64::from(id), "{who}: currval after its own INSERT");
+                c.batch_execute("COMMIT").await.expect("commit");
+            }
+        }
+        cl.assert_identical(&["parent", "child"]).await;
+        let log = cl.proxy.log();
+        assert!(
+            !log.contains("node state changed") && !log.contains("quarantined"),
+            "a node was detached:\n{log}"
+        );
+    })
+    .await
+}

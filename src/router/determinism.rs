@@ -54,6 +54,10 @@ pub enum Need {
     /// nextval(<arg>): the argument as SQL text exactly as written, e.g. `'t_id_seq'` or
     /// `'public.t_id_seq'::regclass`.
     Nextval(String),
+    /// currval(<arg>) or lastval(): the call as SQL text. It reads the session's sequence
+    /// state, which only the main's connection is sure to hold (the other nodes' sequences are
+    /// moved with a setval that may not run).
+    SequenceState(String),
     /// nextval(<arg>) once for each of the rows an `INSERT … SELECT … FROM UNNEST(…)` inserts,
     /// as an int8 array.
     NextvalRows { arg: String, count: RowCount },
@@ -95,6 +99,7 @@ impl Need {
             Need::Random => "random()".to_string(),
             Need::Uuid => "gen_random_uuid()".to_string(),
             Need::Nextval(arg) => format!("nextval({arg})"),
+            Need::SequenceState(call) => call.clone(),
             Need::NextvalRows { arg, count } => format!(
                 "ARRAY(SELECT nextval({arg}) FROM pg_catalog.generate_series(1, {}))",
                 count.sql_text()
@@ -384,6 +389,13 @@ fn plan_inner(sql: &str, schema: &dyn Schema, strict: bool) -> Option<Planned> {
     // An earlier statement of the text reads or sets a sequence's state (setval, currval,
     // lastval): a nextval evaluated before the text runs would come out of order with it.
     let mut sequence_state_before = false;
+    let mut setval_so_far = false;
+    let sequence_states = |c: &Collector| {
+        c.needs
+            .iter()
+            .filter(|n| matches!(n, Need::SequenceState(_)))
+            .count()
+    };
     let nextvals = |c: &Collector| {
         c.needs
             .iter()
@@ -395,7 +407,20 @@ fn plan_inner(sql: &str, schema: &dyn Schema, strict: bool) -> Option<Planned> {
             render::push_text(&mut pieces, "; ");
         }
         let before = nextvals(&c);
+        let states_before = sequence_states(&c);
         let planned = plan_range(&lexed, r.clone(), &mut schema, &mut c, strict);
+        // currval()/lastval() are read before the text runs: a setval() before them (in an
+        // earlier statement or the same one) would not be seen.
+        setval_so_far |=
+            super::keywords::contains_ignore_case(lexed.text(r.clone()).as_bytes(), b"setval");
+        if setval_so_far && sequence_states(&c) > states_before {
+            return Some(Planned::Refused(
+                "on a replicated shard pgproxy reads currval() / lastval() on the main node \
+                 before the query runs, so it cannot follow setval() in the same query; send \
+                 them as separate queries"
+                    .to_string(),
+            ));
+        }
         if sequence_state_before && nextvals(&c) > before {
             return Some(Planned::Refused(
                 "on a replicated shard pgproxy evaluates nextval() (also a serial or identity \

@@ -642,6 +642,8 @@ fn may_need(sql: &str) -> bool {
         || l.contains("random")
         || l.contains("uuid")
         || l.contains("nextval")
+        || l.contains("currval")
+        || l.contains("lastval")
         || l.contains("timestamp")
         || l.contains("timeofday")
         || l.contains("default")

@@ -163,7 +163,7 @@ pub(super) fn sample_value(need: &Need) -> &'static str {
         Need::TxnTimestamp | Need::ClockTimestamp => "2000-01-01 00:00:00+00",
         Need::Random => "0.5",
         Need::Uuid => "00000000-0000-0000-0000-000000000000",
-        Need::Nextval(_) => "1",
+        Need::Nextval(_) | Need::SequenceState(_) => "1",
         Need::NextvalRows { .. } => "{1}",
         Need::UuidRows { .. } => "{00000000-0000-0000-0000-000000000000}",
     }

@@ -130,14 +130,30 @@ fn nd_call(f: &Function, src: &Lexed) -> Result<Option<Call>, String> {
         "gen_random_uuid" => Ok(Some(Call::PerRow(Need::Uuid, Form::Uuid, "gen_random_uuid"))),
         "uuid_generate_v4" => Ok(Some(Call::PerRow(Need::Uuid, Form::Uuid, "uuid_generate_v4"))),
         "nextval" => nextval(f, src).map(Some),
+        "currval" => sequence_arg(f, src, "currval").map(|arg| {
+            Some(Call::Stable(
+                Need::SequenceState(format!("currval({arg})")),
+                Form::Int8,
+            ))
+        }),
+        "lastval" if args(f).is_empty() => Ok(Some(Call::Stable(
+            Need::SequenceState("lastval()".to_string()),
+            Form::Int8,
+        ))),
         _ => Ok(None),
     }
 }
 
 /// nextval(<constant>): the argument text exactly as written.
 fn nextval(f: &Function, src: &Lexed) -> Result<Call, String> {
+    let text = sequence_arg(f, src, "nextval")?;
+    Ok(Call::PerRow(Need::Nextval(text), Form::Int8, "nextval"))
+}
+
+/// The constant argument of nextval / currval, as written.
+fn sequence_arg(f: &Function, src: &Lexed, name: &str) -> Result<String, String> {
     let [FunctionArg::Unnamed(FunctionArgExpr::Expr(arg))] = args(f) else {
-        return Err("nextval() with other than one argument".to_string());
+        return Err(format!("{name}() with other than one argument"));
     };
     let mut constant = true;
     let _ = sqlparser::ast::visit_expressions(arg, |e| {
@@ -152,14 +168,13 @@ fn nextval(f: &Function, src: &Lexed) -> Result<Call, String> {
     });
     if !constant {
         return Err(format!(
-            "nextval({arg}) with a non-constant argument: pgproxy evaluates nextval() on the main node before the statement runs; name the sequence with a literal"
+            "{name}({arg}) with a non-constant argument: pgproxy evaluates {name}() on the main node before the statement runs; name the sequence with a literal"
         ));
     }
-    let text = last_ident(f)
+    Ok(last_ident(f)
         .and_then(|id| src.call_args(id))
         .map(str::to_string)
-        .unwrap_or_else(|| arg.to_string());
-    Ok(Call::PerRow(Need::Nextval(text), Form::Int8, "nextval"))
+        .unwrap_or_else(|| arg.to_string()))
 }
 
 /// The refusal for a per-row call in `context`.
@@ -279,6 +294,8 @@ pub(super) fn is_nondeterministic(name: &str) -> bool {
             | "gen_random_uuid"
             | "uuid_generate_v4"
             | "nextval"
+            | "currval"
+            | "lastval"
     )
 }
 

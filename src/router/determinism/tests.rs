@@ -74,6 +74,7 @@ fn values(needs: &[Need]) -> Vec<String> {
             Need::Random => format!("0.{i}5"),
             Need::Uuid => format!("{i}1111111-1111-1111-1111-111111111111"),
             Need::Nextval(_) => format!("{}", 100 + i),
+            Need::SequenceState(_) => format!("{}", 400 + i),
             Need::NextvalRows { .. } => format!("{{{},{}}}", 200 + i, 300 + i),
             Need::UuidRows { .. } => format!(
                 "{{{i}2222222-2222-2222-2222-222222222222,{i}3333333-3333-3333-3333-333333333333}}"

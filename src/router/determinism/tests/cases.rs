@@ -111,7 +111,20 @@ pub(super) const CASES: &[(&str, Want)] = &[
     ),
     (
         "SELECT nextval('s'); SELECT currval('s') * 10",
-        Rewrite(&["nextval('s')"], "SELECT '100'::int8 AS \"nextval\"; SELECT currval('s') * 10"),
+        Rewrite(&["nextval('s')", "currval('s')"], "SELECT '100'::int8 AS \"nextval\"; SELECT '401'::int8 * 10"),
+    ),
+    // currval / lastval read the main's session state; the other nodes get the value.
+    (
+        "SELECT currval('s')",
+        Rewrite(&["currval('s')"], "SELECT '400'::int8 AS \"currval\""),
+    ),
+    (
+        "SELECT pg_catalog.lastval()",
+        Rewrite(&["lastval()"], "SELECT '400'::int8 AS \"lastval\""),
+    ),
+    (
+        "INSERT INTO child (parent_id, name) VALUES (currval('parent_id_seq'), 'x')",
+        Rewrite(&["currval('parent_id_seq')"], "INSERT INTO child (parent_id, name) VALUES ('400'::int8, 'x')"),
     ),
     (
         "SELECT nextval('s'), now()::date",
@@ -202,6 +215,9 @@ pub(super) const CASES: &[(&str, Want)] = &[
     ),
     // refused
     ("SELECT setval('s', 100); SELECT nextval('s')", Refused("cannot follow setval(), currval() or lastval()")),
+    ("SELECT setval('s', 100); SELECT currval('s')", Refused("cannot follow setval() in the same query")),
+    ("SELECT setval('s', 100), lastval()", Refused("cannot follow setval() in the same query")),
+    ("SELECT currval(name) FROM seqs", Refused("currval(name) with a non-constant argument")),
     ("SELECT nextval('s'); SELECT currval('s'); SELECT nextval('s')", Refused("send them as separate queries")),
     ("SELECT lastval(); INSERT INTO t (name) VALUES ('a')", Refused("cannot follow setval()")),
     ("UPDATE x SET a = random() WHERE id = 1", Refused("random() in an UPDATE that may touch several rows")),
