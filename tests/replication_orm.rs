@@ -331,22 +331,21 @@ async fn currval_and_lastval_after_an_insert_keep_every_node() {
              CREATE TABLE child (id serial PRIMARY KEY, parent_id int, v text)",
         )
         .await;
+        let insert = "INSERT INTO parent (v) VALUES ($1) RETURNING id";
         for round in 0..6 {
             // Overlapping transactions so the pools hand out connections in another order.
             let ta = a.transaction().await.expect("begin a");
-            ta.execute(
-                "INSERT INTO parent (v) VALUES ($1)",
-                &[&format!("a{round}")],
-            )
-            .await
-            .expect("insert a");
+            let id_a: i32 = ta
+                .query_one(insert, &[&format!("a{round}")])
+                .await
+                .expect("insert a")
+                .get(0);
             let tb = b.transaction().await.expect("begin b");
-            tb.execute(
-                "INSERT INTO parent (v) VALUES ($1)",
-                &[&format!("b{round}")],
-            )
-            .await
-            .expect("insert b");
+            let id_b: i32 = tb
+                .query_one(insert, &[&format!("b{round}")])
+                .await
+                .expect("insert b")
+                .get(0);
             if round % 2 == 0 {
                 ta.commit().await.expect("commit a");
                 tb.commit().await.expect("commit b");
@@ -354,20 +353,34 @@ async fn currval_and_lastval_after_an_insert_keep_every_node() {
                 tb.commit().await.expect("commit b");
                 ta.commit().await.expect("commit a");
             }
-            for (c, who) in [(&a, "a"), (&b, "b")] {
-                for sql in [
-                    "SELECT currval('parent_id_seq')",
-                    "SELECT lastval()",
-                    "INSERT INTO child (parent_id, v) VALUES (currval('parent_id_seq'), 'c')",
-                ] {
+            for (c, who, own) in [(&a, "a", id_a), (&b, "b", id_b)] {
+                // The client's own value (its connection, when idle) or 55000, never the
+                // other client's.
+                for sql in ["SELECT currval('parent_id_seq')", "SELECT lastval()"] {
                     match c.simple_query(sql).await {
-                        Ok(_) => {}
+                        Ok(rows) => {
+                            let got = rows.iter().find_map(|m| match m {
+                                tokio_postgres::SimpleQueryMessage::Row(r) => {
+                                    r.get(0).map(str::to_string)
+                                }
+                                _ => None,
+                            });
+                            assert_eq!(got, Some(own.to_string()), "{who} {sql}");
+                        }
                         Err(e) => assert_eq!(
                             e.code().map(|c| c.code()),
                             Some("55000"),
                             "{who} {sql}: {e:?}"
                         ),
                     }
+                }
+                let sql = "INSERT INTO child (parent_id, v) VALUES (currval('parent_id_seq'), 'c')";
+                if let Err(e) = c.simple_query(sql).await {
+                    assert_eq!(
+                        e.code().map(|c| c.code()),
+                        Some("55000"),
+                        "{who} {sql}: {e:?}"
+                    );
                 }
                 // In one transaction with its INSERT: always the client's own value.
                 c.batch_execute("BEGIN").await.expect("begin");

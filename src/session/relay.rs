@@ -553,9 +553,13 @@ impl Session {
         self.server = Some(server);
     }
 
-    /// Whether a Parse's text, or a Bind's statement, reads the session's sequence state.
-    fn reads_sequence_state(&self, f: FrameRef<'_>) -> bool {
+    /// Whether a Query's or Parse's text, or a Bind's statement, reads the session's sequence
+    /// state.
+    pub(super) fn reads_sequence_state(&self, f: FrameRef<'_>) -> bool {
         match f.tag() {
+            fe::QUERY => {
+                message::query_text(f.body()).is_some_and(crate::router::reads_sequence_state)
+            }
             fe::PARSE => message::Parse::parse(f.body())
                 .is_some_and(|p| crate::router::reads_sequence_state(p.query)),
             fe::BIND => message::Bind::parse(f.body())
@@ -594,7 +598,7 @@ impl Session {
         } else {
             self.pool.checkout().await
         };
-        let mut server = match checkout {
+        let server = match checkout {
             Ok(s) => s,
             Err(e) => {
                 debug!(error = %e, "checkout failed");
@@ -602,15 +606,29 @@ impl Session {
                 return Ok(false);
             }
         };
+        let Some(server) = self.forget_others_sequences(server, affinity, simple).await else {
+            return Ok(false);
+        };
+        self.attach_checked_out(server, simple).await?;
+        Ok(self.server.is_some())
+    }
+
+    /// With `affinity` (see `ensure_server`): a connection another client used last forgets
+    /// that client's sequence state. On failure the client gets the error and None.
+    pub(super) async fn forget_others_sequences(
+        &mut self,
+        mut server: Pooled,
+        affinity: bool,
+        simple: bool,
+    ) -> Option<Pooled> {
         if affinity && server.last_client != self.pid && server.last_client != 0 {
             if let Err(e) = server.run_internal("DISCARD SEQUENCES").await {
                 drop(server);
                 self.report_error(&e, simple);
-                return Ok(false);
+                return None;
             }
         }
-        self.attach_checked_out(server, simple).await?;
-        Ok(self.server.is_some())
+        Some(server)
     }
 
     /// Brings a checked-out connection's settings in line with the client's and attaches it.
@@ -662,6 +680,17 @@ impl Session {
             self.skip_until_sync = true;
         }
     }
+}
+
+/// The complete frames in `buf`.
+pub(super) fn frames_of(buf: &[u8]) -> impl Iterator<Item = FrameRef<'_>> + '_ {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        let n = frame::peek_frame_len(&buf[pos..], usize::MAX).ok()??;
+        let f = FrameRef::new(&buf[pos..pos + n]);
+        pos += n;
+        Some(f)
+    })
 }
 
 /// The tags of the complete frames in `buf`.

@@ -15,7 +15,7 @@
 //! client never sees a write acknowledged before every node has it.
 
 use super::follower::{Follower, Outcome};
-use super::relay::Session;
+use super::relay::{frames_of, Session};
 use super::SessionError;
 use crate::cluster::DetachCause;
 use crate::config::{Database, PoolMode, User};
@@ -33,6 +33,8 @@ use std::collections::HashMap;
 pub struct Repl {
     /// The session created temporary objects: its transactions commit in order, not with 2PC.
     pub temp_objects: bool,
+    /// The unit being run reads currval/lastval (its main connection is chosen by client).
+    pub reads_sequences: bool,
     /// Shard index.
     pub shard: usize,
     pub(super) user: User,
@@ -165,6 +167,7 @@ impl Repl {
             expect: Vec::new(),
             savepoints: false,
             temp_objects: false,
+            reads_sequences: false,
             portals: HashMap::new(),
             own_frames: Vec::new(),
             txn_ts: None,
@@ -251,6 +254,10 @@ impl Session {
 
     /// Runs one unit: the client's, or a part of a batch.
     pub(super) async fn run_unit(&mut self, unit: &[u8]) -> Result<Step, SessionError> {
+        let reads = self.server.is_none()
+            && self.mode == PoolMode::Transaction
+            && frames_of(unit).any(|f| self.reads_sequence_state(f));
+        self.repl_mut().reads_sequences = reads;
         let ends_sync =
             unit.first().is_some_and(|&t| t != fe::QUERY) && last_tag(unit) == Some(fe::SYNC);
         let begins_txn = self.tx_status == b'I'
@@ -746,8 +753,19 @@ impl Session {
             };
             self.pool = cluster.pool(&user, &db, shard, main);
             self.repl_mut().node = main;
-            match self.pool.checkout().await {
+            // currval/lastval (evaluated on the main): the client's own connection when idle.
+            let affinity = self.repl_mut().reads_sequences && self.mode == PoolMode::Transaction;
+            let checkout = if affinity {
+                self.pool.checkout_for(self.pid).await
+            } else {
+                self.pool.checkout().await
+            };
+            match checkout {
                 Ok(conn) => {
+                    let Some(conn) = self.forget_others_sequences(conn, affinity, simple).await
+                    else {
+                        return Ok(false);
+                    };
                     self.attach_checked_out(conn, simple).await?;
                     return Ok(self.server.is_some());
                 }
