@@ -321,10 +321,26 @@ async fn currval_never_answers_with_another_clients_value() {
             .expect("insert b");
         assert_eq!(scalar(&a, "SELECT lastval()").await, "1");
         assert_eq!(scalar(&b, "SELECT currval('seqt_id_seq')").await, "2");
+        let named = a
+            .prepare("SELECT currval('seqt_id_seq')")
+            .await
+            .expect("prepare");
+        assert_eq!(
+            a.query_one(&named, &[])
+                .await
+                .expect("named currval")
+                .get::<_, i64>(0),
+            1
+        );
         // D holds A's connection: A gets another one, which must not answer with B's 2.
         let td = d.transaction().await.expect("begin d");
         td.execute("SELECT 1", &[]).await.expect("select d");
         for _ in 0..3 {
+            // A named statement prepared earlier: its Bind alone checks the connection out.
+            match a.query_one(&named, &[]).await {
+                Ok(row) => assert_eq!(row.get::<_, i64>(0), 1, "A's currval (named)"),
+                Err(e) => assert_eq!(e.code().map(|c| c.code()), Some("55000"), "{e:?}"),
+            }
             match a.simple_query("SELECT currval('seqt_id_seq')").await {
                 Ok(rows) => {
                     let got = rows.iter().find_map(|m| match m {

@@ -562,6 +562,7 @@ impl Session {
             }
             fe::PARSE => message::Parse::parse(f.body())
                 .is_some_and(|p| crate::router::reads_sequence_state(p.query)),
+            fe::BIND if !self.statements.any_sequence_state => false,
             fe::BIND => message::Bind::parse(f.body())
                 .and_then(|b| self.statements.get(b.statement))
                 .and_then(|s| s.effects.as_ref())

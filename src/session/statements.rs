@@ -291,11 +291,15 @@ pub struct ClientStatements {
     portals: HashMap<String, Arc<Statement>>,
     /// The statement behind the unnamed portal.
     unnamed_portal: Option<Arc<Statement>>,
+    /// Some statement the client defined reads currval/lastval (never reset: it only spares
+    /// the look-up at each checkout for the clients that have none).
+    pub any_sequence_state: bool,
 }
 
 impl ClientStatements {
     /// Binds a client name to a statement (the unnamed one for "").
     pub fn define(&mut self, name: &str, stmt: Arc<Statement>) {
+        self.any_sequence_state |= stmt.effects.as_ref().is_some_and(|e| e.sequence_state);
         if name.is_empty() {
             self.unnamed = Some(stmt);
         } else {
