@@ -7,7 +7,7 @@
 #   benches/callgrind.sh
 #
 # Runs pgproxy (this repo's release build, transaction pooling, worker_threads = 1) and
-# PgBouncer 1.18 (transaction pool), each under `valgrind --tool=callgrind`, in front of
+# PgBouncer 1.18 (transaction pool; session pool for MODE=prepared), each under `valgrind --tool=callgrind`, in front of
 # ../shared/bench's node1 (started if needed: pgcluster.sh start 1). For each: a 5 s warm-up,
 # counters zeroed, `pgbench -n -S -M "$MODE" -c 4 -j 1 -T $DURATION`, counters dumped; prints
 # instructions per transaction and the top inclusive functions of pgproxy's session task.
@@ -54,6 +54,10 @@ port = $NODE_PORT
 [replication]
 decision_log = "$OUT/decisions.log"
 EOT
+# PgBouncer 1.18 keeps no prepared statements in transaction mode: -M prepared is compared
+# with its session mode, as in benches/pgbench.sh.
+PB_POOL_MODE=transaction
+[ "$MODE" = prepared ] && PB_POOL_MODE=session
 cat >"$OUT/pgbouncer.ini" <<EOT
 [databases]
 bench = host=127.0.0.1 port=$NODE_PORT dbname=bench pool_size=20
@@ -62,7 +66,7 @@ listen_addr = 127.0.0.1
 listen_port = $PB_PORT
 auth_type = trust
 auth_file = $OUT/users.txt
-pool_mode = transaction
+pool_mode = $PB_POOL_MODE
 max_client_conn = 2000
 logfile = $OUT/pgbouncer.log
 pidfile = $OUT/pgbouncer.pid
