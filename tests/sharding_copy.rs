@@ -38,6 +38,20 @@ async fn copy(raw: &mut RawConn, sql: &str, chunks: &[&[u8]]) -> Vec<Msg> {
     got
 }
 
+/// The message types of an answer, one letter each (`"12nHdcCZ"`).
+fn tag_letters(msgs: &[Msg]) -> String {
+    msgs.iter().map(|m| m.tag as char).collect()
+}
+
+/// Parse of `sql` as the unnamed statement, Bind, Execute, Sync.
+fn pbes(sql: &str) -> Vec<u8> {
+    let mut m = wire::parse("", sql);
+    m.extend(wire::bind("", "", &[]));
+    m.extend(wire::execute("", 0));
+    m.extend(wire::sync());
+    m
+}
+
 fn tag(msgs: &[Msg]) -> Option<String> {
     msgs.iter()
         .find(|m| m.tag == b'C')
@@ -407,23 +421,15 @@ async fn copy_in_the_extended_protocol_tokio_postgres() {
     raw.send(&wire::copy_done()).await.unwrap();
     raw.send(&wire::sync()).await.unwrap();
     let got = raw.through_ready().await;
-    let tags: Vec<u8> = got.iter().map(|m| m.tag).collect();
-    assert_eq!(tags, b"CZ", "{got:?}");
+    assert_eq!(tag_letters(&got), "CZ", "{got:?}");
     assert_eq!(tag(&got).as_deref(), Some("COPY 2"));
     assert_eq!(status(&got), b'I');
     // A COPY the nodes refuse (no such column): PostgreSQL's error at the Execute.
-    let mut m = Vec::new();
-    m.extend(wire::parse(
-        "",
-        "COPY contacts (user_id, nosuch) FROM STDIN",
-    ));
-    m.extend(wire::bind("", "", &[]));
-    m.extend(wire::execute("", 0));
-    m.extend(wire::sync());
-    raw.send(&m).await.unwrap();
+    raw.send(&pbes("COPY contacts (user_id, nosuch) FROM STDIN"))
+        .await
+        .unwrap();
     let got = raw.through_ready().await;
-    let tags: Vec<u8> = got.iter().map(|m| m.tag).collect();
-    assert_eq!(tags, b"12EZ", "{got:?}");
+    assert_eq!(tag_letters(&got), "12EZ", "{got:?}");
     assert_eq!(error_code(&got).as_deref(), Some("42703"));
     no_prepared_left(&c).await;
 }
@@ -491,8 +497,11 @@ async fn copy_out_of_a_sharded_table_puts_every_shard_together() {
     // Text: every row once, in some order; one CopyOutResponse, one COPY 40.
     let (out, got) = copy_out(&mut raw, "COPY contacts TO STDOUT").await;
     // What PostgreSQL sends: CopyOutResponse, the rows, CopyDone, CommandComplete.
-    let tags: String = got.iter().map(|m| m.tag as char).collect();
-    assert_eq!(tags, format!("H{}cCZ", "d".repeat(40)), "{got:?}");
+    assert_eq!(
+        tag_letters(&got),
+        format!("H{}cCZ", "d".repeat(40)),
+        "{got:?}"
+    );
     assert_eq!(tag(&got).as_deref(), Some("COPY 40"));
     assert_eq!(status(&got), b'I');
     let mut lines: Vec<&str> = std::str::from_utf8(&out).unwrap().lines().collect();
@@ -616,8 +625,11 @@ async fn copy_out_in_the_extended_protocol_tokio_postgres() {
     m.extend(wire::sync());
     raw.send(&m).await.unwrap();
     let got = raw.through_ready().await;
-    let tags: String = got.iter().map(|m| m.tag as char).collect();
-    assert_eq!(tags, format!("12nH{}cC3Z", "d".repeat(40)), "{got:?}");
+    assert_eq!(
+        tag_letters(&got),
+        format!("12nH{}cC3Z", "d".repeat(40)),
+        "{got:?}"
+    );
     assert_eq!(tag(&got).as_deref(), Some("COPY 40"));
     assert_eq!(status(&got), b'I');
     // A named statement described first, then bound (pgjdbc's and tokio-postgres' order).
@@ -627,38 +639,31 @@ async fn copy_out_in_the_extended_protocol_tokio_postgres() {
     m.extend(wire::sync());
     raw.send(&m).await.unwrap();
     let got = raw.through_ready().await;
-    let tags: String = got.iter().map(|m| m.tag as char).collect();
-    assert_eq!(tags, "1tnZ", "{got:?}");
+    assert_eq!(tag_letters(&got), "1tnZ", "{got:?}");
     let mut m = Vec::new();
     m.extend(wire::bind("", "out", &[]));
     m.extend(wire::execute("", 0));
     m.extend(wire::sync());
     raw.send(&m).await.unwrap();
     let got = raw.through_ready().await;
-    let tags: String = got.iter().map(|m| m.tag as char).collect();
-    assert_eq!(tags, format!("2H{}cCZ", "d".repeat(40)), "{got:?}");
+    assert_eq!(
+        tag_letters(&got),
+        format!("2H{}cCZ", "d".repeat(40)),
+        "{got:?}"
+    );
     // A COPY the nodes refuse: PostgreSQL's error at the Execute, and the session goes on.
-    let mut m = Vec::new();
-    m.extend(wire::parse("", "COPY contacts (nosuch) TO STDOUT"));
-    m.extend(wire::bind("", "", &[]));
-    m.extend(wire::execute("", 0));
-    m.extend(wire::sync());
-    raw.send(&m).await.unwrap();
+    raw.send(&pbes("COPY contacts (nosuch) TO STDOUT"))
+        .await
+        .unwrap();
     let got = raw.through_ready().await;
-    let tags: String = got.iter().map(|m| m.tag as char).collect();
-    assert_eq!(tags, "12EZ", "{got:?}");
+    assert_eq!(tag_letters(&got), "12EZ", "{got:?}");
     assert_eq!(error_code(&got).as_deref(), Some("42703"));
     // Inside a transaction that wrote: refused (its rows would be missing), the transaction
     // aborted as by any error.
     raw.simple_query("BEGIN").await;
     raw.simple_query("INSERT INTO contacts (user_id, name) VALUES (99, 'x')")
         .await;
-    let mut m = Vec::new();
-    m.extend(wire::parse("", "COPY contacts TO STDOUT"));
-    m.extend(wire::bind("", "", &[]));
-    m.extend(wire::execute("", 0));
-    m.extend(wire::sync());
-    raw.send(&m).await.unwrap();
+    raw.send(&pbes("COPY contacts TO STDOUT")).await.unwrap();
     let got = raw.through_ready().await;
     assert_eq!(error_code(&got).as_deref(), Some("0A000"), "{got:?}");
     assert_eq!(status(&got), b'E');

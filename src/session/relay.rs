@@ -10,7 +10,7 @@ use super::expect::Expect;
 use super::statements::ClientStatements;
 use super::{settings, SessionError, Shared};
 use crate::config::PoolMode;
-use crate::pool::{Pool, Pooled};
+use crate::pool::{Pool, PoolError, Pooled};
 use crate::protocol::frame::{self, FrameRef};
 use crate::protocol::message::{self, fe};
 use crate::protocol::ClientError;
@@ -575,11 +575,7 @@ impl Session {
     /// On failure, reports the error to the client (for a Query: error + ReadyForQuery; for
     /// extended messages: error, then skip to Sync) and returns false.
     ///
-    /// `sequence_state`: the statement reads currval/lastval. In transaction mode the client
-    /// gets the connection it used last if it is idle; any other connection that ran another
-    /// client's statements forgets their sequence state first (DISCARD SEQUENCES), so that
-    /// currval answers as in a session that has not called nextval (55000), never with
-    /// another client's value.
+    /// `sequence_state`: the statement reads currval/lastval (see `checkout_own`).
     async fn ensure_server(
         &mut self,
         simple: bool,
@@ -591,15 +587,9 @@ impl Session {
         if self.shared.is_draining() {
             return Err(SessionError::Shutdown);
         }
-        // Replicated and sharded sessions check out their connections elsewhere (a
-        // follower's sequence state would have to follow the main's).
-        let affinity = sequence_state && self.mode == PoolMode::Transaction && self.repl.is_none();
-        let checkout = if affinity {
-            self.pool.checkout_for(self.pid).await
-        } else {
-            self.pool.checkout().await
-        };
-        let server = match checkout {
+        // Replicated and sharded sessions check out their main in `attach_main`.
+        let own = sequence_state && self.mode == PoolMode::Transaction && self.repl.is_none();
+        let server = match self.checkout_own(own).await {
             Ok(s) => s,
             Err(e) => {
                 debug!(error = %e, "checkout failed");
@@ -607,29 +597,24 @@ impl Session {
                 return Ok(false);
             }
         };
-        let Some(server) = self.forget_others_sequences(server, affinity, simple).await else {
-            return Ok(false);
-        };
         self.attach_checked_out(server, simple).await?;
         Ok(self.server.is_some())
     }
 
-    /// With `affinity` (see `ensure_server`): a connection another client used last forgets
-    /// that client's sequence state. On failure the client gets the error and None.
-    pub(super) async fn forget_others_sequences(
-        &mut self,
-        mut server: Pooled,
-        affinity: bool,
-        simple: bool,
-    ) -> Option<Pooled> {
-        if affinity && server.last_client != self.pid && server.last_client != 0 {
-            if let Err(e) = server.run_internal("DISCARD SEQUENCES").await {
-                drop(server);
-                self.report_error(&e, simple);
-                return None;
-            }
+    /// Checks a connection out of `self.pool`. `own_sequences` (a statement that reads
+    /// currval/lastval, in transaction mode): the idle connection this client used last when
+    /// there is one, so it reads the client's own value; a connection another client used
+    /// forgets that client's sequence state first (DISCARD SEQUENCES), so currval answers as
+    /// in a session that has not called nextval (55000), never with another client's value.
+    pub(super) async fn checkout_own(&self, own_sequences: bool) -> Result<Pooled, PoolError> {
+        if !own_sequences {
+            return self.pool.checkout().await;
         }
-        Some(server)
+        let mut server = self.pool.checkout_for(self.pid).await?;
+        if server.last_client != self.pid && server.last_client != 0 {
+            server.run_internal("DISCARD SEQUENCES").await?;
+        }
+        Ok(server)
     }
 
     /// Brings a checked-out connection's settings in line with the client's and attaches it.

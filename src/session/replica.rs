@@ -754,18 +754,9 @@ impl Session {
             self.pool = cluster.pool(&user, &db, shard, main);
             self.repl_mut().node = main;
             // currval/lastval (evaluated on the main): the client's own connection when idle.
-            let affinity = self.repl_mut().reads_sequences && self.mode == PoolMode::Transaction;
-            let checkout = if affinity {
-                self.pool.checkout_for(self.pid).await
-            } else {
-                self.pool.checkout().await
-            };
-            match checkout {
+            let own = self.repl_mut().reads_sequences && self.mode == PoolMode::Transaction;
+            match self.checkout_own(own).await {
                 Ok(conn) => {
-                    let Some(conn) = self.forget_others_sequences(conn, affinity, simple).await
-                    else {
-                        return Ok(false);
-                    };
                     self.attach_checked_out(conn, simple).await?;
                     return Ok(self.server.is_some());
                 }

@@ -66,29 +66,10 @@ impl Session {
         frames: &[u8],
         simple: bool,
     ) -> Result<Plan, SessionError> {
-        // What the client hears before the CopyInResponse: in the extended protocol, as
-        // PostgreSQL answers its Parse / Bind / Describe of a COPY.
-        let (sql, prefix) = if simple {
-            (
-                super::shard::first_query_text(frames).unwrap_or_default(),
-                None,
-            )
-        } else {
-            match self.keyless_request(route, frames, false, shards) {
-                Ok(req) => {
-                    let prefix = extended_prefix(&req);
-                    (req.sql, Some(prefix))
-                }
-                Err(Unfit::Unsupported(what)) => {
-                    return self.refuse_msg(false, &format!("a COPY into a sharded table is not supported with {what}: send Parse/Bind/Execute/Sync, or the COPY as a simple Query"));
-                }
-                Err(Unfit::Error(code, msg)) => {
-                    let e = message::error_response(message::Severity::Error, code, &msg, None);
-                    self.to_client.extend_from_slice(e.raw());
-                    self.end_refused(false);
-                    return Ok(Plan::Done);
-                }
-            }
+        let Some(CopyRequest { sql, prefix, .. }) =
+            self.copy_request(route, shards, frames, simple, "into")?
+        else {
+            return Ok(Plan::Done);
         };
         let extended = prefix.is_some();
         let map = self.shared.cluster.shard_map();
@@ -631,8 +612,58 @@ async fn check_columns(
     }
 }
 
+/// A COPY's text and, in the extended protocol, what the client hears before its
+/// CopyIn/CopyOutResponse.
+pub(super) struct CopyRequest {
+    pub(super) sql: String,
+    /// PostgreSQL's answers to the client's Parse / Bind / Describe (extended protocol only).
+    pub(super) prefix: Option<Vec<u8>>,
+    /// The client closed the unnamed portal after its Execute.
+    pub(super) close_portal: bool,
+}
+
+impl Session {
+    /// Reads a COPY of a sharded table (`direction`: "into" or "out of") from the client's
+    /// unit: in the extended protocol the nodes run it as a simple Query, and pgproxy answers
+    /// the client's Parse / Bind / Describe itself, as PostgreSQL answers them for a COPY.
+    /// `None`: the unit was refused, the client answered.
+    pub(super) fn copy_request(
+        &mut self,
+        route: &Route,
+        shards: &[usize],
+        frames: &[u8],
+        simple: bool,
+        direction: &str,
+    ) -> Result<Option<CopyRequest>, SessionError> {
+        if simple {
+            return Ok(Some(CopyRequest {
+                sql: super::shard::first_query_text(frames).unwrap_or_default(),
+                prefix: None,
+                close_portal: false,
+            }));
+        }
+        match self.keyless_request(route, frames, false, shards) {
+            Ok(req) => Ok(Some(CopyRequest {
+                prefix: Some(extended_prefix(&req)),
+                close_portal: req.close_portal,
+                sql: req.sql,
+            })),
+            Err(Unfit::Unsupported(what)) => {
+                self.refuse_msg(false, &format!("a COPY {direction} a sharded table is not supported with {what}: send Parse/Bind/Execute/Sync, or the COPY as a simple Query"))?;
+                Ok(None)
+            }
+            Err(Unfit::Error(code, msg)) => {
+                let e = message::error_response(message::Severity::Error, code, &msg, None);
+                self.to_client.extend_from_slice(e.raw());
+                self.end_refused(false);
+                Ok(None)
+            }
+        }
+    }
+}
+
 /// PostgreSQL's answers to the client's Parse / Bind / Describe of a COPY, up to its Execute.
-pub(super) fn extended_prefix(req: &Request) -> Vec<u8> {
+fn extended_prefix(req: &Request) -> Vec<u8> {
     let mut out = Vec::new();
     let no_data = Frame::new(be::NO_DATA, &[]);
     let statement = || {

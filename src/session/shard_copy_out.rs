@@ -5,10 +5,9 @@
 //! messages buffered at a time). A shard's error ends the COPY with that error, as PostgreSQL
 //! ends a COPY that fails midway.
 
-use super::keyless_request::Unfit;
 use super::relay::Session;
 use super::replica::Plan;
-use super::shard_copy::extended_prefix;
+use super::shard_copy::CopyRequest;
 use super::SessionError;
 use crate::protocol::frame::Frame;
 use crate::protocol::message::{self, be, fe};
@@ -40,36 +39,21 @@ impl Session {
         frames: &[u8],
         simple: bool,
     ) -> Result<Plan, SessionError> {
-        // In the extended protocol (tokio-postgres' copy_out): the nodes run the COPY as a
-        // simple Query; pgproxy answers the client's Parse / Bind / Describe itself, as
-        // PostgreSQL answers them for a COPY, and its Sync after the COPY's end.
-        let (sql, prefix, close_portal) = if simple {
-            (
-                super::shard::first_query_text(frames).unwrap_or_default(),
-                Vec::new(),
-                false,
-            )
-        } else {
-            let ends_sync = frames.len() >= 5 && frames[frames.len() - 5] == fe::SYNC;
-            if !ends_sync {
-                return self.refuse_msg(false, "a COPY out of a sharded table is put together from every shard only in a request that ends with Sync: send Parse/Bind/Execute/Sync, or the COPY as a simple Query");
-            }
-            match self.keyless_request(route, frames, false, shards) {
-                Ok(req) => {
-                    let prefix = extended_prefix(&req);
-                    (req.sql, prefix, req.close_portal)
-                }
-                Err(Unfit::Unsupported(what)) => {
-                    return self.refuse_msg(false, &format!("a COPY out of a sharded table is not supported with {what}: send Parse/Bind/Execute/Sync, or the COPY as a simple Query"));
-                }
-                Err(Unfit::Error(code, msg)) => {
-                    let e = message::error_response(message::Severity::Error, code, &msg, None);
-                    self.to_client.put_slice(e.raw());
-                    self.end_refused(false);
-                    return Ok(Plan::Done);
-                }
-            }
+        // In the extended protocol (tokio-postgres' copy_out), the Sync after the COPY's end
+        // gets ReadyForQuery.
+        let ends_sync = frames.len() >= 5 && frames[frames.len() - 5] == fe::SYNC;
+        if !simple && !ends_sync {
+            return self.refuse_msg(false, "a COPY out of a sharded table is put together from every shard only in a request that ends with Sync: send Parse/Bind/Execute/Sync, or the COPY as a simple Query");
+        }
+        let Some(CopyRequest {
+            sql,
+            prefix,
+            close_portal,
+        }) = self.copy_request(route, shards, frames, simple, "out of")?
+        else {
+            return Ok(Plan::Done);
         };
+        let prefix = prefix.unwrap_or_default();
         let sql = sql.as_str();
         let shape = match copy_out_shape(sql) {
             Ok(s) => s,

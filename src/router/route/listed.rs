@@ -115,22 +115,14 @@ fn array_keys(e: &Expr) -> Option<Vec<Option<KeyExpr>>> {
             ..
         } => {
             let keys = array_keys(expr)?;
-            match cast_kind(data_type.to_string().trim_end_matches("[]")) {
-                KeyCast::Exact => Some(keys),
-                // numeric[] / float8[]: whole numbers the element type holds exactly only.
-                KeyCast::Whole(limit) => keys
+            // numeric[] / float8[]: whole numbers the element type holds exactly only (a NULL
+            // element stays a NULL key).
+            let cast = cast_kind(data_type.to_string().trim_end_matches("[]"));
+            (!matches!(cast, KeyCast::Other)
+                && keys
                     .iter()
-                    .all(|k| match k {
-                        Some(KeyExpr::Lit(n)) => n
-                            .trim()
-                            .parse::<i64>()
-                            .is_ok_and(|v| v.unsigned_abs() <= limit),
-                        Some(KeyExpr::Param(_)) => false,
-                        None => true,
-                    })
-                    .then_some(keys),
-                KeyCast::Other => None,
-            }
+                    .all(|k| k.as_ref().is_none_or(|k| cast.keeps(k))))
+            .then_some(keys)
         }
         Expr::Array(a) => Some(a.elem.iter().map(key_expr).collect()),
         Expr::Value(v) => match &v.value {

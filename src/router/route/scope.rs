@@ -680,21 +680,9 @@ pub fn key_expr(e: &Expr) -> Option<KeyExpr> {
             ..
         } => {
             let inner = key_expr(expr)?;
-            match cast_kind(&data_type.to_string()) {
-                KeyCast::Exact => Some(inner),
-                // A float compares with the key as a float: keys past the float's exact
-                // integers share one value (9007199254740993::float8 also equals …992). A
-                // numeric with a fraction is rounded into an integer key column.
-                KeyCast::Whole(limit) => match &inner {
-                    KeyExpr::Lit(n)
-                        if n.parse::<i64>().is_ok_and(|v| v.unsigned_abs() <= limit) =>
-                    {
-                        Some(inner)
-                    }
-                    _ => None,
-                },
-                KeyCast::Other => None,
-            }
+            cast_kind(&data_type.to_string())
+                .keeps(&inner)
+                .then_some(inner)
         }
         _ => None,
     }
@@ -709,6 +697,22 @@ pub(super) enum KeyCast {
     /// Anything else (`char(n)`/`bpchar` drop trailing spaces, `name` truncates, `citext`
     /// compares case-insensitively, `varchar(3)` truncates, …): not a key.
     Other,
+}
+
+impl KeyCast {
+    /// Whether a key cast so still stands for itself. A float compares with the key as a
+    /// float: keys past the float's exact integers share one value (9007199254740993::float8
+    /// also equals …992); a numeric with a fraction is rounded into an integer key column.
+    pub(super) fn keeps(&self, key: &KeyExpr) -> bool {
+        match (self, key) {
+            (KeyCast::Exact, _) => true,
+            (KeyCast::Whole(limit), KeyExpr::Lit(n)) => n
+                .trim()
+                .parse::<i64>()
+                .is_ok_and(|v| v.unsigned_abs() <= *limit),
+            _ => false,
+        }
+    }
 }
 
 pub(super) fn cast_kind(type_name: &str) -> KeyCast {
