@@ -17,7 +17,8 @@
 //! to PostgreSQL's table).
 //!
 //! Knobs (environment): `PGPROXY_RANDOM_SEED` (decimal or 0x…), `PGPROXY_RANDOM_STATEMENTS`,
-//! `PGPROXY_RANDOM_SHARDS`. The seed is printed; rerun with it to reproduce.
+//! `PGPROXY_RANDOM_SHARDS`, `PGPROXY_RANDOM_NODES` (nodes per shard, default 1: with more, every
+//! node of a shard must also hold the same rows as its first). The seed is printed; rerun with it to reproduce.
 
 mod common;
 
@@ -2516,6 +2517,8 @@ struct Harness {
     rcheck: Client,
     /// Direct connections to each shard's node.
     shard_nodes: Vec<Client>,
+    /// Every other node of each shard (`PGPROXY_RANDOM_NODES` > 1): must hold what the first holds.
+    replicas: Vec<Vec<Client>>,
     shards: u64,
     bad: Vec<String>,
     unexpected_refusals: Vec<String>,
@@ -2724,6 +2727,18 @@ impl Harness {
             let mut union = Vec::new();
             for (s, node) in self.shard_nodes.iter().enumerate() {
                 let rows = simple_rows(node, &sql).await;
+                for (n, replica) in self.replicas[s].iter().enumerate() {
+                    let theirs = simple_rows(replica, &sql).await;
+                    if theirs != rows {
+                        self.bad.push(format!(
+                            "after #{}: node {} of shard {s} holds other {table} rows than node 0:{}\n    vs{}",
+                            self.statement_no,
+                            n + 1,
+                            show_rows(&theirs, 10),
+                            show_rows(&rows, 10)
+                        ));
+                    }
+                }
                 if table == "countries" {
                     if rows != want {
                         self.bad.push(format!(
@@ -2760,7 +2775,12 @@ impl Harness {
                 }
             }
         }
-        for (s, node) in self.shard_nodes.iter().enumerate() {
+        for (s, node) in self.shard_nodes.iter().enumerate().chain(
+            self.replicas
+                .iter()
+                .enumerate()
+                .flat_map(|(s, r)| r.iter().map(move |n| (s, n))),
+        ) {
             let n = scalar(node, "SELECT count(*) FROM pg_prepared_xacts").await;
             if n != "0" {
                 self.bad.push(format!(
@@ -2783,14 +2803,28 @@ fn env_num(name: &str) -> Option<u64> {
 
 #[tokio::test]
 async fn random_sql_through_pgproxy_matches_one_postgres() {
-    let seed = env_num("PGPROXY_RANDOM_SEED").unwrap_or(DEFAULT_SEED);
-    let total = env_num("PGPROXY_RANDOM_STATEMENTS").map_or(DEFAULT_STATEMENTS, |n| n as usize);
-    let shards = env_num("PGPROXY_RANDOM_SHARDS").map_or(3, |n| n as usize);
+    random_sql(DEFAULT_SEED, DEFAULT_STATEMENTS, 3, 1).await;
+}
+
+/// The same through replicated shards (two nodes each): every write also reaches both nodes of
+/// its shard alike (compared directly on the nodes), and load-balanced reads answer the same.
+#[tokio::test]
+async fn random_sql_through_replicated_shards_matches_one_postgres() {
+    random_sql(0x2E91_1CA7_ED00, 600, 2, 2).await;
+}
+
+/// Runs `statements` random statements (seed `seed`) through `shards` shards of `nodes` nodes;
+/// the `PGPROXY_RANDOM_*` variables override each.
+async fn random_sql(seed: u64, statements: usize, shards: usize, nodes: usize) {
+    let seed = env_num("PGPROXY_RANDOM_SEED").unwrap_or(seed);
+    let total = env_num("PGPROXY_RANDOM_STATEMENTS").map_or(statements, |n| n as usize);
+    let shards = env_num("PGPROXY_RANDOM_SHARDS").map_or(shards, |n| n as usize);
+    let nodes = env_num("PGPROXY_RANDOM_NODES").map_or(nodes, |n| n as usize);
     eprintln!(
-        "sharding_random: seed {seed:#x} (PGPROXY_RANDOM_SEED), {total} statements, {shards} shards"
+        "sharding_random: seed {seed:#x} (PGPROXY_RANDOM_SEED), {total} statements, {shards} shards of {nodes} nodes"
     );
     let started = Instant::now();
-    let (c, reference) = tokio::join!(ShardedCluster::start(shards, 1, ""), PgNode::start());
+    let (c, reference) = tokio::join!(ShardedCluster::start(shards, nodes, ""), PgNode::start());
     let proxy = c.client().await;
     let direct = reference.superuser("app").await;
     proxy
@@ -2814,8 +2848,14 @@ async fn random_sql_through_pgproxy_matches_one_postgres() {
             .unwrap_or_else(|e| panic!("{sql}: {}", describe(&e)));
     }
     let mut shard_nodes = Vec::new();
+    let mut replicas = Vec::new();
     for s in &c.shards {
         shard_nodes.push(s[0].superuser("app").await);
+        let mut others = Vec::new();
+        for node in &s[1..] {
+            others.push(node.superuser("app").await);
+        }
+        replicas.push(others);
     }
     let mut h = Harness {
         proxy_port: c.proxy.port(),
@@ -2827,6 +2867,7 @@ async fn random_sql_through_pgproxy_matches_one_postgres() {
         pcheck: c.client().await,
         rcheck: reference.superuser("app").await,
         shard_nodes,
+        replicas,
         shards: shards as u64,
         bad: Vec::new(),
         unexpected_refusals: Vec::new(),
