@@ -121,7 +121,12 @@ fn worth_a_closer_look(sql: &str) -> bool {
 /// Whether the text calls currval( or lastval( (any case; conservative: also in a string or
 /// comment). One memchr pass over the text's parentheses.
 pub fn reads_sequence_state(sql: &str) -> bool {
-    let b = sql.as_bytes();
+    bytes_read_sequence_state(sql.as_bytes())
+}
+
+/// [`reads_sequence_state`] over raw bytes (a Query's or Parse's body as received: no UTF-8
+/// check, and a statement name that happens to contain `currval(` only errs on the safe side).
+pub fn bytes_read_sequence_state(b: &[u8]) -> bool {
     memchr::memchr_iter(b'(', b).any(|i| {
         i >= 7 && {
             let w = &b[i - 7..i];

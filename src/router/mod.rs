@@ -9,5 +9,8 @@ mod effects;
 pub mod keywords;
 
 pub use classify::{classify, classify_with, Classified, Kind};
-pub use effects::{is_rollback, reads_sequence_state, session_effects, Effects, PinReason};
+pub use effects::{
+    bytes_read_sequence_state, is_rollback, reads_sequence_state, session_effects, Effects,
+    PinReason,
+};
 pub mod route;

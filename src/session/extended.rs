@@ -50,6 +50,9 @@ impl Session {
                     .put_slice(Frame::new(be::CLOSE_COMPLETE, &[]).raw());
                 Ok(true)
             }
+            // An unnamed Parse always goes to a server (checked before parsing: it is the
+            // `-M extended` hot path, and `on_parse` validates it).
+            fe::PARSE if f.body().first() == Some(&0) => Ok(false),
             fe::PARSE => {
                 let p = Parse::parse(f.body())
                     .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?;
@@ -111,8 +114,22 @@ impl Session {
     }
 
     pub(super) fn on_parse(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
-        let p = Parse::parse(f.body())
-            .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?;
+        // The same bytes as the client's previous unnamed Parse were valid then.
+        let again = self
+            .statements
+            .last_unnamed
+            .as_ref()
+            .is_some_and(|prev| prev.parse.raw() == f.raw());
+        let p = if again {
+            Parse {
+                name: "",
+                query: "",
+                param_types: &[],
+            }
+        } else {
+            Parse::parse(f.body())
+                .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?
+        };
         self.since_sync = true;
         if p.name.is_empty() {
             // The search_path, when known, lets a repeated Parse keep its determinism plan.

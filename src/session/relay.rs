@@ -557,11 +557,8 @@ impl Session {
     /// state.
     pub(super) fn reads_sequence_state(&self, f: FrameRef<'_>) -> bool {
         match f.tag() {
-            fe::QUERY => {
-                message::query_text(f.body()).is_some_and(crate::router::reads_sequence_state)
-            }
-            fe::PARSE => message::Parse::parse(f.body())
-                .is_some_and(|p| crate::router::reads_sequence_state(p.query)),
+            // (The raw body: a malformed message is refused later, when it is parsed.)
+            fe::QUERY | fe::PARSE => crate::router::bytes_read_sequence_state(f.body()),
             fe::BIND if !self.statements.any_sequence_state => false,
             fe::BIND => message::Bind::parse(f.body())
                 .and_then(|b| self.statements.get(b.statement))

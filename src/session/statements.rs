@@ -217,9 +217,10 @@ impl StatementCache {
         Arc::new(Statement::new(self.next_id(), String::new(), parse, query))
     }
 
-    /// A client's unnamed Parse (`raw`: the whole message) under `search_path` ("" if not
-    /// known): made like `unnamed`, or from the client's previous unnamed statement when
-    /// the bytes are the same (`Statement::again`).
+    /// A client's unnamed Parse (`raw`: the whole message, `query`: its text) under
+    /// `search_path` ("" if not known): made like `unnamed`, or from the client's previous
+    /// unnamed statement when the bytes are the same (`Statement::again`; `query` is not read
+    /// then).
     pub fn unnamed_again(
         &self,
         raw: &[u8],
