@@ -52,28 +52,7 @@ done
 
 rm -rf "$OUT" && mkdir -p "$OUT" && chmod 777 "$OUT"
 (cd "$PGPROXY_ROOT" && cargo build --release -q)
-cat >"$OUT/pgproxy.toml" <<EOT
-[general]
-listen = "127.0.0.1:$PX_PORT"
-pool_mode = "transaction"
-default_pool_size = 20
-worker_threads = 1
-auth_method = "trust"
-[[users]]
-name = "postgres"
-password = "postgres"
-auth_method = "trust"
-[[databases]]
-name = "bench"
-[replication]
-decision_log = "$OUT/decisions.log"
-commit = "$COMMIT"
-[[shards]]
-name = "s0"
-EOT
-for port in "${PORTS[@]}"; do
-  printf '[[shards.nodes]]\nhost = "127.0.0.1"\nport = %s\n' "$port" >>"$OUT/pgproxy.toml"
-done
+bench_pgproxy_config "$OUT" "$PX_PORT" "$(IFS=,; echo "${PORTS[*]}")" 20000 "$COMMIT"
 
 valgrind --tool=callgrind --compress-strings=no --compress-pos=no \
   --callgrind-out-file="$OUT/pgproxy.cg" "$PGPROXY_ROOT/target/release/pgproxy" \

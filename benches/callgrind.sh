@@ -33,27 +33,7 @@ NODE_PORT=55433
 rm -rf "$OUT" && mkdir -p "$OUT" && chmod 777 "$OUT"
 (cd "$PGPROXY_ROOT" && cargo build --release -q)
 
-cat >"$OUT/pgproxy.toml" <<EOT
-[general]
-listen = "127.0.0.1:$PX_PORT"
-pool_mode = "transaction"
-default_pool_size = 20
-worker_threads = 1
-auth_method = "trust"
-[[users]]
-name = "postgres"
-password = "postgres"
-auth_method = "trust"
-[[databases]]
-name = "bench"
-[[shards]]
-name = "s0"
-[[shards.nodes]]
-host = "127.0.0.1"
-port = $NODE_PORT
-[replication]
-decision_log = "$OUT/decisions.log"
-EOT
+bench_pgproxy_config "$OUT" "$PX_PORT" "$NODE_PORT"
 # PgBouncer 1.18 keeps no prepared statements in transaction mode: -M prepared is compared
 # with its session mode, as in benches/pgbench.sh.
 PB_POOL_MODE=transaction

@@ -114,25 +114,10 @@ impl Session {
     }
 
     pub(super) fn on_parse(&mut self, f: FrameRef<'_>) -> Result<(), SessionError> {
-        // The same bytes as the client's previous unnamed Parse were valid then.
-        let again = self
-            .statements
-            .last_unnamed
-            .as_ref()
-            .is_some_and(|prev| prev.parse.raw() == f.raw());
-        let p = if again {
-            Parse {
-                name: "",
-                query: "",
-                param_types: &[],
-            }
-        } else {
-            Parse::parse(f.body())
-                .ok_or_else(|| SessionError::Protocol("malformed Parse message".into()))?
-        };
-        self.since_sync = true;
-        if p.name.is_empty() {
-            // The search_path, when known, lets a repeated Parse keep its determinism plan.
+        let malformed = || SessionError::Protocol("malformed Parse message".into());
+        if f.body().first() == Some(&0) {
+            // The unnamed statement. The search_path, when known, lets a repeated Parse keep
+            // its determinism plan.
             let path = if self.search_path_unread() {
                 ""
             } else {
@@ -141,12 +126,12 @@ impl Session {
                     .get("search_path")
                     .map_or("\u{0}default", String::as_str)
             };
-            let stmt = self.shared.statements.unnamed_again(
-                f.raw(),
-                p.query,
-                path,
-                self.statements.last_unnamed.as_ref(),
-            );
+            let stmt = self
+                .shared
+                .statements
+                .unnamed_again(f.raw(), path, self.statements.last_unnamed.as_ref())
+                .ok_or_else(malformed)?;
+            self.since_sync = true;
             self.statements.last_unnamed = Some(stmt.clone());
             self.server().unnamed = Some(stmt.id);
             self.statements.define("", stmt);
@@ -154,6 +139,8 @@ impl Session {
             self.to_server.put_slice(f.raw());
             return Ok(());
         }
+        let p = Parse::parse(f.body()).ok_or_else(malformed)?;
+        self.since_sync = true;
         let stmt = self.intern_statement(p.query, p.param_types);
         let name = p.name.to_string();
         self.statements.define(&name, stmt.clone());

@@ -5,7 +5,7 @@
 //! pgproxy controls (`pgproxy_<id>`), once per server connection, and never closed by a client
 //! (another client may use it). A client's Close only forgets its own name.
 
-use crate::protocol::frame::Frame;
+use crate::protocol::frame::{Frame, FrameRef};
 use crate::protocol::message::Parse;
 use crate::protocol::rows::ResultShape;
 use crate::router::determinism::Planned;
@@ -217,29 +217,26 @@ impl StatementCache {
         Arc::new(Statement::new(self.next_id(), String::new(), parse, query))
     }
 
-    /// A client's unnamed Parse (`raw`: the whole message, `query`: its text) under
-    /// `search_path` ("" if not known): made like `unnamed`, or from the client's previous
-    /// unnamed statement when the bytes are the same (`Statement::again`; `query` is not read
-    /// then).
+    /// A client's unnamed Parse (`raw`: the whole message) under `search_path` ("" if not
+    /// known): from the client's previous unnamed statement when the bytes are the same
+    /// (`Statement::again`; they were valid then, so they are not parsed again: the
+    /// `-M extended` hot path), else made afresh like `unnamed`. None if the message is
+    /// malformed.
     pub fn unnamed_again(
         &self,
         raw: &[u8],
-        query: &str,
         search_path: &str,
         previous: Option<&Arc<Statement>>,
-    ) -> Arc<Statement> {
-        match previous {
-            Some(prev) if prev.parse.raw() == raw => {
-                Arc::new(prev.again(self.next_id(), search_path))
-            }
-            _ => {
-                // A copy: a slice of the read buffer would keep the whole buffer alive.
-                let parse = Frame::from_raw(Bytes::copy_from_slice(raw));
-                let mut s = Statement::new(self.next_id(), String::new(), parse, query);
-                s.search_path = Arc::from(search_path);
-                Arc::new(s)
-            }
+    ) -> Option<Arc<Statement>> {
+        if let Some(prev) = previous.filter(|prev| prev.parse.raw() == raw) {
+            return Some(Arc::new(prev.again(self.next_id(), search_path)));
         }
+        let query = Parse::parse(FrameRef::new(raw).body())?.query;
+        // A copy: a slice of the read buffer would keep the whole buffer alive.
+        let parse = Frame::from_raw(Bytes::copy_from_slice(raw));
+        let mut s = Statement::new(self.next_id(), String::new(), parse, query);
+        s.search_path = Arc::from(search_path);
+        Some(Arc::new(s))
     }
 
     fn next_id(&self) -> u64 {
@@ -411,7 +408,7 @@ mod tests {
         let c = StatementCache::default();
         let parse = |q: &str| Parse::encode("", q, &[0, 0]);
         let set = parse("set search_path = a");
-        let a = c.unnamed_again(set.raw(), "set search_path = a", "p", None);
+        let a = c.unnamed_again(set.raw(), "p", None).expect("well-formed");
         assert!(a.effects.is_some());
         let none: HashMap<String, crate::router::determinism::TableDefaults> = HashMap::new();
         let plan = Arc::new(crate::router::determinism::plan(
@@ -421,21 +418,32 @@ mod tests {
         *a.det_plan.lock() = Some((0, plan));
         let _ = a.shape.set(ResultShape::of(b'n', &[]).expect("NoData"));
         // Same bytes, same search_path: a new statement with the text's work carried over.
-        let b = c.unnamed_again(set.raw(), "set search_path = a", "p", Some(&a));
+        let b = c
+            .unnamed_again(set.raw(), "p", Some(&a))
+            .expect("same bytes");
         assert_ne!(a.id, b.id);
         assert!(b.effects.is_some());
         assert!(b.det_plan.lock().is_some());
         assert!(b.shape.get().is_none(), "what a server said starts afresh");
         // Another search_path, or an unknown one: no plan carried over.
-        let d = c.unnamed_again(set.raw(), "set search_path = a", "q", Some(&b));
+        let d = c
+            .unnamed_again(set.raw(), "q", Some(&b))
+            .expect("same bytes");
         assert!(d.det_plan.lock().is_none());
         *b.det_plan.lock() = None;
-        let e = c.unnamed_again(set.raw(), "set search_path = a", "", Some(&a));
+        let e = c
+            .unnamed_again(set.raw(), "", Some(&a))
+            .expect("same bytes");
         assert!(e.det_plan.lock().is_none());
         // Other bytes: made afresh.
         let sel = parse("select 1");
-        let f = c.unnamed_again(sel.raw(), "select 1", "p", Some(&a));
+        let f = c
+            .unnamed_again(sel.raw(), "p", Some(&a))
+            .expect("well-formed");
         assert!(f.effects.is_none());
         assert_eq!(f.query(), "select 1");
+        // Malformed (no terminator after the text): refused.
+        let bad = Frame::new(b'P', b"\0select 1");
+        assert!(c.unnamed_again(bad.raw(), "p", None).is_none());
     }
 }
