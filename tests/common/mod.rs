@@ -4,7 +4,8 @@
 //! `pgproxy` binary ([`Proxy`], [`ProxyConfig`]), client helpers (tokio-postgres, psql, pgbench)
 //! and a raw wire-protocol client ([`wire::RawConn`]) for malformed-input tests.
 //! Must not: share state between tests (every test starts its own nodes and proxy, on free ports,
-//! in its own temp dirs, so tests run in parallel) or wait without a bound (a hung proxy must fail
+//! in its own temp dirs, so tests run in parallel; the one thing shared is the read-only template
+//! data dir nodes are copied from, `template.rs`) or wait without a bound (a hung proxy must fail
 //! a test, not hang it).
 #![allow(dead_code)]
 
@@ -16,6 +17,7 @@ mod pg;
 mod proxy;
 pub mod rng;
 pub mod sharded;
+mod template;
 pub mod wire;
 pub mod workloads;
 

@@ -1,7 +1,7 @@
-//! Throwaway PostgreSQL servers: initdb into a temp dir, start on a free port, create the test
-//! roles, stop and clean up on drop.
+//! Throwaway PostgreSQL servers: a copy of the template data dir (initdb and the test roles, made
+//! once: `template.rs`) in a temp dir, started on a free port, stopped and removed on drop.
 //!
-//! Roles on every node (see `setup_sql`): `postgres` (superuser, trust), `app`/'secret' (SCRAM,
+//! Roles on every node (see `SETUP_ROLES`): `postgres` (superuser, trust), `app`/'secret' (SCRAM,
 //! owns database `app`), `md5user`/'md5pass' (MD5 hash, md5 in pg_hba), `trustuser` (trust).
 
 use super::{free_port, pg_tool, tail, INSTALL_HINT};
@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use tokio_postgres::{Client, NoTls};
 
 /// pg_hba.conf of every node: superuser and trustuser trusted, md5user by MD5, everyone else SCRAM.
-const PG_HBA: &str = "\
+pub(super) const PG_HBA: &str = "\
 local all all trust
 host all postgres 127.0.0.1/32 trust
 host all trustuser 127.0.0.1/32 trust
@@ -31,12 +31,40 @@ pub struct PgNode {
 }
 
 impl PgNode {
-    /// initdb, start on a free port, wait until it accepts connections, create the test roles and
-    /// database `app`. Panics with the server log on failure.
+    /// A fresh copy of the template data directory (initdb, the test roles and database `app`:
+    /// see [`super::template`]), started on a free port; returns once it accepts connections.
+    /// Panics with the server log on failure.
     pub async fn start() -> PgNode {
+        let template = super::template::data_dir().await;
+        let dir = tokio::task::spawn_blocking(move || copy_data_dir(template))
+            .await
+            .expect("data dir copy task panicked");
+        PgNode::listen(dir).await
+    }
+
+    /// initdb, start, create the test roles and database `app`: what the template is made of.
+    pub(super) async fn initdb_and_setup() -> PgNode {
         let dir = tokio::task::spawn_blocking(init_data_dir)
             .await
             .expect("initdb task panicked");
+        let node = PgNode::listen(dir).await;
+        let su = node.superuser("postgres").await;
+        su.batch_execute(SETUP_ROLES)
+            .await
+            .expect("create test roles");
+        su.batch_execute("CREATE DATABASE app OWNER app")
+            .await
+            .expect("create database app");
+        let su_app = node.superuser("app").await;
+        su_app
+            .batch_execute(SETUP_APP_DB)
+            .await
+            .expect("grants in database app");
+        node
+    }
+
+    /// Starts the server of data dir `<dir>/data` on a free port.
+    async fn listen(dir: tempfile::TempDir) -> PgNode {
         let mut node = PgNode {
             dir,
             port: 0,
@@ -52,18 +80,6 @@ impl PgNode {
                 Err(log) => panic!("postgres did not start on port {}:\n{log}", node.port),
             }
         }
-        let su = node.superuser("postgres").await;
-        su.batch_execute(SETUP_ROLES)
-            .await
-            .expect("create test roles");
-        su.batch_execute("CREATE DATABASE app OWNER app")
-            .await
-            .expect("create database app");
-        let su_app = node.superuser("app").await;
-        su_app
-            .batch_execute(SETUP_APP_DB)
-            .await
-            .expect("grants in database app");
         node
     }
 
@@ -193,6 +209,8 @@ impl PgNode {
                 data.as_os_str(),
                 "-p".as_ref(),
                 port.as_ref(),
+                "-k".as_ref(),
+                self.dir.path().as_os_str(),
             ])
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log fd"))
@@ -256,7 +274,20 @@ impl Drop for PgNode {
     }
 }
 
-const SETUP_ROLES: &str = "
+/// Appended to every node's postgresql.conf (the unix socket directory, which differs per node,
+/// is given on the command line).
+pub(super) const SETTINGS: &str = "
+# pgproxy test settings
+listen_addresses = '127.0.0.1'
+fsync = off
+full_page_writes = off
+max_connections = 200
+max_prepared_transactions = 20
+shared_buffers = 32MB
+log_line_prefix = '%m [%p] %q%u@%d '
+";
+
+pub(super) const SETUP_ROLES: &str = "
 SET password_encryption = 'scram-sha-256';
 CREATE ROLE app LOGIN PASSWORD 'secret';
 SET password_encryption = 'md5';
@@ -265,7 +296,7 @@ RESET password_encryption;
 CREATE ROLE trustuser LOGIN;
 ";
 
-const SETUP_APP_DB: &str = "
+pub(super) const SETUP_APP_DB: &str = "
 GRANT ALL ON DATABASE app TO PUBLIC;
 GRANT ALL ON SCHEMA public TO PUBLIC;
 ";
@@ -281,8 +312,8 @@ async fn connect_direct(port: u16, db: &str) -> Result<Client, tokio_postgres::E
     Ok(client)
 }
 
-/// Creates the temp dir and runs initdb into `<dir>/data`, then writes the test settings.
-fn init_data_dir() -> tempfile::TempDir {
+/// A temp dir for a node, owned by the `postgres` OS user when we are root.
+fn node_dir() -> tempfile::TempDir {
     let dir = tempfile::Builder::new()
         .prefix("pgproxy-node-")
         .tempdir()
@@ -292,6 +323,19 @@ fn init_data_dir() -> tempfile::TempDir {
         std::os::unix::fs::chown(dir.path(), Some(uid), Some(gid))
             .expect("chown node dir to postgres");
     }
+    dir
+}
+
+/// A node dir whose `data` is a copy of `template` (`cp -a`: owner and modes kept).
+fn copy_data_dir(template: &Path) -> tempfile::TempDir {
+    let dir = node_dir();
+    super::template::copy_tree(template, &dir.path().join("data"));
+    dir
+}
+
+/// Creates the temp dir and runs initdb into `<dir>/data`, then writes the test settings.
+fn init_data_dir() -> tempfile::TempDir {
+    let dir = node_dir();
     let data = dir.path().join("data");
     let out = as_postgres(&pg_tool("initdb"))
         .arg("-D")
@@ -314,19 +358,7 @@ fn init_data_dir() -> tempfile::TempDir {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    let settings = format!(
-        "\n# pgproxy test settings\n\
-         listen_addresses = '127.0.0.1'\n\
-         unix_socket_directories = '{}'\n\
-         fsync = off\n\
-         full_page_writes = off\n\
-         max_connections = 200\n\
-         max_prepared_transactions = 20\n\
-         shared_buffers = 32MB\n\
-         log_line_prefix = '%m [%p] %q%u@%d '\n",
-        dir.path().display()
-    );
-    append(&data.join("postgresql.conf"), &settings);
+    append(&data.join("postgresql.conf"), SETTINGS);
     std::fs::write(data.join("pg_hba.conf"), PG_HBA).expect("write pg_hba.conf");
     dir
 }
