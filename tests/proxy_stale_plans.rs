@@ -341,3 +341,80 @@ async fn a_stale_statement_after_a_savepoint_query_fails_as_postgresql_does() {
     })
     .await
 }
+
+/// An unnamed statement parsed again with the same bytes takes its predecessor's result
+/// columns only when its own Describe says the same. After a change behind pgproxy's back
+/// (on the node directly), the statement is described with the new columns, and bound in a
+/// later transaction on another server connection (prepared there afresh) it runs with them,
+/// as on PostgreSQL: no "cached plan must not change result type" for what the client was
+/// told last.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_repeated_unnamed_statement_after_a_change_behind_pgproxys_back_keeps_working() {
+    within(90, "test", async {
+        let (node, proxy) = node_and_proxy(|c| c.pool_mode("transaction").pool_size(2)).await;
+        let port = proxy.port();
+        let setup = connect_app(port).await;
+        setup
+            .batch_execute("CREATE TABLE t(a int); INSERT INTO t VALUES (1)")
+            .await
+            .expect("ddl");
+        drop(setup);
+        let mut x = RawConn::login_password(port, "app", "secret", "app").await;
+        let described = [
+            wire::parse("", "SELECT * FROM t"),
+            wire::describe(b'S', ""),
+            wire::sync(),
+        ]
+        .concat();
+        let columns = |msgs: &[wire::Msg]| {
+            let t = msgs
+                .iter()
+                .find(|m| m.tag == b'T')
+                .expect("a RowDescription");
+            u16::from_be_bytes([t.body[0], t.body[1]])
+        };
+        x.send(&described).await.expect("send");
+        assert_eq!(columns(&x.until_ready().await), 1);
+        node.superuser("app")
+            .await
+            .batch_execute("ALTER TABLE t ADD b int DEFAULT 7")
+            .await
+            .expect("alter on the node");
+        // The same bytes again, inside a transaction to learn its server connection (with
+        // named statements: a simple Query would drop the unnamed statement, as in
+        // PostgreSQL).
+        x.simple_query("BEGIN").await;
+        x.send(&described).await.expect("send");
+        assert_eq!(columns(&x.until_ready().await), 2, "told the new columns");
+        let named = |name: &str, sql: &str| {
+            [
+                wire::parse(name, sql),
+                wire::bind("", name, &[]),
+                wire::execute("", 0),
+                wire::sync(),
+            ]
+            .concat()
+        };
+        x.send(&named("pid", "SELECT pg_backend_pid()"))
+            .await
+            .expect("send");
+        let xpid = wire::rows(&x.until_ready().await)[0][0]
+            .clone()
+            .expect("pid");
+        x.send(&named("commit", "COMMIT")).await.expect("send");
+        x.until_ready().await;
+        let (holder, _y) = hold(port, &xpid).await;
+        let run = [wire::bind("", "", &[]), wire::execute("", 0), wire::sync()].concat();
+        x.send(&run).await.expect("send");
+        let msgs = x.until_ready_any().await;
+        if let Some(e) = msgs.iter().find(|m| m.tag == b'E') {
+            panic!("{:?}", wire::error_fields(&e.body));
+        }
+        assert_eq!(
+            wire::rows(&msgs),
+            vec![vec![Some("1".to_string()), Some("7".to_string())]]
+        );
+        holder.batch_execute("COMMIT").await.expect("commit holder");
+    })
+    .await
+}

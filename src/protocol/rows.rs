@@ -93,10 +93,41 @@ pub fn row_description(fields: &[Field]) -> Frame {
 /// are the OIDs of user-defined types: each node of a shard numbers its own objects.
 ///
 /// Kept as one byte string (per column: name, NUL, type OID, type length, type modifier),
-/// NoData as `None`: recorded for every unnamed statement a client describes, so it is built
-/// with one allocation and compared as bytes.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ResultShape(Option<Vec<u8>>);
+/// NoData as `None`: recorded for every statement a client describes, so it is built with
+/// one allocation and compared as bytes. The RowDescription it was built from is kept too
+/// (in front of the shape's bytes, `raw_len` long): a repeated unnamed statement checks its
+/// predecessor's shape against its own Describe by comparing that (`is_described_by`).
+#[derive(Debug, Clone)]
+pub struct ResultShape(Option<Described>);
+
+#[derive(Debug, Clone)]
+struct Described {
+    /// The RowDescription body, then the shape's bytes.
+    bytes: std::sync::Arc<[u8]>,
+    raw_len: usize,
+}
+
+impl Described {
+    fn raw(&self) -> &[u8] {
+        &self.bytes[..self.raw_len]
+    }
+
+    fn shape(&self) -> &[u8] {
+        &self.bytes[self.raw_len..]
+    }
+}
+
+impl PartialEq for ResultShape {
+    fn eq(&self, other: &ResultShape) -> bool {
+        match (&self.0, &other.0) {
+            (None, None) => true,
+            (Some(a), Some(b)) => a.shape() == b.shape(),
+            _ => false,
+        }
+    }
+}
+
+impl Eq for ResultShape {}
 
 /// OIDs below this are PostgreSQL's own (built-in types), equal on every server.
 const FIRST_NORMAL_OID: u32 = 16384;
@@ -108,28 +139,61 @@ impl ResultShape {
         match tag {
             be::NO_DATA => Some(ResultShape(None)),
             be::ROW_DESCRIPTION => {
-                let mut b = body;
-                let n = read_i16(&mut b)?;
-                let mut out = Vec::with_capacity(body.len());
-                out.extend_from_slice(&n.to_be_bytes());
-                for _ in 0..n {
-                    let f = read_field(&mut b)?;
-                    let oid = if f.type_oid < FIRST_NORMAL_OID {
-                        f.type_oid
-                    } else {
-                        0
-                    };
-                    out.extend_from_slice(f.name.as_bytes());
-                    out.push(0);
-                    out.extend_from_slice(&oid.to_be_bytes());
-                    out.extend_from_slice(&f.type_len.to_be_bytes());
-                    out.extend_from_slice(&f.type_mod.to_be_bytes());
-                }
-                Some(ResultShape(Some(out)))
+                let mut out = Vec::with_capacity(2 * body.len());
+                out.extend_from_slice(body);
+                shape_bytes(body, |c| out.extend_from_slice(c))?;
+                Some(ResultShape(Some(Described {
+                    bytes: out.into(),
+                    raw_len: body.len(),
+                })))
             }
             _ => None,
         }
     }
+
+    /// Whether a RowDescription or NoData message describes this shape (`of` would return an
+    /// equal one), checked without building one.
+    pub fn is_described_by(&self, tag: u8, body: &[u8]) -> bool {
+        match (tag, &self.0) {
+            (be::NO_DATA, None) => true,
+            // The same message as before (same server, or same table OIDs): the common case.
+            (be::ROW_DESCRIPTION, Some(d)) if d.raw() == body => true,
+            (be::ROW_DESCRIPTION, Some(d)) => {
+                let mut rest: &[u8] = d.shape();
+                let mut same = true;
+                let walked = shape_bytes(body, |c| {
+                    match rest.strip_prefix(c) {
+                        Some(r) if same => rest = r,
+                        _ => same = false,
+                    };
+                });
+                walked.is_some() && same && rest.is_empty()
+            }
+            _ => false,
+        }
+    }
+}
+
+/// Hands `out` the bytes of a RowDescription body's shape, piece by piece (see
+/// [`ResultShape`]); None if the body is malformed.
+fn shape_bytes(body: &[u8], mut out: impl FnMut(&[u8])) -> Option<()> {
+    let mut b = body;
+    let n = read_i16(&mut b)?;
+    out(&n.to_be_bytes());
+    for _ in 0..n {
+        let f = read_field(&mut b)?;
+        let oid = if f.type_oid < FIRST_NORMAL_OID {
+            f.type_oid
+        } else {
+            0
+        };
+        out(f.name.as_bytes());
+        out(&[0]);
+        out(&oid.to_be_bytes());
+        out(&f.type_len.to_be_bytes());
+        out(&f.type_mod.to_be_bytes());
+    }
+    Some(())
 }
 
 /// The values of a DataRow body (None = NULL).
@@ -306,6 +370,34 @@ mod tests {
         assert_ne!(none, shape(&[]));
         assert!(ResultShape::of(b'C', b"SELECT 1\0").is_none());
         assert!(ResultShape::of(be::ROW_DESCRIPTION, &[0, 1, b'a']).is_none());
+    }
+
+    #[test]
+    fn is_described_by_agrees_with_comparing_shapes() {
+        let two = [field("a", 16400, 23, 4, -1), field("b", 16400, 25, -1, -1)];
+        let cases: Vec<Frame> = vec![
+            row_description(&two),
+            row_description(&[field("a", 17000, 23, 4, -1), field("b", 1, 25, -1, -1)]),
+            row_description(&two[..1]),
+            row_description(&[field("a", 16400, 23, 4, -1), field("bb", 16400, 25, -1, -1)]),
+            row_description(&[field("ab", 16400, 23, 4, -1)]),
+            row_description(&[]),
+            Frame::new(be::NO_DATA, &[]),
+        ];
+        for x in &cases {
+            let sx = ResultShape::of(x.tag(), x.body()).expect("a description");
+            for y in &cases {
+                let sy = ResultShape::of(y.tag(), y.body()).expect("a description");
+                assert_eq!(
+                    sx.is_described_by(y.tag(), y.body()),
+                    sx == sy,
+                    "{x:?} {y:?}"
+                );
+            }
+            // Malformed, or not a description at all.
+            assert!(!sx.is_described_by(be::ROW_DESCRIPTION, &[0, 1, b'a']));
+            assert!(!sx.is_described_by(b'C', b"SELECT 1\0"));
+        }
     }
 
     #[test]

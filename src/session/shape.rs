@@ -130,7 +130,11 @@ impl Session {
     pub(super) fn record_shape(&self, f: FrameRef<'_>) {
         if let Some(Expect::Describe { stmt: Some(s) }) = self.queue.front() {
             if s.shape.get().is_none() {
-                if let Some(shape) = ResultShape::of(f.tag(), f.body()) {
+                let shape = match &s.shape_hint {
+                    Some(h) if h.is_described_by(f.tag(), f.body()) => Some(h.clone()),
+                    _ => ResultShape::of(f.tag(), f.body()),
+                };
+                if let Some(shape) = shape {
                     let _ = s.shape.set(shape);
                 }
             }

@@ -38,6 +38,9 @@ pub struct Statement {
     /// statement on another server connection, the new plan must return the same, as
     /// PostgreSQL requires of a prepared statement.
     pub shape: OnceLock<ResultShape>,
+    /// A repeated unnamed statement: its predecessor's shape, taken as its own when the first
+    /// Describe matches it (saves building one per transaction; `Statement::again`).
+    pub shape_hint: Option<ResultShape>,
     /// Its text might start a COPY FROM STDIN.
     pub may_copy_in: bool,
     /// The search_path it was prepared under (part of its identity).
@@ -70,6 +73,7 @@ impl Statement {
             class: OnceLock::new(),
             det_plan: Mutex::new(None),
             shape: OnceLock::new(),
+            shape_hint: None,
             may_copy_in: crate::router::keywords::may_copy_in(query),
             search_path: Arc::from(""),
             epoch: 0,
@@ -80,7 +84,7 @@ impl Statement {
     /// A new unnamed statement for a Parse with the same bytes as this one's (drivers send
     /// the same unnamed Parse again and again): what depends on the text alone is carried
     /// over instead of worked out again; what a server told (shape, parameter types) starts
-    /// afresh, as it would for any new statement. The determinism plan is carried over when
+    /// afresh, as it would for any new statement (the shape as a hint, `shape_hint`). The determinism plan is carried over when
     /// both were parsed under the same known search_path (`search_path`, "" if unknown);
     /// it holds the schema epoch it was made in, checked where it is used.
     pub fn again(&self, id: u64, search_path: &str) -> Statement {
@@ -99,6 +103,13 @@ impl Statement {
             class: self.class.clone(),
             det_plan: Mutex::new(plan),
             shape: OnceLock::new(),
+            // Under the same known search_path the columns are likely the same: checked
+            // against the first Describe (a schema change, even behind pgproxy's back, is seen).
+            shape_hint: if same_path {
+                self.shape.get().cloned()
+            } else {
+                None
+            },
             may_copy_in: self.may_copy_in,
             search_path: if same_path {
                 self.search_path.clone()
@@ -425,11 +436,14 @@ mod tests {
         assert!(b.effects.is_some());
         assert!(b.det_plan.lock().is_some());
         assert!(b.shape.get().is_none(), "what a server said starts afresh");
+        assert!(b.shape_hint.is_some(), "the columns last told, as a hint");
+        let _ = b.shape.set(ResultShape::of(b'n', &[]).expect("NoData"));
         // Another search_path, or an unknown one: no plan carried over.
         let d = c
             .unnamed_again(set.raw(), "q", Some(&b))
             .expect("same bytes");
         assert!(d.det_plan.lock().is_none());
+        assert!(d.shape_hint.is_none());
         *b.det_plan.lock() = None;
         let e = c
             .unnamed_again(set.raw(), "", Some(&a))
