@@ -3,7 +3,7 @@
 //! node (initdb and setup take a second or more of CPU; the suite starts hundreds of nodes).
 //!
 //! Kept in cargo's `target/tmp` under a name that hashes everything it is made of (the
-//! PostgreSQL binaries and their version, the settings, pg_hba.conf, the setup SQL), so a change
+//! PostgreSQL binaries and their version, the user, the settings, pg_hba.conf, the setup SQL), so a change
 //! to any of them makes a new one; `cargo clean` removes it. Built in a staging dir and renamed
 //! into place, so a concurrent or interrupted build never leaves a half-made template.
 //! Read-only once made: nodes copy it, never start on it.
@@ -58,6 +58,13 @@ async fn make() -> PathBuf {
         .await
         .expect("copy task panicked");
     let staged = staging.keep();
+    // Templates made of something else before (another PostgreSQL, other settings) go.
+    for old in std::fs::read_dir(&root).into_iter().flatten().flatten() {
+        let name = old.file_name();
+        if name.to_string_lossy().starts_with("pg-template-") && old.path() != home {
+            let _ = std::fs::remove_dir_all(old.path());
+        }
+    }
     if let Err(e) = std::fs::rename(&staged, &home) {
         // Another test process made it first: use theirs.
         let _ = std::fs::remove_dir_all(&staged);
@@ -78,7 +85,19 @@ fn key() -> u64 {
         .output()
         .map(|o| o.stdout)
         .unwrap_or_default();
+    // The user too: a template made as root belongs to `postgres`, unreadable to others.
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let uid = unsafe { libc::geteuid() };
     let mut h = std::collections::hash_map::DefaultHasher::new();
-    (bin, version, SETTINGS, PG_HBA, SETUP_ROLES, SETUP_APP_DB).hash(&mut h);
+    (
+        bin,
+        version,
+        uid,
+        SETTINGS,
+        PG_HBA,
+        SETUP_ROLES,
+        SETUP_APP_DB,
+    )
+        .hash(&mut h);
     h.finish()
 }
