@@ -84,9 +84,10 @@ impl Statement {
     /// A new unnamed statement for a Parse with the same bytes as this one's (drivers send
     /// the same unnamed Parse again and again): what depends on the text alone is carried
     /// over instead of worked out again; what a server told (shape, parameter types) starts
-    /// afresh, as it would for any new statement (the shape as a hint, `shape_hint`). The determinism plan is carried over when
-    /// both were parsed under the same known search_path (`search_path`, "" if unknown);
-    /// it holds the schema epoch it was made in, checked where it is used.
+    /// afresh, as it would for any new statement (the shape kept as `shape_hint`). The
+    /// determinism plan is carried over when both were parsed under the same known
+    /// search_path (`search_path`, "" if unknown); it holds the schema epoch it was made in,
+    /// checked where it is used.
     pub fn again(&self, id: u64, search_path: &str) -> Statement {
         let same_path = !search_path.is_empty() && *self.search_path == *search_path;
         let plan = if same_path {
