@@ -5,6 +5,7 @@
 //! computed from sum and count as PostgreSQL does), then OFFSET and LIMIT. Types pgproxy
 //! cannot compare or add exactly are refused (0A000) before any row is sent.
 
+use super::follower::Follower;
 use super::relay::Session;
 use super::replica::Plan;
 use super::SessionError;
@@ -56,9 +57,24 @@ pub(super) struct Request {
 /// The visible columns of a merged row and, per column, the type to encode in binary.
 type Out<'a> = (usize, &'a [Option<u32>]);
 
+/// Where a part's connection came from, and where it goes back after the read.
+pub(super) enum Slot {
+    /// Checked out for the read: released (or closed) after it.
+    Pool(Pooled),
+    /// The session's own server connection, inside the client's transaction.
+    Server(Pooled),
+    /// A parked participant of the client's transaction (another shard's main), and its
+    /// place among the followers when it was taken out.
+    Parked(Box<Follower>, usize),
+    /// Closed (or given back).
+    Gone,
+}
+
 /// One shard's connection while it answers.
 pub(super) struct Part {
-    pub(super) conn: Option<Pooled>,
+    slot: Slot,
+    /// The request was sent (a ReadyForQuery is owed).
+    asked: bool,
     /// CommandComplete (or an error) was read: only ReadyForQuery remains.
     finished: bool,
     /// ParseComplete (1) and BindComplete (2) were read.
@@ -109,8 +125,75 @@ fn is_text(t: u32) -> bool {
 }
 
 impl Part {
+    fn new(slot: Slot) -> Part {
+        Part {
+            slot,
+            asked: false,
+            finished: false,
+            progress: 0,
+            param_desc: None,
+        }
+    }
+
     fn conn(&mut self) -> &mut Pooled {
-        self.conn.as_mut().expect("connection held while reading")
+        self.conn_mut().expect("connection held while reading")
+    }
+
+    /// The connection, unless it was closed.
+    pub(super) fn conn_mut(&mut self) -> Option<&mut Pooled> {
+        match &mut self.slot {
+            Slot::Pool(c) | Slot::Server(c) => Some(c),
+            Slot::Parked(f, _) => Some(&mut f.conn),
+            Slot::Gone => None,
+        }
+    }
+
+    fn server_conn(&self) -> Option<&crate::backend::ServerConn> {
+        match &self.slot {
+            Slot::Pool(c) | Slot::Server(c) => Some(c),
+            Slot::Parked(f, _) => Some(&f.conn),
+            Slot::Gone => None,
+        }
+    }
+
+    /// A connection of the client's transaction (given back, never closed or pooled).
+    fn is_own(&self) -> bool {
+        matches!(self.slot, Slot::Server(_) | Slot::Parked(..))
+    }
+
+    /// Closes a connection checked out for the read (the transaction's own are kept).
+    pub(super) fn close(&mut self) {
+        if matches!(self.slot, Slot::Pool(_)) {
+            self.slot = Slot::Gone;
+        }
+    }
+
+    /// The connection checked out for the read, if it is still open.
+    pub(super) fn into_pooled(self) -> Option<Pooled> {
+        match self.slot {
+            Slot::Pool(c) => Some(c),
+            _ => None,
+        }
+    }
+
+    /// Reads to the ReadyForQuery owed; false if the connection failed.
+    async fn drain(&mut self) -> bool {
+        if !self.asked {
+            return true;
+        }
+        let Some(conn) = self.conn_mut() else {
+            return false;
+        };
+        loop {
+            match conn.read_frame().await {
+                Ok(f) if f.tag() == be::READY_FOR_QUERY => {
+                    self.asked = false;
+                    return true;
+                }
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
     }
 
     /// The next row, or None at the end of the result.
@@ -176,19 +259,12 @@ impl Part {
         }
     }
 
-    /// Reads to ReadyForQuery and gives the connection back (dropped if it broke).
+    /// Reads to ReadyForQuery and gives a connection checked out for the read back to its
+    /// pool (dropped if it broke).
     pub(super) async fn finish(mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        loop {
-            match conn.read_frame().await {
-                Ok(f) if f.tag() == be::READY_FOR_QUERY => {
-                    conn.release();
-                    return;
-                }
-                Ok(_) => {}
-                Err(_) => return,
+        if matches!(self.slot, Slot::Pool(_)) && self.drain().await {
+            if let Some(c) = self.into_pooled() {
+                c.release();
             }
         }
     }
@@ -266,7 +342,8 @@ impl Session {
         shards: &[usize],
         request: Request,
     ) -> Result<Plan, SessionError> {
-        let mut parts = match self.scatter_connect(shards).await {
+        let own = self.tx_status == b'T';
+        let mut parts = match self.scatter_connect(shards, own).await {
             Ok(p) => p,
             Err(e) => {
                 self.note_refusal();
@@ -279,21 +356,34 @@ impl Session {
                 return Ok(Plan::Done);
             }
         };
-        // A CancelRequest reaches the first shard: its query fails with 57014, which ends the
-        // merged read with that error (the others are read to their end and released).
-        let first = parts.first().and_then(|p| p.conn.as_deref());
+        // A CancelRequest reaches one shard (a connection of the read's own if there is one,
+        // else the session's server, which is closed when the session gives it back): its
+        // query fails with 57014, which ends the merged read with that error (the others are
+        // read to their end and released).
+        let target = parts
+            .iter()
+            .position(|p| !p.is_own())
+            .or_else(|| parts.iter().position(|p| matches!(p.slot, Slot::Server(_))))
+            .or((!parts.is_empty()).then_some(0));
+        let target_is_server = target.is_some_and(|i| matches!(parts[i].slot, Slot::Server(_)));
+        let first = target.and_then(|i| parts[i].server_conn());
         let before = self.cancel.swap(first.map(super::cancel::CancelTarget::of));
         let result = self.scatter_run(spec, &mut parts, &request).await;
+        // The transaction's own connections: read to their end, then back in their places.
+        self.give_back(&mut parts).await;
         // Inside a transaction the session keeps its server connection: a later cancel goes
         // there again.
         let attached = self.server.as_deref().map(super::cancel::CancelTarget::of);
         let cancelled = self.cancel.swap(attached);
-        self.cancel.restore_sent(before);
+        // A cancel that went to the session's own connection: closed when the session gives
+        // it back (`CancelSlot::take_sent`).
+        self.cancel
+            .restore_sent(before || (cancelled && target_is_server));
         if cancelled {
-            // The first shard's connection got the cancel: closed, not pooled (a late second
-            // signal must not hit another query; `CancelSlot::take_sent`).
-            if let Some(p) = parts.first_mut() {
-                p.conn = None;
+            // A connection of the read's own got the cancel: closed, not pooled (a late
+            // second signal must not hit another query; `CancelSlot::take_sent`).
+            if let Some(i) = target {
+                parts[i].close();
             }
         }
         if result.is_err() {
@@ -301,7 +391,7 @@ impl Session {
             // connections closed rather than reused (a cancel that arrives late must not hit
             // another query).
             for p in parts.iter_mut().filter(|p| !p.finished) {
-                if let Some(c) = p.conn.take() {
+                if let Slot::Pool(c) = std::mem::replace(&mut p.slot, Slot::Gone) {
                     super::cancel::send_cancel(&super::cancel::CancelTarget::of(&c)).await;
                     drop(c);
                 }
@@ -348,18 +438,44 @@ impl Session {
         Ok(Plan::Done)
     }
 
-    /// A connection to one node of each shard (by weight), with the session's settings.
+    /// A connection to one node of each shard (by weight), with the session's settings;
+    /// with `own`, the client's transaction's own connection for the shards it holds one on.
     pub(super) async fn scatter_connect(
         &mut self,
         shards: &[usize],
+        own: bool,
     ) -> Result<Vec<Part>, crate::pool::PoolError> {
+        let mut parts = Vec::new();
+        match self.scatter_connect_into(shards, own, &mut parts).await {
+            Ok(()) => Ok(parts),
+            Err(e) => {
+                self.give_back(&mut parts).await;
+                for p in parts.into_iter().filter_map(Part::into_pooled) {
+                    p.release();
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn scatter_connect_into(
+        &mut self,
+        shards: &[usize],
+        own: bool,
+        parts: &mut Vec<Part>,
+    ) -> Result<(), crate::pool::PoolError> {
         let cluster = self.shared.cluster.clone();
         let (user, db) = {
             let r = self.repl_mut();
             (r.user.clone(), r.db.clone())
         };
-        let mut parts = Vec::new();
         for &s in shards {
+            if own {
+                if let Some(slot) = self.lend(s) {
+                    parts.push(Part::new(slot));
+                    continue;
+                }
+            }
             let node = cluster
                 .pick_read_node(s, rand::random())
                 .or_else(|| cluster.topology.main(s))
@@ -371,14 +487,50 @@ impl Session {
                     .map_err(crate::pool::PoolError::Backend)?;
                 conn.settings = self.settings.clone();
             }
-            parts.push(Part {
-                conn: Some(conn),
-                finished: false,
-                progress: 0,
-                param_desc: None,
-            });
+            parts.push(Part::new(Slot::Pool(conn)));
         }
-        Ok(parts)
+        Ok(())
+    }
+
+    /// The client's transaction's connection on shard `s`, taken out for a read.
+    fn lend(&mut self, s: usize) -> Option<Slot> {
+        if self.repl_mut().shard == s {
+            return self.server.take().map(Slot::Server);
+        }
+        let repl = self.repl_mut();
+        let i = repl
+            .followers
+            .iter()
+            .position(|f| f.parked && f.was_main && f.shard == s)?;
+        Some(Slot::Parked(Box::new(repl.followers.remove(i)), i))
+    }
+
+    /// Puts the transaction's own connections back where `lend` took them from, each read to
+    /// the end of the read's answer first (never cancelled: the transaction goes on there).
+    /// A connection that failed goes back too: its next use finds that out as usual.
+    async fn give_back(&mut self, parts: &mut [Part]) {
+        let mut parked = Vec::new();
+        for p in parts.iter_mut().filter(|p| p.is_own()) {
+            p.drain().await;
+            match std::mem::replace(&mut p.slot, Slot::Gone) {
+                Slot::Server(mut c) => {
+                    // The read's statement replaced the unnamed one there.
+                    c.unnamed = None;
+                    self.server = Some(c);
+                }
+                Slot::Parked(mut f, i) => {
+                    f.conn.unnamed = None;
+                    parked.push((i, f));
+                }
+                _ => {}
+            }
+        }
+        // Back in reverse order of taking, each at the place it was taken from.
+        let repl = self.repl_mut();
+        for (i, f) in parked.into_iter().rev() {
+            let i = i.min(repl.followers.len());
+            repl.followers.insert(i, *f);
+        }
     }
 
     /// Sends the shard statement, checks the columns, merges; returns the row count.
@@ -389,6 +541,7 @@ impl Session {
         request: &Request,
     ) -> Result<u64, Stop> {
         for p in parts.iter_mut() {
+            p.asked = true;
             p.conn().write_all(&request.frames).await?;
         }
         // The first shard to describe its rows (or to fail) decides: the others' headers are

@@ -188,9 +188,9 @@ impl Session {
         }
         if let Some(spec) = &r.merge {
             if in_txn {
-                if let Some(why) = self.merged_read_in_txn_obstacle().await {
+                if let Some(why) = self.merged_read_in_txn_obstacle(true).await {
                     return self
-                        .refuse_msg(simple, &format!("a read without a sharding key runs on every shard, which pgproxy does inside a transaction only while it is READ COMMITTED, has not written and changed no setting; not {why}: add the key, or run it outside the transaction"))
+                        .refuse_msg(simple, &format!("a read without a sharding key runs on every shard, which pgproxy does inside a transaction only while it is READ COMMITTED and changed no setting; not {why}: add the key, or run it outside the transaction"))
                         .map(Some);
                 }
             }

@@ -62,11 +62,11 @@ impl Session {
             }
         };
         if self.tx_status != b'I' {
-            if let Some(why) = self.merged_read_in_txn_obstacle().await {
+            if let Some(why) = self.merged_read_in_txn_obstacle(false).await {
                 return self.refuse_msg(simple, &format!("a COPY out of a sharded table reads every shard, which pgproxy does inside a transaction only while it is READ COMMITTED, has not written and changed no setting; not {why}: run it outside the transaction"));
             }
         }
-        let mut parts = match self.scatter_connect(shards).await {
+        let mut parts = match self.scatter_connect(shards, false).await {
             Ok(p) => p,
             Err(e) => {
                 self.note_refusal();
@@ -81,7 +81,7 @@ impl Session {
         let mut total = 0u64;
         let mut error = None;
         for (i, part) in parts.iter_mut().enumerate() {
-            let Some(conn) = part.conn.as_mut() else {
+            let Some(conn) = part.conn_mut() else {
                 continue;
             };
             cancelled |= self
@@ -92,13 +92,13 @@ impl Session {
                 Ok(Outcome::Rows(n)) => total += n,
                 Ok(Outcome::Failed(e, clean)) => {
                     if !clean {
-                        part.conn = None;
+                        part.close();
                     }
                     error = Some(e);
                     break;
                 }
                 Err(e) => {
-                    part.conn = None;
+                    part.close();
                     error = Some(message::error_response(
                         message::Severity::Error,
                         sqlstate::CONNECTION_FAILURE,
@@ -113,7 +113,10 @@ impl Session {
         cancelled |= self.cancel.swap(attached);
         self.cancel.restore_sent(before);
         // A connection a cancel went to is closed, not pooled (`CancelSlot::take_sent`).
-        for c in parts.into_iter().filter_map(|p| p.conn) {
+        for c in parts
+            .into_iter()
+            .filter_map(super::scatter::Part::into_pooled)
+        {
             if !cancelled {
                 c.release();
             }
