@@ -537,6 +537,36 @@ async fn reads_inside_a_transaction_see_its_writes() {
     .await
 }
 
+/// A SET inside a transaction reaches the followers with the transaction's first write; after
+/// it, their connections are not handed to another client as if they held its settings.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_set_in_a_written_transaction_does_not_reach_other_clients() {
+    within(90, "test", async {
+        let cl = ReplCluster::start(2, |c| c).await;
+        let c = cl.client().await;
+        let other = cl.client().await;
+        exec(&c, "CREATE TABLE t (id int PRIMARY KEY)").await;
+        for i in 0..6 {
+            exec(&c, "BEGIN").await;
+            exec(&c, "SET DateStyle = 'German'").await;
+            exec(&c, &format!("INSERT INTO t VALUES ({i})")).await;
+            exec(&c, "COMMIT").await;
+            // Reads are spread over both nodes: each gets its connection back.
+            for _ in 0..6 {
+                let d = scalar(&other, "SELECT '2024-06-25'::date::text").await;
+                assert_eq!(d, "2024-06-25", "round {i}: another client's DateStyle");
+            }
+            assert_eq!(
+                scalar(&c, "SELECT '2024-06-25'::date::text").await,
+                "25.06.2024"
+            );
+            exec(&c, "RESET DateStyle").await;
+        }
+        cl.assert_identical(&["t"]).await;
+    })
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ordered_commit_lands_identically() {
     within(90, "test", async {

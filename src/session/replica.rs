@@ -909,6 +909,24 @@ impl Session {
             // (A ROLLBACK took the WITH HOLD cursors it declared already: `route_unit`.)
             st.cursors.txn_over(false);
         }
+        if repl.txn_settings_changed {
+            // A SET in the transaction ran on some of these connections (the ones in it then,
+            // or given it with the transaction's prefix), not on others: what each now holds
+            // is not known. Whoever uses one next sets (or RESETs) those settings again.
+            let mut names: std::collections::BTreeSet<String> = self.dirty.clone();
+            names.extend(self.settings.keys().cloned());
+            names.extend(self.startup_settings.keys().cloned());
+            let repl = self.repl.as_mut().expect("replicated");
+            for f in repl.followers.iter_mut() {
+                let held: Vec<String> = f.conn.settings.keys().cloned().collect();
+                for n in names.iter().cloned().chain(held) {
+                    f.conn
+                        .settings
+                        .insert(n, super::settings::UNKNOWN.to_string());
+                }
+            }
+        }
+        let repl = self.repl_mut();
         // Participants on other shards leave with the transaction.
         let (parked, kept): (Vec<Follower>, Vec<Follower>) =
             repl.followers.drain(..).partition(|f| f.parked);
