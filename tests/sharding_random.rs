@@ -14,11 +14,15 @@
 //! Writes run through pgproxy first (a refused write is not run on PostgreSQL); after each write
 //! the tables it touched are compared through `SELECT * … ORDER BY id` on both sides, and every
 //! so often each shard is read directly (every row on the shard that owns its key, the union equal
-//! to PostgreSQL's table).
+//! to PostgreSQL's table). Now and then a few statements run as one transaction block (BEGIN,
+//! then COMMIT or ROLLBACK) on both sides: reads inside it must see its own writes; an error
+//! or a refusal ends the block with ROLLBACK on both sides (a refusal of a statement that pins
+//! one shard may then be one of the transaction rules pgproxy documents).
 //!
 //! Knobs (environment): `PGPROXY_RANDOM_SEED` (decimal or 0x…), `PGPROXY_RANDOM_STATEMENTS`,
 //! `PGPROXY_RANDOM_SHARDS`, `PGPROXY_RANDOM_NODES` (nodes per shard, default 1: with more, every
-//! node of a shard must also hold the same rows as its first). The seed is printed; rerun with it to reproduce.
+//! node of a shard must also hold the same rows as its first), `PGPROXY_RANDOM_ECHO` (print
+//! every statement with pgproxy's answer). The seed is printed; rerun with it to reproduce.
 
 mod common;
 
@@ -2065,6 +2069,11 @@ impl Out {
             Out::Broken(e) => format!("connection broken: {e}"),
         }
     }
+    /// An error, a refusal, a hang or a broken connection.
+    fn failed(&self) -> bool {
+        !matches!(self, Out::Rows { .. })
+    }
+
     fn refused(&self) -> bool {
         matches!(self, Out::Err { code, .. } if code == "0A000")
     }
@@ -2584,10 +2593,27 @@ impl Harness {
         *self.outcomes.entry(what).or_default() += 1;
     }
 
-    async fn run(&mut self, st: &Stmt) {
+    /// Runs `st` on both sides, judges it, and (outside a transaction) compares the tables it
+    /// wrote. Returns whether it ran without an error or refusal on both sides.
+    async fn run(&mut self, st: &Stmt) -> bool {
+        self.run_in(st, false).await
+    }
+
+    /// `run`; `in_txn`: inside a transaction block (`run_txn`), where tables are compared
+    /// after the block and a refusal of a single-shard statement may be one of the
+    /// transaction rules pgproxy documents (their messages say "transaction").
+    async fn run_in(&mut self, st: &Stmt, in_txn: bool) -> bool {
         self.statement_no += 1;
         let n = self.statement_no;
         let p = self.exec(Side::Proxy, st).await;
+        if std::env::var_os("PGPROXY_RANDOM_ECHO").is_some() {
+            eprintln!(
+                "#{n}{} {} => {}",
+                if in_txn { " (txn)" } else { "" },
+                st.show(),
+                p.show()
+            );
+        }
         // A write pgproxy refuses is not run on PostgreSQL either.
         let r = if !st.writes.is_empty() && p.refused() {
             Out::Broken("not run: pgproxy refused the write".into())
@@ -2606,11 +2632,15 @@ impl Harness {
         self.count(format!("{label} / {}", st.family));
         match verdict {
             Verdict::Refused(msg) => {
+                if in_txn {
+                    eprintln!("refused in a transaction: {msg}\n    SQL: {}", st.show());
+                }
                 *self
                     .refusals
                     .entry(format!("{:?}: {}", st.mode, refusal_kind(&msg)))
                     .or_default() += 1;
-                if st.must_run {
+                // Inside a transaction, its rules (which all say "transaction") may refuse it.
+                if st.must_run && !(in_txn && msg.contains("transaction")) {
                     let line = format!(
                         "#{n} {}: refused although it pins one shard\n    SQL: {}\n    pgproxy: {}\n    PostgreSQL: {}",
                         st.family,
@@ -2635,11 +2665,64 @@ impl Harness {
             }
             _ => {}
         }
-        if !st.writes.is_empty() {
+        if !st.writes.is_empty() && !in_txn {
             for t in st.writes.clone() {
                 self.compare_table(t, st).await;
             }
         }
+        !p.failed() && !r.failed()
+    }
+
+    /// A transaction block of `count` statements on the tokio-postgres connections (simple
+    /// and binary modes), ended by COMMIT (or ROLLBACK): reads inside it must see its own
+    /// writes on every shard, as on one PostgreSQL. An error or a refusal ends the block with
+    /// ROLLBACK on both sides. The written tables are compared after the block. Returns the
+    /// number of writes.
+    async fn run_txn(&mut self, gen: &mut Gen, count: usize, commit: bool) -> usize {
+        let begin = Stmt {
+            sql: "BEGIN".into(),
+            ..gen.stmt(String::new(), Cmp::Ordered, &[], "transaction")
+        };
+        let mut written: Vec<&'static str> = Vec::new();
+        let mut ok = self
+            .run_in(
+                &Stmt {
+                    mode: Mode::Simple,
+                    ..begin
+                },
+                true,
+            )
+            .await;
+        let mut writes = 0;
+        for _ in 0..count {
+            if !ok || self.dead {
+                break;
+            }
+            let st = loop {
+                let st = gen.statement();
+                if st.mode != Mode::Text {
+                    break st;
+                }
+            };
+            if !st.writes.is_empty() {
+                writes += 1;
+                written.extend(st.writes.iter().copied());
+            }
+            ok = self.run_in(&st, true).await;
+        }
+        let end = if ok && commit { "COMMIT" } else { "ROLLBACK" };
+        let end = Stmt {
+            sql: end.into(),
+            mode: Mode::Simple,
+            ..gen.stmt(String::new(), Cmp::Ordered, &[], "transaction")
+        };
+        self.run_in(&end, true).await;
+        written.sort();
+        written.dedup();
+        for t in written {
+            self.compare_table(t, &end).await;
+        }
+        writes
     }
 
     /// The whole table through pgproxy and on PostgreSQL; on a difference, reported and the
@@ -2885,13 +2968,21 @@ async fn random_sql(seed: u64, statements: usize, shards: usize, nodes: usize) {
         if h.dead {
             break;
         }
-        let st = gen.statement();
-        h.run(&st).await;
-        if !st.writes.is_empty() {
-            writes += 1;
-            if writes % 40 == 0 {
-                h.check_shards().await;
+        let before = writes;
+        if gen.rng.chance(0.04) {
+            // A transaction block: a few statements, most often committed.
+            let count = 2 + gen.rng.below(5);
+            let commit = gen.rng.chance(0.75);
+            writes += h.run_txn(&mut gen, count, commit).await;
+        } else {
+            let st = gen.statement();
+            h.run(&st).await;
+            if !st.writes.is_empty() {
+                writes += 1;
             }
+        }
+        if writes / 40 > before / 40 {
+            h.check_shards().await;
         }
         if (i + 1) % 250 == 0 {
             eprintln!(

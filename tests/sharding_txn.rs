@@ -227,3 +227,72 @@ async fn pgproxy_killed_mid_commit_leaves_every_transaction_whole() {
         );
     }
 }
+
+/// A setting changed inside a transaction that then moves to another shard: the other shard's
+/// statements run under it too (also on coming back to a shard it left), and after COMMIT the
+/// session keeps it (after ROLLBACK drops it), as on one PostgreSQL; no pooled connection is
+/// left with a setting its next user did not make. One-node and replicated shards.
+#[tokio::test]
+async fn settings_changed_in_a_transaction_follow_it_across_shards() {
+    settings_follow_the_transaction(1).await;
+    settings_follow_the_transaction(2).await;
+}
+
+async fn settings_follow_the_transaction(nodes: usize) {
+    let c = ShardedCluster::start(2, nodes, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    let (a, b) = two_keys();
+    let date = |key: i64| {
+        format!("SELECT '2024-06-25'::date::text FROM contacts WHERE user_id = {key} UNION ALL SELECT '2024-06-25'::date::text LIMIT 1")
+    };
+    let one = |rows: Vec<tokio_postgres::SimpleQueryMessage>| -> String {
+        rows.iter()
+            .find_map(|m| match m {
+                tokio_postgres::SimpleQueryMessage::Row(r) => r.get(0).map(str::to_string),
+                _ => None,
+            })
+            .unwrap_or_default()
+    };
+    let other = c.client().await;
+    for (set, end, after) in [
+        ("SET DateStyle = 'SQL, DMY'", "COMMIT", "25/06/2024"),
+        ("SET DateStyle = 'German'", "ROLLBACK", "25/06/2024"),
+        ("RESET ALL", "COMMIT", "2024-06-25"),
+        ("SET LOCAL DateStyle = 'German'", "COMMIT", "2024-06-25"),
+        ("SET DateStyle = 'German'", "COMMIT", "25.06.2024"),
+    ] {
+        client.batch_execute("BEGIN").await.expect("begin");
+        let before = one(client.simple_query(&date(a)).await.expect("on a"));
+        // A write on each shard: their nodes are in the transaction.
+        for k in [a, b] {
+            client
+                .execute("UPDATE contacts SET name = 'y' WHERE user_id = $1", &[&k])
+                .await
+                .expect("write");
+        }
+        client.batch_execute(set).await.expect(set);
+        let on_b = one(client.simple_query(&date(b)).await.expect("on b"));
+        let on_a = one(client.simple_query(&date(a)).await.expect("back on a"));
+        assert_eq!(
+            on_a, on_b,
+            "{set}: both shards read under the setting ({before} before)"
+        );
+        assert_ne!(on_a, before, "{set}: the setting applies");
+        client.batch_execute(end).await.expect(end);
+        // Another client never gets the setting with a pooled connection.
+        for _ in 0..4 {
+            for k in [a, b] {
+                let theirs = one(other.simple_query(&date(k)).await.expect("other"));
+                assert_eq!(
+                    theirs, "2024-06-25",
+                    "{set}; {end}: another client, key {k}"
+                );
+            }
+        }
+        for k in [a, b, a, b] {
+            let now = one(client.simple_query(&date(k)).await.expect("after"));
+            assert_eq!(now, after, "{set}; {end}: key {k}");
+        }
+    }
+}

@@ -179,7 +179,7 @@ impl Session {
         }
         let cfg = self.shared.cluster.config();
         if self.tx_status == b'T' {
-            return self.cross_shard_obstacle(&cfg).map(String::from);
+            return self.cross_shard_obstacle(&cfg, false).map(String::from);
         }
         if cfg.sharding.cross_shard_transactions == crate::config::CrossShard::Deny {
             return Some("cross_shard_transactions = \"deny\"".into());

@@ -145,7 +145,7 @@ impl Session {
         }
         let in_txn = self.tx_status != b'I';
         if in_txn {
-            if let Some(why) = self.cross_shard_obstacle(&cfg) {
+            if let Some(why) = self.cross_shard_obstacle(&cfg, false) {
                 return self.refuse_msg(simple, &format!("this write spans shards, but the transaction cannot continue on other shards: {why}"));
             }
         }

@@ -38,6 +38,7 @@ mod shard_copy_out;
 mod shard_copy_rows;
 mod startup;
 mod statements;
+mod txn_sets;
 mod txn_ts;
 
 pub use cancel::CancelRegistry;

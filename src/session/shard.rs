@@ -38,6 +38,8 @@ pub struct ShardState {
     key_before_txn: Option<Option<String>>,
     /// SQL-level cursors and the shards they live on.
     pub(super) cursors: super::cursors::Cursors,
+    /// The open transaction's SET statements, for the shards it moves to.
+    pub(super) sets: super::txn_sets::TxnSets,
 }
 
 impl ShardState {
@@ -51,6 +53,7 @@ impl ShardState {
             text_rules: None,
             key_before_txn: None,
             cursors: Default::default(),
+            sets: Default::default(),
         }
     }
 
@@ -115,10 +118,15 @@ impl Session {
         frames: &[u8],
         simple: bool,
     ) -> Result<Option<Plan>, SessionError> {
+        let outside = self.tx_status == b'I';
         let Some(st) = self.shard_state() else {
             return Ok(None);
         };
         st.cursors.begin_unit();
+        if outside {
+            st.sets.clear();
+        }
+        st.sets.begin_unit();
         if let Some(rolled_back) = first_query_text(frames).and_then(|t| ends_txn(&t)) {
             // A ROLLBACK (or COMMIT of an aborted transaction) takes the WITH HOLD cursors
             // it declared away too; the rest is settled when the transaction is over.
@@ -127,8 +135,10 @@ impl Session {
             }
         }
         let routed = self.route_unit_inner(frames, simple).await;
-        if !matches!(routed, Ok(None)) {
-            if let Some(st) = self.shard_state() {
+        if let Some(st) = self.shard_state() {
+            if matches!(routed, Ok(None)) {
+                st.sets.unit_ran();
+            } else {
                 st.cursors.drop_unit();
             }
         }
@@ -295,7 +305,7 @@ impl Session {
         };
         if self.tx_status != b'I' || self.repl_mut().unit.is_some() {
             let cfg = cluster.config();
-            let why = match self.cross_shard_obstacle(&cfg) {
+            let why = match self.cross_shard_obstacle(&cfg, true) {
                 None => return self.move_transaction(to).await,
                 Some(why) => why,
             };
@@ -391,12 +401,19 @@ impl Session {
     }
 
     /// Why the open transaction cannot take in another shard, if it cannot.
+    /// `moves`: the transaction moves to the other shard (which then runs its SETs first);
+    /// else other shards join it for one statement, which pgproxy does only while it changed
+    /// no setting.
     pub(super) fn cross_shard_obstacle(
         &mut self,
         cfg: &crate::config::Config,
+        moves: bool,
     ) -> Option<&'static str> {
         if cfg.sharding.cross_shard_transactions == crate::config::CrossShard::Deny {
             return Some("cross_shard_transactions = \"deny\"");
+        }
+        if !moves && self.shard_state().is_some_and(|st| st.sets.any()) {
+            return Some("the transaction changed a setting (SET), which a statement on several shards would not see there");
         }
         let repl = self.repl_mut();
         if cfg.replication.commit != crate::config::CommitMode::TwoPhase || repl.temp_objects {
@@ -419,11 +436,22 @@ impl Session {
     /// the commit (parked), and `to` joins the transaction (its earlier connections resumed
     /// if the transaction was there before, else a new BEGIN with the same characteristics).
     async fn move_transaction(&mut self, to: usize) -> Result<Option<Plan>, SessionError> {
+        if self.server.is_some() {
+            let from = self.repl_mut().shard;
+            self.shard_state().expect("sharded").sets.left(from);
+        }
         self.park_current().await;
         let cluster = self.shared.cluster.clone();
+        let st = self.shard_state().expect("sharded");
+        // The transaction's SETs so far: a connection new to it runs them after its BEGIN,
+        // one it comes back to those it missed (`txn_sets.rs`).
+        let (all_sets, missed) = (st.sets.all_sql(), st.sets.catch_up(to));
         let repl = self.repl.as_mut().expect("sharded");
         repl.shard = to;
-        let begin = repl.txn_begin.clone().unwrap_or_else(|| "BEGIN".into());
+        let mut begin = repl.txn_begin.clone().unwrap_or_else(|| "BEGIN".into());
+        if let Some(sets) = all_sets {
+            begin = format!("{begin};\n{sets}");
+        }
         // Back to a shard the transaction left before: its connections take over again.
         if let Some(i) = repl
             .followers
@@ -441,8 +469,20 @@ impl Session {
             if !rejoined {
                 repl.prefix.push(message::query(&begin).into_raw());
             }
+            if let Some(sql) = &missed {
+                for g in repl
+                    .followers
+                    .iter_mut()
+                    .filter(|g| g.shard == to && !g.parked)
+                {
+                    g.queue_internal(sql);
+                }
+            }
             self.pool = cluster.pool(&repl.user, &repl.db, to, f.node);
             self.attach(f.conn);
+            if let Some(sql) = missed {
+                self.inject_query(&sql, super::expect::Expect::InjectedQuery);
+            }
             return Ok(None);
         }
         repl.node = cluster.topology.main(to).unwrap_or(0);
@@ -539,6 +579,7 @@ impl Session {
                     self.note_txn_end(text);
                     self.note_shard_key(text)?;
                     let st = self.shard_state().expect("sharded");
+                    st.sets.note(text);
                     let p = st.plan(text);
                     let r = resolve_noting_cursors(&p, text, st, &|_| None)?;
                     executes += p.statements.len();
@@ -568,6 +609,7 @@ impl Session {
                         },
                     };
                     self.note_shard_key(&sql)?;
+                    self.shard_state().expect("sharded").sets.note(&sql);
                     let values = bind_values(b.rest);
                     // Binary integers of a declared width other than the key type's (int4 for
                     // a bigint key: PostgreSQL casts them), as text.

@@ -84,7 +84,7 @@ impl Session {
         let cfg = self.shared.cluster.config();
         let in_txn = self.tx_status != b'I';
         if in_txn {
-            if let Some(why) = self.cross_shard_obstacle(&cfg) {
+            if let Some(why) = self.cross_shard_obstacle(&cfg, false) {
                 return self.refuse_msg(simple, &format!("this COPY writes on every shard, but the transaction cannot continue on other shards: {why}"));
             }
         }
