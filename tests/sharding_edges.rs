@@ -867,6 +867,42 @@ async fn nulls_everywhere_in_the_sort_key() {
     .await
 }
 
+/// A bare name in ORDER BY means the select-list column of that name first, as PostgreSQL
+/// reads it (also a name PostgreSQL gives an unaliased expression: `age::text` is "age"):
+/// merged reads sort by that column; two different columns of the name are an error there.
+#[tokio::test]
+async fn order_by_a_name_means_the_output_column_as_in_postgresql() {
+    within(120, "test", async {
+        let (c, reference) = tokio::join!(ShardedCluster::start(2, 1, ""), PgNode::start());
+        let (_client, _direct) = setup_both(&c, &reference, true).await;
+        let mut p = raw_proxy(&c).await;
+        let mut r = raw_node(&reference).await;
+        for sql in [
+            // Text order ('10' < '9'), not numeric.
+            "SELECT age::text, id FROM contacts WHERE age IS NOT NULL ORDER BY age, id",
+            "SELECT lower(name), id FROM contacts ORDER BY lower DESC, id LIMIT 5",
+            "SELECT age, age FROM contacts ORDER BY age NULLS FIRST, 1 LIMIT 4",
+            "SELECT c.age, id FROM contacts c ORDER BY age, id",
+        ] {
+            same_answer(&mut p, &mut r, &wire::query(sql), sql).await;
+        }
+        for sql in [
+            "SELECT DISTINCT age::text, age FROM contacts ORDER BY age",
+            "SELECT name AS age, age FROM contacts ORDER BY age",
+        ] {
+            let want = exchange(&mut r, &wire::query(sql)).await;
+            assert!(want.iter().any(|m| m.contains("42702")), "{sql}: {want:?}");
+            let got = exchange(&mut p, &wire::query(sql)).await;
+            assert!(
+                got.iter()
+                    .any(|m| m.contains("42702") || m.contains("0A000")),
+                "{sql}: pgproxy answered {got:?}"
+            );
+        }
+    })
+    .await
+}
+
 fn rss_kb(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
     status

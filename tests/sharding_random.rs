@@ -1678,7 +1678,7 @@ impl Gen {
             5 => format!("SELECT DISTINCT ON (user_id) user_id, id FROM contacts{w} ORDER BY user_id, id"),
             6 => format!("SELECT id, name FROM contacts{w} ORDER BY name COLLATE \"C\", id"),
             7 => format!("SELECT sum(age) FILTER (WHERE age > 30) FROM contacts{w}"),
-            8 => format!("SELECT city, count(*) FROM contacts{w} GROUP BY ROLLUP (city) ORDER BY city"),
+            8 => format!("SELECT city, count(*) FROM contacts{w} GROUP BY ROLLUP (city) ORDER BY city, GROUPING(city)"),
             9 => format!("SELECT bool_and(active), array_agg(id ORDER BY id) FROM contacts{w}"),
             10 => format!("SELECT id, age - lag(age) OVER (ORDER BY id) FROM contacts{w} ORDER BY id"),
             _ => format!("SELECT DISTINCT city, count(*) FROM contacts{w} GROUP BY city ORDER BY city"),

@@ -9,6 +9,7 @@
 //! exist on every shard), or a fan-out over every shard of a sharded read (merged by
 //! `merge.rs`) or a keyless UPDATE/DELETE.
 
+mod colname;
 mod copy_in;
 mod explain;
 mod hint;

@@ -5,6 +5,7 @@
 //! groups of partial aggregates, then OFFSET / LIMIT). Whatever it cannot merge exactly is an
 //! `Err` with the reason. Pure.
 
+use super::colname;
 use sqlparser::ast::{
     BinaryOperator, Distinct, DuplicateTreatment, Expr, FunctionArg, FunctionArgExpr,
     FunctionArguments, GroupByExpr, Ident, LimitClause, ObjectName, ObjectNamePart, OrderByKind,
@@ -421,6 +422,8 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
             _ => (None, None),
         })
         .collect();
+    // Their output names, as PostgreSQL reads a bare name in ORDER BY.
+    let names: Vec<colname::Figured> = sel.projection.iter().map(colname::item_name).collect();
     let mut rewritten = false;
     let mut whole = AggScan::default();
     let _ = sel.visit(&mut whole);
@@ -550,7 +553,12 @@ pub fn spec(q: &Query, original: &str) -> Result<MergeSpec, String> {
             if s.window || s.other_agg.is_some() {
                 return Err("this ORDER BY cannot be merged across shards".into());
             }
-            let col = match find(&o.expr) {
+            let named = if wildcard {
+                None
+            } else {
+                order_by_name(&o.expr, &names, &items)?
+            };
+            let col = match named.or_else(|| find(&o.expr)) {
                 Some(p) => Col::Pos(p),
                 None if distinct => {
                     return Err(
@@ -842,4 +850,37 @@ pub fn derived_rows(q: &Query, is_sharded: &dyn Fn(&ObjectName) -> bool) -> Resu
 /// The refusal of a read whose sharded tables are all inside subqueries.
 pub fn subquery_only() -> String {
     SUBQUERY_ONLY.into()
+}
+
+/// The output column a bare name in ORDER BY stands for, as PostgreSQL reads it: the select
+/// items of that name (an alias, or the name PostgreSQL gives an unaliased expression); two of
+/// them with different expressions make PostgreSQL fail (42702), so the read is not merged.
+fn order_by_name(
+    e: &Expr,
+    names: &[colname::Figured],
+    items: &[(Option<Expr>, Option<String>)],
+) -> Result<Option<usize>, String> {
+    let Expr::Identifier(id) = e else {
+        return Ok(None);
+    };
+    let key = crate::router::classify::ident_key(&id.value, id.quote_style);
+    let matching: Vec<usize> = names
+        .iter()
+        .enumerate()
+        .filter(|(_, n)| matches!(n, Some((name, s)) if *s > 0 && *name == key))
+        .map(|(i, _)| i)
+        .collect();
+    let Some(&first) = matching.first() else {
+        if names.iter().any(Option::is_none) {
+            return Err(format!("pgproxy cannot tell whether ORDER BY {key} names a column of the select list (an unnamed expression there): give the expressions aliases"));
+        }
+        return Ok(None);
+    };
+    if matching.iter().any(|&i| items[i].0 != items[first].0) {
+        return Err(format!(
+            "ORDER BY \"{}\" is ambiguous (PostgreSQL fails on it too)",
+            id.value
+        ));
+    }
+    Ok(Some(first))
 }
