@@ -107,11 +107,21 @@ pub fn setting_statements(sql: &str) -> Vec<String> {
     out
 }
 
-/// Whether `sql` may hold a SET or RESET (cheap, before tokenizing).
+/// Whether `sql` may hold a SET or RESET (cheap, before tokenizing): one statement is judged
+/// by its first word (an UPDATE … SET or an OFFSET is not tokenized on every execution).
 fn contains_set(sql: &str) -> bool {
-    sql.as_bytes()
-        .windows(3)
-        .any(|w| w.eq_ignore_ascii_case(b"set"))
+    let one = sql.trim().trim_end_matches(';').trim_start();
+    let first = one
+        .split(|c: char| !c.is_ascii_alphabetic())
+        .next()
+        .unwrap_or("");
+    if one.contains(';') || one.starts_with("/*") || one.starts_with("--") {
+        return sql
+            .as_bytes()
+            .windows(3)
+            .any(|w| w.eq_ignore_ascii_case(b"set"));
+    }
+    first.eq_ignore_ascii_case("set") || first.eq_ignore_ascii_case("reset")
 }
 
 #[cfg(test)]
@@ -131,6 +141,14 @@ mod tests {
                 "SET SESSION search_path = a"
             ]
         );
+        assert_eq!(
+            setting_statements("/* c */ set  search_path=a;"),
+            vec!["set  search_path=a"]
+        );
+        assert_eq!(
+            setting_statements("  Reset DateStyle"),
+            vec!["Reset DateStyle"]
+        );
         for none in [
             "SELECT 1",
             "UPDATE t SET a = 1",
@@ -138,6 +156,8 @@ mod tests {
             "SET pgproxy.shard_key = 5",
             "RESET pgproxy.shard_key",
             "SELECT 'SET x = 1'",
+            "UPDATE t SET a = 1;",
+            "SELECT 1 OFFSET 3",
         ] {
             assert!(setting_statements(none).is_empty(), "{none}");
         }
