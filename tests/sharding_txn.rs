@@ -296,3 +296,87 @@ async fn settings_follow_the_transaction(nodes: usize) {
         }
     }
 }
+
+/// A write on every shard (a shared table) and then a write of sharded rows on several shards
+/// in one transaction: the shards' nodes that joined for the first take part in the second
+/// (pgproxy had taken them for mere followers there and found no main: 08006). A write on
+/// every shard after the transaction ran on several shards is refused: the shards it left
+/// hold connections of their own that the write would have missed (it was lost there).
+#[tokio::test]
+async fn writes_on_every_shard_inside_a_transaction_across_shards() {
+    for nodes in [1, 2] {
+        let c = ShardedCluster::start(2, nodes, "").await;
+        let client = c.client().await;
+        client
+            .batch_execute(&format!(
+                "{SCHEMA}; CREATE TABLE tags (code text PRIMARY KEY)"
+            ))
+            .await
+            .expect("schema");
+        let (a, b) = two_keys();
+        for (id, k) in [(1, a), (2, b)] {
+            client
+                .simple_query(&format!(
+                    "INSERT INTO contacts (id, user_id, name) VALUES ({id}, {k}, 'x')"
+                ))
+                .await
+                .expect("rows");
+        }
+        let run = |sql: String| {
+            let client = &client;
+            async move { client.simple_query(&sql).await.map(|_| ()) }
+        };
+        let refused = |r: Result<(), tokio_postgres::Error>, what: &str| {
+            let e = r.expect_err(what);
+            assert_eq!(
+                e.code().map(|c| c.code()),
+                Some("0A000"),
+                "{nodes} node(s), {what}: {e:?}"
+            );
+        };
+        // After the transaction read on both shards: refused.
+        run("BEGIN".into()).await.expect("begin");
+        for k in [a, b] {
+            run(format!("SELECT * FROM contacts WHERE user_id = {k}"))
+                .await
+                .expect("read by key");
+        }
+        refused(
+            run("INSERT INTO tags VALUES ('r')".into()).await,
+            "after two shards",
+        );
+        run("ROLLBACK".into()).await.expect("rollback");
+        // A shared write, then a write across shards: both land everywhere; a second shared
+        // write after it is refused.
+        run("BEGIN".into()).await.expect("begin");
+        run("INSERT INTO tags VALUES ('t')".into())
+            .await
+            .expect("shared write");
+        run("DELETE FROM contacts WHERE name = 'x'".into())
+            .await
+            .unwrap_or_else(|e| panic!("{nodes} node(s): write across shards: {e:?}"));
+        refused(
+            run("INSERT INTO tags VALUES ('u')".into()).await,
+            "a second shared write",
+        );
+        run("ROLLBACK".into()).await.expect("rollback");
+        run("BEGIN".into()).await.expect("begin");
+        run("INSERT INTO tags VALUES ('t')".into())
+            .await
+            .expect("shared write");
+        run("DELETE FROM contacts WHERE name = 'x'".into())
+            .await
+            .expect("write across shards");
+        run("COMMIT".into()).await.expect("commit");
+        for s in 0..2 {
+            assert_eq!(
+                c.shard_scalar(s, "SELECT count(*) FROM contacts").await,
+                "0"
+            );
+            let tags = c
+                .shard_scalar(s, "SELECT string_agg(code, ',') FROM tags")
+                .await;
+            assert_eq!(tags, "t", "{nodes} node(s), shard {s}: tags");
+        }
+    }
+}

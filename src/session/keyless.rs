@@ -435,21 +435,20 @@ impl Session {
             repl.followers = rest;
             let have: Vec<usize> = mine.iter().map(|f| f.node).collect();
             let resumed = mine.iter().any(|f| f.was_main);
+            // Joined as followers of another shard (a write on every shard earlier in the
+            // transaction): the one on this shard's main node is its main here.
+            let main_node = cluster.topology.main(s);
             for f in mine {
                 parts.push(Participant {
                     shard: s,
                     node: f.node,
-                    main: f.was_main,
+                    main: f.was_main || (!resumed && Some(f.node) == main_node),
                     conn: f.conn,
                 });
             }
             // Every other up node joins now (the transaction may not have written there yet,
             // so its followers were not in it).
-            let main = if resumed {
-                None
-            } else {
-                cluster.topology.main(s)
-            };
+            let main = if resumed { None } else { main_node };
             for node in cluster.topology.up_nodes(s) {
                 if have.contains(&node) {
                     continue;

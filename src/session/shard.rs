@@ -238,6 +238,11 @@ impl Session {
         if in_txn && joined_one {
             return self.refuse_msg(simple, "this transaction already wrote on one shard; DDL and writes to shared tables change every shard and must run in a transaction of their own").map(Some);
         }
+        // Shards the transaction left (or wrote on across shards) wait for the commit with
+        // connections of their own: the write would not reach those nodes.
+        if in_txn && self.repl_mut().followers.iter().any(|f| f.parked) {
+            return self.refuse_msg(simple, "this transaction already ran on several shards; DDL and writes to shared tables change every shard and must run in a transaction of their own (or before the transaction's statements for one shard)").map(Some);
+        }
         self.repl_mut().span_all = true;
         Ok(None)
     }
