@@ -22,7 +22,8 @@
 //! Knobs (environment): `PGPROXY_RANDOM_SEED` (decimal or 0x…), `PGPROXY_RANDOM_STATEMENTS`,
 //! `PGPROXY_RANDOM_SHARDS`, `PGPROXY_RANDOM_NODES` (nodes per shard, default 1: with more, every
 //! node of a shard must also hold the same rows as its first), `PGPROXY_RANDOM_ECHO` (print
-//! every statement with pgproxy's answer). The seed is printed; rerun with it to reproduce.
+//! every statement with pgproxy's answer), `PGPROXY_RANDOM_TXN_PCT` (how often a transaction
+//! block starts, percent, default 4). The seed is printed; rerun with it to reproduce.
 
 mod common;
 
@@ -2964,12 +2965,14 @@ async fn random_sql(seed: u64, statements: usize, shards: usize, nodes: usize) {
     let loaded = started.elapsed();
     let mut gen = Gen::new(seed, data, shards as u64);
     let mut writes = 0;
+    // How often a transaction block starts (`PGPROXY_RANDOM_TXN_PCT`, percent).
+    let txn_share = env_num("PGPROXY_RANDOM_TXN_PCT").map_or(0.04, |p| p as f64 / 100.0);
     for i in 0..total {
         if h.dead {
             break;
         }
         let before = writes;
-        if gen.rng.chance(0.04) {
+        if gen.rng.chance(txn_share) {
             // A transaction block: a few statements, most often committed.
             let count = 2 + gen.rng.below(5);
             let commit = gen.rng.chance(0.75);
