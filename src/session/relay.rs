@@ -521,14 +521,7 @@ impl Session {
                 names.extend(self.startup_settings.keys().cloned());
             }
             for f in &mut repl.followers {
-                let held: Vec<String> = if e.reset_all {
-                    f.conn.settings.keys().cloned().collect()
-                } else {
-                    Vec::new()
-                };
-                for n in names.iter().cloned().chain(held) {
-                    f.conn.settings.insert(n, settings::UNKNOWN.to_string());
-                }
+                settings::forget(&mut f.conn.settings, &names, e.reset_all);
             }
         }
     }

@@ -918,12 +918,7 @@ impl Session {
             names.extend(self.startup_settings.keys().cloned());
             let repl = self.repl.as_mut().expect("replicated");
             for f in repl.followers.iter_mut() {
-                let held: Vec<String> = f.conn.settings.keys().cloned().collect();
-                for n in names.iter().cloned().chain(held) {
-                    f.conn
-                        .settings
-                        .insert(n, super::settings::UNKNOWN.to_string());
-                }
+                super::settings::forget(&mut f.conn.settings, &names, true);
             }
         }
         let repl = self.repl_mut();

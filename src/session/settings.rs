@@ -79,6 +79,23 @@ pub fn replay_sql(
     Some(sql)
 }
 
+/// Marks `names` (with `all_held`, also every setting `map` holds) as unknown on a connection
+/// whose values pgproxy did not read back: whoever uses it next sets (or RESETs) them again.
+pub fn forget<'a>(
+    map: &mut BTreeMap<String, String>,
+    names: impl IntoIterator<Item = &'a String>,
+    all_held: bool,
+) {
+    let held: Vec<String> = if all_held {
+        map.keys().cloned().collect()
+    } else {
+        Vec::new()
+    };
+    for n in names.into_iter().cloned().chain(held) {
+        map.insert(n, UNKNOWN.to_string());
+    }
+}
+
 /// SQL reading the current values of `names` (NULL for unknown names), one column each.
 pub fn refresh_sql(names: &BTreeSet<String>) -> String {
     let cols: Vec<String> = names
