@@ -367,6 +367,64 @@ async fn startup_resolves_in_doubt_prepared_transactions() {
     .await
 }
 
+/// The followers' prepared transactions of a commit the main decided (gids naming the main's
+/// transaction id and node) are resolved at startup by asking the main: committed there →
+/// committed, rolled back there → rolled back; a gid naming a node outside the configuration
+/// stays prepared (pgproxy does not guess).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn startup_asks_the_main_about_its_followers_prepared_transactions() {
+    within(120, "test", async {
+        let nodes = start_nodes(2).await;
+        let main = connect_app(nodes[0].port()).await;
+        exec(&main, "CREATE TABLE t (x int)").await;
+        let mut xids = Vec::new();
+        for (x, end) in [(1, "COMMIT"), (2, "ROLLBACK"), (3, "COMMIT")] {
+            exec(&main, &format!("BEGIN; INSERT INTO t VALUES ({x})")).await;
+            xids.push(scalar(&main, "SELECT txid_current()::text").await);
+            exec(&main, end).await;
+        }
+        let gid = |n: usize, host: &str, port: u16| {
+            format!(
+                "pgproxy_00c0ffee12345678_{}_{}@{host}:{port}",
+                n + 1,
+                xids[n]
+            )
+        };
+        let main_port = nodes[0].port();
+        let gids = [
+            gid(0, "127.0.0.1", main_port),
+            gid(1, "127.0.0.1", main_port),
+            gid(2, "192.0.2.1", 5432),
+        ];
+        let follower = connect_app(nodes[1].port()).await;
+        exec(&follower, "CREATE TABLE t (x int)").await;
+        for (x, gid) in gids.iter().enumerate() {
+            let sql = format!(
+                "BEGIN; INSERT INTO t VALUES ({}); PREPARE TRANSACTION '{gid}'",
+                x + 1
+            );
+            exec(&follower, &sql).await;
+        }
+        let cl = ReplCluster::with_nodes(nodes, decision_dir(), |c| c).await;
+        let left = "SELECT string_agg(gid, ',') FROM pg_prepared_xacts";
+        eventually(20, "the main's transactions resolved", || async {
+            let left = cl.nodes[1].scalar(left).await;
+            (left == gids[2]).then_some(())
+        })
+        .await;
+        assert_eq!(
+            cl.nodes[1]
+                .scalar("SELECT string_agg(x::text, ',' ORDER BY x) FROM t")
+                .await,
+            "1",
+            "committed and rolled back as the main did"
+        );
+        cl.wait_log(10, "in-doubt transaction left prepared").await;
+        exec(&follower, &format!("ROLLBACK PREPARED '{}'", gids[2])).await;
+    })
+    .await
+}
+
 /// 3 nodes with t(id, v) = (1, 0); a direct transaction on the main holds row 1 while a client
 /// (inside an explicit transaction when `in_txn`) runs `UPDATE t SET v = v + 1` through pgproxy,
 /// which waits on the main; then the main is killed. Returns the cluster, the client and what

@@ -289,20 +289,26 @@ fn down_nodes_path(cfg: &Config) -> String {
     format!("{}.nodes", cfg.replication.decision_log)
 }
 
+/// The nodes a previous run detached, as (shard name, `host:port`) pairs from
+/// `<decision_log>.nodes` (see `Cluster::save_down_nodes`).
+pub(crate) fn recorded_down_nodes(cfg: &Config) -> Vec<(String, String)> {
+    let Ok(text) = std::fs::read_to_string(down_nodes_path(cfg)) else {
+        return Vec::new();
+    };
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            Some((parts.next()?.to_string(), parts.next()?.to_string()))
+        })
+        .collect()
+}
+
 /// Marks down the nodes a previous run detached (see `Cluster::save_down_nodes`).
 fn load_down_nodes(cfg: &Config, topology: &Topology) {
     let path = down_nodes_path(cfg);
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    for line in text.lines().map(str::trim) {
-        if line.is_empty() || line.starts_with('#') {
-            continue;
-        }
-        let mut parts = line.split_whitespace();
-        let (Some(name), Some(addr)) = (parts.next(), parts.next()) else {
-            continue;
-        };
+    for (name, addr) in recorded_down_nodes(cfg) {
         for (s, shard) in cfg
             .shards
             .iter()

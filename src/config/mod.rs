@@ -50,7 +50,8 @@ pub struct Config {
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum CommitMode {
-    /// Two-phase commit: PREPARE TRANSACTION on every node, decision logged, COMMIT PREPARED.
+    /// Two-phase commit: PREPARE TRANSACTION on the other nodes, a plain COMMIT on the main
+    /// (the decision), COMMIT PREPARED on the others.
     #[default]
     #[serde(rename = "2pc")]
     TwoPhase,

@@ -1,9 +1,11 @@
 //! The two-phase commit decision log and the transaction ids (gids) pgproxy prepares under.
 //!
-//! A transaction that wrote is prepared on every node of its shard (`PREPARE TRANSACTION 'gid'`),
-//! then its commit decision is appended here and fsynced, then `COMMIT PREPARED` runs on every
-//! node. After a crash between the phases, a gid with a `C` line must be committed everywhere and
-//! any other pgproxy gid rolled back (see `resolve`).
+//! Most commits need no log: the followers prepare under a gid naming the main's transaction id
+//! and node (`GidGen::next_for_main`), and the main's own COMMIT decides (`resolve` asks it).
+//! Where every participant prepares (writes across shards outside a transaction, a main whose
+//! host name is too long for a gid), the commit decision is appended here and fsynced before
+//! `COMMIT PREPARED` runs anywhere. After a crash between the phases, such a gid with a `C`
+//! line must be committed everywhere and any other of its kind rolled back (see `resolve`).
 //!
 //! File format, one record per line: `C <gid>` (commit decided, fsynced before the second phase)
 //! and `D <gid>` (second phase finished everywhere; not fsynced, losing it only means the gid is
@@ -53,6 +55,24 @@ impl GidGen {
         let n = self.next.fetch_add(1, Ordering::Relaxed);
         format!("pgproxy_{}_{n}", self.instance)
     }
+
+    /// The next gid for followers of a transaction whose commit the main decides: it names the
+    /// main's transaction id and the main node, `pgproxy_<instance>_<n>_<xid>@<host>:<port>`,
+    /// so that after a crash the main's `txid_status(xid)` says whether to commit.
+    pub fn next_for_main(&self, xid: u64, host: &str, port: u16) -> String {
+        format!("{}_{xid}@{host}:{port}", self.next())
+    }
+}
+
+/// The main a gid of [`GidGen::next_for_main`] names: its transaction id, host and port.
+pub fn main_of_gid(gid: &str) -> Option<(u64, &str, u16)> {
+    let (head, node) = gid.split_once('@')?;
+    let (host, port) = node.rsplit_once(':')?;
+    let (plain, xid) = head.rsplit_once('_')?;
+    if !is_pgproxy_gid(plain) || host.is_empty() {
+        return None;
+    }
+    Some((xid.parse().ok()?, host, port.parse().ok()?))
 }
 
 impl Default for GidGen {
@@ -61,8 +81,12 @@ impl Default for GidGen {
     }
 }
 
-/// True for a gid in [`GidGen`]'s format: `pgproxy_`, 1–16 hex digits, `_`, 1–20 decimal digits.
+/// True for a gid in [`GidGen`]'s formats: `pgproxy_`, 1–16 hex digits, `_`, 1–20 decimal
+/// digits, and for [`GidGen::next_for_main`] `_<xid>@<host>:<port>` after that.
 pub fn is_pgproxy_gid(gid: &str) -> bool {
+    if gid.contains('@') {
+        return main_of_gid(gid).is_some();
+    }
     let Some((instance, n)) = gid.strip_prefix("pgproxy_").and_then(|r| r.split_once('_')) else {
         return false;
     };
@@ -371,6 +395,28 @@ mod tests {
             "other_ab_1",
         ] {
             assert!(!is_pgproxy_gid(gid), "{gid}");
+        }
+    }
+
+    #[test]
+    fn a_main_decided_gid_names_its_main() {
+        let gen = GidGen::new();
+        let gid = gen.next_for_main(7_301, "db-1.example", 5433);
+        assert!(is_pgproxy_gid(&gid), "{gid}");
+        assert_eq!(main_of_gid(&gid), Some((7_301, "db-1.example", 5433)));
+        let v6 = gen.next_for_main(u64::MAX, "::1", 5432);
+        assert_eq!(main_of_gid(&v6), Some((u64::MAX, "::1", 5432)));
+        assert_eq!(main_of_gid(&gen.next()), None);
+        for gid in [
+            "pgproxy_ab_1_2@h",
+            "pgproxy_ab_1_2@:5432",
+            "pgproxy_ab_1_x@h:5432",
+            "pgproxy_ab_1@h:5432",
+            "pgproxy_ab_1_2@h:99999",
+            "other_ab_1_2@h:5432",
+        ] {
+            assert!(!is_pgproxy_gid(gid), "{gid}");
+            assert_eq!(main_of_gid(gid), None, "{gid}");
         }
     }
 }

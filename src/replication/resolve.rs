@@ -1,16 +1,21 @@
-//! Resolution of in-doubt prepared transactions at startup: every pgproxy gid still prepared on a
-//! node is committed if the decision log says so, else rolled back.
+//! Resolution of in-doubt prepared transactions at startup. A gid naming its main
+//! (`decision_log::main_of_gid`: the main committed with a plain COMMIT, the followers
+//! prepared) is committed if the main's `txid_status` says committed, rolled back if aborted;
+//! if that main was detached (recorded in `<decision_log>.nodes`) it is committed, as the
+//! followers hold the transaction; a main that cannot be reached, or no longer knows the
+//! transaction, leaves it prepared (warned about, resolved at the next start). Any other
+//! pgproxy gid is committed if the decision log says so, else rolled back.
 //!
 //! Runs before the listener accepts clients, so no session is between the two phases and a gid
 //! without a `C` record can only be one whose decision was never made. Connects with the same
 //! code, TLS and credentials as the pools (`backend::ServerConn`), once per node, database and
 //! user that can log in. Must not: accept clients.
 
-use super::decision_log::{is_pgproxy_gid, DecisionLog};
+use super::decision_log::{is_pgproxy_gid, main_of_gid, DecisionLog};
 use crate::backend::{BackendError, ConnectParams, InternalResult, ServerConn};
 use crate::config::{Config, Node, ServerTls, User};
 use crate::net::{client_connector, TlsError};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -95,6 +100,17 @@ pub async fn resolve_in_doubt(
     }
     let tls = tls_connector(config)?;
     let decided = Arc::new(log.committed());
+    let mains = Arc::new(Mains {
+        detached: crate::cluster::recorded_down_nodes(config)
+            .into_iter()
+            .map(|(_, addr)| addr)
+            .collect(),
+        configured: config
+            .shards
+            .iter()
+            .flat_map(|s| s.nodes.iter().map(|n| format!("{}:{}", n.host, n.port)))
+            .collect(),
+    });
     let mut tasks = JoinSet::new();
     for shard in &config.shards {
         for node in &shard.nodes {
@@ -108,7 +124,12 @@ pub async fn resolve_in_doubt(
                     }
                 }
             }
-            tasks.spawn(resolve_node(shard.name.clone(), logins, decided.clone()));
+            tasks.spawn(resolve_node(
+                shard.name.clone(),
+                logins,
+                decided.clone(),
+                mains.clone(),
+            ));
         }
     }
     while let Some(joined) = tasks.join_next().await {
@@ -136,11 +157,83 @@ pub async fn resolve_in_doubt(
     Ok(report)
 }
 
+/// What is known of the nodes a gid can name as its main.
+struct Mains {
+    /// `host:port` of nodes a previous run detached: the followers hold their transactions.
+    detached: HashSet<String>,
+    /// `host:port` of every configured node.
+    configured: HashSet<String>,
+}
+
+/// Whether the main of a followers' prepared transaction committed it: asks the main's
+/// `txid_status` (waiting a little while it is still in progress: the main notices pgproxy's
+/// end at its next read). Err: why it stays prepared.
+async fn main_committed(
+    conns: &mut HashMap<String, ServerConn>,
+    login: &ConnectParams,
+    mains: &Mains,
+    (xid, host, port): (u64, &str, u16),
+) -> Result<bool, String> {
+    let addr = format!("{host}:{port}");
+    if mains.detached.contains(&addr) {
+        return Ok(true);
+    }
+    if !mains.configured.contains(&addr) {
+        return Err(format!("its main node {addr} is not in the configuration"));
+    }
+    let conn = match conns.entry(addr.clone()) {
+        std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+        std::collections::hash_map::Entry::Vacant(e) => {
+            let mut params = login.clone();
+            params.host = host.to_string();
+            params.port = port;
+            let c = ServerConn::connect(&params)
+                .await
+                .map_err(|err| format!("its main node {addr} cannot be asked ({err})"))?;
+            e.insert(c)
+        }
+    };
+    let sql = format!("SELECT pg_catalog.txid_status({xid})");
+    for _ in 0..IN_PROGRESS_POLLS {
+        let r = match run(conn, &sql).await {
+            Ok(r) => r,
+            Err(err) => {
+                conns.remove(&addr);
+                return Err(format!("its main node {addr} could not say ({err})"));
+            }
+        };
+        match r
+            .rows
+            .first()
+            .and_then(|r| r.first())
+            .cloned()
+            .flatten()
+            .as_deref()
+        {
+            Some("committed") => return Ok(true),
+            Some("aborted") => return Ok(false),
+            Some(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            None => {
+                return Err(format!(
+                    "its main node {addr} no longer knows transaction {xid}"
+                ))
+            }
+        }
+    }
+    Err(format!(
+        "transaction {xid} is still in progress on its main node {addr}"
+    ))
+}
+
+/// How many times (200 ms apart) a main's transaction still in progress is asked about.
+const IN_PROGRESS_POLLS: usize = 50;
+
 /// Resolves on one node, logging in once per (role, database); returns its counts.
 async fn resolve_node(
     shard: String,
     logins: Vec<ConnectParams>,
     decided: Arc<HashSet<String>>,
+    mains: Arc<Mains>,
 ) -> NodeOutcome {
     let mut out = NodeOutcome::default();
     // (database, gid) → owner, for gids the logged-in role was not allowed to finish.
@@ -160,6 +253,8 @@ async fn resolve_node(
                 continue;
             }
         };
+        // Connections to the mains the gids name, in this database as this role.
+        let mut main_conns = HashMap::new();
         let rows = match run(&mut conn, LIST_SQL).await {
             Ok(r) => r.rows,
             Err(e) => {
@@ -181,7 +276,17 @@ async fn resolve_node(
                 continue;
             }
             foreign.remove(&key);
-            let commit = decided.contains(gid);
+            let commit = match main_of_gid(gid) {
+                None => decided.contains(gid),
+                Some(main) => match main_committed(&mut main_conns, p, &mains, main).await {
+                    Ok(c) => c,
+                    Err(why) => {
+                        warn!(shard, node, database, gid, why, "in-doubt transaction left prepared; pgproxy looks at it again at its next start");
+                        out.failed += 1;
+                        continue;
+                    }
+                },
+            };
             let action = if commit { "COMMIT" } else { "ROLLBACK" };
             let sql = format!("{action} PREPARED {}", quote_literal(gid));
             match run(&mut conn, &sql).await {

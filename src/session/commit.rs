@@ -1,6 +1,8 @@
 //! Committing a transaction that wrote on a replicated shard.
 //!
-//! Two-phase commit (default): PREPARE TRANSACTION on the main and every follower at once;
+//! Two-phase commit (default) is `commit_main` (the main's plain COMMIT decides); this file's
+//! `commit_two_phase` is its fallback where the gid cannot name the main: PREPARE TRANSACTION
+//! on the main and every follower at once;
 //! if the main cannot prepare, the transaction rolls back everywhere and the client gets the
 //! main's error; a follower that cannot prepare is detached. Then the decision is recorded
 //! (fsynced) in the decision log, and COMMIT PREPARED runs everywhere; a follower that fails
@@ -35,6 +37,28 @@ fn commit_lost() -> Frame {
     )
 }
 
+/// How a follower's outcomes differ from the main's, for the log.
+pub(super) fn differs(
+    want: &[super::follower::Outcome],
+    got: &[super::follower::Outcome],
+) -> String {
+    format!(
+        "main: [{}], node: [{}]",
+        super::replica::join(want),
+        super::replica::join(got)
+    )
+}
+
+/// The client's answer when `node` cannot prepare transactions (max_prepared_transactions = 0).
+pub(super) fn cannot_prepare(node: &str) -> Frame {
+    message::error_response(
+        message::Severity::Error,
+        "55000",
+        &format!("the transaction was rolled back: {node} cannot prepare transactions"),
+        Some("set max_prepared_transactions (e.g. to max_connections) on every node and restart them, or set replication.commit = \"ordered\""),
+    )
+}
+
 /// How the main's deferred checks before an ordered commit went.
 enum Deferred {
     Passed,
@@ -48,7 +72,7 @@ impl Session {
     /// The commit protocol for this session's transactions: the configured one, except that a
     /// session that made temporary objects commits in order (PostgreSQL cannot PREPARE a
     /// transaction that touched temporary objects).
-    fn commit_mode(&mut self) -> CommitMode {
+    pub(super) fn commit_mode(&mut self) -> CommitMode {
         if self.repl_mut().temp_objects {
             CommitMode::Ordered
         } else {
@@ -92,7 +116,7 @@ impl Session {
             self.after_txn();
             return Ok(Plan::Run(bytes));
         }
-        let result = self.commit_two_phase().await?;
+        let result = self.commit_atomic().await?;
         self.after_txn();
         match result {
             Ok(()) if simple => {
@@ -168,7 +192,7 @@ impl Session {
             }
             return Ok(());
         }
-        if let Err(e) = self.commit_two_phase().await? {
+        if let Err(e) = self.commit_atomic().await? {
             self.to_client.put_slice(e.raw());
         }
         Ok(())
@@ -232,6 +256,15 @@ impl Session {
         r.committed_elsewhere = !r.followers.is_empty();
     }
 
+    /// Atomic commit across the main and the followers: the main decides with its own COMMIT
+    /// (`commit_main`), or, when the gid cannot name the main, everyone prepares.
+    async fn commit_atomic(&mut self) -> Result<Result<(), Frame>, SessionError> {
+        match self.main_addr() {
+            Some((host, port)) => self.commit_main_decides(&host, port).await,
+            None => self.commit_two_phase().await,
+        }
+    }
+
     /// Two-phase commit across the main and the followers. Outer error: the session cannot go
     /// on; inner error: the transaction did not commit (the frame to send the client).
     async fn commit_two_phase(&mut self) -> Result<Result<(), Frame>, SessionError> {
@@ -278,14 +311,7 @@ impl Session {
             }
             match r {
                 Err(e) => failed.push((i, format!("PREPARE TRANSACTION failed: {e}"))),
-                Ok(res) if res.outcomes != want => diverged.push((
-                    i,
-                    format!(
-                        "main: [{}], node: [{}]",
-                        super::replica::join(want),
-                        super::replica::join(&res.outcomes)
-                    ),
-                )),
+                Ok(res) if res.outcomes != want => diverged.push((i, differs(want, &res.outcomes))),
                 Ok(res) => {
                     if let Some(p) = res.internal_error.filter(|_| !main_refused) {
                         failed.push((i, format!("PREPARE TRANSACTION failed: {p}")));
@@ -293,14 +319,8 @@ impl Session {
                 }
             }
         }
-        // A node that differs may have prepared: roll that back before letting it go, so it
-        // holds no locks while it waits for recovery.
-        let rollback = format!("ROLLBACK PREPARED {}", quote(&gid));
-        for (i, _) in &diverged {
-            let f = &mut self.repl_mut().followers[*i];
-            f.queue_internal(&rollback);
-            let _ = f.run().await;
-        }
+        self.rollback_prepared_on(&gid, diverged.iter().map(|d| d.0))
+            .await;
         let all = diverged
             .into_iter()
             .map(|(i, w)| (i, w, DetachCause::Divergence))
@@ -364,12 +384,7 @@ impl Session {
         if let Some(err) = main.error {
             self.abort_prepared(&gid).await;
             let err = if message::error_code(err.body()) == Some("55000") {
-                message::error_response(
-                    message::Severity::Error,
-                    "55000",
-                    "the transaction was rolled back: the main node cannot prepare transactions",
-                    Some("set max_prepared_transactions (e.g. to max_connections) on every node and restart them, or set replication.commit = \"ordered\""),
-                )
+                cannot_prepare("the main node")
             } else {
                 err
             };
@@ -436,9 +451,24 @@ impl Session {
         Ok(Ok(()))
     }
 
+    /// ROLLBACK PREPARED on the followers at `idx`: a node that differs may have prepared;
+    /// rolled back before it is let go, so it holds no locks while it waits for recovery.
+    pub(super) async fn rollback_prepared_on(
+        &mut self,
+        gid: &str,
+        idx: impl Iterator<Item = usize>,
+    ) {
+        let rollback = format!("ROLLBACK PREPARED {}", quote(gid));
+        for i in idx {
+            let f = &mut self.repl_mut().followers[i];
+            f.queue_internal(&rollback);
+            let _ = f.run().await;
+        }
+    }
+
     /// ROLLBACK PREPARED on every follower (those that did not prepare answer with an error,
     /// which is fine).
-    async fn abort_prepared(&mut self, gid: &str) {
+    pub(super) async fn abort_prepared(&mut self, gid: &str) {
         let sql = format!("ROLLBACK PREPARED {}", quote(gid));
         let repl = self.repl_mut();
         for f in &mut repl.followers {
@@ -450,7 +480,7 @@ impl Session {
 
     /// The main failed the second phase after the decision was commit: the followers have the
     /// transaction, the main may not. Detach the main; the session lets go of its connection.
-    fn detach_main(&mut self, detail: &str) {
+    pub(super) fn detach_main(&mut self, detail: &str) {
         let (shard, node) = {
             let r = self.repl_mut();
             (r.shard, r.node)

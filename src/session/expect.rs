@@ -74,8 +74,8 @@ pub enum Expect {
     /// A simple query pgproxy sent itself (BEGIN of a transaction it opened): every answer up
     /// to its ReadyForQuery is dropped.
     InjectedQuery,
-    /// Like `InjectedQuery`, but the first column of its first row is kept: the transaction's
-    /// timestamp, read right after BEGIN on a replicated shard.
+    /// Like `InjectedQuery`, but its first row is kept: the transaction's timestamp and the
+    /// main's transaction id, either NULL (`Repl::txn_ts`, `Repl::txn_xid`).
     CaptureTxnTimestamp,
 }
 

@@ -7,7 +7,7 @@
 use super::statements::ClientStatements;
 use crate::backend::{BackendError, MAX_SERVER_MESSAGE};
 use crate::pool::Pooled;
-use crate::protocol::frame::{self, FrameRef};
+use crate::protocol::frame::{self, Frame, FrameRef};
 use crate::protocol::message::{self, be, fe, Bind, Parse, Target};
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use std::collections::VecDeque;
@@ -98,6 +98,8 @@ pub struct FollowerResult {
     pub outcomes: Vec<Outcome>,
     /// The first error of pgproxy's own statements (BEGIN, replayed prefix, PREPARE ...).
     pub internal_error: Option<String>,
+    /// That error's ErrorResponse, as the node sent it.
+    pub internal_frame: Option<Frame>,
     /// Transaction status at the last ReadyForQuery.
     pub status: u8,
 }
@@ -342,6 +344,12 @@ impl Follower {
                         return Err(BackendError::Io(format!(
                             "the node closed the connection ({o})"
                         )));
+                    }
+                    if matches!(o, Outcome::Error(_))
+                        && res.internal_frame.is_none()
+                        && matches!(self.pending.front(), Some(Answer::Internal))
+                    {
+                        res.internal_frame = Some(Frame::from_raw(Bytes::copy_from_slice(f.raw())));
                     }
                     cur.push(o);
                 } else if f.tag() == be::READY_FOR_QUERY {

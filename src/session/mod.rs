@@ -8,6 +8,7 @@ mod cancel;
 mod catalog;
 mod client;
 mod commit;
+mod commit_main;
 mod copy_fill;
 mod cursors;
 mod determinism;

@@ -71,6 +71,11 @@ pub struct Repl {
     pub own_frames: Vec<usize>,
     /// The transaction's timestamp as the main gave it (now() for every node).
     pub txn_ts: Option<String>,
+    /// The main's transaction id (`txid_current_if_assigned()`), read ahead with the
+    /// timestamp or after an autocommit write, with the (shard, node) it was read on (a
+    /// transaction that moves between shards changes mains); two-phase commit names the
+    /// followers' prepared transactions after it (`commit_main`).
+    pub txn_xid: Option<(usize, usize, String)>,
     /// pgproxy asked the main for the transaction's timestamp in this transaction.
     pub ts_asked: bool,
     /// A write of this transaction needed the transaction's timestamp.
@@ -171,6 +176,7 @@ impl Repl {
             portals: HashMap::new(),
             own_frames: Vec::new(),
             txn_ts: None,
+            txn_xid: None,
             ts_asked: false,
             ts_used: false,
             ts_ahead: true,
@@ -305,7 +311,17 @@ impl Session {
                     // client's first statement does.
                     self.repl_mut().ts_asked = true;
                     self.inject_query(
-                        "SELECT pg_catalog.now()::text",
+                        "SELECT pg_catalog.now()::text, pg_catalog.txid_current_if_assigned()::text",
+                        super::expect::Expect::CaptureTxnTimestamp,
+                    );
+                } else if self.server.is_some()
+                    && !self.skip_until_sync
+                    && self.read_xid_after(unit)
+                {
+                    // The commit prepares the followers under the main's transaction id: read
+                    // it in the same write instead of a round trip at commit.
+                    self.inject_query(
+                        "SELECT NULL::text, pg_catalog.txid_current_if_assigned()::text",
                         super::expect::Expect::CaptureTxnTimestamp,
                     );
                 }
@@ -946,6 +962,7 @@ impl Session {
         repl.savepoints = false;
         repl.portals.clear();
         repl.txn_ts = None;
+        repl.txn_xid = None;
         // Read ahead next time if this transaction needed it; a transaction that neither read
         // it ahead nor needed it (an autocommit write) changes nothing.
         if repl.ts_asked || repl.ts_used {
@@ -967,6 +984,7 @@ impl Session {
         };
         // Their transaction (if any) dies with their connection.
         repl.followers.clear();
+        repl.txn_xid = None;
         repl.joined = false;
         repl.implicit = false;
         repl.unit = None;

@@ -109,12 +109,16 @@ impl Session {
                 warn!(error = ?message::error_fields(f.body()), "pgproxy's own statement failed");
             }
             be::DATA_ROW if matches!(self.queue.front(), Some(Expect::CaptureTxnTimestamp)) => {
-                let ts = message::data_row_text(f.body())
-                    .into_iter()
-                    .next()
-                    .flatten();
-                if let (Some(r), Some(ts)) = (self.repl.as_mut(), ts) {
-                    r.txn_ts = Some(ts);
+                // (now(), txid_current_if_assigned()): either may be NULL.
+                let mut row = message::data_row_text(f.body()).into_iter();
+                let (ts, xid) = (row.next().flatten(), row.next().flatten());
+                if let Some(r) = self.repl.as_mut() {
+                    if ts.is_some() {
+                        r.txn_ts = ts;
+                    }
+                    if let Some(x) = xid {
+                        r.txn_xid = Some((r.shard, r.node, x));
+                    }
                 }
             }
             _ => {}

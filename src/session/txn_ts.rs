@@ -43,6 +43,32 @@ impl Session {
         after && self.unit_takes_snapshot(unit)
     }
 
+    /// Whether to read the main's transaction id after this unit, for a commit that prepares
+    /// the followers under it (`commit_main`): after an autocommit write (in the transaction
+    /// pgproxy opened around it) or a write in a transaction the followers joined, while the id
+    /// is not known, and only where the Query cannot disturb the client (not after a COPY or a
+    /// batch cut short by Flush, not while the unnamed portal may be suspended, not before the
+    /// transaction's snapshot).
+    pub(super) fn read_xid_after(&mut self, unit: &[u8]) -> bool {
+        let two_phase = self.commit_mode() == crate::config::CommitMode::TwoPhase;
+        let in_txn = self.tx_status == b'T';
+        let r = self.repl_mut();
+        r.unnamed_portal_kept |= suspends_unnamed_portal(unit);
+        let mirrored = r.unit.as_ref().is_some_and(|u| u.mirror && !u.copy);
+        let written_txn = in_txn && r.joined && r.txn_xid.is_none();
+        let implicit = r.implicit;
+        let asked = two_phase
+            && mirrored
+            && (implicit || written_txn)
+            && !r.followers.is_empty()
+            && !r.unnamed_portal_kept
+            && (unit.first() == Some(&fe::QUERY)
+                || super::replica::last_tag(unit) == Some(fe::SYNC));
+        // In a transaction, not before it took its snapshot (REPEATABLE READ: a LOCK or
+        // SAVEPOINT first leaves that to the client's next statement).
+        asked && (implicit || self.unit_takes_snapshot(unit))
+    }
+
     /// Some statement the unit runs may take a snapshot (`keywords::takes_snapshot`); a
     /// statement whose text is not known counts as taking one.
     fn unit_takes_snapshot(&self, unit: &[u8]) -> bool {
