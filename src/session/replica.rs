@@ -316,6 +316,7 @@ impl Session {
                     );
                 } else if self.server.is_some()
                     && !self.skip_until_sync
+                    && self.replicates()
                     && self.read_xid_after(unit)
                 {
                     // The commit prepares the followers under the main's transaction id: read

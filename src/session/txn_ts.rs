@@ -53,7 +53,6 @@ impl Session {
         let two_phase = self.commit_mode() == crate::config::CommitMode::TwoPhase;
         let in_txn = self.tx_status == b'T';
         let r = self.repl_mut();
-        r.unnamed_portal_kept |= suspends_unnamed_portal(unit);
         let mirrored = r.unit.as_ref().is_some_and(|u| u.mirror && !u.copy);
         let written_txn = in_txn && r.joined && r.txn_xid.is_none();
         let implicit = r.implicit;
@@ -62,6 +61,7 @@ impl Session {
             && (implicit || written_txn)
             && !r.followers.is_empty()
             && !r.unnamed_portal_kept
+            && !suspends_unnamed_portal(unit)
             && (unit.first() == Some(&fe::QUERY)
                 || super::replica::last_tag(unit) == Some(fe::SYNC));
         // In a transaction, not before it took its snapshot (REPEATABLE READ: a LOCK or

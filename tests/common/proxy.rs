@@ -116,6 +116,9 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
+        if let Ok(to) = std::env::var("PGPROXY_TEST_LOG_COPY") {
+            let _ = std::fs::copy(self.log_path(), format!("{to}.{}", self.port));
+        }
         if std::thread::panicking() {
             eprintln!(
                 "--- pgproxy log (port {}), last lines ---\n{}",
