@@ -378,3 +378,61 @@ async fn writes_on_every_shard_inside_a_transaction_across_shards() {
         }
     }
 }
+
+/// Found by sharding_random seed 0x2201 (3 shards of 2 nodes): a transaction on shard A ran
+/// a write for keys on other shards (they join it, A's main waits parked), then a write on A:
+/// A's replica joined without the transaction's BEGIN, so the write committed there at once
+/// and ROLLBACK did not undo it (the nodes differed; reads balanced to the replica saw it).
+#[tokio::test]
+async fn a_write_back_on_the_first_shard_after_a_write_elsewhere_stays_in_the_transaction() {
+    let c = ShardedCluster::start(3, 2, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    // Keys on three different shards: the transaction starts on a's.
+    let mut keys: Vec<i64> = Vec::new();
+    for k in 1.. {
+        if keys.iter().all(|&o| shard_of(o, 3) != shard_of(k, 3)) {
+            keys.push(k);
+        }
+        if keys.len() == 3 {
+            break;
+        }
+    }
+    let (a, b, d) = (keys[0], keys[1], keys[2]);
+    for (id, k) in [(1, a), (2, b), (3, d)] {
+        client
+            .batch_execute(&format!(
+                "INSERT INTO contacts (id, user_id, name) VALUES ({id}, {k}, 'x')"
+            ))
+            .await
+            .expect("row");
+    }
+    for end in ["ROLLBACK", "COMMIT"] {
+        client
+            .batch_execute(&format!("SELECT * FROM contacts WHERE user_id = {a}"))
+            .await
+            .expect("on a's shard");
+        client.batch_execute("BEGIN").await.expect("begin");
+        client
+            .batch_execute(&format!(
+                "UPDATE contacts SET name = 'y' WHERE user_id IN ({b}, {d}) AND id = 0"
+            ))
+            .await
+            .expect("write on two other shards");
+        let n = client
+            .execute(&format!("DELETE FROM contacts WHERE user_id = {a}"), &[])
+            .await
+            .expect("delete on a's shard");
+        assert_eq!(n, 1);
+        client.batch_execute(end).await.expect(end);
+        let want = if end == "ROLLBACK" { "1" } else { "0" };
+        // (shard_scalar also checks that both nodes agree.)
+        let got = c
+            .shard_scalar(
+                shard_of(a, 3),
+                &format!("SELECT count(*) FROM contacts WHERE user_id = {a}"),
+            )
+            .await;
+        assert_eq!(got, want, "after {end} on a's shard");
+    }
+}

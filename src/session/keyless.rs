@@ -553,6 +553,7 @@ impl Session {
             .find(|(_, a)| a.error.is_some())
             .map(|(s, _)| *s);
         let cluster = self.shared.cluster.clone();
+        let begin = self.txn_begin_sql();
         let repl = self.repl.as_mut().expect("sharded");
         for p in parts {
             let down = cluster.topology.detached_signal(p.shard, p.node);
@@ -582,6 +583,12 @@ impl Session {
             joined = true;
         }
         repl.joined = joined;
+        if !joined {
+            // The shard's other nodes join at its next write, and begin the transaction
+            // first: parking cleared the prefix that held its BEGIN (without it a replica ran
+            // that write outside the transaction, committed at once).
+            repl.prefix.push(message::query(&begin).into_raw());
+        }
         let status = mains
             .iter()
             .find(|(s, _)| *s == current)

@@ -437,6 +437,21 @@ impl Session {
         None
     }
 
+    /// What a connection new to the open transaction runs first: its BEGIN (with the
+    /// transaction's characteristics) and the transaction's SETs so far.
+    pub(super) fn txn_begin_sql(&mut self) -> String {
+        let sets = self.shard_state().and_then(|st| st.sets.all_sql());
+        let mut begin = self
+            .repl_mut()
+            .txn_begin
+            .clone()
+            .unwrap_or_else(|| "BEGIN".into());
+        if let Some(sets) = sets {
+            begin = format!("{begin};\n{sets}");
+        }
+        begin
+    }
+
     /// Continues the open transaction on shard `to`: the current shard's connections wait for
     /// the commit (parked), and `to` joins the transaction (its earlier connections resumed
     /// if the transaction was there before, else a new BEGIN with the same characteristics).
@@ -447,16 +462,12 @@ impl Session {
         }
         self.park_current().await;
         let cluster = self.shared.cluster.clone();
-        let st = self.shard_state().expect("sharded");
         // The transaction's SETs so far: a connection new to it runs them after its BEGIN,
         // one it comes back to those it missed (`txn_sets.rs`).
-        let (all_sets, missed) = (st.sets.all_sql(), st.sets.catch_up(to));
+        let begin = self.txn_begin_sql();
+        let missed = self.shard_state().expect("sharded").sets.catch_up(to);
         let repl = self.repl.as_mut().expect("sharded");
         repl.shard = to;
-        let mut begin = repl.txn_begin.clone().unwrap_or_else(|| "BEGIN".into());
-        if let Some(sets) = all_sets {
-            begin = format!("{begin};\n{sets}");
-        }
         // Back to a shard the transaction left before: its connections take over again.
         if let Some(i) = repl
             .followers
