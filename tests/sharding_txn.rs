@@ -436,3 +436,46 @@ async fn a_write_back_on_the_first_shard_after_a_write_elsewhere_stays_in_the_tr
         assert_eq!(got, want, "after {end} on a's shard");
     }
 }
+
+/// A write across shards inside a transaction that cannot reach one of them (its node is
+/// gone): the transaction is lost (its earlier write rolled back with it), so the client's
+/// next statements fail until it ends the transaction, instead of running outside it.
+#[tokio::test]
+async fn a_write_across_shards_that_cannot_reach_a_shard_loses_the_transaction() {
+    let mut c = ShardedCluster::start(2, 1, "").await;
+    let client = c.client().await;
+    client.batch_execute(SCHEMA).await.expect("schema");
+    let (a, b) = two_keys();
+    client.batch_execute("BEGIN").await.expect("begin");
+    client
+        .batch_execute(&format!(
+            "INSERT INTO contacts (id, user_id, name) VALUES (1, {a}, 'x')"
+        ))
+        .await
+        .expect("write on a's shard");
+    c.shards[shard_of(b, 2)][0].kill9();
+    let e = client
+        .batch_execute(&format!(
+            "UPDATE contacts SET name = 'y' WHERE user_id IN ({a}, {b})"
+        ))
+        .await
+        .expect_err("b's shard is gone");
+    println!("write across shards: {e:?}");
+    let next = client
+        .batch_execute(&format!(
+            "INSERT INTO contacts (id, user_id, name) VALUES (2, {a}, 'z')"
+        ))
+        .await;
+    assert!(
+        next.is_err(),
+        "a statement after the lost write ran: {next:?}"
+    );
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    assert_eq!(
+        c.shards[shard_of(a, 2)][0]
+            .scalar("SELECT count(*) FROM contacts")
+            .await,
+        "0",
+        "nothing of the transaction stays on a's shard"
+    );
+}

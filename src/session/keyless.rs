@@ -153,6 +153,23 @@ impl Session {
         let mut parts = match self.keyless_participants(shards, in_txn).await {
             Ok(p) => p,
             Err(e) => {
+                if in_txn {
+                    // The transaction's connections were parked for this write, and those
+                    // taken for it closed with the failure (rolling back what ran there): the
+                    // transaction is lost. The rest are let go (closed, rolled back too), and
+                    // pgproxy answers for the transaction until the client ends it.
+                    let repl = self.repl_mut();
+                    repl.followers.clear();
+                    if let Some(st) = repl.sharding.as_deref_mut() {
+                        st.cursors.txn_over(true);
+                    }
+                    self.after_txn();
+                    self.server.take();
+                    self.cancel.set(None);
+                    self.tx_status = b'I';
+                    self.lost_txn = true;
+                    self.lost_untold = false;
+                }
                 self.report_error(&e, simple);
                 if !simple {
                     self.skip_until_sync = false;
