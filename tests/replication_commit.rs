@@ -15,20 +15,21 @@ const REFUSE_AT_COMMIT: &str = "CREATE FUNCTION refuse() RETURNS trigger LANGUAG
     CREATE CONSTRAINT TRIGGER refuse AFTER INSERT ON t DEFERRABLE INITIALLY DEFERRED
     FOR EACH ROW EXECUTE FUNCTION refuse()";
 
-async fn rows_per_node(cl: &ReplCluster) -> Vec<String> {
+/// `sql`'s one value on each node, in order.
+async fn per_node(cl: &ReplCluster, sql: &str) -> Vec<String> {
     let mut out = Vec::new();
     for node in &cl.nodes {
-        out.push(node.scalar("SELECT count(*) FROM t").await);
+        out.push(node.scalar(sql).await);
     }
     out
 }
 
+async fn rows_per_node(cl: &ReplCluster) -> Vec<String> {
+    per_node(cl, "SELECT count(*) FROM t").await
+}
+
 async fn prepared_left(cl: &ReplCluster) -> Vec<String> {
-    let mut out = Vec::new();
-    for node in &cl.nodes {
-        out.push(node.scalar("SELECT count(*) FROM pg_prepared_xacts").await);
-    }
-    out
+    per_node(cl, "SELECT count(*) FROM pg_prepared_xacts").await
 }
 
 /// The main refuses its COMMIT (a deferred check fails there): the client gets the main's

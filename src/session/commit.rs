@@ -37,6 +37,52 @@ fn commit_lost() -> Frame {
     )
 }
 
+/// The client's answer when the transaction committed nowhere: `why`, and retry.
+pub(super) fn rolled_back(why: &str) -> Frame {
+    message::error_response(
+        message::Severity::Error,
+        sqlstate::SERIALIZATION_FAILURE,
+        &format!("the transaction was rolled back on every node: {why}"),
+        Some("retry the transaction"),
+    )
+}
+
+/// The client's answer when the only node that had `what` (a statement, a transaction) was
+/// lost during its COMMIT: whether it committed is unknown.
+pub(super) fn commit_unknown(what: &str, e: &dyn std::fmt::Display) -> Frame {
+    message::error_response(
+        message::Severity::Error,
+        sqlstate::CONNECTION_FAILURE,
+        &format!("the node failed while committing this {what} ({e}); it may or may not have been committed"),
+        Some("check whether the change is there before repeating it"),
+    )
+}
+
+/// Followers whose COMMIT PREPARED failed, to detach: the gid stays prepared there, to be
+/// committed when pgproxy next starts or the node is recovered (`decided`: who decided).
+pub(super) fn failed_commits(
+    done: Vec<Result<super::follower::FollowerResult, crate::backend::BackendError>>,
+    gid: &str,
+    decided: &str,
+) -> Vec<(usize, String, DetachCause)> {
+    done.into_iter()
+        .enumerate()
+        .filter_map(|(i, r)| {
+            let problem = match r {
+                Err(e) => Some(e.to_string()),
+                Ok(res) => res.internal_error,
+            }?;
+            Some((
+                i,
+                format!(
+                    "COMMIT PREPARED {gid} failed: {problem}; {decided}, resolve it on that node"
+                ),
+                DetachCause::CommitFailed,
+            ))
+        })
+        .collect()
+}
+
 /// How a follower's outcomes differ from the main's, for the log.
 pub(super) fn differs(
     want: &[super::follower::Outcome],
@@ -178,15 +224,8 @@ impl Session {
                     self.lost_txn = false;
                     self.lost_untold = false;
                     if !elsewhere {
-                        self.to_client.put_slice(
-                            message::error_response(
-                                message::Severity::Error,
-                                sqlstate::CONNECTION_FAILURE,
-                                &format!("the node failed while committing this statement ({e}); it may or may not have been committed"),
-                                Some("check whether the change is there before repeating it"),
-                            )
-                            .raw(),
-                        );
+                        self.to_client
+                            .put_slice(commit_unknown("statement", &e).raw());
                     }
                 }
             }
@@ -362,24 +401,16 @@ impl Session {
                 self.server_lost(why.clone())?;
                 self.lost_txn = false;
                 self.lost_untold = false;
-                return Ok(Err(message::error_response(
-                    message::Severity::Error,
-                    sqlstate::SERIALIZATION_FAILURE,
-                    &format!("the transaction was rolled back on every node: the main node failed while committing it ({why})"),
-                    Some("retry the transaction"),
-                )));
+                return Ok(Err(rolled_back(&format!(
+                    "the main node failed while committing it ({why})"
+                ))));
             }
         };
         if main.error.is_none() && main.tag.as_deref() == Some("ROLLBACK") {
             // PostgreSQL answers PREPARE TRANSACTION of an aborted transaction with ROLLBACK,
             // not an error: nothing was prepared on the main, so nothing commits anywhere.
             self.abort_prepared(&gid).await;
-            return Ok(Err(message::error_response(
-                message::Severity::Error,
-                sqlstate::SERIALIZATION_FAILURE,
-                "the transaction was rolled back on every node: it had failed on the main node",
-                Some("retry the transaction"),
-            )));
+            return Ok(Err(rolled_back("it had failed on the main node")));
         }
         if let Some(err) = main.error {
             self.abort_prepared(&gid).await;
@@ -415,23 +446,9 @@ impl Session {
             server.exchange(&commit),
             futures_util::future::join_all(repl.followers.iter_mut().map(|f| f.run()))
         );
-        let mut failed = Vec::new();
-        for (i, r) in followers.into_iter().enumerate() {
-            let problem = match r {
-                Err(e) => Some(e.to_string()),
-                Ok(res) => res.internal_error,
-            };
-            if let Some(p) = problem {
-                failed.push((i, format!("COMMIT PREPARED {gid} failed: {p}; the decision was commit, resolve it on that node")));
-            }
-        }
+        let failed = failed_commits(followers, &gid, "the decision was commit");
         let all_committed = failed.is_empty() && matches!(main, Ok(Exchange { error: None, .. }));
-        self.detach_followers(
-            failed
-                .into_iter()
-                .map(|(i, w)| (i, w, DetachCause::CommitFailed))
-                .collect(),
-        );
+        self.detach_followers(failed);
         self.repl_mut().joined = false;
         match main {
             Ok(Exchange { error: None, .. }) => {}

@@ -17,7 +17,7 @@
 //! judged by the main: `SET CONSTRAINTS ALL IMMEDIATE` there failing too means the
 //! transaction fails everywhere with the main's error, else the follower alone is detached.
 
-use super::commit::{differs, quote};
+use super::commit::{commit_unknown, differs, failed_commits, quote, rolled_back};
 use super::relay::Session;
 use super::SessionError;
 use crate::backend::Exchange;
@@ -38,16 +38,7 @@ fn refusal_is_not_the_nodes(frame: &Frame) -> bool {
 }
 
 /// Longest host name the gid can carry (PostgreSQL's gids are at most 199 bytes).
-pub(super) const MAX_GID_HOST: usize = 100;
-
-fn rolled_back(why: &str) -> Frame {
-    message::error_response(
-        message::Severity::Error,
-        sqlstate::SERIALIZATION_FAILURE,
-        &format!("the transaction was rolled back on every node: {why}"),
-        Some("retry the transaction"),
-    )
-}
+const MAX_GID_HOST: usize = 100;
 
 impl Session {
     /// The host and port of the session's main node, if the gid can name it.
@@ -71,7 +62,7 @@ impl Session {
         let r = self.repl_mut();
         let here = (r.shard, r.node);
         let known = r.txn_xid.take().filter(|(s, n, _)| (*s, *n) == here);
-        let xid = match known.and_then(|(_, _, x)| x.parse().ok()) {
+        let xid = match known.map(|(_, _, x)| x) {
             Some(x) => x,
             None => match self.main_xid().await? {
                 Ok(x) => x,
@@ -120,7 +111,7 @@ impl Session {
                     if f.was_main || refusal_is_not_the_nodes(&frame) {
                         abort.get_or_insert(frame);
                     } else {
-                        refused.push((i, format!("PREPARE TRANSACTION failed: {why}"), frame));
+                        refused.push((i, format!("PREPARE TRANSACTION failed: {why}")));
                     }
                 }
             }
@@ -153,7 +144,7 @@ impl Session {
             gone.extend(
                 refused
                     .into_iter()
-                    .map(|(i, w, _)| (i, w, DetachCause::CommitFailed)),
+                    .map(|(i, w)| (i, w, DetachCause::CommitFailed)),
             );
         }
         self.detach_followers(gone);
@@ -190,12 +181,7 @@ impl Session {
                 // and decide it: the main is detached and they commit.
                 self.detach_main(&format!("COMMIT failed: {e}"));
                 if self.repl_mut().followers.is_empty() {
-                    return Ok(Err(message::error_response(
-                        message::Severity::Error,
-                        sqlstate::CONNECTION_FAILURE,
-                        &format!("the node failed while committing this transaction ({e}); it may or may not have been committed"),
-                        Some("check whether the change is there before repeating it"),
-                    )));
+                    return Ok(Err(commit_unknown("transaction", &e)));
                 }
             }
         }
@@ -205,17 +191,7 @@ impl Session {
             f.queue_internal(&commit);
         }
         let done = futures_util::future::join_all(repl.followers.iter_mut().map(|f| f.run())).await;
-        let mut failed = Vec::new();
-        for (i, r) in done.into_iter().enumerate() {
-            let problem = match r {
-                Err(e) => Some(e.to_string()),
-                Ok(res) => res.internal_error,
-            };
-            if let Some(p) = problem {
-                failed.push((i, format!("COMMIT PREPARED {gid} failed: {p}; the main committed, resolve it on that node"), DetachCause::CommitFailed));
-            }
-        }
-        self.detach_followers(failed);
+        self.detach_followers(failed_commits(done, &gid, "the main committed"));
         self.repl_mut().joined = false;
         Ok(Ok(()))
     }

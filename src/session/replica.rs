@@ -75,7 +75,7 @@ pub struct Repl {
     /// timestamp or after an autocommit write, with the (shard, node) it was read on (a
     /// transaction that moves between shards changes mains); two-phase commit names the
     /// followers' prepared transactions after it (`commit_main`).
-    pub txn_xid: Option<(usize, usize, String)>,
+    pub txn_xid: Option<(usize, usize, u64)>,
     /// pgproxy asked the main for the transaction's timestamp in this transaction.
     pub ts_asked: bool,
     /// A write of this transaction needed the transaction's timestamp.

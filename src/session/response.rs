@@ -116,7 +116,7 @@ impl Session {
                     if ts.is_some() {
                         r.txn_ts = ts;
                     }
-                    if let Some(x) = xid {
+                    if let Some(x) = xid.and_then(|x| x.parse().ok()) {
                         r.txn_xid = Some((r.shard, r.node, x));
                     }
                 }

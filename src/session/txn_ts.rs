@@ -50,14 +50,13 @@ impl Session {
     /// batch cut short by Flush, not while the unnamed portal may be suspended, not before the
     /// transaction's snapshot).
     pub(super) fn read_xid_after(&mut self, unit: &[u8]) -> bool {
-        let two_phase = self.commit_mode() == crate::config::CommitMode::TwoPhase;
         let in_txn = self.tx_status == b'T';
         let r = self.repl_mut();
         let mirrored = r.unit.as_ref().is_some_and(|u| u.mirror && !u.copy);
         let written_txn = in_txn && r.joined && r.txn_xid.is_none();
         let implicit = r.implicit;
-        let asked = two_phase
-            && mirrored
+        // The cheap checks first: this runs after every unit of a replicated session.
+        let asked = mirrored
             && (implicit || written_txn)
             && !r.followers.is_empty()
             && !r.unnamed_portal_kept
@@ -66,7 +65,9 @@ impl Session {
                 || super::replica::last_tag(unit) == Some(fe::SYNC));
         // In a transaction, not before it took its snapshot (REPEATABLE READ: a LOCK or
         // SAVEPOINT first leaves that to the client's next statement).
-        asked && (implicit || self.unit_takes_snapshot(unit))
+        asked
+            && self.commit_mode() == crate::config::CommitMode::TwoPhase
+            && (implicit || self.unit_takes_snapshot(unit))
     }
 
     /// Some statement the unit runs may take a snapshot (`keywords::takes_snapshot`); a
