@@ -127,4 +127,15 @@ print(f"pgproxy-2o / pgproxy-1 TPS:  {ratio('pgproxy-2o', 'pgproxy-1')}")
 print(f"pgproxy-3 / pgproxy-1 TPS:   {ratio('pgproxy-3', 'pgproxy-1')}")
 print(f"pgproxy-1 / direct TPS:      {ratio('pgproxy-1', 'direct')}")
 PY
+
+# A node detached during the run makes that target's figures those of fewer nodes.
+for n in 1 2 3 2o; do
+  changed=$(bench_nodes_changed "$DIR/p$n")
+  if [ -n "$changed" ]; then
+    echo "WARNING: pgproxy-$n detached a node during the run; its figures are not for all its nodes:" |
+      tee -a "$OUT/replication.md"
+    echo "$changed" | head -5 | tee -a "$OUT/replication.md"
+    rc=1
+  fi
+done
 exit $rc

@@ -285,12 +285,23 @@ EOT
 
 # bench_pgproxy_up BIN DIR PORT NODE_PORT[,NODE_PORT...] [MAX_CLIENT_CONN] [COMMIT] : (re)starts pgproxy
 # for the benchmarks with `bench_pgproxy_config`'s config DIR/pgproxy.toml, log DIR/pgproxy.log.
-# Logs at RUST_LOG (warn).
+# Logs at RUST_LOG (warn, and node state changes; `bench_nodes_changed` reads them).
+# The decision log and its list of detached nodes from an earlier run are removed: a node
+# detached then would otherwise stay detached, and a "2 nodes" target would run on one.
 bench_pgproxy_up() {
   local bin=$1 dir=$2 port=$3 node_ports=$4 max_clients=${5:-20000} commit=${6:-2pc}
   mkdir -p "$dir"
   pgproxy_stop "$dir" >/dev/null      # a leftover from an earlier run
+  rm -f "$dir/decisions.log" "$dir/decisions.log.nodes"
   bench_pgproxy_config "$dir" "$port" "$node_ports" "$max_clients" "$commit"
-  RUST_LOG=${RUST_LOG:-warn} pgproxy_start "$bin" "$dir/pgproxy.toml" "$dir" "$port" postgres bench
+  RUST_LOG=${RUST_LOG:-warn,pgproxy::cluster::nodes=info} pgproxy_start "$bin" "$dir/pgproxy.toml" "$dir" "$port" postgres bench
   log "pgproxy: pid $(pgproxy_pid "$dir") on 127.0.0.1:$port (config $dir/pgproxy.toml, log $dir/pgproxy.log)"
+}
+
+# bench_nodes_changed DIR : prints the node state changes (detach, failover) that pgproxy DIR
+# logged since its last start; nothing if every node stayed up.
+bench_nodes_changed() {
+  local log=$1/pgproxy.log
+  [ -f "$log" ] || return 0
+  awk '/^---- .* start /{buf=""; next} /node state changed|failover|last up node|quarantined/{buf=buf $0 "\n"} END{printf "%s", buf}' "$log"
 }
