@@ -184,6 +184,25 @@ async fn health_checks_detach_a_dead_replica_for_good() {
         assert_identical(&[&cl.nodes[0], &cl.nodes[1]], &["t"]).await;
         let (code, out, _) = verify(&cl.proxy.config_path()).await;
         assert_eq!(code, 1, "the stale node differs:\n{out}");
+
+        // A new pgproxy on the same config (and decision log) keeps the node detached, and
+        // says so at start: it answers again but missed writes.
+        drop(c);
+        cl.proxy.signal(libc::SIGINT);
+        assert!(
+            cl.proxy.wait_exit(Duration::from_secs(10)).await.is_some(),
+            "pgproxy exits on SIGINT"
+        );
+        cl.proxy = Proxy::start(&cl.config.render()).await;
+        cl.wait_log(10, "node stays detached").await;
+        let c = cl.client().await;
+        exec(&c, "INSERT INTO t VALUES (13, 'after a pgproxy restart')").await;
+        assert!(
+            !read_ports(&c, 100).await.contains(&dead),
+            "no reads on the detached node after a restart"
+        );
+        assert_eq!(cl.nodes[2].scalar("SELECT count(*) FROM t").await, "10");
+        assert_identical(&[&cl.nodes[0], &cl.nodes[1]], &["t"]).await;
     })
     .await
 }
@@ -421,6 +440,110 @@ async fn startup_asks_the_main_about_its_followers_prepared_transactions() {
         );
         cl.wait_log(10, "in-doubt transaction left prepared").await;
         exec(&follower, &format!("ROLLBACK PREPARED '{}'", gids[2])).await;
+    })
+    .await
+}
+
+/// Two nodes where the follower holds two prepared transactions of a commit the main decided
+/// (gids naming the main): the main committed the first (x = 1) and rolled back the second
+/// (x = 2). Returns the nodes and the gids.
+async fn followers_in_doubt() -> (Vec<PgNode>, [String; 2]) {
+    let nodes = start_nodes(2).await;
+    let main = connect_app(nodes[0].port()).await;
+    exec(&main, "CREATE TABLE t (x int PRIMARY KEY)").await;
+    let mut gids = Vec::new();
+    for (x, end) in [(1, "COMMIT"), (2, "ROLLBACK")] {
+        exec(&main, &format!("BEGIN; INSERT INTO t VALUES ({x})")).await;
+        let xid = scalar(&main, "SELECT txid_current()::text").await;
+        exec(&main, end).await;
+        gids.push(format!(
+            "pgproxy_00c0ffee12345678_{x}_{xid}@127.0.0.1:{}",
+            nodes[0].port()
+        ));
+    }
+    let follower = connect_app(nodes[1].port()).await;
+    exec(&follower, "CREATE TABLE t (x int PRIMARY KEY)").await;
+    for (x, gid) in gids.iter().enumerate() {
+        let sql = format!(
+            "BEGIN; INSERT INTO t VALUES ({}); PREPARE TRANSACTION '{gid}'",
+            x + 1
+        );
+        exec(&follower, &sql).await;
+    }
+    let gids = [gids[0].clone(), gids[1].clone()];
+    (nodes, gids)
+}
+
+/// The follower's committed rows and prepared gids, once nothing is left prepared.
+async fn follower_settles(node: &PgNode) -> String {
+    eventually(
+        30,
+        "the follower's in-doubt transactions resolved",
+        || async {
+            let left = node.scalar("SELECT count(*) FROM pg_prepared_xacts").await;
+            (left == "0").then_some(())
+        },
+    )
+    .await;
+    node.scalar("SELECT coalesce(string_agg(x::text, ',' ORDER BY x), '') FROM t")
+        .await
+}
+
+/// The main a follower's prepared transactions name is down when pgproxy starts (so they stay
+/// prepared, holding their row locks) and comes back while pgproxy runs: pgproxy asks it again
+/// and resolves them as it decided, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_main_unreachable_at_start_is_asked_again_once_back() {
+    within(120, "test", async {
+        let (mut nodes, gids) = followers_in_doubt().await;
+        nodes[0].stop();
+        // Health checks that never detach the main during this test.
+        let mut cl = ReplCluster::with_nodes(nodes, decision_dir(), |c| {
+            c.health("interval_ms", "200").health("failures", "100000")
+        })
+        .await;
+        cl.wait_log(20, "in-doubt transaction left prepared").await;
+        assert_eq!(
+            cl.nodes[1]
+                .scalar("SELECT count(*) FROM pg_prepared_xacts")
+                .await,
+            "2",
+            "nothing decided while the main cannot say"
+        );
+        cl.nodes[0].restart().await;
+        assert_eq!(
+            follower_settles(&cl.nodes[1]).await,
+            "1",
+            "as the main decided ({gids:?})"
+        );
+        cl.wait_log(10, "all resolved").await;
+        let c = cl.client().await;
+        exec(&c, "INSERT INTO t VALUES (2)").await;
+        cl.assert_identical(&["t"]).await;
+    })
+    .await
+}
+
+/// The same, but the main never comes back: once health checks detach it (recorded), the
+/// followers hold the transactions and pgproxy commits them, so their rows are not locked
+/// until the next start and writes to them go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn followers_in_doubt_commit_once_their_main_is_detached() {
+    within(120, "test", async {
+        let (mut nodes, _gids) = followers_in_doubt().await;
+        nodes[0].stop();
+        let cl = ReplCluster::with_nodes(nodes, decision_dir(), |c| {
+            c.health("interval_ms", "200").health("failures", "2")
+        })
+        .await;
+        assert_eq!(follower_settles(&cl.nodes[1]).await, "1,2");
+        let c = cl.client().await;
+        // Both rows were held by prepared transactions: a write to them neither waits nor fails.
+        exec(&c, "UPDATE t SET x = x + 10").await;
+        assert_eq!(
+            scalar(&c, "SELECT string_agg(x::text, ',' ORDER BY x) FROM t").await,
+            "11,12"
+        );
     })
     .await
 }

@@ -7,7 +7,7 @@ mod common;
 use common::*;
 use pgproxy::config::Config;
 use pgproxy::replication::decision_log::{DecisionLog, GidGen, COMPACT_ABOVE};
-use pgproxy::replication::resolve::resolve_in_doubt;
+use pgproxy::replication::resolve::{resolve_in_doubt, Pass};
 use std::collections::HashSet;
 use std::path::Path;
 use std::sync::Arc;
@@ -190,7 +190,9 @@ async fn resolve_commits_logged_gids_and_rolls_back_the_others() {
         let config = Config::from_toml(&ProxyConfig::with_nodes(&[a.port(), b.port()]).render())
             .expect("config");
 
-        let report = resolve_in_doubt(&config, &log).await.expect("resolve");
+        let report = resolve_in_doubt(&config, &log, Pass::Startup)
+            .await
+            .expect("resolve");
         assert_eq!(
             (
                 report.committed,
@@ -238,7 +240,9 @@ async fn resolve_skips_an_unreachable_node_and_keeps_its_decisions() {
         let config = Config::from_toml(&ProxyConfig::with_nodes(&[a.port(), free_port()]).render())
             .expect("config");
 
-        let report = resolve_in_doubt(&config, &log).await.expect("resolve");
+        let report = resolve_in_doubt(&config, &log, Pass::Startup)
+            .await
+            .expect("resolve");
         assert_eq!(
             (report.committed, report.unreachable_nodes),
             (1, 1),

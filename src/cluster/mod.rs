@@ -317,6 +317,11 @@ fn load_down_nodes(cfg: &Config, topology: &Topology) {
         {
             for (n, node) in shard.nodes.iter().enumerate() {
                 if format!("{}:{}", node.host, node.port) == addr {
+                    warn!(
+                        shard = %name,
+                        node = %addr,
+                        "node stays detached: an earlier run detached it (recorded in {path}); rebuild it from a live sibling (docs/OPERATIONS.md), then remove its line"
+                    );
                     topology.detach(
                         s,
                         n,

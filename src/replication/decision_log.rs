@@ -62,6 +62,23 @@ impl GidGen {
     pub fn next_for_main(&self, xid: u64, host: &str, port: u16) -> String {
         format!("{}_{xid}@{host}:{port}", self.next())
     }
+
+    /// True if `gid` is one of this generator's (this process's), in either format.
+    pub fn owns(&self, gid: &str) -> bool {
+        gid_instance(gid) == Some(self.instance.as_str())
+    }
+
+    /// The instance part of this generator's gids.
+    pub fn instance(&self) -> &str {
+        &self.instance
+    }
+}
+
+/// The `<instance>` part of a gid in [`GidGen`]'s formats (not validated).
+pub fn gid_instance(gid: &str) -> Option<&str> {
+    gid.strip_prefix("pgproxy_")
+        .and_then(|r| r.split_once('_'))
+        .map(|(instance, _)| instance)
 }
 
 /// The main a gid of [`GidGen::next_for_main`] names: its transaction id, host and port.
@@ -417,6 +434,18 @@ mod tests {
         ] {
             assert!(!is_pgproxy_gid(gid), "{gid}");
             assert_eq!(main_of_gid(gid), None, "{gid}");
+        }
+    }
+
+    #[test]
+    fn a_generator_knows_its_own_gids() {
+        let (gen, other) = (GidGen::new(), GidGen::new());
+        for gid in [gen.next(), gen.next_for_main(9, "h", 5432)] {
+            assert!(gen.owns(&gid), "{gid}");
+            assert!(!other.owns(&gid), "{gid}");
+        }
+        for gid in ["", "pgproxy_", "pgproxy_ab_1", "other_ab_1"] {
+            assert!(!gen.owns(gid), "{gid}");
         }
     }
 }

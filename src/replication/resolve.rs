@@ -6,12 +6,17 @@
 //! transaction, leaves it prepared (warned about, resolved at the next start). Any other
 //! pgproxy gid is committed if the decision log says so, else rolled back.
 //!
-//! Runs before the listener accepts clients, so no session is between the two phases and a gid
-//! without a `C` record can only be one whose decision was never made. Connects with the same
-//! code, TLS and credentials as the pools (`backend::ServerConn`), once per node, database and
-//! user that can log in. Must not: accept clients.
+//! The first pass runs before the listener accepts clients, so no session is between the two
+//! phases and a gid without a `C` record can only be one whose decision was never made. If it
+//! left anything (a node or main that could not be reached), the server runs
+//! [`Pass::Retry`] passes while clients run: they finish only gids of earlier runs (never this
+//! process's own, [`GidGen::owns`]) and skip nodes recorded as detached, so a main that came
+//! back, or was detached meanwhile, does not leave its followers' rows locked until the next
+//! start. Connects with the same code, TLS and credentials as the pools
+//! (`backend::ServerConn`), once per node, database and user that can log in. Must not:
+//! accept clients.
 
-use super::decision_log::{is_pgproxy_gid, main_of_gid, DecisionLog};
+use super::decision_log::{gid_instance, is_pgproxy_gid, main_of_gid, DecisionLog};
 use crate::backend::{BackendError, ConnectParams, InternalResult, ServerConn};
 use crate::config::{Config, Node, ServerTls, User};
 use crate::net::{client_connector, TlsError};
@@ -81,12 +86,34 @@ struct NodeOutcome {
     unreachable: bool,
 }
 
+/// Which resolution pass runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pass {
+    /// At start, before clients: every pgproxy gid on every node.
+    Startup,
+    /// While clients run: only gids of other instances than this process's (`GidGen::instance`),
+    /// i.e. of earlier runs, on nodes not recorded as detached.
+    Retry {
+        /// This process's gid instance.
+        own_instance: String,
+    },
+}
+
+impl Pass {
+    /// True if this pass leaves `gid` alone (a gid of this process, maybe in flight).
+    fn skips(&self, gid: &str) -> bool {
+        matches!(self, Pass::Retry { own_instance } if gid_instance(gid) == Some(own_instance.as_str()))
+    }
+}
+
 /// Finds pgproxy gids prepared on every node of every shard, in every configured database, and
-/// commits those `log` holds a commit decision for, rolling back the others. Unreachable nodes
-/// are warned about and skipped. When the search was complete, marks every decision done.
+/// commits those `log` holds a commit decision for, rolling back the others (gids naming their
+/// main: as that main decided). Unreachable nodes are warned about and skipped. When the
+/// search was complete, marks every decision it looked at done.
 pub async fn resolve_in_doubt(
     config: &Config,
     log: &DecisionLog,
+    pass: Pass,
 ) -> Result<ResolveReport, ResolveError> {
     let mut report = ResolveReport::default();
     if config.databases.is_empty() {
@@ -99,7 +126,13 @@ pub async fn resolve_in_doubt(
         return Ok(report);
     }
     let tls = tls_connector(config)?;
-    let decided = Arc::new(log.committed());
+    let decided: HashSet<String> = log
+        .committed()
+        .into_iter()
+        .filter(|g| !pass.skips(g))
+        .collect();
+    let decided = Arc::new(decided);
+    let pass = Arc::new(pass);
     let mains = Arc::new(Mains {
         detached: crate::cluster::recorded_down_nodes(config)
             .into_iter()
@@ -114,6 +147,13 @@ pub async fn resolve_in_doubt(
     let mut tasks = JoinSet::new();
     for shard in &config.shards {
         for node in &shard.nodes {
+            let detached = mains
+                .detached
+                .contains(&format!("{}:{}", node.host, node.port));
+            if detached && *pass != Pass::Startup {
+                // Stale until it is rebuilt; its prepared transactions go with that.
+                continue;
+            }
             let mut logins = Vec::new();
             let mut seen = HashSet::new();
             for db in &config.databases {
@@ -129,6 +169,7 @@ pub async fn resolve_in_doubt(
                 logins,
                 decided.clone(),
                 mains.clone(),
+                pass.clone(),
             ));
         }
     }
@@ -234,6 +275,7 @@ async fn resolve_node(
     logins: Vec<ConnectParams>,
     decided: Arc<HashSet<String>>,
     mains: Arc<Mains>,
+    pass: Arc<Pass>,
 ) -> NodeOutcome {
     let mut out = NodeOutcome::default();
     // (database, gid) → owner, for gids the logged-in role was not allowed to finish.
@@ -267,7 +309,7 @@ async fn resolve_node(
             let [Some(gid), Some(owner), Some(allowed)] = &row[..] else {
                 continue;
             };
-            if !is_pgproxy_gid(gid) {
+            if !is_pgproxy_gid(gid) || pass.skips(gid) {
                 continue;
             }
             let key = (database.to_string(), gid.clone());
@@ -281,7 +323,14 @@ async fn resolve_node(
                 Some(main) => match main_committed(&mut main_conns, p, &mains, main).await {
                     Ok(c) => c,
                     Err(why) => {
-                        warn!(shard, node, database, gid, why, "in-doubt transaction left prepared; pgproxy looks at it again at its next start");
+                        warn!(
+                            shard,
+                            node,
+                            database,
+                            gid,
+                            why,
+                            "in-doubt transaction left prepared; pgproxy asks again in a while"
+                        );
                         out.failed += 1;
                         continue;
                     }

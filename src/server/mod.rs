@@ -5,7 +5,7 @@ use crate::cluster::Cluster;
 use crate::config::Config;
 use crate::net::{server_acceptor, TlsError};
 use crate::replication::decision_log::{DecisionLog, LogError};
-use crate::replication::resolve::{resolve_in_doubt, ResolveError};
+use crate::replication::resolve::{resolve_in_doubt, Pass, ResolveError};
 use crate::session::{self, Shared};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -62,13 +62,16 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError
         })?;
     let tls = client_tls(&config)?;
     // Sessions record their commit decisions in it.
-    let decisions = open_and_resolve(&config).await?;
+    let (decisions, left) = open_and_resolve(&config).await?;
     let cluster = Arc::new(Cluster::new(config)?);
     let shared = Arc::new(Shared::new(cluster.clone(), tls));
-    let _ = shared.decisions.set(decisions);
+    let _ = shared.decisions.set(decisions.clone());
     let health_stop = tokio_util::sync::CancellationToken::new();
     let _health_guard = health_stop.clone().drop_guard();
-    cluster.spawn_health_checks(health_stop);
+    cluster.spawn_health_checks(health_stop.clone());
+    if left {
+        tokio::spawn(retry_resolution(shared.clone(), decisions, health_stop));
+    }
     let sig = |k: SignalKind| signal(k).map_err(|e| ServerError::Signals(e.to_string()));
     let (mut hup, mut term, mut int) = (
         sig(SignalKind::hangup())?,
@@ -116,13 +119,49 @@ pub async fn run(config: Config, config_path: PathBuf) -> Result<(), ServerError
 
 /// Opens the decision log and resolves transactions left prepared by an earlier run, before
 /// any client is accepted (no session can be between the two phases yet).
-async fn open_and_resolve(config: &Config) -> Result<Arc<DecisionLog>, ServerError> {
+/// Returns the log and whether a node or a main could not be reached, or a gid could not be
+/// resolved (worth looking again while running).
+async fn open_and_resolve(config: &Config) -> Result<(Arc<DecisionLog>, bool), ServerError> {
     let log = Arc::new(DecisionLog::open(Path::new(
         &config.replication.decision_log,
     ))?);
-    let report = resolve_in_doubt(config, &log).await?;
+    let report = resolve_in_doubt(config, &log, Pass::Startup).await?;
     info!(path = %log.path().display(), %report, "in-doubt prepared transactions resolved");
-    Ok(log)
+    Ok((log, report.unreachable_nodes > 0 || report.failed > 0))
+}
+
+/// Longest pause between two retries of in-doubt resolution.
+const RESOLVE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// Resolution at start left prepared transactions (a node, or the main a gid names, could not
+/// be reached): looks again, 1 s after start and then backing off to a minute, until a pass
+/// finds nothing left. Followers' prepared transactions hold their row locks meanwhile: a main
+/// detached since (or back) must not leave them so until the next start.
+async fn retry_resolution(
+    shared: Arc<Shared>,
+    log: Arc<DecisionLog>,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let pass = Pass::Retry {
+        own_instance: shared.gids.instance().to_string(),
+    };
+    let mut pause = Duration::from_secs(1);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stop.cancelled() => return,
+        }
+        let config = shared.cluster.config();
+        match resolve_in_doubt(&config, &log, pass.clone()).await {
+            Ok(report) if report.complete => {
+                info!(%report, "in-doubt prepared transactions left at start: all resolved");
+                return;
+            }
+            Ok(report) => info!(%report, "in-doubt prepared transactions: some still left"),
+            Err(e) => warn!(error = %e, "in-doubt resolution failed"),
+        }
+        pause = (pause * 2).min(RESOLVE_RETRY_MAX);
+    }
 }
 
 /// Re-reads the config file; an invalid one is refused and the old one kept.
