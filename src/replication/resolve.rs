@@ -3,7 +3,7 @@
 //! prepared) is committed if the main's `txid_status` says committed, rolled back if aborted;
 //! if that main was detached (recorded in `<decision_log>.nodes`) it is committed, as the
 //! followers hold the transaction; a main that cannot be reached, or no longer knows the
-//! transaction, leaves it prepared (warned about, resolved at the next start). Any other
+//! transaction, leaves it prepared (warned about, asked again by a later pass). Any other
 //! pgproxy gid is committed if the decision log says so, else rolled back.
 //!
 //! The first pass runs before the listener accepts clients, so no session is between the two
