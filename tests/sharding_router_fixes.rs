@@ -398,3 +398,69 @@ async fn vacuum_and_analyze_run_on_every_shard() {
     })
     .await
 }
+
+/// Found by the random SQL test (seed 0x2301): a merged read ordered by a float column while
+/// the session had `SET extra_float_digits = 0`. The shards then print distinct floats alike
+/// (15 digits), so pgproxy ordered them by the next key: rows out of order, and a LIMIT could
+/// keep the wrong one. It is refused now (0A000 saying what to do); with the default it merges
+/// by the exact values.
+#[tokio::test]
+async fn a_merged_order_by_a_float_needs_exact_float_output() {
+    within(120, "test", async {
+        let c = ShardedCluster::start(2, 1, "").await;
+        let client = c.client().await;
+        client
+            .batch_execute(
+                "CREATE TABLE contacts (id bigint NOT NULL, user_id bigint NOT NULL, \
+                 rating float8, PRIMARY KEY (id, user_id))",
+            )
+            .await
+            .expect("schema");
+        // Shard 0 holds the larger value under the smaller id: a tie broken by id inverts them.
+        let sql = format!(
+            "INSERT INTO contacts (id, user_id, rating) VALUES (1, {}, 32.38), (2, {}, 32.379999999999995)",
+            key_on(0),
+            key_on(1)
+        );
+        client.batch_execute(&sql).await.expect("seed");
+        // The sort key is not selected: pgproxy adds it as a hidden column and sorts by it.
+        let query = "SELECT id FROM contacts ORDER BY rating, id";
+        assert_eq!(ids(&client.query(query, &[]).await.expect("merged")), [2, 1]);
+        // Text results (simple protocol) with the float shown.
+        let text = "SELECT id, rating FROM contacts ORDER BY rating, id LIMIT 1";
+        let first = simple_rows(&client, text).await;
+        assert_eq!(
+            first,
+            [[Some("2".to_string()), Some("32.379999999999995".to_string())]]
+        );
+
+        client
+            .batch_execute("SET extra_float_digits = 0")
+            .await
+            .expect("set");
+        for res in [
+            client.query(query, &[]).await.map(|_| ()),
+            client.simple_query(text).await.map(|_| ()),
+        ] {
+            let e = expect_sqlstate(res, "0A000");
+            assert!(
+                describe(&e).contains("extra_float_digits"),
+                "{}",
+                describe(&e)
+            );
+        }
+        // With the key, one shard answers: PostgreSQL orders, nothing to merge.
+        let one = format!(
+            "SELECT id FROM contacts WHERE user_id = {} ORDER BY rating",
+            key_on(1)
+        );
+        assert_eq!(ids(&client.query(&one, &[]).await.expect("one shard")), [2]);
+
+        client
+            .batch_execute("RESET extra_float_digits")
+            .await
+            .expect("reset");
+        assert_eq!(ids(&client.query(query, &[]).await.expect("merged")), [2, 1]);
+    })
+    .await
+}

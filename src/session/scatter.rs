@@ -769,6 +769,20 @@ impl Session {
                 "ordering dates across shards needs DateStyle = ISO".into(),
             ));
         }
+        // With fewer digits, distinct floats can print alike: their order (and which rows a
+        // LIMIT keeps) would be decided by the next key instead.
+        let float_order = spec.order.iter().any(|k| {
+            matches!(
+                fields[col(k.col, visible)].type_oid,
+                oid::FLOAT4 | oid::FLOAT8
+            )
+        });
+        if float_order && !float_digits_ok {
+            return Err(refuse(
+                "ordering floats across shards needs extra_float_digits >= 1 (the default: RESET extra_float_digits)"
+                    .into(),
+            ));
+        }
         if let MergeKind::Group { aggs, .. } = &spec.kind {
             let float_sum = aggs.iter().any(|(c, a)| {
                 matches!(a, Agg::Sum | Agg::Avg { .. })
