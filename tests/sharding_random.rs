@@ -1873,11 +1873,14 @@ impl Gen {
             vals.push(self.lit(&src, &row[i]));
         }
         let cols: Vec<&str> = NOTES.iter().map(|c| c.name).collect();
-        let sql = format!(
-            "INSERT INTO notes ({}) VALUES ({})",
-            cols.join(", "),
-            vals.join(", ")
-        );
+        // Every column in table order: sometimes without the column list (pgproxy reads the
+        // table's columns to find the key).
+        let list = if self.rng.chance(0.3) {
+            String::new()
+        } else {
+            format!(" ({})", cols.join(", "))
+        };
+        let sql = format!("INSERT INTO notes{list} VALUES ({})", vals.join(", "));
         self.pinned = true;
         self.write_stmt(sql, &["notes"], false, "insert")
     }

@@ -464,3 +464,74 @@ async fn a_merged_order_by_a_float_needs_exact_float_output() {
     })
     .await
 }
+
+/// `INSERT INTO contacts VALUES (…)` without a column list, as hand-written SQL and psql users
+/// send it: pgproxy reads the table's column order (with the session's search_path) for each
+/// such INSERT and routes by the key's position; the rows land on their keys' shards. Once
+/// refused ("name the columns").
+#[tokio::test]
+async fn an_insert_without_a_column_list_goes_to_its_keys_shard() {
+    within(120, "test", async {
+        let c = ShardedCluster::start(2, 1, "").await;
+        let client = c.client().await;
+        client.batch_execute(SCHEMA).await.expect("schema");
+        let (k0, k1) = (key_on(0), key_on(1));
+        let run = |sql: String| {
+            let client = &client;
+            async move { client.batch_execute(&sql).await.expect(&sql) }
+        };
+        run(format!("INSERT INTO contacts VALUES (1, {k0}, 'a')")).await;
+        run(format!("INSERT INTO contacts VALUES (2, {k1}, 'b')")).await;
+        // Rows of both shards in one statement; in a transaction; with parameters.
+        run(format!("INSERT INTO contacts VALUES (3, {k0}, 'c'), (4, {k1}, 'd')")).await;
+        run("BEGIN".into()).await;
+        run(format!("INSERT INTO contacts VALUES (5, {k1}, 'e')")).await;
+        run("COMMIT".into()).await;
+        // Sent with other statements in one Query, it still needs its column list.
+        let e = expect_sqlstate(
+            client
+                .batch_execute(&format!("SELECT 1; INSERT INTO contacts VALUES (9, {k1}, 'x')"))
+                .await,
+            "0A000",
+        );
+        assert!(describe(&e).contains("column list"), "{}", describe(&e));
+        client
+            .execute("INSERT INTO contacts VALUES ($1, $2, $3)", &[&6i64, &k0, &"f"])
+            .await
+            .expect("extended");
+        assert_eq!(names_on(&c, 0, k0).await, "1:a,3:c,6:f");
+        assert_eq!(names_on(&c, 1, k1).await, "2:b,4:d,5:e");
+        assert_eq!(names_on(&c, 0, k1).await, "");
+        assert_eq!(names_on(&c, 1, k0).await, "");
+
+        // Another table of the same name earlier in the search_path, key first: read with the
+        // session's search_path, so the key is the first value there.
+        run("CREATE SCHEMA other; CREATE TABLE other.contacts (user_id bigint, id bigint, name text)".into()).await;
+        run("SET search_path = other, public".into()).await;
+        run(format!("INSERT INTO contacts VALUES ({k1}, 7, 'g')")).await;
+        assert_eq!(
+            c.shard_scalar(1, &format!("SELECT count(*) FROM other.contacts WHERE user_id = {k1}")).await,
+            "1"
+        );
+        assert_eq!(c.shard_scalar(0, "SELECT count(*) FROM other.contacts").await, "0");
+        run("RESET search_path".into()).await;
+
+        // The column order changes: read again, never kept.
+        run("ALTER TABLE contacts DROP COLUMN name".into()).await;
+        run(format!("INSERT INTO contacts VALUES (8, {k1})")).await;
+        assert_eq!(
+            c.shard_scalar(1, &format!("SELECT count(*) FROM contacts WHERE id = 8 AND user_id = {k1}")).await,
+            "1"
+        );
+
+        // A sharded table that does not exist (yet): refused, saying what to do.
+        let e = expect_sqlstate(
+            client
+                .batch_execute(&format!("INSERT INTO notes VALUES ({k0})"))
+                .await,
+            "0A000",
+        );
+        assert!(describe(&e).contains("column list"), "{}", describe(&e));
+    })
+    .await
+}

@@ -116,6 +116,9 @@ pub struct StmtPlan {
     /// `DECLARE name … CURSOR`: the cursor's name (as [`CursorName::Named`] keys it) and
     /// whether it is WITH HOLD (outlives its transaction).
     pub declares: Option<(String, bool)>,
+    /// An INSERT into a sharded table without a column list, refused because the map does not
+    /// know the table's columns: the table's name as written (`ShardMap::with_columns`).
+    pub needs_columns: Option<String>,
 }
 
 /// The plan of a SQL string: one entry per statement, plus any comment hint.
@@ -233,6 +236,7 @@ impl StmtPlan {
             why: why.to_string(),
             split: None,
             declares: None,
+            needs_columns: None,
         }
     }
 }

@@ -18,6 +18,7 @@ mod expect;
 mod extended;
 mod follower;
 mod followers;
+mod insert_columns;
 mod keyless;
 mod keyless_det;
 mod keyless_request;

@@ -40,6 +40,9 @@ pub struct ShardState {
     pub(super) cursors: super::cursors::Cursors,
     /// The open transaction's SET statements, for the shards it moves to.
     pub(super) sets: super::txn_sets::TxnSets,
+    /// The columns of the table an INSERT without a column list names, read for the unit
+    /// being routed (`insert_columns.rs`); cleared once it is routed.
+    pub(super) insert_columns: Option<(String, Vec<String>)>,
 }
 
 impl ShardState {
@@ -54,10 +57,11 @@ impl ShardState {
             key_before_txn: None,
             cursors: Default::default(),
             sets: Default::default(),
+            insert_columns: None,
         }
     }
 
-    fn plan(&mut self, sql: &str) -> Arc<RoutePlan> {
+    pub(super) fn plan(&mut self, sql: &str) -> Arc<RoutePlan> {
         if let Some(p) = self.plans.get(sql) {
             return p.clone();
         }
@@ -65,6 +69,15 @@ impl ShardState {
             self.plans.clear();
         }
         let p = Arc::new(plan(sql, &self.map));
+        if let Some(table) = p.statements.iter().find_map(|s| s.needs_columns.as_ref()) {
+            // Not kept: planned with the table's columns only while they were just read.
+            return match &self.insert_columns {
+                Some((t, columns)) if t == table => {
+                    Arc::new(plan(sql, &self.map.with_columns(t, columns.clone())))
+                }
+                _ => p,
+            };
+        }
         self.plans.insert(sql.to_string(), p.clone());
         p
     }
@@ -171,7 +184,15 @@ impl Session {
                 return self.explain_route(&sql).map(Some);
             }
         }
-        let unit = match self.unit_route(frames) {
+        let mut routed = self.unit_route(frames);
+        if routed.is_err() && self.read_insert_columns(frames).await {
+            // An INSERT without a column list, now with its table's columns.
+            routed = self.unit_route(frames);
+        }
+        if let Some(st) = self.shard_state() {
+            st.insert_columns = None;
+        }
+        let unit = match routed {
             Ok(u) => u,
             Err(e) if self.only_a_syntax_error(frames, &e).await => {
                 // It fails the same way on every node: the current shard answers it.

@@ -67,6 +67,10 @@ pub struct ShardMap {
     pub cross_shard: CrossShard,
     /// UPDATE / DELETE without a key.
     pub keyless_writes: KeylessWrites,
+    /// Columns of sharded tables in table order, by the name an INSERT without a column list
+    /// gave (as written), read from the catalog by a session (`with_columns`); empty in the
+    /// map built from the config.
+    columns: HashMap<String, Vec<String>>,
 }
 
 fn key_type(t: KeyTypeName) -> KeyType {
@@ -142,6 +146,7 @@ impl ShardMap {
             tables,
             cross_shard: sh.cross_shard_transactions,
             keyless_writes: sh.keyless_writes,
+            columns: HashMap::new(),
         })
     }
 
@@ -168,6 +173,19 @@ impl ShardMap {
     /// True when some table is sharded.
     pub fn has_tables(&self) -> bool {
         !self.tables.is_empty()
+    }
+
+    /// This map, knowing that the table an INSERT names `table` (as written) has `columns` in
+    /// this order.
+    pub fn with_columns(&self, table: &str, columns: Vec<String>) -> ShardMap {
+        let mut m = self.clone();
+        m.columns.insert(table.to_string(), columns);
+        m
+    }
+
+    /// The columns of the table named `table` (as written), if `with_columns` gave them.
+    pub fn table_columns(&self, table: &str) -> Option<&[String]> {
+        self.columns.get(table).map(Vec::as_slice)
     }
 
     /// The key column of a sharded table (names already lower-cased / unquoted).

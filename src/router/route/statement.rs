@@ -581,20 +581,35 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
         }
         return StmtPlan::simple(Target::All, true, "INSERT into a shared table: every shard");
     };
-    if ins.columns.is_empty() {
-        return StmtPlan::simple(
-            Target::Refuse(format!(
-                "INSERT into sharded table {name} without a column list: name the columns (INSERT INTO {name} (…) VALUES …) so pgproxy can find the key {column}"
-            )),
-            true,
-            "INSERT",
-        );
-    }
-    let Some(pos) = ins
-        .columns
-        .iter()
-        .position(|c| ident_key(&c.value, c.quote_style) == column)
-    else {
+    let pos = if ins.columns.is_empty() {
+        // The table's own column order, once the session read it from the catalog.
+        if ins.source.is_none() {
+            return StmtPlan::simple(
+                Target::Refuse(format!(
+                    "INSERT … DEFAULT VALUES into sharded table {name} gives no value for its sharding key {column}: give the key"
+                )),
+                true,
+                "INSERT",
+            );
+        }
+        let Some(columns) = map.table_columns(&name.to_string()) else {
+            let mut p = StmtPlan::simple(
+                Target::Refuse(format!(
+                    "INSERT into sharded table {name} without a column list: pgproxy could not read the table's columns to find the key {column} (no such table outside your transaction?); name the columns (INSERT INTO {name} (…) VALUES …)"
+                )),
+                true,
+                "INSERT",
+            );
+            p.needs_columns = Some(name.to_string());
+            return p;
+        };
+        columns.iter().position(|c| c == column)
+    } else {
+        ins.columns
+            .iter()
+            .position(|c| ident_key(&c.value, c.quote_style) == column)
+    };
+    let Some(pos) = pos else {
         return StmtPlan::simple(
             Target::Refuse(format!(
                 "INSERT into sharded table {name} without its sharding key {column}: give the key"

@@ -503,6 +503,52 @@ fn routing_table() {
 }
 
 #[test]
+fn an_insert_without_a_column_list_routes_once_the_columns_are_known() {
+    let m = map();
+    let (a, b, _) = keys(&m);
+    let sql = format!("INSERT INTO contacts VALUES (7, {a}, 'x')");
+    let p = plan(&sql, &m);
+    assert_eq!(p.statements[0].needs_columns.as_deref(), Some("contacts"));
+    check(&m, &sql, &[], "refuse:column list");
+    let cols = |c: &[&str]| c.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let known = m.with_columns("contacts", cols(&["id", "user_id", "name"]));
+    assert_eq!(plan(&sql, &known).statements[0].needs_columns, None);
+    check(&known, &sql, &[], &format!("key:{a}"));
+    // Rows of two keys: split; parameters: routed at Bind; a key column the table lacks.
+    check(
+        &known,
+        &format!("INSERT INTO contacts VALUES (1, {a}, 'x'), (2, {b}, 'y')"),
+        &[],
+        "split",
+    );
+    let with_b = b.to_string();
+    check(
+        &known,
+        "INSERT INTO contacts VALUES ($1, $2, $3)",
+        &[Some("1"), Some(&with_b), None],
+        &format!("key:{b}"),
+    );
+    let other = m.with_columns("contacts", cols(&["id", "name"]));
+    check(&other, &sql, &[], "refuse:sharding key");
+    // Qualified and quoted names are looked up as written; DEFAULT VALUES names no key.
+    let app = m.with_columns("app.events", cols(&["owner", "what"]));
+    check(
+        &app,
+        &format!("INSERT INTO app.events VALUES ({a}, 'e')"),
+        &[],
+        &format!("key:{a}"),
+    );
+    let p = plan("INSERT INTO contacts DEFAULT VALUES", &known);
+    assert_eq!(p.statements[0].needs_columns, None);
+    check(
+        &known,
+        "INSERT INTO contacts DEFAULT VALUES",
+        &[],
+        "refuse:DEFAULT VALUES",
+    );
+}
+
+#[test]
 fn bind_parameters_route_at_bind() {
     let m = map();
     let (a, b, _) = keys(&m);
