@@ -259,11 +259,52 @@ impl Session {
             if self.batch.is_some() {
                 self.filter_batch_output();
             }
-            self.client.write_all(&self.to_client).await?;
-            self.to_client.clear();
+            let keep = self.held_command_complete();
+            let n = self.to_client.len() - keep;
+            self.client.write_all(&self.to_client[..n]).await?;
+            if keep == 0 {
+                self.to_client.clear();
+            } else {
+                let _ = self.to_client.split_to(n);
+            }
             self.batch_output_flushed();
         }
         Ok(())
+    }
+
+    /// Bytes at the end of the client's output to hold back: while an autocommit write sent
+    /// as a simple Query runs on a replicated shard, its last CommandComplete so far, which the
+    /// commit pgproxy runs after it replaces with the error if it fails (as PostgreSQL reports
+    /// a failing implicit commit instead of the last statement's CommandComplete;
+    /// `drop_last_command_complete`). The main's answer may come in several reads (its
+    /// transaction id is read after the statement): this keeps the frame until the commit.
+    fn held_command_complete(&self) -> usize {
+        let Some(r) = self.repl.as_ref() else {
+            return 0;
+        };
+        let simple_unit = r
+            .unit
+            .as_ref()
+            .is_some_and(|u| u.frames.first() == Some(&fe::QUERY));
+        if !r.implicit || self.batch.is_some() || !simple_unit {
+            return 0;
+        }
+        let buf = &self.to_client[..];
+        let mut pos = 0;
+        let mut last = None;
+        while let Ok(Some(n)) = frame::peek_frame_len(&buf[pos..], usize::MAX) {
+            last = Some(pos);
+            pos += n;
+        }
+        match last {
+            Some(at)
+                if pos == buf.len()
+                    && buf[at] == crate::protocol::message::be::COMMAND_COMPLETE =>
+            {
+                buf.len() - at
+            }
+            _ => 0,
+        }
     }
 
     pub(super) async fn flush_server(&mut self) -> Result<(), SessionError> {
