@@ -71,12 +71,23 @@ impl PgNode {
             child: None,
         };
         // A port picked by free_port() can be taken by a parallel test before postgres binds it:
-        // retry on a fresh port when that happens.
+        // retry on a fresh port when that happens. Also seen twice under full parallel load:
+        // "could not create lock file …/.s.PGSQL.<port>.lock: Permission denied" in the node's
+        // own socket dir (cause not found): retry that too, with the dir's owner set again.
         for attempt in 1..=3 {
             node.port = free_port();
             match node.spawn_and_wait(Duration::from_secs(30)).await {
                 Ok(()) => break,
                 Err(log) if attempt < 3 && log.contains("could not bind") => continue,
+                Err(log) if attempt < 3 && log.contains("could not create lock file") => {
+                    eprintln!("postgres could not create its lock file; retrying:\n{log}");
+                    if is_root() {
+                        let (uid, gid) = postgres_ids();
+                        let _ = std::os::unix::fs::chown(node.dir.path(), Some(uid), Some(gid));
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
                 Err(log) => panic!("postgres did not start on port {}:\n{log}", node.port),
             }
         }
