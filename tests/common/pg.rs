@@ -73,7 +73,8 @@ impl PgNode {
         // A port picked by free_port() can be taken by a parallel test before postgres binds it:
         // retry on a fresh port when that happens. Also seen twice under full parallel load:
         // "could not create lock file …/.s.PGSQL.<port>.lock: Permission denied" in the node's
-        // own socket dir (cause not found): retry that too, with the dir's owner set again.
+        // own socket dir (likely the dir chowned from a racing getpwnam, now read once:
+        // `postgres_ids`): retry that too, with the dir's owner set again.
         for attempt in 1..=3 {
             node.port = free_port();
             match node.spawn_and_wait(Duration::from_secs(30)).await {
@@ -408,15 +409,22 @@ fn is_root() -> bool {
 
 /// uid and gid of the `postgres` OS user.
 fn postgres_ids() -> (u32, u32) {
-    let name = CString::new("postgres").expect("no NUL in a literal");
-    // SAFETY: `name` is a valid C string; the returned record is read before any other getpw* call.
-    let pw = unsafe { libc::getpwnam(name.as_ptr()) };
-    assert!(
-        !pw.is_null(),
-        "running as root but there is no `postgres` OS user: {INSTALL_HINT}"
-    );
-    // SAFETY: checked non-null above.
-    unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+    // getpwnam's record is one static buffer: nodes start on parallel threads, and two calls at
+    // once could read each other's half-written record (a node dir chowned to the wrong user:
+    // postgres then cannot create its socket lock file there). Read once, by one thread.
+    static IDS: std::sync::OnceLock<(u32, u32)> = std::sync::OnceLock::new();
+    *IDS.get_or_init(|| {
+        let name = CString::new("postgres").expect("no NUL in a literal");
+        // SAFETY: `name` is a valid C string; OnceLock runs this on one thread, and the test
+        // code makes no other getpw* call.
+        let pw = unsafe { libc::getpwnam(name.as_ptr()) };
+        assert!(
+            !pw.is_null(),
+            "running as root but there is no `postgres` OS user: {INSTALL_HINT}"
+        );
+        // SAFETY: checked non-null above.
+        unsafe { ((*pw).pw_uid, (*pw).pw_gid) }
+    })
 }
 
 /// Sends `sig`, waits up to `limit` for the exit, then SIGKILLs.
