@@ -738,7 +738,12 @@ def t_sh_refused():
         # an INSERT without the key column, without a column list
         sh_refused(conn, f"INSERT INTO {SH} (id, name, n) VALUES (%s, %s, %s)", (99, "nokey", 1),
                    "INSERT without the key")
-        sh_refused(conn, f"INSERT INTO {SH} VALUES (99, {SH_LO}, 'nocols', 1)", what="INSERT without columns")
+        sh_refused(conn, f"INSERT INTO {SH} DEFAULT VALUES", what="INSERT DEFAULT VALUES (no key)")
+        # without a column list: routed by the table's column order (read by pgproxy)
+        conn.execute(f"INSERT INTO {SH} VALUES (99, {SH_LO}, 'nocols', 1)")
+        eq(conn.execute(f"SELECT name FROM {SH} WHERE user_id = {SH_LO} AND id = 99").fetchone(),
+           ("nocols",), "INSERT without a column list")
+        conn.execute(f"DELETE FROM {SH} WHERE user_id = {SH_LO} AND id = 99")
         # across shards: window function, string_agg, HAVING, count(DISTINCT)
         sh_refused(conn, f"SELECT user_id, row_number() OVER (ORDER BY n) FROM {SH} WHERE {SH_RANGE}",
                    what="window function")
