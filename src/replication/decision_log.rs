@@ -63,11 +63,6 @@ impl GidGen {
         format!("{}_{xid}@{host}:{port}", self.next())
     }
 
-    /// True if `gid` is one of this generator's (this process's), in either format.
-    pub fn owns(&self, gid: &str) -> bool {
-        gid_instance(gid) == Some(self.instance.as_str())
-    }
-
     /// The instance part of this generator's gids.
     pub fn instance(&self) -> &str {
         &self.instance
@@ -441,11 +436,12 @@ mod tests {
     fn a_generator_knows_its_own_gids() {
         let (gen, other) = (GidGen::new(), GidGen::new());
         for gid in [gen.next(), gen.next_for_main(9, "h", 5432)] {
-            assert!(gen.owns(&gid), "{gid}");
-            assert!(!other.owns(&gid), "{gid}");
+            assert_eq!(gid_instance(&gid), Some(gen.instance()), "{gid}");
+            assert_ne!(gid_instance(&gid), Some(other.instance()), "{gid}");
         }
-        for gid in ["", "pgproxy_", "pgproxy_ab_1", "other_ab_1"] {
-            assert!(!gen.owns(gid), "{gid}");
+        for gid in ["", "pgproxy_", "other_ab_1"] {
+            assert_eq!(gid_instance(gid), None, "{gid}");
         }
+        assert_ne!(gid_instance("pgproxy_ab_1"), Some(gen.instance()));
     }
 }

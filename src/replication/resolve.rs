@@ -10,7 +10,7 @@
 //! phases and a gid without a `C` record can only be one whose decision was never made. If it
 //! left anything (a node or main that could not be reached), the server runs
 //! [`Pass::Retry`] passes while clients run: they finish only gids of earlier runs (never this
-//! process's own, [`GidGen::owns`]) and skip nodes recorded as detached, so a main that came
+//! process's own: `GidGen::instance`) and skip nodes recorded as detached, so a main that came
 //! back, or was detached meanwhile, does not leave its followers' rows locked until the next
 //! start. Connects with the same code, TLS and credentials as the pools
 //! (`backend::ServerConn`), once per node, database and user that can log in. Must not:
@@ -61,6 +61,14 @@ pub struct ResolveReport {
     /// True when every node and database was searched and everything found was resolved; only
     /// then are the logged commit decisions marked done.
     pub complete: bool,
+}
+
+impl ResolveReport {
+    /// A node could not be reached, or a gid could not be found out or resolved: worth
+    /// another pass.
+    pub fn left_any(&self) -> bool {
+        self.unreachable_nodes > 0 || self.failed > 0
+    }
 }
 
 impl fmt::Display for ResolveReport {
@@ -186,7 +194,7 @@ pub async fn resolve_in_doubt(
         report.failed += o.failed;
         report.unreachable_nodes += usize::from(o.unreachable);
     }
-    report.complete = report.failed == 0 && report.unreachable_nodes == 0;
+    report.complete = !report.left_any();
     if report.complete {
         // No node holds any logged gid any more: nothing is left to decide for them.
         for gid in decided.iter() {

@@ -127,7 +127,7 @@ async fn open_and_resolve(config: &Config) -> Result<(Arc<DecisionLog>, bool), S
     ))?);
     let report = resolve_in_doubt(config, &log, Pass::Startup).await?;
     info!(path = %log.path().display(), %report, "in-doubt prepared transactions resolved");
-    Ok((log, report.unreachable_nodes > 0 || report.failed > 0))
+    Ok((log, report.left_any()))
 }
 
 /// Longest pause between two retries of in-doubt resolution.
@@ -153,7 +153,7 @@ async fn retry_resolution(
         }
         let config = shared.cluster.config();
         match resolve_in_doubt(&config, &log, pass.clone()).await {
-            Ok(report) if report.complete => {
+            Ok(report) if !report.left_any() => {
                 info!(%report, "in-doubt prepared transactions left at start: all resolved");
                 return;
             }

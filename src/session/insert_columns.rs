@@ -25,7 +25,7 @@ impl Session {
         let Some(text) = self.only_text(frames) else {
             return false;
         };
-        let Some(st) = self.repl.as_mut().and_then(|r| r.sharding.as_deref_mut()) else {
+        let Some(st) = self.shard_state() else {
             return false;
         };
         let table = match &st.plan(&text).statements[..] {
@@ -37,7 +37,7 @@ impl Session {
         };
         match self.table_columns(&table).await {
             Some(columns) if !columns.is_empty() => {
-                if let Some(st) = self.repl.as_mut().and_then(|r| r.sharding.as_deref_mut()) {
+                if let Some(st) = self.shard_state() {
                     st.insert_columns = Some((table, columns));
                 }
                 true
@@ -112,23 +112,24 @@ impl Session {
              AND NOT a.attisdropped ORDER BY a.attnum",
             quote_lit(table)
         );
-        let rows = super::catalog::rows(&mut conn, &sql).await;
-        match rows {
-            Ok(Ok(rows)) => {
+        let rows = match super::catalog::rows(&mut conn, &sql).await {
+            Ok(r) => {
                 conn.release();
-                Some(
-                    rows.into_iter()
-                        .filter_map(|r| r.into_iter().next()?)
-                        .collect(),
-                )
-            }
-            Ok(Err(why)) => {
-                conn.release();
-                debug!(error = %why, "could not read an INSERT's table columns");
-                None
+                r
             }
             Err(e) => {
                 debug!(error = %e, "could not read an INSERT's table columns");
+                return None;
+            }
+        };
+        match rows {
+            Ok(rows) => Some(
+                rows.into_iter()
+                    .filter_map(|r| r.into_iter().next()?)
+                    .collect(),
+            ),
+            Err(why) => {
+                debug!(error = %why, "could not read an INSERT's table columns");
                 None
             }
         }

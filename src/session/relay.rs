@@ -262,11 +262,7 @@ impl Session {
             let keep = self.held_command_complete();
             let n = self.to_client.len() - keep;
             self.client.write_all(&self.to_client[..n]).await?;
-            if keep == 0 {
-                self.to_client.clear();
-            } else {
-                let _ = self.to_client.split_to(n);
-            }
+            self.to_client.advance(n);
             self.batch_output_flushed();
         }
         Ok(())
@@ -279,32 +275,19 @@ impl Session {
     /// `drop_last_command_complete`). The main's answer may come in several reads (its
     /// transaction id is read after the statement): this keeps the frame until the commit.
     fn held_command_complete(&self) -> usize {
-        let Some(r) = self.repl.as_ref() else {
+        // Runs at every flush: the cheap checks first.
+        let Some(r) = self.repl.as_ref().filter(|r| r.implicit) else {
             return 0;
         };
         let simple_unit = r
             .unit
             .as_ref()
             .is_some_and(|u| u.frames.first() == Some(&fe::QUERY));
-        if !r.implicit || self.batch.is_some() || !simple_unit {
+        if self.batch.is_some() || !simple_unit {
             return 0;
         }
-        let buf = &self.to_client[..];
-        let mut pos = 0;
-        let mut last = None;
-        while let Ok(Some(n)) = frame::peek_frame_len(&buf[pos..], usize::MAX) {
-            last = Some(pos);
-            pos += n;
-        }
-        match last {
-            Some(at)
-                if pos == buf.len()
-                    && buf[at] == crate::protocol::message::be::COMMAND_COMPLETE =>
-            {
-                buf.len() - at
-            }
-            _ => 0,
-        }
+        super::replica::last_command_complete(&self.to_client)
+            .map_or(0, |at| self.to_client.len() - at)
     }
 
     pub(super) async fn flush_server(&mut self) -> Result<(), SessionError> {

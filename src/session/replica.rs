@@ -1066,18 +1066,21 @@ pub(super) fn last_tag(unit: &[u8]) -> Option<u8> {
 /// Removes the CommandComplete that ends `buf[..end]`, if the last frame there is one (it may
 /// have been sent to the client already; then nothing is removed).
 fn drop_last_command_complete(buf: &mut bytes::BytesMut, end: usize) {
-    let mut pos = 0;
-    let mut last = None;
-    while pos < end {
-        let Ok(Some(n)) = frame::peek_frame_len(&buf[pos..end], usize::MAX) else {
-            return;
-        };
-        last = Some(pos);
-        pos += n;
-    }
-    if let Some(at) = last.filter(|&at| buf[at] == crate::protocol::message::be::COMMAND_COMPLETE) {
+    if let Some(at) = last_command_complete(&buf[..end]) {
         let tail = buf.split_off(end);
         buf.truncate(at);
         buf.unsplit(tail);
     }
+}
+
+/// Offset of the last frame of `buf` when it is a CommandComplete and `buf` is whole frames.
+pub(super) fn last_command_complete(buf: &[u8]) -> Option<usize> {
+    let mut pos = 0;
+    let mut last = None;
+    while pos < buf.len() {
+        let n = frame::peek_frame_len(&buf[pos..], usize::MAX).ok()??;
+        last = Some(pos);
+        pos += n;
+    }
+    last.filter(|&at| buf[at] == crate::protocol::message::be::COMMAND_COMPLETE)
 }

@@ -119,7 +119,7 @@ fn shard_key_setting(sql: &str) -> Option<Option<String>> {
 }
 
 impl Session {
-    fn shard_state(&mut self) -> Option<&mut ShardState> {
+    pub(super) fn shard_state(&mut self) -> Option<&mut ShardState> {
         self.repl.as_mut().and_then(|r| r.sharding.as_deref_mut())
     }
 

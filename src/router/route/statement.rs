@@ -582,7 +582,6 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
         return StmtPlan::simple(Target::All, true, "INSERT into a shared table: every shard");
     };
     let pos = if ins.columns.is_empty() {
-        // The table's own column order, once the session read it from the catalog.
         if ins.source.is_none() {
             return StmtPlan::simple(
                 Target::Refuse(format!(
@@ -592,6 +591,7 @@ fn plan_insert(ins: &Insert, map: &ShardMap) -> StmtPlan {
                 "INSERT",
             );
         }
+        // The table's own column order, once the session read it from the catalog.
         let Some(columns) = map.table_columns(&name.to_string()) else {
             let mut p = StmtPlan::simple(
                 Target::Refuse(format!(
